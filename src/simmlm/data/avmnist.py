@@ -1,0 +1,250 @@
+"""avMNIST built from the raw MNIST and FSDD files, following the missing-modality literature's protocol.
+
+On-disk layout expected under the data directory (see ``../shared/data/DATA.md``)::
+
+    avmnist/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
+    avmnist/fsdd/recordings/{digit}_{speaker}_{index}.wav
+
+Protocol (SMIL / ShaSpec / SimMLM): 1,500 pairs from FSDD speakers jackson, nicolas and theo; recordings with
+index < 15 form the test split (450), the others the train split (1,050). Audio: decimate by 3 (8 kHz ->
+2.67 kHz), 20 MFCCs with ``n_fft=2048, hop=512``, zero-padded or cut to 20 frames. Each recording is paired
+with an MNIST image of the same digit (train images from MNIST-train, test images from MNIST-test), drawn
+without replacement by a fixed-seed generator, so the pairing is deterministic.
+
+Scaling (chosen deliberately, see README "avMNIST data"): images are mapped to [-1, 1] (``x / 127.5 - 1``).
+MFCC maps are standardised per coefficient with statistics of the training split (mean and std over all
+train cells of that coefficient, padding included), because coefficient 0 spans hundreds of units while the
+others span tens: a global min-max to [-1, 1] squashes the informative coefficients into a narrow band.
+``audio_scaling="minmax"`` gives the global min-max variant for comparison.
+
+The MFCC extraction runs once; the raw arrays are cached (``.npz``) under a name that carries a fingerprint
+of the raw files and of the extraction parameters, and reused on later runs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from simmlm.data.base import Splits, TensorMultimodalDataset
+
+SPEAKERS = ("jackson", "nicolas", "theo")
+RECORDINGS_PER_DIGIT = 50
+TEST_INDEX_BELOW = 15
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+MFCC = {"decimate": 3, "n_mfcc": 20, "n_fft": 2048, "hop_length": 512, "frames": 20}
+PAIRING_SEED = 0
+BUILD_VERSION = "1"
+MODALITIES = ("image", "audio")
+
+
+def _recording_names() -> list[str]:
+    return [
+        f"{digit}_{speaker}_{index}.wav"
+        for speaker in SPEAKERS
+        for digit in range(10)
+        for index in range(RECORDINGS_PER_DIGIT)
+    ]
+
+
+def required_files(root: Path) -> list[Path]:
+    """Every raw file the avMNIST build reads, under ``root`` (the ``avmnist`` folder)."""
+    mnist = [root / "mnist" / name for pair in MNIST_FILES.values() for name in pair]
+    return mnist + [root / "fsdd" / "recordings" / name for name in _recording_names()]
+
+
+def check_files(root: Path) -> list[Path]:
+    """Return the required files, or raise ``FileNotFoundError`` naming what is missing."""
+    files = required_files(root)
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        shown = "\n  ".join(str(f) for f in missing[:10])
+        more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise FileNotFoundError(
+            f"avMNIST data is incomplete under {root}: {len(missing)} of {len(files)} required files are "
+            f"missing:\n  {shown}{more}\nPoint --data-dir or SIMMLM_DATA_DIR at the folder that holds "
+            "avmnist/mnist and avmnist/fsdd/recordings (see DATA.md)."
+        )
+    return files
+
+
+def fingerprint(files: list[Path]) -> str:
+    """SHA-256 over the raw files' contents and the extraction parameters."""
+    digest = hashlib.sha256(f"{BUILD_VERSION}{sorted(MFCC.items())}{SPEAKERS}{PAIRING_SEED}".encode())
+    for f in files:
+        digest.update(f.name.encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read a gzip-compressed IDX file (MNIST's format) into a uint8 array."""
+    with gzip.open(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {body.size}")
+    return body.reshape(shape)
+
+
+def mfcc_map(path: Path) -> tuple[np.ndarray, int]:
+    """20x20 MFCC map of one recording (coefficients x frames) and its number of real frames."""
+    import librosa
+    import scipy.signal
+    import soundfile
+
+    try:
+        wave, rate = soundfile.read(path, dtype="float32")
+    except (RuntimeError, soundfile.LibsndfileError) as err:  # pragma: no cover - depends on the file
+        raise ValueError(f"cannot read WAV {path}: {err}") from err
+    if wave.ndim > 1:
+        wave = wave.mean(axis=1)
+    wave = scipy.signal.decimate(wave, MFCC["decimate"]).astype(np.float32)
+    with warnings.catch_warnings():
+        # Most decimated clips are shorter than n_fft: librosa zero-pads them, as the protocol expects.
+        warnings.filterwarnings("ignore", message="n_fft=.* is too large")
+        coeffs = librosa.feature.mfcc(
+            y=wave,
+            sr=rate / MFCC["decimate"],
+            n_mfcc=MFCC["n_mfcc"],
+            n_fft=MFCC["n_fft"],
+            hop_length=MFCC["hop_length"],
+        )
+    frames = MFCC["frames"]
+    real = min(coeffs.shape[1], frames)
+    out = np.zeros((MFCC["n_mfcc"], frames), dtype=np.float32)
+    out[:, :real] = coeffs[:, :real]
+    return out, real
+
+
+def build_arrays(root: Path, files: list[Path]) -> dict[str, np.ndarray]:
+    """Extract the raw (unscaled) arrays of the 1,500 avMNIST pairs."""
+    from rich.progress import track
+
+    names = _recording_names()
+    mfccs, real_frames, digits, is_test = [], [], [], []
+    for name in track(names, description="avMNIST: extracting MFCCs", transient=True):
+        digit, _speaker, index = name[:-4].split("_")
+        coeffs, real = mfcc_map(root / "fsdd" / "recordings" / name)
+        mfccs.append(coeffs)
+        real_frames.append(real)
+        digits.append(int(digit))
+        is_test.append(int(index) < TEST_INDEX_BELOW)
+    labels = np.asarray(digits, dtype=np.int64)
+    test = np.asarray(is_test)
+
+    images = np.zeros((len(names), 28, 28), dtype=np.uint8)
+    rng = np.random.default_rng(PAIRING_SEED)
+    for split, (img_file, lab_file) in MNIST_FILES.items():
+        pool_images = read_idx(root / "mnist" / img_file)
+        pool_labels = read_idx(root / "mnist" / lab_file)
+        rows = test if split == "test" else ~test
+        for digit in range(10):
+            targets = np.flatnonzero(rows & (labels == digit))
+            chosen = rng.choice(np.flatnonzero(pool_labels == digit), size=len(targets), replace=False)
+            images[targets] = pool_images[chosen]
+    return {
+        "image": images,
+        "audio": np.stack(mfccs),
+        "real_frames": np.asarray(real_frames, dtype=np.int64),
+        "label": labels,
+        "is_test": test,
+    }
+
+
+def cache_dir() -> Path:
+    """Where built arrays are cached: ``$SIMMLM_CACHE_DIR`` or ``~/.cache/simmlm``."""
+    return Path(os.environ.get("SIMMLM_CACHE_DIR", Path.home() / ".cache" / "simmlm"))
+
+
+def load_arrays(data_dir: Path, cache: Path | None = None) -> dict[str, np.ndarray]:
+    """Raw arrays of avMNIST, built once and cached by fingerprint."""
+    root = Path(data_dir) / "avmnist"
+    files = check_files(root)
+    cache = cache or cache_dir()
+    path = cache / f"avmnist-{fingerprint(files)[:16]}.npz"
+    if path.is_file():
+        with np.load(path) as npz:
+            return {k: npz[k] for k in npz.files}
+    arrays = build_arrays(root, files)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # atomic: a killed build never leaves half a cache file
+    return arrays
+
+
+def stratified_val_indices(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Indices of a validation split holding ``round(fraction * n_c)`` samples of each class ``c``."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        picked.append(rng.permutation(members)[: round(fraction * len(members))])
+    return np.sort(np.concatenate(picked))
+
+
+def load_avmnist(
+    data_dir: str | Path,
+    val_fraction: float = 0.15,
+    audio_scaling: Literal["standardize", "minmax"] = "standardize",
+    cache: Path | None = None,
+) -> Splits:
+    """avMNIST train / validation / test splits, scaled and ready to train on.
+
+    The validation split is a class-stratified ``val_fraction`` of the literature's train split, drawn with
+    a fixed seed (the same for every training seed); the test split is the literature's 450 samples.
+    """
+    arrays = load_arrays(Path(data_dir), cache)
+    labels, is_test = arrays["label"], arrays["is_test"]
+    train_pool = np.flatnonzero(~is_test)
+    val_idx = train_pool[stratified_val_indices(labels[train_pool], val_fraction)]
+    train_idx = np.setdiff1d(train_pool, val_idx)
+    test_idx = np.flatnonzero(is_test)
+
+    image = arrays["image"].astype(np.float32) / 127.5 - 1.0
+    audio = arrays["audio"]
+    fit = audio[train_idx]
+    if audio_scaling == "standardize":
+        mean = fit.mean(axis=(0, 2), keepdims=True)
+        std = fit.std(axis=(0, 2), keepdims=True) + 1e-6
+        audio = (audio - mean) / std
+    elif audio_scaling == "minmax":
+        lo, hi = fit.min(), fit.max()
+        audio = np.clip(2.0 * (audio - lo) / (hi - lo) - 1.0, -1.0, 1.0)
+    else:
+        raise ValueError(f"audio_scaling must be 'standardize' or 'minmax', got {audio_scaling!r}")
+
+    def subset(idx: np.ndarray) -> TensorMultimodalDataset:
+        return TensorMultimodalDataset(
+            {
+                "image": torch.from_numpy(image[idx]).unsqueeze(1).contiguous(),
+                "audio": torch.from_numpy(audio[idx].astype(np.float32)).unsqueeze(1).contiguous(),
+            },
+            torch.ones(len(idx), len(MODALITIES), dtype=torch.bool),
+            torch.from_numpy(labels[idx]),
+        )
+
+    description = (
+        f"avMNIST (SMIL protocol): speakers {', '.join(SPEAKERS)}; recording index < {TEST_INDEX_BELOW} -> test "
+        f"({len(test_idx)}), rest -> train, of which a class-stratified {val_fraction:.0%} is validation "
+        f"({len(val_idx)}) and {len(train_idx)} train. MFCC 20x20 (decimate 3, n_fft 2048, hop 512), "
+        f"audio scaling {audio_scaling} (train statistics), images in [-1, 1]."
+    )
+    return Splits(subset(train_idx), subset(val_idx), subset(test_idx), num_classes=10, description=description)

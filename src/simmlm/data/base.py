@@ -1,0 +1,84 @@
+"""In-memory multimodal datasets and loaders.
+
+Every dataset yields ``(inputs, mask, target)``: ``inputs`` maps modality name to a tensor, ``mask`` is the
+boolean availability vector ``[M]`` (the truth about presence) and ``target`` the label. A missing modality's
+tensor is zeros of the right shape, but nothing downstream ever infers presence from zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+Batch = tuple[dict[str, Tensor], Tensor, Tensor]
+
+
+class TensorMultimodalDataset(Dataset[Batch]):
+    """A dataset held in memory as one tensor per modality.
+
+    Indexing with an integer gives one sample; indexing with a list of integers gives a whole batch at
+    once (used by :func:`make_loader`, which avoids per-sample collation).
+
+    Args:
+        inputs: modality name -> tensor ``[N, ...]``; the dict order is the modality order.
+        mask: boolean ``[N, M]`` availability.
+        targets: ``[N]`` (class index) or ``[N, ...]`` targets.
+    """
+
+    def __init__(self, inputs: dict[str, Tensor], mask: Tensor, targets: Tensor) -> None:
+        n = len(targets)
+        if n == 0:
+            raise ValueError("dataset is empty")
+        if mask.dtype != torch.bool or mask.shape != (n, len(inputs)):
+            raise ValueError(f"mask must be bool [{n}, {len(inputs)}], got {mask.dtype} {tuple(mask.shape)}")
+        for name, tensor in inputs.items():
+            if len(tensor) != n:
+                raise ValueError(f"modality {name!r} has {len(tensor)} samples, targets have {n}")
+        # Missing inputs are zero-filled here once, so no sample ever carries content for an absent modality.
+        self.inputs = {
+            name: torch.where(_expand(mask[:, m], tensor), tensor, torch.zeros((), dtype=tensor.dtype))
+            for m, (name, tensor) in enumerate(inputs.items())
+        }
+        self.mask = mask
+        self.targets = targets
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.inputs)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int | Sequence[int] | Tensor) -> Batch:
+        return {k: v[index] for k, v in self.inputs.items()}, self.mask[index], self.targets[index]
+
+
+def _expand(column: Tensor, like: Tensor) -> Tensor:
+    return column.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train / validation / test datasets of one benchmark, plus what is needed to describe them."""
+
+    train: TensorMultimodalDataset
+    val: TensorMultimodalDataset
+    test: TensorMultimodalDataset
+    num_classes: int
+    description: str
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.train.modalities
+
+
+def make_loader(dataset: TensorMultimodalDataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader[Batch]:
+    """A loader that fetches whole batches by fancy indexing (no per-sample collation)."""
+    generator = torch.Generator().manual_seed(seed)
+    base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    sampler = BatchSampler(base, batch_size=batch_size, drop_last=False)
+    return DataLoader(dataset, sampler=sampler, batch_size=None)

@@ -1,0 +1,83 @@
+"""Run configuration (pydantic): unknown keys and wrong types are errors, not silently ignored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from simmlm.data.augment import AugmentSpec
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(StrictModel):
+    """Which dataset and how it is split and scaled."""
+
+    dataset: Literal["avmnist"] = "avmnist"
+    data_dir: Path | None = Field(None, description="default: $SIMMLM_DATA_DIR, then ../shared/data")
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    audio_scaling: Literal["standardize", "minmax"] = "standardize"
+
+
+class ModelConfig(StrictModel):
+    """Architecture options passed to the method's builder."""
+
+    expert: str = "lenet"
+    expert_options: dict[str, Any] = Field(default_factory=dict)
+    gate_width: int = Field(8, ge=1)
+    gate_hidden: int = Field(32, ge=1)
+    gate_channels: int | None = Field(None, ge=1, description="K gates per modality (None: one per modality)")
+
+
+class StageConfig(StrictModel):
+    """One training stage (Adam)."""
+
+    epochs: int = Field(ge=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class TrainConfig(StrictModel):
+    """Two-stage training: stage 1 trains each expert alone, stage 2 experts + gate with eq. 4."""
+
+    seed: int = 0
+    batch_size: int = Field(64, ge=1)
+    stage1: StageConfig = StageConfig(epochs=40)
+    stage2: StageConfig = StageConfig(epochs=30)
+    mofe_lambda: float | None = Field(None, ge=0, description="None: the method's default (simmlm 0.1, dmome 0)")
+    mofe_views: Literal["shared", "independent"] = Field(
+        "shared", description="x+ and x- from one augmented view, or two independently augmented views"
+    )
+    augment: dict[str, AugmentSpec] = Field(default_factory=dict)
+    accelerator: str = "auto"
+
+
+class RunConfig(StrictModel):
+    """Everything that defines one training run."""
+
+    method: str = "simmlm"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML run config (or the defaults) and apply dotted-key ``overrides``, e.g. ``{"train.seed": 1}``."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        raw = yaml.safe_load(text) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a run config must be a YAML mapping")
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return RunConfig.model_validate(raw)

@@ -1,0 +1,81 @@
+"""Expert networks: each maps one modality to task logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al. 1998) for one-channel square inputs (28x28 images, 20x20 MFCC maps).
+
+    Two 5x5 convolutions (6 and 16 channels, "same" padding for the first) with ReLU and 2x2 max-pooling,
+    then fully connected layers 120 -> 84 -> ``num_classes``. ``width`` scales the channel counts and
+    ``dropout`` acts before the last two linear layers.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        input_size: int = 28,
+        in_channels: int = 1,
+        width: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        c1, c2 = 6 * width, 16 * width
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        side = (input_size // 2 - 4) // 2
+        if side < 1:
+            raise ValueError(f"input_size {input_size} is too small for LeNet-5 (need >= 12)")
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c2 * side * side, 120),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+class MLPExpert(nn.Module):
+    """A multilayer perceptron over flattened inputs, for feature-vector modalities."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 128, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_features, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(torch.flatten(x, 1))
+
+
+def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **options: int | float) -> nn.Module:
+    """An expert by name: ``"lenet"`` for ``[C, S, S]`` inputs, ``"mlp"`` for any shape (flattened)."""
+    if kind == "lenet":
+        if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
+            raise ValueError(f"expert 'lenet' needs a [C, S, S] input, got {list(input_shape)}")
+        return LeNet5(num_classes, input_size=input_shape[1], in_channels=input_shape[0], **options)  # type: ignore[arg-type]
+    if kind == "mlp":
+        in_features = 1
+        for size in input_shape:
+            in_features *= size
+        return MLPExpert(in_features, num_classes, **options)  # type: ignore[arg-type]
+    raise ValueError(f"unknown expert kind {kind!r}; choose one of 'lenet', 'mlp'")

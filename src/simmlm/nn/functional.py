@@ -1,0 +1,30 @@
+"""Masked softmax over modalities (SimMLM eq. 1-2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from simmlm.subsets import check_mask
+
+
+def masked_softmax(gate_logits: Tensor, mask: Tensor) -> Tensor:
+    """Softmax over the modality axis with missing modalities' gates set to ``-inf`` (SimMLM eq. 2).
+
+    Args:
+        gate_logits: ``[B, M]`` or ``[B, M, K]`` gate values ``g``.
+        mask: boolean ``[B, M]`` availability.
+
+    Returns:
+        Weights of the same shape as ``gate_logits``; exactly 0 for missing modalities, summing to 1 over
+        the available ones.
+
+    Raises:
+        ValueError: if a sample has no available modality (instead of silently producing NaN).
+    """
+    check_mask(mask)
+    if gate_logits.shape[:2] != mask.shape:
+        raise ValueError(f"gate logits {tuple(gate_logits.shape)} do not match mask {tuple(mask.shape)}")
+    expanded = mask.reshape(*mask.shape, *([1] * (gate_logits.ndim - 2)))
+    neg_inf = torch.tensor(float("-inf"), dtype=gate_logits.dtype, device=gate_logits.device)
+    return torch.softmax(torch.where(expanded, gate_logits, neg_inf), dim=1)

@@ -1,0 +1,82 @@
+"""Gating networks of DMoME: zero-filled inputs of every modality -> one gate logit per modality (x channel)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class ConvGateEncoder(nn.Module):
+    """Lightweight strided CNN with global average pooling: one modality -> a feature vector.
+
+    Input-size independent, so the same gate serves inputs of any spatial size.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 8, spatial_dims: int = 2) -> None:
+        super().__init__()
+        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]
+        pool = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}[spatial_dims]
+        self.net = nn.Sequential(
+            conv(in_channels, width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            conv(width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            pool(1),
+            nn.Flatten(),
+        )
+        self.out_features = 2 * width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class FlatGateEncoder(nn.Module):
+    """Linear projection of a flattened feature-vector modality."""
+
+    def __init__(self, in_features: int, out_features: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, out_features), nn.ReLU())
+        self.out_features = out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class GatingNetwork(nn.Module):
+    """``G(x; phi)`` of SimMLM: per-modality encoders, concatenation, MLP -> gate logits ``[B, M(, K)]``.
+
+    Args:
+        encoders: modality name -> encoder with an ``out_features`` attribute (dataset modality order).
+        num_channels: ``K``; ``None`` gives one gate per modality (``[B, M]``), an integer one gate per
+            modality and output channel (``[B, M, K]``, e.g. K = 3 tumour regions).
+        hidden: width of the MLP head.
+    """
+
+    def __init__(self, encoders: dict[str, nn.Module], num_channels: int | None = None, hidden: int = 32) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict(encoders)
+        self.num_modalities = len(encoders)
+        self.num_channels = num_channels
+        in_features = sum(int(e.out_features) for e in encoders.values())  # type: ignore[arg-type]
+        self.head = nn.Sequential(
+            nn.Linear(in_features, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, self.num_modalities * (num_channels or 1)),
+        )
+
+    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        features = torch.cat([encoder(inputs[name]) for name, encoder in self.encoders.items()], dim=1)
+        logits = self.head(features)
+        if self.num_channels is None:
+            return logits
+        return logits.reshape(len(logits), self.num_modalities, self.num_channels)
+
+
+def build_gate_encoder(input_shape: tuple[int, ...], width: int = 8) -> nn.Module:
+    """A gate encoder for one modality: strided CNN for ``[C, *spatial]`` (1-3 spatial dims), else linear."""
+    if 2 <= len(input_shape) <= 4:
+        return ConvGateEncoder(input_shape[0], width, spatial_dims=len(input_shape) - 1)
+    in_features = 1
+    for size in input_shape:
+        in_features *= size
+    return FlatGateEncoder(in_features, 2 * width)
