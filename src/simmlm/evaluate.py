@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from simmlm.methods.predict import SubsetPredictions
 from simmlm.metrics import (
     accuracy,
@@ -36,9 +34,7 @@ def classification_report(preds: SubsetPredictions, modalities: Sequence[str], n
         }
         if preds.gate_weights is not None:
             mean = preds.gate_weights[s].float().mean(0)  # [M] or [M, K]
-            gate_weights[name] = {
-                m: mean[i].mean().item() for i, m in enumerate(modalities) if bits >> i & 1
-            }
+            gate_weights[name] = {m: mean[i].mean().item() for i, m in enumerate(modalities) if bits >> i & 1}
     correct = (probs.argmax(-1) == preds.targets.unsqueeze(0)).float().T  # [N, S]
     report: dict[str, Any] = {
         "subsets": subsets,

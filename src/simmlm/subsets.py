@@ -24,15 +24,16 @@ def all_subsets(num_modalities: int) -> list[int]:
 
 def subset_name(bits: int, modalities: Sequence[str]) -> str:
     """Human-readable name, e.g. ``"image+audio"`` (modalities in dataset order)."""
-    names = [name for m, name in enumerate(modalities) if bits >> m & 1]
-    if not names or bits >= 2 ** len(modalities):
+    if not 0 < bits < 2 ** len(modalities):
         raise ValueError(f"subset {bits} is not a non-empty subset of {list(modalities)}")
-    return "+".join(names)
+    return "+".join(name for m, name in enumerate(modalities) if bits >> m & 1)
 
 
 def subset_from_names(names: Sequence[str], modalities: Sequence[str]) -> int:
     """Bit mask of a list of modality names; raises on unknown names."""
     unknown = [n for n in names if n not in modalities]
+    if not names:
+        raise ValueError("a subset needs at least one modality name")
     if unknown:
         raise ValueError(f"unknown modality {unknown}; known modalities are {list(modalities)}")
     return sum(1 << modalities.index(n) for n in set(names))

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from simmlm.subsets import check_mask
+
 Batch = tuple[dict[str, Tensor], Tensor, Tensor]
 
 
@@ -35,6 +37,7 @@ class TensorMultimodalDataset(Dataset[Batch]):
             raise ValueError("dataset is empty")
         if mask.dtype != torch.bool or mask.shape != (n, len(inputs)):
             raise ValueError(f"mask must be bool [{n}, {len(inputs)}], got {mask.dtype} {tuple(mask.shape)}")
+        check_mask(mask)
         for name, tensor in inputs.items():
             if len(tensor) != n:
                 raise ValueError(f"modality {name!r} has {len(tensor)} samples, targets have {n}")

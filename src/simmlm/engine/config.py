@@ -27,7 +27,7 @@ class DataConfig(StrictModel):
 class ModelConfig(StrictModel):
     """Architecture options passed to the method's builder."""
 
-    expert: str = "lenet"
+    expert: str | dict[str, str] = Field("lenet", description="expert kind, or one kind per modality")
     expert_options: dict[str, Any] = Field(default_factory=dict)
     gate_width: int = Field(8, ge=1)
     gate_hidden: int = Field(32, ge=1)
@@ -77,7 +77,13 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     for key, value in (overrides or {}).items():
         node = raw
         *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
+        for depth, part in enumerate(parents):
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parents[: depth + 1])
+                raise ValueError(f"cannot set {key!r}: {where!r} is {child!r}, not a mapping")
+            node = child
         node[leaf] = value
     return RunConfig.model_validate(raw)

@@ -42,5 +42,7 @@ def static_calibration_error(probs: Tensor, target: Tensor, n_bins: int = 20) ->
     ``acc_bk`` is the fraction of samples in bin ``b`` of class ``k``'s probability whose label is ``k``.
     """
     num_classes = probs.shape[-1]
-    gaps = [_binned_calibration_gap(probs[:, k].contiguous(), target == k, n_bins, len(target)) for k in range(num_classes)]
+    gaps = [
+        _binned_calibration_gap(probs[:, k].contiguous(), target == k, n_bins, len(target)) for k in range(num_classes)
+    ]
     return torch.stack(gaps).mean()

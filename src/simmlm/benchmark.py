@@ -1,0 +1,198 @@
+"""``simmlm benchmark``: methods x seeds -> ``summary.json`` (DESIGN.md contract) and ``summary.md``."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from simmlm.data.base import Splits
+from simmlm.engine.checkpoint import save_checkpoint
+from simmlm.engine.config import load_config
+from simmlm.engine.train import load_splits, train
+from simmlm.evaluate import classification_report
+from simmlm.methods.predict import predict_subsets
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def full_modality_flops(model: nn.Module, splits: Splits) -> int:
+    """FLOPs of one forward pass on one test sample with every modality present (torch.utils.flop_counter)."""
+    inputs, mask, _ = splits.test[[0]]
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(inputs, torch.ones_like(mask))
+    return int(counter.get_total_flops())
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_benchmark(
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: Path,
+    config: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train and test every method with every seed; model selection uses the validation split only."""
+    out.mkdir(parents=True, exist_ok=True)
+    base = load_config(config, overrides)
+    splits = load_splits(base.data)
+    summary: dict[str, Any] = {
+        "dataset": base.data.dataset,
+        "modalities": splits.modalities,
+        "seeds": list(seeds),
+        "protocol": "",
+        "methods": {},
+    }
+    for method in methods:
+        runs = []
+        for seed in seeds:
+            cfg = load_config(config, {**(overrides or {}), "method": method, "train.seed": seed})
+            log(f"[{method} seed {seed}] training ({cfg.train.stage1.epochs}+{cfg.train.stage2.epochs} epochs)")
+            result = train(cfg, splits, progress=False)
+            report = classification_report(predict_subsets(result.model, splits.test), splits.modalities)
+            val_report = classification_report(predict_subsets(result.model, splits.val), splits.modalities)
+            run = {
+                "method": method,
+                "seed": seed,
+                "test": report,
+                "val_average_accuracy": val_report["average_accuracy"],
+                "train_seconds": result.train_seconds,
+                "selected": result.selected,
+                "mofe": result.mofe,
+            }
+            run_dir = out / "runs" / f"{method}-seed{seed}"
+            save_checkpoint(
+                run_dir / "model.pt",
+                result.model,
+                result.config,
+                input_shapes={k: list(v.shape[1:]) for k, v in splits.test.inputs.items()},
+                num_classes=splits.num_classes,
+                modalities=splits.modalities,
+            )
+            write_atomic(run_dir / "metrics.json", json.dumps(run, indent=2))
+            accs = ", ".join(f"{k} {v['accuracy']:.2%}" for k, v in report["subsets"].items())
+            log(
+                f"[{method} seed {seed}] {result.train_seconds:.1f}s  test: {accs}  "
+                f"CR {report['counterintuitive_rate']:.2%}"
+            )
+            runs.append((run, result))
+        resolved = runs[0][1].config
+        summary["protocol"] = (
+            f"{splits.description} Two-stage training (stage 1: {resolved.train.stage1.epochs} epochs, "
+            f"stage 2: {resolved.train.stage2.epochs} epochs, Adam); each expert's stage-1 epoch and the stage-2 "
+            "epoch are selected by validation accuracy (stage 2: mean over every subset), never by test data. "
+            "Test metrics: every non-empty modality subset; ECE/SCE with 20 bins."
+        )
+        summary["methods"][method] = _aggregate(
+            [r for r, _ in runs],
+            count_params(runs[0][1].model),
+            full_modality_flops(runs[0][1].model, splits),
+            {s: r.config.train.mofe_lambda for s, (_, r) in zip(seeds, runs, strict=True)},
+        )
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_atomic(out / "summary.md", summary_markdown(summary))
+    return summary
+
+
+def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dict[int, Any]) -> dict[str, Any]:
+    tests = [r["test"] for r in runs]
+    subsets = {
+        name: {key: [t["subsets"][name][key] for t in tests] for key in tests[0]["subsets"][name]}
+        for name in tests[0]["subsets"]
+    }
+    gate_weights = {
+        name: {m: statistics.fmean(t["gate_weights"][name][m] for t in tests) for m in weights}
+        for name, weights in tests[0]["gate_weights"].items()
+    }
+    return {
+        "subsets": subsets,
+        "average_accuracy": [t["average_accuracy"] for t in tests],
+        "counterintuitive_rate": [t["counterintuitive_rate"] for t in tests],
+        "gate_weights": gate_weights,
+        "train_seconds": [r["train_seconds"] for r in runs],
+        "params": params,
+        "flops_full": flops,
+        "mofe_lambda": next(iter(lambdas.values())),
+        "mofe_hinge_mean": [r["mofe"].get("hinge_mean") for r in runs],
+        "mofe_active_fraction": [r["mofe"].get("active_fraction") for r in runs],
+        "val_average_accuracy": [r["val_average_accuracy"] for r in runs],
+    }
+
+
+def _pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    mean = statistics.fmean(values) * scale
+    std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """Render ``summary.json`` as Markdown tables (mean ± std over seeds, percentages)."""
+    methods = summary["methods"]
+    names = list(next(iter(methods.values()))["subsets"])
+    lines = [
+        f"# {summary['dataset']}: {', '.join(methods)} (seeds {', '.join(map(str, summary['seeds']))})",
+        "",
+        summary["protocol"],
+        "",
+        "## Test accuracy (%) per available-modality subset",
+        "",
+        "| method | " + " | ".join(names) + " | average | CR (%) ↓ | train s |",
+        "|---" * (len(names) + 4) + "|",
+    ]
+    for method, m in methods.items():
+        cells = [_pm(m["subsets"][n]["accuracy"]) for n in names]
+        lines.append(
+            f"| {method} | "
+            + " | ".join(cells)
+            + f" | {_pm(m['average_accuracy'])} | {_pm(m['counterintuitive_rate'])} | "
+            + f"{statistics.fmean(m['train_seconds']):.1f} |"
+        )
+    lines += [
+        "",
+        "## Calibration (%) per subset: ECE / SCE (20 bins) ↓",
+        "",
+        "| method | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for method, m in methods.items():
+        cells = [f"{_pm(m['subsets'][n]['ece'])} / {_pm(m['subsets'][n]['sce'])}" for n in names]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Mean gate weights (test set, mean over seeds)",
+        "",
+        "| method | subset | weights |",
+        "|---|---|---|",
+    ]
+    for method, m in methods.items():
+        for subset, weights in m["gate_weights"].items():
+            lines.append(f"| {method} | {subset} | " + ", ".join(f"{k} {v:.3f}" for k, v in weights.items()) + " |")
+    lines += [
+        "",
+        "## MoFe hinge during stage 2 (mean over steps)",
+        "",
+        "| method | lambda | hinge active (% of samples) | mean hinge | params | FLOPs (full) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, m in methods.items():
+        lines.append(
+            f"| {method} | {m['mofe_lambda']} | {_pm(m['mofe_active_fraction'])} | "
+            f"{_pm(m['mofe_hinge_mean'], scale=1.0, digits=4)} | {m['params']:,} | {m['flops_full']:,} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,156 @@
+"""Command-line interface. Heavy libraries are imported inside the commands so ``simmlm --help`` is instant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="Multimodal learning with missing modalities (SimMLM, DMoME, ...).", no_args_is_help=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="SIMMLM_DATA_DIR", help="Folder holding the raw data (see DATA.md)."),
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config (configs/*.yaml).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set train.stage2.epochs=10.")
+]
+
+
+def _overrides(data_dir: Path | None, sets: list[str] | None, **extra: Any) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
+    if data_dir is not None:
+        out["data.data_dir"] = str(data_dir)
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--set expects KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _fail(err: Exception) -> typer.Exit:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {err}")
+    return typer.Exit(code=2)
+
+
+@app.command()
+def benchmark(
+    dataset: Annotated[str, typer.Argument(help="Dataset to benchmark: avmnist.")],
+    methods: Annotated[str, typer.Option(help="Comma-separated methods (see `simmlm methods`).")] = "simmlm,dmome",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
+    out: Annotated[Path, typer.Option(help="Output folder for summary.json, summary.md and runs/.")] = Path(
+        "results/avmnist"
+    ),
+    config: ConfigOpt = None,
+    data_dir: DataDir = None,
+    mofe_lambda: Annotated[float | None, typer.Option(help="Override every method's MoFe lambda.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train every method with every seed, test on every modality subset, write summary.json and summary.md."""
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from simmlm.benchmark import run_benchmark
+    from simmlm.engine.train import quiet_lightning
+    from simmlm.methods import get_method
+
+    console = Console()
+    try:
+        method_list = _csv(methods)
+        for m in method_list:
+            get_method(m)
+        seed_list = [int(s) for s in _csv(seeds)]
+        if config is None:
+            default = Path("configs") / f"{dataset}.yaml"
+            config = default if default.is_file() else None
+        overrides = _overrides(data_dir, set_, **{"data.dataset": dataset, "train.mofe_lambda": mofe_lambda})
+        quiet_lightning()
+        summary = run_benchmark(method_list, seed_list, out, config, overrides, log=console.print)
+    except (ValueError, FileNotFoundError, ValidationError) as err:
+        raise _fail(err) from err
+    console.print((out / "summary.md").read_text())
+    console.print(f"wrote {out / 'summary.json'} ({len(summary['methods'])} methods x {len(seed_list)} seeds)")
+
+
+@app.command()
+def data(
+    dataset: Annotated[str, typer.Argument(help="Dataset to build: avmnist.")] = "avmnist",
+    data_dir: DataDir = None,
+) -> None:
+    """Build (or find in the cache) a dataset's arrays and print its splits."""
+    from simmlm.engine.config import DataConfig
+    from simmlm.engine.train import load_splits
+
+    try:
+        splits = load_splits(DataConfig(dataset=dataset, data_dir=data_dir))  # type: ignore[arg-type]
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(err) from err
+    typer.echo(splits.description)
+    typer.echo(f"train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    method: Annotated[str | None, typer.Option(help="Method (default: the config's).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: the config's).")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder for model.pt and metrics.json.")] = Path("results/run"),
+    data_dir: DataDir = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train one run and evaluate it on the test split under every modality subset."""
+    from pydantic import ValidationError
+
+    from simmlm.benchmark import write_atomic
+    from simmlm.engine.checkpoint import save_checkpoint
+    from simmlm.engine.config import load_config
+    from simmlm.engine.train import load_splits
+    from simmlm.engine.train import train as train_run
+    from simmlm.evaluate import classification_report
+    from simmlm.methods.predict import predict_subsets
+
+    try:
+        cfg = load_config(config, _overrides(data_dir, set_, method=method, **{"train.seed": seed}))
+        splits = load_splits(cfg.data)
+        result = train_run(cfg, splits, progress=True)
+    except (ValueError, FileNotFoundError, ValidationError) as err:
+        raise _fail(err) from err
+    report = classification_report(predict_subsets(result.model, splits.test), splits.modalities)
+    save_checkpoint(
+        out / "model.pt",
+        result.model,
+        result.config,
+        num_classes=splits.num_classes,
+        input_shapes={k: list(v.shape[1:]) for k, v in splits.test.inputs.items()},
+        modalities=splits.modalities,
+    )
+    metrics = {"test": report, "train_seconds": result.train_seconds, "selected": result.selected, "mofe": result.mofe}
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    for name, values in report["subsets"].items():
+        typer.echo(f"{name:>20}: accuracy {values['accuracy']:.2%}  ECE {values['ece']:.2%}")
+    typer.echo(f"average {report['average_accuracy']:.2%}  CR {report['counterintuitive_rate']:.2%}  -> {out}")
+
+
+@app.command()
+def methods() -> None:
+    """List the registered methods."""
+    from simmlm.methods import get_method, list_methods
+
+    for name in list_methods():
+        typer.echo(f"{name:>10}  {get_method(name).description}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

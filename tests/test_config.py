@@ -1,0 +1,127 @@
+"""Run configuration: strict YAML loading and dotted overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from simmlm.engine.config import RunConfig, load_config
+
+
+def _write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_without_file() -> None:
+    cfg = load_config(None)
+    assert isinstance(cfg, RunConfig)
+    assert cfg.method == "simmlm"
+    assert cfg.train.stage1.epochs == 40
+    assert cfg.train.stage2.epochs == 30
+    assert cfg.train.mofe_lambda is None
+
+
+def test_yaml_values_are_read(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        {
+            "method": "dmome",
+            "data": {"val_fraction": 0.2, "audio_scaling": "minmax"},
+            "model": {"gate_channels": 3},
+            "train": {"seed": 7, "stage2": {"epochs": 2, "lr": 0.01}, "augment": {"image": {"kind": "affine"}}},
+        },
+    )
+    cfg = load_config(path)
+    assert cfg.method == "dmome"
+    assert cfg.data.val_fraction == 0.2
+    assert cfg.data.audio_scaling == "minmax"
+    assert cfg.model.gate_channels == 3
+    assert cfg.train.seed == 7
+    assert cfg.train.stage2.epochs == 2
+    assert cfg.train.stage2.lr == 0.01
+    assert cfg.train.augment["image"].kind == "affine"
+
+
+def test_empty_yaml_gives_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_config(path) == load_config(None)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"unknown_top_level": 1},
+        {"train": {"epochs": 3}},  # epochs belongs to a stage
+        {"train": {"stage1": {"epochs": 3, "momentum": 0.9}}},
+        {"data": {"datadir": "/tmp"}},
+        {"train": {"augment": {"image": {"kind": "affine", "angle": 5}}}},
+    ],
+)
+def test_unknown_key_is_an_error(tmp_path: Path, data: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        load_config(_write(tmp_path, data))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"train": {"seed": "three"}},
+        {"train": {"batch_size": 0}},
+        {"train": {"stage2": {"epochs": -1}}},
+        {"train": {"stage2": {"epochs": 5, "lr": "fast"}}},
+        {"train": {"mofe_lambda": -0.1}},
+        {"train": {"mofe_views": "mixed"}},
+        {"data": {"val_fraction": 1.5}},
+        {"data": {"dataset": "mnist"}},
+        {"model": {"gate_width": 0}},
+        {"train": {"stage1": 40}},
+    ],
+)
+def test_wrong_type_or_value_is_an_error(tmp_path: Path, data: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        load_config(_write(tmp_path, data))
+
+
+def test_non_mapping_yaml_raises(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(path)
+
+
+def test_dotted_overrides_apply(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"train": {"seed": 1, "stage2": {"epochs": 30, "lr": 0.002}}})
+    cfg = load_config(path, {"train.seed": 3, "train.stage2.epochs": 5, "method": "dmome"})
+    assert cfg.train.seed == 3
+    assert cfg.train.stage2.epochs == 5
+    assert cfg.train.stage2.lr == 0.002  # sibling keys from the file are kept
+    assert cfg.method == "dmome"
+
+
+def test_dotted_overrides_create_missing_sections() -> None:
+    cfg = load_config(None, {"train.stage1.epochs": 2, "model.gate_hidden": 8})
+    assert cfg.train.stage1.epochs == 2
+    assert cfg.train.stage1.lr == 1e-3
+    assert cfg.model.gate_hidden == 8
+
+
+def test_overrides_are_validated_too() -> None:
+    with pytest.raises(ValidationError):
+        load_config(None, {"train.sede": 3})
+    with pytest.raises(ValidationError):
+        load_config(None, {"train.stage2.epochs": "many"})
+
+
+def test_default_sections_are_not_shared_between_configs() -> None:
+    first = load_config(None)
+    first.train.stage1.epochs = 99
+    first.model.expert_options["dropout"] = 0.5
+    second = load_config(None)
+    assert second.train.stage1.epochs == 40
+    assert second.model.expert_options == {}

@@ -1,0 +1,118 @@
+"""A short end-to-end run on real avMNIST: benchmark command -> summary.json contract -> checkpoint reload."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from simmlm.cli import app
+
+DATA_DIR = Path(os.environ.get("SIMMLM_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+needs_data = pytest.mark.skipif(
+    not (DATA_DIR / "avmnist").is_dir() and not os.environ.get("CI"),
+    reason=f"avMNIST raw data not found under {DATA_DIR}",
+)
+
+
+@pytest.mark.slow
+@needs_data
+def test_benchmark_writes_contract_and_reloadable_checkpoints(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(
+        app,
+        [
+            "benchmark",
+            "avmnist",
+            "--methods",
+            "simmlm,dmome",
+            "--seeds",
+            "0,1",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(DATA_DIR),
+            "--config",
+            "configs/avmnist.yaml",
+            "--set",
+            "train.stage1.epochs=2",
+            "--set",
+            "train.stage2.epochs=2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"] == "avmnist"
+    assert summary["modalities"] == ["image", "audio"]
+    assert summary["seeds"] == [0, 1]
+    assert set(summary["methods"]) == {"simmlm", "dmome"}
+    for name, m in summary["methods"].items():
+        assert set(m["subsets"]) == {"image", "audio", "image+audio"}
+        for values in m["subsets"].values():
+            for key in ("accuracy", "ece", "sce"):
+                assert len(values[key]) == 2 and all(0.0 <= v <= 1.0 for v in values[key])
+        # Two epochs per stage already learn digits from real data: far above chance (10 %).
+        assert min(m["subsets"]["image+audio"]["accuracy"]) > 0.5, name
+        assert len(m["average_accuracy"]) == 2 and len(m["counterintuitive_rate"]) == 2
+        assert m["gate_weights"]["image"] == {"image": 1.0}
+        assert sum(m["gate_weights"]["image+audio"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert len(m["train_seconds"]) == 2 and all(t > 0 for t in m["train_seconds"])
+        assert m["params"] > 0 and m["flops_full"] > 0
+    assert summary["methods"]["simmlm"]["mofe_lambda"] == 0.1
+    assert summary["methods"]["dmome"]["mofe_lambda"] == 0.0
+    assert "± " in (out / "summary.md").read_text()
+
+    # The checkpoint rebuilds the same model: its test accuracy matches what the benchmark recorded.
+    from simmlm.engine import load_checkpoint, load_splits
+    from simmlm.engine.config import DataConfig
+    from simmlm.evaluate import classification_report
+    from simmlm.methods.predict import predict_subsets
+
+    model, cfg, meta = load_checkpoint(out / "runs" / "simmlm-seed1" / "model.pt")
+    assert cfg.train.seed == 1 and cfg.train.mofe_lambda == 0.1
+    splits = load_splits(DataConfig(data_dir=DATA_DIR))
+    report = classification_report(predict_subsets(model, splits.test), meta["modalities"])
+    recorded = summary["methods"]["simmlm"]["subsets"]["image+audio"]["accuracy"][1]
+    assert report["subsets"]["image+audio"]["accuracy"] == pytest.approx(recorded)
+
+
+def test_missing_data_dir_gives_one_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["data", "avmnist", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "avMNIST data is incomplete" in result.output
+    assert "train-images-idx3-ubyte.gz" in result.output
+
+
+def test_unknown_method_is_rejected(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["benchmark", "avmnist", "--methods", "simmlm,nope", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "unknown method 'nope'" in result.output
+
+
+def test_seeded_training_is_repeatable() -> None:
+    from simmlm.data.base import Splits, TensorMultimodalDataset
+    from simmlm.engine.config import RunConfig
+    from simmlm.engine.train import quiet_lightning, train
+
+    quiet_lightning()
+    g = torch.Generator().manual_seed(0)
+
+    def part(n: int) -> TensorMultimodalDataset:
+        y = torch.randint(0, 3, (n,), generator=g)
+        return TensorMultimodalDataset(
+            {"a": torch.randn(n, 1, 12, 12, generator=g) + y.view(-1, 1, 1, 1), "b": torch.randn(n, 6, generator=g)},
+            torch.ones(n, 2, dtype=torch.bool),
+            y,
+        )
+
+    splits = Splits(part(48), part(24), part(24), num_classes=3, description="synthetic")
+    cfg = RunConfig.model_validate(
+        {"model": {"expert": {"a": "lenet", "b": "mlp"}}, "train": {"stage1": {"epochs": 2}, "stage2": {"epochs": 2}}}
+    )
+    first, second = train(cfg, splits, progress=False), train(cfg, splits, progress=False)
+    for (k, v), (_, w) in zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True):
+        assert torch.equal(v, w), k

@@ -1,0 +1,283 @@
+"""Methods: the shared ``forward(inputs, mask) -> ModelOutput`` contract, DMoME's expert reuse, predictions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from conftest import INPUT_SHAPES, MODALITIES, NUM_CLASSES, random_inputs
+from simmlm.data.base import TensorMultimodalDataset
+from simmlm.methods import DMoME, ModelOutput, create_method, get_method, list_methods
+from simmlm.methods.predict import outputs_for_subsets, predict_subsets
+from simmlm.subsets import all_subsets, bits_to_mask
+
+M = len(MODALITIES)
+SUBSETS = all_subsets(M)
+
+
+def _build(name: str, **options: object) -> nn.Module:
+    model = create_method(name, input_shapes=INPUT_SHAPES, num_classes=NUM_CLASSES, **options)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=list_methods())
+def method(request: pytest.FixtureRequest) -> nn.Module:
+    torch.manual_seed(0)
+    return _build(request.param)
+
+
+@pytest.fixture(scope="module")
+def dmome() -> DMoME:
+    torch.manual_seed(1)
+    model = _build("simmlm")
+    assert isinstance(model, DMoME)
+    return model
+
+
+def _subset_mask(bits: int, batch: int) -> torch.Tensor:
+    return bits_to_mask(torch.full((batch,), bits, dtype=torch.long), M)
+
+
+def _check_gate_weights(weights: torch.Tensor | None, mask: torch.Tensor) -> None:
+    if weights is None:
+        return
+    assert weights.shape[:2] == mask.shape
+    expanded = mask.reshape(*mask.shape, *([1] * (weights.ndim - 2))).expand_as(weights)
+    assert torch.all(weights[~expanded] == 0.0)
+    torch.testing.assert_close(weights.sum(1), torch.ones_like(weights.sum(1)), rtol=0, atol=1e-6)
+
+
+def test_registry_lists_known_methods() -> None:
+    names = list_methods()
+    assert names == sorted(names)
+    assert {"simmlm", "dmome"} <= set(names)
+    assert get_method("simmlm").train_defaults["mofe_lambda"] > 0
+    assert get_method("dmome").train_defaults["mofe_lambda"] == 0
+    with pytest.raises(ValueError, match="unknown method"):
+        get_method("no-such-method")
+
+
+@pytest.mark.parametrize("bits", SUBSETS)
+def test_forward_every_subset_shapes_and_gate_weights(method: nn.Module, bits: int) -> None:
+    batch = 3
+    mask = _subset_mask(bits, batch)
+    with torch.no_grad():
+        out = method(random_inputs(batch), mask)
+    assert isinstance(out, ModelOutput)
+    assert out.logits.shape == (batch, NUM_CLASSES)
+    assert torch.isfinite(out.logits).all()
+    _check_gate_weights(out.gate_weights, mask)
+
+
+def test_forward_mixed_masks_in_one_batch(method: nn.Module) -> None:
+    mask = torch.tensor([[True, False], [False, True], [True, True], [True, False]])
+    with torch.no_grad():
+        out = method(random_inputs(4), mask)
+    assert out.logits.shape == (4, NUM_CLASSES)
+    _check_gate_weights(out.gate_weights, mask)
+
+
+def test_forward_all_missing_row_raises(method: nn.Module) -> None:
+    mask = torch.tensor([[True, True], [False, False]])
+    with pytest.raises(ValueError, match="no available modality"):
+        method(random_inputs(2), mask)
+
+
+def test_forward_unknown_modality_key_raises(method: nn.Module) -> None:
+    inputs = random_inputs(2)
+    inputs["video"] = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="video"):
+        method(inputs, torch.ones(2, M, dtype=torch.bool))
+
+
+def test_forward_absent_modality_key_raises(method: nn.Module) -> None:
+    inputs = random_inputs(2)
+    del inputs["audio"]
+    with pytest.raises(ValueError, match="audio"):
+        method(inputs, torch.tensor([[True, False], [True, False]]))
+
+
+def test_forward_batch_size_mismatch_raises(method: nn.Module) -> None:
+    inputs = random_inputs(3)
+    with pytest.raises(ValueError, match="batch size"):
+        method(inputs, torch.ones(2, M, dtype=torch.bool))
+
+
+def test_forward_mask_column_count_mismatch_raises(method: nn.Module) -> None:
+    with pytest.raises(ValueError):
+        method(random_inputs(2), torch.ones(2, M + 1, dtype=torch.bool))
+
+
+def test_gate_channels_give_per_channel_weights() -> None:
+    model = _build("simmlm", gate_channels=NUM_CLASSES)
+    mask = torch.tensor([[True, False], [True, True]])
+    with torch.no_grad():
+        out = model(random_inputs(2), mask)
+    assert out.gate_weights is not None
+    assert out.gate_weights.shape == (2, M, NUM_CLASSES)
+    _check_gate_weights(out.gate_weights, mask)
+
+
+_special = st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 3.4e38, 0.0])
+
+
+@settings(max_examples=50)
+@given(
+    name=st.sampled_from(list_methods()),
+    rows=st.lists(st.sampled_from(SUBSETS), min_size=1, max_size=4),
+    seed=st.integers(0, 2**31 - 1),
+    scale=st.floats(1e-3, 1e30),
+    special=_special,
+    special_fraction=st.floats(0.0, 1.0),
+)
+def test_missing_content_never_changes_outputs(
+    name: str, rows: list[int], seed: int, scale: float, special: float, special_fraction: float
+) -> None:
+    model = _CACHED_MODELS[name]
+    batch = len(rows)
+    mask = bits_to_mask(torch.tensor(rows), M)
+    gen = torch.Generator().manual_seed(seed)
+    inputs = random_inputs(batch, gen)
+    poisoned = {}
+    for m, key in enumerate(MODALITIES):
+        junk = torch.randn(inputs[key].shape, generator=gen) * scale
+        junk[torch.rand(junk.shape, generator=gen) < special_fraction] = special
+        missing = ~mask[:, m].reshape(-1, *([1] * (junk.ndim - 1)))
+        poisoned[key] = torch.where(missing, junk, inputs[key])
+    with torch.no_grad():
+        clean_out = model(inputs, mask)
+        poisoned_out = model(poisoned, mask)
+    assert torch.equal(clean_out.logits, poisoned_out.logits)
+    assert torch.isfinite(poisoned_out.logits).all()
+    if clean_out.gate_weights is None:
+        assert poisoned_out.gate_weights is None
+    else:
+        assert poisoned_out.gate_weights is not None
+        assert torch.equal(clean_out.gate_weights, poisoned_out.gate_weights)
+
+
+def _make_cached_models() -> dict[str, nn.Module]:
+    state = torch.random.get_rng_state()
+    torch.manual_seed(123)
+    models = {name: _build(name) for name in list_methods()}
+    torch.random.set_rng_state(state)
+    return models
+
+
+_CACHED_MODELS = _make_cached_models()
+
+
+def test_missing_content_changes_nothing_but_present_content_does(dmome: DMoME) -> None:
+    """Sanity check of the property above: changing *present* content must change the outputs."""
+    mask = torch.tensor([[True, False], [True, True]])
+    inputs = random_inputs(2)
+    changed = {k: v.clone() for k, v in inputs.items()}
+    changed["image"] = changed["image"] + 1.0
+    with torch.no_grad():
+        assert not torch.equal(dmome(inputs, mask).logits, dmome(changed, mask).logits)
+
+
+def test_dmome_expert_reuse_is_exact(dmome: DMoME) -> None:
+    batch = 5
+    inputs = random_inputs(batch)
+    available = torch.ones(batch, M, dtype=torch.bool)
+    masks = [_subset_mask(bits, batch) for bits in SUBSETS]
+    masks.append(torch.tensor([[True, False], [False, True], [True, True], [False, True], [True, False]]))
+    with torch.no_grad():
+        experts = dmome.expert_logits(inputs, available)
+        assert experts.shape == (batch, M, NUM_CLASSES)
+        for mask in masks:
+            reused = dmome.mix(experts, inputs, mask)
+            direct = dmome(inputs, mask)
+            assert torch.equal(reused.logits, direct.logits)
+            assert reused.gate_weights is not None and direct.gate_weights is not None
+            assert torch.equal(reused.gate_weights, direct.gate_weights)
+        via_helper = outputs_for_subsets(dmome, inputs, available, masks)
+        for mask, out in zip(masks, via_helper, strict=True):
+            assert torch.equal(out.logits, dmome(inputs, mask).logits)
+
+
+def test_dmome_mix_ignores_non_finite_expert_logits_of_missing_modalities(dmome: DMoME) -> None:
+    inputs = random_inputs(3)
+    available = torch.ones(3, M, dtype=torch.bool)
+    image_only = _subset_mask(1, 3)
+    with torch.no_grad():
+        experts = dmome.expert_logits(inputs, available)
+        poisoned = experts.clone()
+        poisoned[0, 1] = float("nan")
+        poisoned[1, 1] = float("inf")
+        poisoned[2, 1] = -float("inf")
+        clean_out = dmome.mix(experts, inputs, image_only)
+        poisoned_out = dmome.mix(poisoned, inputs, image_only)
+    assert torch.isfinite(poisoned_out.logits).all()
+    assert torch.equal(clean_out.logits, poisoned_out.logits)
+
+
+def test_dmome_logits_are_gate_weighted_expert_logits(dmome: DMoME) -> None:
+    inputs = random_inputs(3)
+    mask = torch.tensor([[True, True], [True, False], [False, True]])
+    with torch.no_grad():
+        out = dmome(inputs, mask)
+        image_only = dmome.experts["image"](inputs["image"])
+        audio_only = dmome.experts["audio"](inputs["audio"])
+    assert out.gate_weights is not None
+    w = out.gate_weights
+    expected_full = w[0, 0] * image_only[0] + w[0, 1] * audio_only[0]
+    torch.testing.assert_close(out.logits[0], expected_full)
+    torch.testing.assert_close(out.logits[1], image_only[1])
+    torch.testing.assert_close(out.logits[2], audio_only[2])
+
+
+def test_dmome_gradients_reach_experts_and_gate() -> None:
+    model = _build("simmlm").train()
+    mask = torch.tensor([[True, True], [True, False]])
+    model(random_inputs(2), mask).logits.sum().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+    assert any(p.grad.abs().sum() > 0 for p in model.gate.parameters())
+
+
+def _dataset(n: int, available: torch.Tensor | None = None) -> TensorMultimodalDataset:
+    mask = torch.ones(n, M, dtype=torch.bool) if available is None else available
+    return TensorMultimodalDataset(random_inputs(n), mask, torch.randint(0, NUM_CLASSES, (n,)))
+
+
+def test_predict_subsets_shapes_and_values(method: nn.Module) -> None:
+    n = 7
+    data = _dataset(n)
+    preds = predict_subsets(method, data, batch_size=3)
+    assert preds.subsets == SUBSETS
+    assert preds.logits.shape == (len(SUBSETS), n, NUM_CLASSES)
+    assert torch.equal(preds.targets, data.targets)
+    assert preds.available.tolist() == [3] * n
+    if preds.gate_weights is not None:
+        assert preds.gate_weights.shape == (len(SUBSETS), n, M)
+    inputs, mask, _ = data[list(range(n))]
+    with torch.no_grad():
+        for s, bits in enumerate(SUBSETS):
+            direct = method(inputs, _subset_mask(bits, n) & mask)
+            torch.testing.assert_close(preds.logits[s], direct.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_predict_subsets_restores_training_mode(dmome: DMoME) -> None:
+    dmome.train()
+    try:
+        predict_subsets(dmome, _dataset(4), batch_size=4)
+        assert dmome.training
+    finally:
+        dmome.eval()
+
+
+def test_predict_subsets_with_given_subsets_and_partial_availability(dmome: DMoME) -> None:
+    available = torch.tensor([[True, True], [True, False], [True, True], [True, False]])
+    data = _dataset(4, available)
+    preds = predict_subsets(dmome, data, subsets=[1, 3], batch_size=2)
+    assert preds.logits.shape == (2, 4, NUM_CLASSES)
+    assert preds.available.tolist() == [3, 1, 3, 1]
+    # a sample without audio evaluated under image+audio is evaluated under image only
+    torch.testing.assert_close(preds.logits[1, 1], preds.logits[0, 1])
+    with pytest.raises(ValueError, match="no available modality"):
+        predict_subsets(dmome, data, subsets=[2], batch_size=2)
