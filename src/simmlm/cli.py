@@ -40,8 +40,9 @@ def _csv(text: str) -> list[str]:
 
 def _fail(err: Exception) -> typer.Exit:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {err}")
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(err))}")
     return typer.Exit(code=2)
 
 
