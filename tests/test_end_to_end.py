@@ -116,3 +116,13 @@ def test_seeded_training_is_repeatable() -> None:
     first, second = train(cfg, splits, progress=False), train(cfg, splits, progress=False)
     for (k, v), (_, w) in zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True):
         assert torch.equal(v, w), k
+
+    # Reusing stage 1 from a cache (as the benchmark does for simmlm and dmome) changes nothing.
+    cache: dict = {}
+    dmome = cfg.model_copy(update={"method": "dmome"})
+    train(cfg, splits, progress=False, stage1_cache=cache)
+    fresh = train(dmome, splits, progress=False)
+    reused = train(dmome, splits, progress=False, stage1_cache=cache)
+    assert reused.selected.get("stage1_reused") and not fresh.selected.get("stage1_reused")
+    for (k, v), (_, w) in zip(fresh.model.state_dict().items(), reused.model.state_dict().items(), strict=True):
+        assert torch.equal(v, w), k

@@ -59,12 +59,13 @@ def run_benchmark(
         "protocol": "",
         "methods": {},
     }
+    stage1_cache: dict = {}
     for method in methods:
         runs = []
         for seed in seeds:
             cfg = load_config(config, {**(overrides or {}), "method": method, "train.seed": seed})
-            log(f"[{method} seed {seed}] training ({cfg.train.stage1.epochs}+{cfg.train.stage2.epochs} epochs)")
-            result = train(cfg, splits, progress=False)
+            log(f"{method} seed {seed}: training ({cfg.train.stage1.epochs}+{cfg.train.stage2.epochs} epochs)")
+            result = train(cfg, splits, progress=False, stage1_cache=stage1_cache)
             report = classification_report(predict_subsets(result.model, splits.test), splits.modalities)
             val_report = classification_report(predict_subsets(result.model, splits.val), splits.modalities)
             run = {

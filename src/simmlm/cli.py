@@ -78,10 +78,12 @@ def benchmark(
             config = default if default.is_file() else None
         overrides = _overrides(data_dir, set_, **{"data.dataset": dataset, "train.mofe_lambda": mofe_lambda})
         quiet_lightning()
-        summary = run_benchmark(method_list, seed_list, out, config, overrides, log=console.print)
+        summary = run_benchmark(
+            method_list, seed_list, out, config, overrides, log=lambda s: console.print(s, markup=False)
+        )
     except (ValueError, FileNotFoundError, ValidationError) as err:
         raise _fail(err) from err
-    console.print((out / "summary.md").read_text())
+    console.print((out / "summary.md").read_text(), markup=False, soft_wrap=True)
     console.print(f"wrote {out / 'summary.json'} ({len(summary['methods'])} methods x {len(seed_list)} seeds)")
 
 

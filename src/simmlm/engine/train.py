@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import os
 import time
@@ -96,30 +98,83 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
-def train(cfg: RunConfig, splits: Splits, progress: bool = True) -> RunResult:
-    """Two-stage training of ``cfg.method`` on ``splits`` (test split untouched)."""
+def _stage_seed(seed: int, stage: int) -> int:
+    """Each stage starts from its own seed, so a stage's result does not depend on whether the previous one ran."""
+    return seed * 10 + stage
+
+
+def stage1_key(cfg: RunConfig, splits: Splits) -> str:
+    """Everything stage 1 depends on: two runs with equal keys train identical experts."""
+    t = cfg.train
+    parts = {
+        "builder": get_method(cfg.method).builder.__qualname__,
+        "model": cfg.model.model_dump(mode="json"),
+        "data": cfg.data.model_dump(mode="json"),
+        "splits": [len(splits.train), len(splits.val), splits.description],
+        "train": t.model_dump(mode="json", include={"seed", "batch_size", "stage1", "augment", "accelerator"}),
+    }
+    return json.dumps(parts, sort_keys=True)
+
+
+@dataclass
+class StageOneResult:
+    """Experts after stage 1, kept so that methods sharing stage 1 (simmlm, dmome) train it once."""
+
+    expert_state: dict[str, Any]
+    selected: dict[str, Any]
+    seconds: float
+
+
+def train(
+    cfg: RunConfig, splits: Splits, progress: bool = True, stage1_cache: dict[str, StageOneResult] | None = None
+) -> RunResult:
+    """Two-stage training of ``cfg.method`` on ``splits`` (test split untouched).
+
+    With ``stage1_cache`` (a dict the caller keeps), stage 1 runs once per :func:`stage1_key` and later runs
+    reuse its experts (the paper's point (b) of Sec. 3.3). Results are identical either way, because each
+    stage is seeded on its own; ``train_seconds`` always counts stage 1's measured time.
+    """
     cfg = resolve_config(cfg)
     t = cfg.train
-    L.seed_everything(t.seed, workers=True, verbose=False)
     shapes = {name: tuple(x.shape[1:]) for name, x in splits.train.inputs.items()}
+    L.seed_everything(t.seed, workers=True, verbose=False)
     model = build_model(cfg, shapes, splits.num_classes)
     unknown = sorted(set(t.augment) - set(splits.modalities))
     if unknown:
         raise ValueError(f"augment names unknown modalities {unknown}; known: {splits.modalities}")
-    loader = make_loader(splits.train, t.batch_size, shuffle=True, seed=t.seed)
-    start = time.perf_counter()
     selected: dict[str, Any] = {}
+    stage1_seconds = 0.0
     if t.stage1.epochs > 0 and hasattr(model, "experts"):
-        stage1 = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment)  # type: ignore[arg-type]
-        _trainer(t.stage1.epochs, t.accelerator, progress).fit(stage1, loader)
-        selected["stage1"] = stage1.selected()
+        key = stage1_key(cfg, splits)
+        cached = stage1_cache.get(key) if stage1_cache is not None else None
+        if cached is None:
+            start = time.perf_counter()
+            L.seed_everything(_stage_seed(t.seed, 1), workers=True, verbose=False)
+            stage1 = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment)  # type: ignore[arg-type]
+            loader = make_loader(splits.train, t.batch_size, shuffle=True, seed=_stage_seed(t.seed, 1))
+            _trainer(t.stage1.epochs, t.accelerator, progress).fit(stage1, loader)
+            cached = StageOneResult(
+                copy.deepcopy(model.experts.state_dict()), stage1.selected(), time.perf_counter() - start
+            )
+            if stage1_cache is not None:
+                stage1_cache[key] = cached
+        else:
+            model.experts.load_state_dict(cached.expert_state)  # type: ignore[operator]
+            selected["stage1_reused"] = True
+        selected["stage1"] = cached.selected
+        stage1_seconds = cached.seconds
+    start = time.perf_counter()
+    L.seed_everything(_stage_seed(t.seed, 2), workers=True, verbose=False)
     stage2 = CooperativeStage(
         model, splits.val, t.stage2.lr, t.stage2.weight_decay, t.augment, float(t.mofe_lambda or 0.0), t.mofe_views
     )
     if t.stage2.epochs > 0:
+        loader = make_loader(splits.train, t.batch_size, shuffle=True, seed=_stage_seed(t.seed, 2))
         _trainer(t.stage2.epochs, t.accelerator, progress).fit(stage2, loader)
         selected["stage2"] = stage2.selected()
     model.cpu().eval()
-    return RunResult(model, cfg, time.perf_counter() - start, selected, stage2.mofe_stats())
+    seconds = stage1_seconds + time.perf_counter() - start
+    return RunResult(model, cfg, seconds, selected, stage2.mofe_stats())
