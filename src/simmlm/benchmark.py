@@ -88,8 +88,9 @@ def run_benchmark(
             )
             write_atomic(run_dir / "metrics.json", json.dumps(run, indent=2))
             accs = ", ".join(f"{k} {v['accuracy']:.2%}" for k, v in report["subsets"].items())
+            reused = " (stage 1 reused)" if result.selected.get("stage1_reused") else ""
             log(
-                f"[{method} seed {seed}] {result.train_seconds:.1f}s  test: {accs}  "
+                f"{method} seed {seed}: {result.train_seconds:.1f}s{reused}  test: {accs}  "
                 f"CR {report['counterintuitive_rate']:.2%}"
             )
             runs.append((run, result))

@@ -200,21 +200,38 @@ def stratified_val_indices(labels: np.ndarray, fraction: float, seed: int = 0) -
     return np.sort(np.concatenate(picked))
 
 
+def recording_indices() -> np.ndarray:
+    """FSDD recording index of each of the 1,500 samples (build order)."""
+    return np.array([int(name[:-4].split("_")[2]) for name in _recording_names()])
+
+
 def load_avmnist(
     data_dir: str | Path,
     val_fraction: float = 0.15,
     audio_scaling: Literal["standardize", "minmax"] = "standardize",
+    val_split: Literal["stratified", "recording_index"] = "stratified",
     cache: Path | None = None,
 ) -> Splits:
     """avMNIST train / validation / test splits, scaled and ready to train on.
 
-    The validation split is a class-stratified ``val_fraction`` of the literature's train split, drawn with
-    a fixed seed (the same for every training seed); the test split is the literature's 450 samples.
+    ``val_split="stratified"``: a class-stratified ``val_fraction`` of the literature's train split, drawn with
+    a fixed seed (the same for every training seed). ``"recording_index"``: the recordings with the indices
+    just above the test range (15 to 15 + round(35 * val_fraction) - 1, i.e. 15-19 by default), held out
+    whole like the test split holds out indices 0-14. FSDD recordings with neighbouring indices come from
+    the same session, so a random split scores audio higher than the held-out-index test split does.
+    The test split is always the literature's 450 samples.
     """
     arrays = load_arrays(Path(data_dir), cache)
     labels, is_test = arrays["label"], arrays["is_test"]
     train_pool = np.flatnonzero(~is_test)
-    val_idx = train_pool[stratified_val_indices(labels[train_pool], val_fraction)]
+    if val_split == "stratified":
+        val_idx = train_pool[stratified_val_indices(labels[train_pool], val_fraction)]
+    elif val_split == "recording_index":
+        last = TEST_INDEX_BELOW + round((RECORDINGS_PER_DIGIT - TEST_INDEX_BELOW) * val_fraction)
+        index = recording_indices()
+        val_idx = np.flatnonzero((index >= TEST_INDEX_BELOW) & (index < last))
+    else:
+        raise ValueError(f"val_split must be 'stratified' or 'recording_index', got {val_split!r}")
     train_idx = np.setdiff1d(train_pool, val_idx)
     test_idx = np.flatnonzero(is_test)
 
@@ -243,8 +260,8 @@ def load_avmnist(
 
     description = (
         f"avMNIST (SMIL protocol): speakers {', '.join(SPEAKERS)}; recording index < {TEST_INDEX_BELOW} -> test "
-        f"({len(test_idx)}), rest -> train, of which a class-stratified {val_fraction:.0%} is validation "
-        f"({len(val_idx)}) and {len(train_idx)} train. MFCC 20x20 (decimate 3, n_fft 2048, hop 512), "
+        f"({len(test_idx)}), rest -> train, split into {len(train_idx)} train and {len(val_idx)} validation "
+        f"({val_split} split, {val_fraction:.0%}). MFCC 20x20 (decimate 3, n_fft 2048, hop 512), "
         f"audio scaling {audio_scaling} (train statistics), images in [-1, 1]."
     )
     return Splits(subset(train_idx), subset(val_idx), subset(test_idx), num_classes=10, description=description)

@@ -22,6 +22,7 @@ class DataConfig(StrictModel):
     data_dir: Path | None = Field(None, description="default: $SIMMLM_DATA_DIR, then ../shared/data")
     val_fraction: float = Field(0.15, gt=0, lt=1)
     audio_scaling: Literal["standardize", "minmax"] = "standardize"
+    val_split: Literal["stratified", "recording_index"] = "stratified"
 
 
 class ModelConfig(StrictModel):

@@ -38,7 +38,7 @@ def load_splits(data: DataConfig) -> Splits:
     if data.dataset == "avmnist":
         from simmlm.data.avmnist import load_avmnist
 
-        return load_avmnist(resolve_data_dir(data.data_dir), data.val_fraction, data.audio_scaling)
+        return load_avmnist(resolve_data_dir(data.data_dir), data.val_fraction, data.audio_scaling, data.val_split)
     raise ValueError(f"unknown dataset {data.dataset!r}")  # pragma: no cover - pydantic rejects it first
 
 
