@@ -79,7 +79,7 @@ def benchmark(
         overrides = _overrides(data_dir, set_, **{"data.dataset": dataset, "train.mofe_lambda": mofe_lambda})
         quiet_lightning()
         summary = run_benchmark(
-            method_list, seed_list, out, config, overrides, log=lambda s: console.print(s, markup=False)
+            method_list, seed_list, out, config, overrides, log=lambda s: console.print(s, markup=False, soft_wrap=True)
         )
     except (ValueError, FileNotFoundError, ValidationError) as err:
         raise _fail(err) from err
@@ -97,7 +97,7 @@ def data(
     from simmlm.engine.train import load_splits
 
     try:
-        splits = load_splits(DataConfig(dataset=dataset, data_dir=data_dir))  # type: ignore[arg-type]
+        splits = load_splits(DataConfig(dataset=dataset, data_dir=data_dir))
     except (ValueError, FileNotFoundError) as err:
         raise _fail(err) from err
     typer.echo(splits.description)

@@ -153,9 +153,9 @@ def build_arrays(root: Path, files: list[Path]) -> dict[str, np.ndarray]:
         pool_images = read_idx(root / "mnist" / img_file)
         pool_labels = read_idx(root / "mnist" / lab_file)
         rows = test if split == "test" else ~test
-        for digit in range(10):
-            targets = np.flatnonzero(rows & (labels == digit))
-            chosen = rng.choice(np.flatnonzero(pool_labels == digit), size=len(targets), replace=False)
+        for cls in range(10):
+            targets = np.flatnonzero(rows & (labels == cls))
+            chosen = rng.choice(np.flatnonzero(pool_labels == cls), size=len(targets), replace=False)
             images[targets] = pool_images[chosen]
     return {
         "image": images,
@@ -183,7 +183,7 @@ def load_arrays(data_dir: Path, cache: Path | None = None) -> dict[str, np.ndarr
     arrays = build_arrays(root, files)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, path)  # atomic: a killed build never leaves half a cache file
     return arrays
 

@@ -18,7 +18,7 @@ from torch import nn
 from simmlm.data.base import Splits, make_loader
 from simmlm.engine.config import DataConfig, RunConfig
 from simmlm.engine.stages import CooperativeStage, ExpertStage
-from simmlm.methods import create_method, get_method
+from simmlm.methods import DMoME, create_method, get_method
 
 
 def resolve_data_dir(data_dir: Path | None) -> Path:
@@ -147,13 +147,13 @@ def train(
         raise ValueError(f"augment names unknown modalities {unknown}; known: {splits.modalities}")
     selected: dict[str, Any] = {}
     stage1_seconds = 0.0
-    if t.stage1.epochs > 0 and hasattr(model, "experts"):
+    if t.stage1.epochs > 0 and isinstance(model, DMoME):
         key = stage1_key(cfg, splits)
         cached = stage1_cache.get(key) if stage1_cache is not None else None
         if cached is None:
             start = time.perf_counter()
             L.seed_everything(_stage_seed(t.seed, 1), workers=True, verbose=False)
-            stage1 = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment)  # type: ignore[arg-type]
+            stage1 = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment)
             loader = make_loader(splits.train, t.batch_size, shuffle=True, seed=_stage_seed(t.seed, 1))
             _trainer(t.stage1.epochs, t.accelerator, progress).fit(stage1, loader)
             cached = StageOneResult(
@@ -162,7 +162,7 @@ def train(
             if stage1_cache is not None:
                 stage1_cache[key] = cached
         else:
-            model.experts.load_state_dict(cached.expert_state)  # type: ignore[operator]
+            model.experts.load_state_dict(cached.expert_state)
             selected["stage1_reused"] = True
         selected["stage1"] = cached.selected
         stage1_seconds = cached.seconds

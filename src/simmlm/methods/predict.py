@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from simmlm.methods.base import ModelOutput
+from simmlm.methods.dmome import DMoME
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits
 
 
@@ -36,9 +37,9 @@ def outputs_for_subsets(
 ) -> list[ModelOutput]:
     """Outputs of ``model`` for each ``[B, M]`` subset mask (each ANDed with ``available`` by the caller).
 
-    Models with ``expert_logits``/``mix`` (DMoME) compute every expert once and only re-gate per subset.
+    DMoME computes every expert once and only re-gates per subset; other methods run once per subset.
     """
-    if hasattr(model, "expert_logits") and hasattr(model, "mix"):
+    if isinstance(model, DMoME):
         experts = model.expert_logits(inputs, available)
         return [model.mix(experts, inputs, mask) for mask in subset_masks]
     return [model(inputs, mask) for mask in subset_masks]

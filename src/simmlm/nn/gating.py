@@ -57,7 +57,7 @@ class GatingNetwork(nn.Module):
         self.encoders = nn.ModuleDict(encoders)
         self.num_modalities = len(encoders)
         self.num_channels = num_channels
-        in_features = sum(int(e.out_features) for e in encoders.values())  # type: ignore[arg-type]
+        in_features = sum(int(e.out_features) for e in encoders.values())  # type: ignore[misc, arg-type]
         self.head = nn.Sequential(
             nn.Linear(in_features, hidden),
             nn.ReLU(),
