@@ -126,3 +126,27 @@ def test_seeded_training_is_repeatable() -> None:
     assert reused.selected.get("stage1_reused") and not fresh.selected.get("stage1_reused")
     for (k, v), (_, w) in zip(fresh.model.state_dict().items(), reused.model.state_dict().items(), strict=True):
         assert torch.equal(v, w), k
+
+
+@pytest.mark.slow
+@needs_data
+def test_avmnist_splits_follow_the_protocol() -> None:
+    import numpy as np
+
+    from simmlm.data.avmnist import load_arrays, load_avmnist, recording_indices
+
+    arrays = load_arrays(DATA_DIR)
+    assert arrays["image"].shape == (1500, 28, 28) and arrays["audio"].shape == (1500, 20, 20)
+    assert int(arrays["is_test"].sum()) == 450
+    assert np.array_equal(arrays["is_test"], recording_indices() < 15)
+    # Known facts of this data: a median of 3 real MFCC frames, about 86 % padding.
+    assert np.median(arrays["real_frames"]) == 3
+    assert 0.8 < 1 - arrays["real_frames"].mean() / 20 < 0.9
+    for val_split, n_val in (("stratified", 160), ("recording_index", 150)):
+        splits = load_avmnist(DATA_DIR, val_split=val_split)
+        assert (len(splits.train), len(splits.val), len(splits.test)) == (1050 - n_val, n_val, 450)
+        assert torch.bincount(splits.test.targets).tolist() == [45] * 10
+        assert torch.bincount(splits.val.targets).tolist() == [n_val // 10] * 10
+        audio = splits.train.inputs["audio"]
+        assert audio.mean(dim=(0, 1, 3)).abs().max() < 1e-4  # standardised per coefficient on train
+        assert splits.train.inputs["image"].min() >= -1 and splits.train.inputs["image"].max() <= 1
