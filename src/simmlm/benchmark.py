@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from simmlm.data.base import Splits
 from simmlm.engine.checkpoint import save_checkpoint
 from simmlm.engine.config import load_config
-from simmlm.engine.train import load_splits, train
+from simmlm.engine.train import RunResult, load_splits, train
 from simmlm.evaluate import classification_report
 from simmlm.methods.predict import predict_subsets
 
@@ -38,6 +38,32 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]:
+    """Evaluate a trained run on every subset and write ``model.pt`` and ``metrics.json`` to ``run_dir``.
+
+    Returns the metrics: test report, validation average accuracy, training time, selections and MoFe stats.
+    """
+    report = classification_report(predict_subsets(result.model, splits.test), splits.modalities)
+    val_report = classification_report(predict_subsets(result.model, splits.val), splits.modalities)
+    metrics = {
+        "test": report,
+        "val_average_accuracy": val_report["average_accuracy"],
+        "train_seconds": result.train_seconds,
+        "selected": result.selected,
+        "mofe": result.mofe,
+    }
+    save_checkpoint(
+        run_dir / "model.pt",
+        result.model,
+        result.config,
+        input_shapes={k: list(v.shape[1:]) for k, v in splits.test.inputs.items()},
+        num_classes=splits.num_classes,
+        modalities=splits.modalities,
+    )
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
 
 
 def run_benchmark(
@@ -66,27 +92,8 @@ def run_benchmark(
             cfg = load_config(config, {**(overrides or {}), "method": method, "train.seed": seed})
             log(f"{method} seed {seed}: training ({cfg.train.stage1.epochs}+{cfg.train.stage2.epochs} epochs)")
             result = train(cfg, splits, progress=False, stage1_cache=stage1_cache)
-            report = classification_report(predict_subsets(result.model, splits.test), splits.modalities)
-            val_report = classification_report(predict_subsets(result.model, splits.val), splits.modalities)
-            run = {
-                "method": method,
-                "seed": seed,
-                "test": report,
-                "val_average_accuracy": val_report["average_accuracy"],
-                "train_seconds": result.train_seconds,
-                "selected": result.selected,
-                "mofe": result.mofe,
-            }
-            run_dir = out / "runs" / f"{method}-seed{seed}"
-            save_checkpoint(
-                run_dir / "model.pt",
-                result.model,
-                result.config,
-                input_shapes={k: list(v.shape[1:]) for k, v in splits.test.inputs.items()},
-                num_classes=splits.num_classes,
-                modalities=splits.modalities,
-            )
-            write_atomic(run_dir / "metrics.json", json.dumps(run, indent=2))
+            run = {"method": method, "seed": seed, **save_run(out / "runs" / f"{method}-seed{seed}", result, splits)}
+            report = run["test"]
             accs = ", ".join(f"{k} {v['accuracy']:.2%}" for k, v in report["subsets"].items())
             reused = " (stage 1 reused)" if result.selected.get("stage1_reused") else ""
             log(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -116,13 +115,10 @@ def train(
     """Train one run and evaluate it on the test split under every modality subset."""
     from pydantic import ValidationError
 
-    from simmlm.benchmark import write_atomic
-    from simmlm.engine.checkpoint import save_checkpoint
+    from simmlm.benchmark import save_run
     from simmlm.engine.config import load_config
     from simmlm.engine.train import load_splits
     from simmlm.engine.train import train as train_run
-    from simmlm.evaluate import classification_report
-    from simmlm.methods.predict import predict_subsets
 
     try:
         cfg = load_config(config, _overrides(data_dir, set_, method=method, **{"train.seed": seed}))
@@ -130,17 +126,7 @@ def train(
         result = train_run(cfg, splits, progress=True)
     except (ValueError, FileNotFoundError, ValidationError) as err:
         raise _fail(err) from err
-    report = classification_report(predict_subsets(result.model, splits.test), splits.modalities)
-    save_checkpoint(
-        out / "model.pt",
-        result.model,
-        result.config,
-        num_classes=splits.num_classes,
-        input_shapes={k: list(v.shape[1:]) for k, v in splits.test.inputs.items()},
-        modalities=splits.modalities,
-    )
-    metrics = {"test": report, "train_seconds": result.train_seconds, "selected": result.selected, "mofe": result.mofe}
-    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    report = save_run(out, result, splits)["test"]
     for name, values in report["subsets"].items():
         typer.echo(f"{name:>20}: accuracy {values['accuracy']:.2%}  ECE {values['ece']:.2%}")
     typer.echo(f"average {report['average_accuracy']:.2%}  CR {report['counterintuitive_rate']:.2%}  -> {out}")
