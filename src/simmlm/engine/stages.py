@@ -17,7 +17,7 @@ from torch import Tensor
 from simmlm.data.augment import AugmentSpec, augment_inputs
 from simmlm.data.base import Batch, TensorMultimodalDataset
 from simmlm.losses.mofe import mofe_terms
-from simmlm.methods.dmome import DMoME
+from simmlm.methods.base import ExpertMixture
 from simmlm.methods.predict import outputs_for_subsets, predict_subsets
 from simmlm.subsets import sample_nested_pairs
 
@@ -37,7 +37,7 @@ class ExpertStage(L.LightningModule):
 
     def __init__(
         self,
-        model: DMoME,
+        model: ExpertMixture,
         val_set: TensorMultimodalDataset,
         lr: float,
         weight_decay: float,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from torch import nn
 from simmlm.data.base import Splits, make_loader
 from simmlm.engine.config import DataConfig, RunConfig
 from simmlm.engine.stages import CooperativeStage, ExpertStage
-from simmlm.methods import DMoME, create_method, get_method
+from simmlm.methods import ExpertMixture, create_method, get_method
 
 
 def resolve_data_dir(data_dir: Path | None) -> Path:
@@ -106,12 +107,16 @@ def _stage_seed(seed: int, stage: int) -> int:
     return seed * 10 + stage
 
 
-def stage1_key(cfg: RunConfig, splits: Splits) -> str:
-    """Everything stage 1 depends on: two runs with equal keys train identical experts."""
+def stage1_key(cfg: RunConfig, splits: Splits, model: ExpertMixture) -> str:
+    """Everything stage 1 depends on (including the experts' initial weights): equal keys, identical experts."""
     t = cfg.train
+    init = hashlib.sha256()
+    for name, tensor in model.experts.state_dict().items():
+        init.update(name.encode())
+        init.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     parts = {
-        "builder": get_method(cfg.method).builder.__qualname__,
-        "model": cfg.model.model_dump(mode="json"),
+        "experts_init": init.hexdigest(),
+        "model": cfg.model.model_dump(mode="json", include={"expert", "expert_options"}),
         "data": cfg.data.model_dump(mode="json"),
         "splits": [len(splits.train), len(splits.val), splits.description],
         "train": t.model_dump(mode="json", include={"seed", "batch_size", "stage1", "augment", "accelerator"}),
@@ -134,8 +139,9 @@ def train(
     """Two-stage training of ``cfg.method`` on ``splits`` (test split untouched).
 
     With ``stage1_cache`` (a dict the caller keeps), stage 1 runs once per :func:`stage1_key` and later runs
-    reuse its experts (the paper's point (b) of Sec. 3.3). Results are identical either way, because each
-    stage is seeded on its own; ``train_seconds`` always counts stage 1's measured time.
+    reuse its experts (the paper's point (b) of Sec. 3.3; simmlm, dmome and late_fusion share them). Results
+    are identical either way, because each stage is seeded on its own; ``train_seconds`` always counts stage
+    1's measured time.
     """
     cfg = resolve_config(cfg)
     t = cfg.train
@@ -147,8 +153,8 @@ def train(
         raise ValueError(f"augment names unknown modalities {unknown}; known: {splits.modalities}")
     selected: dict[str, Any] = {}
     stage1_seconds = 0.0
-    if t.stage1.epochs > 0 and isinstance(model, DMoME):
-        key = stage1_key(cfg, splits)
+    if t.stage1.epochs > 0 and isinstance(model, ExpertMixture):
+        key = stage1_key(cfg, splits, model)
         cached = stage1_cache.get(key) if stage1_cache is not None else None
         if cached is None:
             start = time.perf_counter()

@@ -8,8 +8,9 @@ from typing import Any
 
 from torch import nn
 
-from simmlm.methods.base import ModelOutput, validate_inputs, zero_fill
+from simmlm.methods.base import ExpertMixture, ModelOutput, validate_inputs, zero_fill
 from simmlm.methods.dmome import DMoME
+from simmlm.methods.late_fusion import LateFusion
 from simmlm.nn.experts import build_expert
 from simmlm.nn.gating import GatingNetwork, build_gate_encoder
 
@@ -49,6 +50,22 @@ def create_method(name: str, **cfg: Any) -> nn.Module:
     return get_method(name).builder(**cfg)
 
 
+def _build_experts(
+    input_shapes: dict[str, tuple[int, ...]],
+    num_classes: int,
+    expert: str | dict[str, str],
+    expert_options: dict[str, Any] | None,
+) -> dict[str, nn.Module]:
+    kinds = expert if isinstance(expert, dict) else dict.fromkeys(input_shapes, expert)
+    missing = [name for name in input_shapes if name not in kinds]
+    if missing:
+        raise ValueError(f"no expert kind given for modalities {missing}")
+    return {
+        name: build_expert(kinds[name], tuple(shape), num_classes, **(expert_options or {}))
+        for name, shape in input_shapes.items()
+    }
+
+
 def build_dmome(
     input_shapes: dict[str, tuple[int, ...]],
     num_classes: int,
@@ -59,13 +76,20 @@ def build_dmome(
     gate_channels: int | None = None,
 ) -> DMoME:
     """DMoME with one expert per modality (by name, or one name per modality) and a conv/linear gate."""
-    kinds = expert if isinstance(expert, dict) else dict.fromkeys(input_shapes, expert)
-    experts = {
-        name: build_expert(kinds[name], tuple(shape), num_classes, **(expert_options or {}))
-        for name, shape in input_shapes.items()
-    }
+    experts = _build_experts(input_shapes, num_classes, expert, expert_options)
     encoders = {name: build_gate_encoder(tuple(shape), gate_width) for name, shape in input_shapes.items()}
     return DMoME(experts, GatingNetwork(encoders, num_channels=gate_channels, hidden=gate_hidden))
+
+
+def build_late_fusion(
+    input_shapes: dict[str, tuple[int, ...]],
+    num_classes: int,
+    expert: str | dict[str, str] = "lenet",
+    expert_options: dict[str, Any] | None = None,
+    **_gate_options: Any,
+) -> LateFusion:
+    """Late fusion with the same experts as :func:`build_dmome` (gate options are accepted and unused)."""
+    return LateFusion(_build_experts(input_shapes, num_classes, expert, expert_options))
 
 
 register_method(
@@ -74,10 +98,21 @@ register_method(
     "DMoME trained in two stages with the More-vs-Fewer ranking loss (lambda 0.1)",
     mofe_lambda=0.1,
 )
+
+
 register_method("dmome", build_dmome, "DMoME without MoFe (the paper's lambda = 0 ablation)", mofe_lambda=0.0)
+register_method(
+    "late_fusion",
+    build_late_fusion,
+    "mean of the available experts' logits, trained with random modality dropout (lambda 0)",
+    mofe_lambda=0.0,
+)
 
 __all__ = [
     "DMoME",
+    "ExpertMixture",
+    "LateFusion",
+    "build_late_fusion",
     "MethodEntry",
     "ModelOutput",
     "build_dmome",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from simmlm.subsets import check_mask
 
@@ -52,3 +52,46 @@ def zero_fill(inputs: dict[str, Tensor], mask: Tensor, modalities: Sequence[str]
         keep = mask[:, m].reshape(-1, *([1] * (x.ndim - 1)))
         filled[name] = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
     return filled
+
+
+class ExpertMixture(nn.Module):
+    """Base of methods whose output is a weighted sum of per-modality experts' task outputs.
+
+    ``o = sum_m w^m o^m`` with ``w^m = 0`` for missing modalities. Subclasses define the weights
+    (:meth:`fusion_weights`); this class computes each expert once (:meth:`expert_logits`) and mixes the
+    precomputed outputs for any subset (:meth:`mix`), so MoFe pairs and the evaluation of all subsets cost one
+    expert pass. An expert's output depends only on its own modality, so the reuse is exact.
+
+    Args:
+        experts: modality name -> expert network (dataset modality order); each maps its input to ``[B, T, ...]``.
+    """
+
+    def __init__(self, experts: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.experts = nn.ModuleDict(experts)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.experts)
+
+    def expert_logits(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
+        """Stacked expert outputs ``[B, M, T, ...]`` on the zero-filled inputs."""
+        validate_inputs(inputs, mask, self.modalities)
+        filled = zero_fill(inputs, mask, self.modalities)
+        return torch.stack([expert(filled[name]) for name, expert in self.experts.items()], dim=1)
+
+    def fusion_weights(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
+        """Weights ``[B, M]`` or ``[B, M, K]``: 0 for missing modalities, summing to 1 over the available ones."""
+        raise NotImplementedError
+
+    def mix(self, expert_logits: Tensor, inputs: dict[str, Tensor], mask: Tensor) -> ModelOutput:
+        """Weigh precomputed expert outputs for the subset given by ``mask``."""
+        validate_inputs(inputs, mask, self.modalities)
+        weights = self.fusion_weights(inputs, mask)
+        present = mask.reshape(*mask.shape, *([1] * (expert_logits.ndim - 2)))
+        outputs = torch.where(present, expert_logits, expert_logits.new_zeros(()))
+        w = weights.reshape(*weights.shape, *([1] * (expert_logits.ndim - weights.ndim)))
+        return ModelOutput(logits=(w * outputs).sum(1), gate_weights=weights)
+
+    def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> ModelOutput:
+        return self.mix(self.expert_logits(inputs, mask), inputs, mask)

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from simmlm.methods.base import ModelOutput
-from simmlm.methods.dmome import DMoME
+from simmlm.methods.base import ExpertMixture, ModelOutput
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits
 
 
@@ -37,9 +36,10 @@ def outputs_for_subsets(
 ) -> list[ModelOutput]:
     """Outputs of ``model`` for each ``[B, M]`` subset mask (each ANDed with ``available`` by the caller).
 
-    DMoME computes every expert once and only re-gates per subset; other methods run once per subset.
+    Expert mixtures (DMoME, late fusion) compute every expert once and only re-weigh per subset; other
+    methods run once per subset.
     """
-    if isinstance(model, DMoME):
+    if isinstance(model, ExpertMixture):
         experts = model.expert_logits(inputs, available)
         return [model.mix(experts, inputs, mask) for mask in subset_masks]
     return [model(inputs, mask) for mask in subset_masks]
