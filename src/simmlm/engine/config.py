@@ -33,6 +33,9 @@ class ModelConfig(StrictModel):
     gate_width: int = Field(8, ge=1)
     gate_hidden: int = Field(32, ge=1)
     gate_channels: int | None = Field(None, ge=1, description="K gates per modality (None: one per modality)")
+    method_options: dict[str, Any] = Field(
+        default_factory=dict, description="extra options of the method's builder, e.g. mmp: {dim: 32, heads: 4}"
+    )
 
 
 class StageConfig(StrictModel):

@@ -66,6 +66,7 @@ def build_model(cfg: RunConfig, input_shapes: dict[str, tuple[int, ...]], num_cl
         gate_width=m.gate_width,
         gate_hidden=m.gate_hidden,
         gate_channels=m.gate_channels,
+        **m.method_options,
     )
 
 
@@ -177,9 +178,11 @@ def train(
     stage2 = CooperativeStage(
         model, splits.val, t.stage2.lr, t.stage2.weight_decay, t.augment, float(t.mofe_lambda or 0.0), t.mofe_views
     )
-    if t.stage2.epochs > 0:
+    # Methods without per-modality experts have no stage 1: they get the whole epoch budget in one stage.
+    epochs = t.stage2.epochs + (0 if isinstance(model, ExpertMixture) else t.stage1.epochs)
+    if epochs > 0:
         loader = make_loader(splits.train, t.batch_size, shuffle=True, seed=_stage_seed(t.seed, 2))
-        _trainer(t.stage2.epochs, t.accelerator, progress).fit(stage2, loader)
+        _trainer(epochs, t.accelerator, progress).fit(stage2, loader)
         selected["stage2"] = stage2.selected()
     model.cpu().eval()
     seconds = stage1_seconds + time.perf_counter() - start

@@ -11,6 +11,7 @@ from torch import nn
 from simmlm.methods.base import ExpertMixture, ModelOutput, validate_inputs, zero_fill
 from simmlm.methods.dmome import DMoME
 from simmlm.methods.late_fusion import LateFusion
+from simmlm.methods.mmp import MMP, build_token_encoder
 from simmlm.nn.experts import build_expert
 from simmlm.nn.gating import GatingNetwork, build_gate_encoder
 
@@ -92,6 +93,26 @@ def build_late_fusion(
     return LateFusion(_build_experts(input_shapes, num_classes, expert, expert_options))
 
 
+def build_mmp(
+    input_shapes: dict[str, tuple[int, ...]],
+    num_classes: int,
+    expert: str | dict[str, str] = "lenet",
+    expert_options: dict[str, Any] | None = None,
+    dim: int = 32,
+    num_aggregated: int = 8,
+    heads: int = 4,
+    alignment_weight: float = 1.0,
+    **_gate_options: Any,
+) -> MMP:
+    """MMP whose token encoders are the experts' feature extractors (gate options are accepted and unused)."""
+    kinds = expert if isinstance(expert, dict) else dict.fromkeys(input_shapes, expert)
+    options = {k: v for k, v in (expert_options or {}).items() if k != "dropout"}
+    encoders = {
+        name: build_token_encoder(kinds[name], tuple(shape), dim, **options) for name, shape in input_shapes.items()
+    }
+    return MMP(encoders, num_classes, dim, num_aggregated, heads, alignment_weight)
+
+
 register_method(
     "simmlm",
     build_dmome,
@@ -107,11 +128,19 @@ register_method(
     "mean of the available experts' logits, trained with random modality dropout (lambda 0)",
     mofe_lambda=0.0,
 )
+register_method(
+    "mmp",
+    build_mmp,
+    "masked modality projection: tokens of missing modalities projected from available ones (lambda 0)",
+    mofe_lambda=0.0,
+)
 
 __all__ = [
     "DMoME",
     "ExpertMixture",
     "LateFusion",
+    "MMP",
+    "build_mmp",
     "build_late_fusion",
     "MethodEntry",
     "ModelOutput",

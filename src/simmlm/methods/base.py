@@ -93,5 +93,12 @@ class ExpertMixture(nn.Module):
         w = weights.reshape(*weights.shape, *([1] * (expert_logits.ndim - weights.ndim)))
         return ModelOutput(logits=(w * outputs).sum(1), gate_weights=weights)
 
+    def forward_subsets(
+        self, inputs: dict[str, Tensor], available: Tensor, subset_masks: Sequence[Tensor]
+    ) -> list[ModelOutput]:
+        """Outputs for several subsets of ``available`` with one expert pass."""
+        experts = self.expert_logits(inputs, available)
+        return [self.mix(experts, inputs, mask) for mask in subset_masks]
+
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> ModelOutput:
         return self.mix(self.expert_logits(inputs, mask), inputs, mask)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from simmlm.methods.base import ExpertMixture, ModelOutput
+from simmlm.methods.base import ModelOutput
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits
 
 
@@ -36,12 +36,12 @@ def outputs_for_subsets(
 ) -> list[ModelOutput]:
     """Outputs of ``model`` for each ``[B, M]`` subset mask (each ANDed with ``available`` by the caller).
 
-    Expert mixtures (DMoME, late fusion) compute every expert once and only re-weigh per subset; other
-    methods run once per subset.
+    Methods with a ``forward_subsets(inputs, available, subset_masks)`` method (expert mixtures, MMP) encode
+    each available modality once and redo only the cheap part per subset; others run once per subset.
     """
-    if isinstance(model, ExpertMixture):
-        experts = model.expert_logits(inputs, available)
-        return [model.mix(experts, inputs, mask) for mask in subset_masks]
+    forward_subsets = getattr(model, "forward_subsets", None)
+    if callable(forward_subsets):
+        return list(forward_subsets(inputs, available, subset_masks))
     return [model(inputs, mask) for mask in subset_masks]
 
 

@@ -2,5 +2,13 @@
 
 from simmlm.metrics.classification import accuracy, expected_calibration_error, static_calibration_error
 from simmlm.metrics.counterintuitive import counterintuitive_rate
+from simmlm.metrics.shapley import ShapleyScores, shapley_contributions
 
-__all__ = ["accuracy", "counterintuitive_rate", "expected_calibration_error", "static_calibration_error"]
+__all__ = [
+    "ShapleyScores",
+    "accuracy",
+    "counterintuitive_rate",
+    "expected_calibration_error",
+    "shapley_contributions",
+    "static_calibration_error",
+]

@@ -24,6 +24,7 @@ class LeNet5(nn.Module):
     ) -> None:
         super().__init__()
         c1, c2 = 6 * width, 16 * width
+        self.feature_channels = c2
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 5, padding=2),
             nn.ReLU(),

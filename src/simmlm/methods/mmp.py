@@ -1,0 +1,182 @@
+"""Masked Modality Projection (MMP, Nezakati et al.): project the tokens of missing modalities from available ones.
+
+Per modality, an encoder turns the input into tokens ``X_m`` ``[B, T_m, D]`` (for avMNIST: the convolutional
+feature map of a LeNet-5 expert, one token per position, linearly mapped to a common ``D``, Sec. 3.3).
+
+- Eq. 2: every modality has ``A = 8`` learnable aggregated tokens ``Z_m``; when ``m`` is available they are updated
+  by multi-head cross-attention to its real tokens, ``Z_m <- Z_m + MHA(Z_m, X_m, X_m)``; otherwise left unchanged.
+- Eqs. 3-6: for a missing modality ``j`` and every available ``i``: ``H_ji = MHA(Z_j, Z_i, Z_i)`` (relation),
+  ``R_ji = MHA(H_ji, X_i, X_i)`` (refinement with ``i``'s real tokens); the ``R_ji`` of the available ``i`` are
+  concatenated (those of unavailable ``i`` are zeroed by the mask, so the layout is fixed) and an MLP, with a
+  linear layer over the token axis to reach ``T_j`` tokens (Sec. 3.3), gives the projected tokens ``P_j``.
+- Eqs. 7-8: ``L = L_task + alpha * (1/K) sum_j SmoothL1(P_j, X_j)`` over the ``K`` modalities masked during training
+  (available in the data but left out of the training subset). The real tokens are a stop-gradient target here
+  (our choice: the paper is silent; without it the encoders can shrink their tokens to lower the loss).
+
+The task head concatenates every modality's tokens (real, or projected when missing) and applies an MLP to the
+flattened sequence (mean-pooling would discard the positions LeNet's classifier relies on). The masking
+distribution during training is the engine's: a random nested pair of subsets per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from simmlm.methods.base import ModelOutput, validate_inputs, zero_fill
+from simmlm.nn.experts import LeNet5, build_expert
+
+
+class ConvTokenEncoder(nn.Module):
+    """A convolutional feature extractor ``[B, C_in, H, W] -> [B, C, h, w]`` read as ``h*w`` tokens of size ``D``."""
+
+    def __init__(self, features: nn.Module, channels: int, num_tokens: int, dim: int) -> None:
+        super().__init__()
+        self.features = features
+        self.proj = nn.Linear(channels, dim)
+        self.position = nn.Parameter(torch.zeros(num_tokens, dim))
+        self.num_tokens = num_tokens
+
+    def forward(self, x: Tensor) -> Tensor:
+        fmap = self.features(x)
+        return self.proj(fmap.flatten(2).transpose(1, 2)) + self.position
+
+
+class FlatTokenEncoder(nn.Module):
+    """A feature vector (any shape, flattened) -> ``num_tokens`` tokens of size ``dim`` via one linear layer."""
+
+    def __init__(self, in_features: int, num_tokens: int, dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, num_tokens * dim), nn.GELU())
+        self.num_tokens, self.dim = num_tokens, dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).reshape(len(x), self.num_tokens, self.dim)
+
+
+def build_token_encoder(kind: str, input_shape: tuple[int, ...], dim: int, **options: int | float) -> nn.Module:
+    """Token encoder for one modality: ``"lenet"`` uses LeNet-5's convolutional feature map, ``"mlp"`` a linear map."""
+    if kind == "lenet":
+        lenet = build_expert("lenet", input_shape, num_classes=1, **options)
+        assert isinstance(lenet, LeNet5)
+        side = (input_shape[1] // 2 - 4) // 2
+        return ConvTokenEncoder(lenet.features, lenet.feature_channels, side * side, dim)
+    if kind == "mlp":
+        return FlatTokenEncoder(math.prod(input_shape), num_tokens=4, dim=dim)
+    raise ValueError(f"unknown token encoder kind {kind!r}; choose one of 'lenet', 'mlp'")
+
+
+class MMP(nn.Module):
+    """Masked Modality Projection over per-modality token encoders (see the module docstring for the equations).
+
+    Args:
+        encoders: modality name -> encoder returning ``[B, T_m, dim]`` with a ``num_tokens`` attribute.
+        num_classes: output classes.
+        dim: common token dimension ``D``.
+        num_aggregated: aggregated tokens per modality (8 in the paper).
+        heads: attention heads.
+        alignment_weight: ``alpha`` of eq. 8.
+    """
+
+    def __init__(
+        self,
+        encoders: dict[str, nn.Module],
+        num_classes: int,
+        dim: int = 32,
+        num_aggregated: int = 8,
+        heads: int = 4,
+        alignment_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if len(encoders) < 2:
+            raise ValueError("MMP needs at least two modalities")
+        self.encoders = nn.ModuleDict(encoders)
+        names = list(encoders)
+        others = len(names) - 1
+        self.aggregated = nn.ParameterDict({m: nn.Parameter(torch.randn(num_aggregated, dim) * 0.02) for m in names})
+        self.update = nn.ModuleDict({m: nn.MultiheadAttention(dim, heads, batch_first=True) for m in names})
+        self.relate = nn.ModuleDict({m: nn.MultiheadAttention(dim, heads, batch_first=True) for m in names})
+        self.refine = nn.ModuleDict({m: nn.MultiheadAttention(dim, heads, batch_first=True) for m in names})
+        self.token_map = nn.ModuleDict(
+            {m: nn.Linear(others * num_aggregated, int(e.num_tokens)) for m, e in encoders.items()}  # type: ignore[arg-type]
+        )
+        self.project = nn.ModuleDict(
+            {m: nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)) for m in names}
+        )
+        total_tokens = sum(int(e.num_tokens) for e in encoders.values())  # type: ignore[misc, arg-type]
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(total_tokens * dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, num_classes)
+        )
+        self.alignment_weight = alignment_weight
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.encoders)
+
+    def tokens(self, inputs: dict[str, Tensor], available: Tensor) -> dict[str, Tensor]:
+        """Real tokens ``X_m`` of every modality, computed on the zero-filled inputs (eq. 1)."""
+        validate_inputs(inputs, available, self.modalities)
+        filled = zero_fill(inputs, available, self.modalities)
+        return {name: encoder(filled[name]) for name, encoder in self.encoders.items()}
+
+    def _aggregated(self, tokens: dict[str, Tensor], subset: Tensor) -> dict[str, Tensor]:
+        """Eq. 2: aggregated tokens, updated from real tokens for the samples where the modality is present."""
+        out = {}
+        for m, name in enumerate(self.modalities):
+            base = self.aggregated[name].unsqueeze(0).expand(len(subset), -1, -1)
+            updated = base + self.update[name](base, tokens[name], tokens[name], need_weights=False)[0]
+            out[name] = torch.where(subset[:, m, None, None], updated, base)
+        return out
+
+    def _projected(self, name: str, tokens: dict[str, Tensor], aggregated: dict[str, Tensor], subset: Tensor) -> Tensor:
+        """Eqs. 3-6: projected tokens ``P_j`` of modality ``name`` from the modalities present in ``subset``."""
+        j = self.modalities.index(name)
+        query = self.aggregated[name].unsqueeze(0).expand(len(subset), -1, -1)
+        refined = []
+        for i, other in enumerate(self.modalities):
+            if i == j:
+                continue
+            relation = self.relate[name](query, aggregated[other], aggregated[other], need_weights=False)[0]
+            ref = self.refine[name](relation, tokens[other], tokens[other], need_weights=False)[0]
+            refined.append(torch.where(subset[:, i, None, None], ref, ref.new_zeros(())))
+        stacked = torch.cat(refined, dim=1)  # [B, (M-1)*A, D]
+        mapped = self.token_map[name](stacked.transpose(1, 2)).transpose(1, 2)  # [B, T_j, D]
+        return self.project[name](mapped)
+
+    def _outputs(self, tokens: dict[str, Tensor], available: Tensor, subset: Tensor) -> ModelOutput:
+        aggregated = self._aggregated(tokens, subset)
+        pooled, align_sum, align_count = [], tokens[self.modalities[0]].new_zeros(()), 0
+        for m, name in enumerate(self.modalities):
+            present = subset[:, m]
+            if bool(present.all()):
+                final = tokens[name]
+            else:
+                projected = self._projected(name, tokens, aggregated, subset)
+                final = torch.where(present[:, None, None], tokens[name], projected)
+                masked = available[:, m] & ~present  # masked during training: real tokens exist
+                if bool(masked.any()):
+                    loss = F.smooth_l1_loss(projected[masked], tokens[name][masked].detach(), reduction="none")
+                    align_sum = align_sum + loss.mean(dim=(1, 2)).sum()
+                    align_count += int(masked.sum())
+            pooled.append(final)
+        logits = self.head(torch.cat(pooled, dim=1))
+        aux = {"alignment": self.alignment_weight * align_sum / align_count} if align_count else {}
+        return ModelOutput(logits=logits, gate_weights=None, aux_losses=aux)
+
+    def forward_subsets(
+        self, inputs: dict[str, Tensor], available: Tensor, subset_masks: Sequence[Tensor]
+    ) -> list[ModelOutput]:
+        """Outputs for several subsets of ``available``; tokens are encoded once."""
+        tokens = self.tokens(inputs, available)
+        outputs = []
+        for subset in subset_masks:
+            validate_inputs(inputs, subset, self.modalities)
+            outputs.append(self._outputs(tokens, available, subset & available))
+        return outputs
+
+    def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> ModelOutput:
+        return self.forward_subsets(inputs, mask, [mask])[0]

@@ -1,0 +1,222 @@
+"""Shapley contributions of each modality to each sample's prediction (DREAM Sec. 3.3, eqs. 1-4).
+
+For a sample with modality set ``M`` and a modality ``i``, both scores are Shapley values (eq. 2)::
+
+    phi_i = sum_{S ⊆ M \\ {i}} |S|! (|M| - |S| - 1)! / |M|! * m(S, i)
+
+with the marginal contribution
+
+- PSS, Prediction Shift Score (eq. 1): ``m(S, i) = 1[ŷ(S ∪ {i}) != ŷ(S)]`` (needs no label);
+- PAS, Prediction Accuracy Score (eqs. 3-4): ``m(S, i) = V(S ∪ {i}) - V(S)``, ``V(S) = |S|`` if ``ŷ(S) = y``
+  else ``0``.
+
+Two choices DREAM leaves open, made here:
+
+- **The empty set.** A model makes no prediction from no modality, so ``ŷ(∅)`` is a sentinel "no prediction"
+  that differs from every class: ``m^PSS(∅, i) = 1`` (the first modality always shifts the prediction) and
+  ``V(∅) = 0``. PAS is then efficient: ``sum_i PAS_i = V(M)``.
+- **Missing modalities.** With an availability mask ``A`` the game is played on what the sample has: ``ŷ(S)``
+  is the prediction from ``S ∩ A`` (an empty intersection counts as ``∅``) and ``V(S) = |S ∩ A|`` if
+  ``ŷ(S ∩ A) = y`` else ``0``. Adding a missing modality changes neither, so it gets PSS 0 and PAS 0 (a null
+  player), and the available modalities get exactly the Shapley values of the game on ``A`` alone.
+
+Exact mode predicts every needed non-empty subset once (``2^M - 1`` calls of ``predict`` on the whole batch)
+and is the default up to ``M = 6``. Monte-Carlo mode averages the marginal contributions along random
+permutations of the modalities (unbiased; its PAS still sums to ``V(M)`` exactly) and predicts each subset it
+meets at most once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from simmlm.subsets import bits_to_mask, check_mask, mask_to_bits
+
+MAX_EXACT_MODALITIES = 6
+_NO_PREDICTION = -1  # ŷ(∅); class ids are checked to be >= 0, so it differs from every class
+
+
+@dataclass
+class ShapleyScores:
+    """Per-sample, per-modality Shapley scores (DREAM eq. 2).
+
+    Attributes:
+        pss: ``[N, M]`` Prediction Shift Score (eq. 2 with ``m^PSS`` of eq. 1).
+        pas: ``[N, M]`` Prediction Accuracy Score (eq. 2 with ``m^PAS`` of eqs. 3-4); zeros without targets.
+    """
+
+    pss: Tensor
+    pas: Tensor
+
+
+class _Coalitions(NamedTuple):
+    """Flat list of weighted terms ``weight * m(S, i)``: ``modality`` is ``i``, ``without`` is the code of ``S``."""
+
+    modality: Tensor  # [T] long
+    without: Tensor  # [T] long, bit ``modality`` never set
+    weight: Tensor  # [T] float64
+
+
+def shapley_contributions(
+    predict: Callable[[Tensor], Tensor],
+    num_samples: int,
+    num_modalities: int,
+    targets: Tensor | None = None,
+    available: Tensor | None = None,
+    mc_permutations: int | None = None,
+    generator: torch.Generator | None = None,
+) -> ShapleyScores:
+    """PSS and PAS of every modality for every sample (DREAM eqs. 1-4, see the module docstring).
+
+    Args:
+        predict: maps a boolean ``[N, M]`` subset mask to predicted class ids ``[N]`` (integers >= 0), each
+            sample predicted from its own row of modalities. It never receives an all-missing row.
+        num_samples: ``N``.
+        num_modalities: ``M``.
+        targets: ``[N]`` labels, needed for PAS (zeros without them).
+        available: boolean ``[N, M]`` availability (no all-missing row); subsets are intersected with it.
+        mc_permutations: ``None`` for exact values (``M <= 6``); a number of random permutations for a
+            Monte-Carlo estimate.
+        generator: random generator for the Monte-Carlo permutations.
+
+    Returns:
+        :class:`ShapleyScores` with ``[N, M]`` tensors (default float dtype) on ``available``'s device, else
+        ``targets``', else the CPU; the masks given to ``predict`` live there too.
+
+    Raises:
+        ValueError: on inconsistent shapes, ``M > 6`` without ``mc_permutations``, or a malformed prediction.
+    """
+    if num_modalities < 1 or num_samples < 1:
+        raise ValueError(f"num_samples and num_modalities must be >= 1, got {num_samples} and {num_modalities}")
+    if targets is not None and tuple(targets.shape) != (num_samples,):
+        raise ValueError(f"targets must have shape [{num_samples}], got {tuple(targets.shape)}")
+    if available is not None:
+        if tuple(available.shape) != (num_samples, num_modalities):
+            raise ValueError(f"available must be [{num_samples}, {num_modalities}], got {tuple(available.shape)}")
+        check_mask(available)
+    if mc_permutations is None:
+        if num_modalities > MAX_EXACT_MODALITIES:
+            raise ValueError(
+                f"exact Shapley values over {num_modalities} modalities need {2**num_modalities - 1} predictions "
+                f"per batch; exact mode is limited to {MAX_EXACT_MODALITIES} modalities. Pass mc_permutations "
+                "(e.g. 1000) for a Monte-Carlo estimate."
+            )
+        coalitions = _exact_coalitions(num_modalities)
+    else:
+        if mc_permutations < 1:
+            raise ValueError(f"mc_permutations must be >= 1, got {mc_permutations}")
+        device = generator.device if generator is not None else None
+        perms = torch.rand(mc_permutations, num_modalities, generator=generator, device=device).argsort(1)
+        coalitions = _permutation_coalitions(perms)
+    return _shapley_from_coalitions(predict, coalitions, num_samples, num_modalities, targets, available)
+
+
+def _exact_coalitions(num_modalities: int) -> _Coalitions:
+    """Every ``S ⊆ M \\ {i}`` with weight ``|S|! (M - |S| - 1)! / M!`` (eq. 2)."""
+    codes = torch.arange(2**num_modalities)
+    fact = math.factorial
+    by_size = torch.tensor(
+        [fact(s) * fact(num_modalities - s - 1) / fact(num_modalities) for s in range(num_modalities)],
+        dtype=torch.float64,
+    )
+    without = torch.stack([codes[((codes >> i) & 1) == 0] for i in range(num_modalities)])  # [M, 2^(M-1)]
+    modality = torch.arange(num_modalities).unsqueeze(1).expand_as(without)
+    weight = by_size[bits_to_mask(without, num_modalities).sum(-1)]
+    return _Coalitions(modality.flatten(), without.flatten(), weight.flatten())
+
+
+def _permutation_coalitions(perms: Tensor) -> _Coalitions:
+    """Monte-Carlo terms: along each permutation ``[P, M]``, modality ``i`` meets the prefix before it.
+
+    Every permutation has weight ``1 / P``; repeated ``(i, S)`` terms are merged (weights summed).
+    """
+    num_perms, num_modalities = perms.shape
+    bit = 1 << perms.long().cpu()
+    prefix = bit.cumsum(1) - bit  # code of the modalities before position k (disjoint bits: sum == or)
+    keys = perms.long().cpu().flatten() * 2**num_modalities + prefix.flatten()
+    unique_keys, counts = torch.unique(keys, return_counts=True)
+    return _Coalitions(unique_keys // 2**num_modalities, unique_keys % 2**num_modalities, counts.double() / num_perms)
+
+
+def _shapley_from_coalitions(
+    predict: Callable[[Tensor], Tensor],
+    coalitions: _Coalitions,
+    num_samples: int,
+    num_modalities: int,
+    targets: Tensor | None,
+    available: Tensor | None,
+) -> ShapleyScores:
+    """Sum ``weight * m(S, i)`` per sample and modality for PSS (eq. 1) and PAS (eqs. 3-4)."""
+    device = torch.device("cpu")
+    if available is not None:
+        device = available.device
+    elif targets is not None:
+        device = targets.device
+    modality, without, weight = (t.to(device) for t in coalitions)
+    with_ = without | (1 << modality)
+    needed, inverse = torch.unique(torch.cat([without, with_]), return_inverse=True)
+    idx_without, idx_with = inverse[: len(modality)], inverse[len(modality) :]
+    table, effective = _prediction_table(predict, needed, num_samples, num_modalities, available)
+
+    shift = (table[:, idx_with] != table[:, idx_without]).double()  # [N, T]
+    pss = torch.zeros(num_samples, num_modalities, dtype=torch.float64, device=device)
+    pss.index_add_(1, modality, shift * weight)
+    pas = torch.zeros_like(pss)
+    if targets is not None:
+        size = bits_to_mask(effective, num_modalities).sum(-1)  # |S ∩ A|
+        value = (table == targets.to(device).unsqueeze(1)).double() * size  # V(S), eq. 3; V(∅) = 0
+        pas.index_add_(1, modality, (value[:, idx_with] - value[:, idx_without]) * weight)
+    dtype = torch.get_default_dtype()
+    return ShapleyScores(pss=pss.to(dtype), pas=pas.to(dtype))
+
+
+def _prediction_table(
+    predict: Callable[[Tensor], Tensor],
+    needed: Tensor,
+    num_samples: int,
+    num_modalities: int,
+    available: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """``ŷ_n(S ∩ A_n)`` for every sample ``n`` and subset code ``S`` in ``needed`` ``[J]``.
+
+    ``predict`` runs once per distinct non-empty ``S ∩ A_n``, whose predictions are then shared by every
+    ``S`` with the same intersection (so a missing modality never changes a prediction).
+
+    Returns:
+        ``(table, effective)``: predictions ``[N, J]`` (``_NO_PREDICTION`` where ``S ∩ A_n = ∅``) and the
+        codes of ``S ∩ A_n`` ``[N, J]``.
+    """
+    if available is None:
+        effective = needed.unsqueeze(0).expand(num_samples, -1)
+    else:
+        effective = needed.unsqueeze(0) & mask_to_bits(available).unsqueeze(1)
+    calls, where = torch.unique(effective, return_inverse=True)
+    raw = torch.full((num_samples, len(calls)), _NO_PREDICTION, dtype=torch.long, device=needed.device)
+    for column, code in enumerate(calls.tolist()):
+        if code == 0:
+            continue
+        mask = bits_to_mask(torch.full((num_samples,), code, device=needed.device), num_modalities)
+        if available is not None:
+            mask = mask & available
+            empty = ~mask.any(1)
+            mask[empty] = available[empty]  # placeholder; these rows of this call are never read
+        raw[:, column] = _checked_prediction(predict(mask), num_samples).to(raw.device)
+    return raw.gather(1, where), effective
+
+
+def _checked_prediction(prediction: Tensor, num_samples: int) -> Tensor:
+    """Raise ``ValueError`` unless ``prediction`` holds ``num_samples`` non-negative integer class ids."""
+    if not isinstance(prediction, Tensor) or tuple(prediction.shape) != (num_samples,):
+        shape = tuple(prediction.shape) if isinstance(prediction, Tensor) else type(prediction).__name__
+        raise ValueError(f"predict must return class ids of shape [{num_samples}], got {shape}")
+    if prediction.dtype.is_floating_point or prediction.dtype.is_complex or prediction.dtype == torch.bool:
+        raise ValueError(f"predict must return integer class ids (e.g. logits.argmax(-1)), got {prediction.dtype}")
+    if (prediction < 0).any():
+        raise ValueError("predict returned a negative class id; class ids must be >= 0")
+    return prediction.long()
