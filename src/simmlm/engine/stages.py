@@ -118,10 +118,10 @@ class CooperativeStage(L.LightningModule):
         minus, plus = sample_nested_pairs(mask)
         view = augment_inputs(inputs, self.augment)
         if self.views == "shared":
-            out_plus, out_minus = outputs_for_subsets(self.model, view, mask, [plus, minus])
+            out_plus, out_minus = outputs_for_subsets(self.model, view, mask, [plus, minus], target)
         else:
-            (out_plus,) = outputs_for_subsets(self.model, view, mask, [plus])
-            (out_minus,) = outputs_for_subsets(self.model, augment_inputs(inputs, self.augment), mask, [minus])
+            (out_plus,) = outputs_for_subsets(self.model, view, mask, [plus], target)
+            (out_minus,) = outputs_for_subsets(self.model, augment_inputs(inputs, self.augment), mask, [minus], target)
         terms = mofe_terms(out_plus.logits, out_minus.logits, target, self.mofe_lambda)
         aux = [loss for out in (out_plus, out_minus) for loss in out.aux_losses.values()]
         loss = terms.total + (torch.stack(aux).sum() if aux else 0.0)

@@ -19,7 +19,7 @@ from torch import nn
 from simmlm.data.base import Splits, make_loader
 from simmlm.engine.config import DataConfig, RunConfig
 from simmlm.engine.stages import CooperativeStage, ExpertStage
-from simmlm.methods import ExpertMixture, create_method, get_method
+from simmlm.methods import DREAM, ExpertMixture, create_method, get_method
 
 
 def resolve_data_dir(data_dir: Path | None) -> Path:
@@ -154,6 +154,14 @@ def train(
         raise ValueError(f"augment names unknown modalities {unknown}; known: {splits.modalities}")
     selected: dict[str, Any] = {}
     stage1_seconds = 0.0
+    if isinstance(model, DREAM):  # DREAM scores modalities with a pre-trained model: train that first
+        scorer_cfg = cfg.model_copy(
+            update={"method": model.scorer_method, "model": cfg.model.model_copy(update={"method_options": {}})}
+        )
+        scorer = train(scorer_cfg, splits, progress, stage1_cache)
+        model.scorer.load_state_dict(scorer.model.state_dict())
+        selected["scorer"] = {"method": model.scorer_method, **scorer.selected}
+        stage1_seconds += scorer.train_seconds
     if t.stage1.epochs > 0 and isinstance(model, ExpertMixture):
         key = stage1_key(cfg, splits, model)
         cached = stage1_cache.get(key) if stage1_cache is not None else None
@@ -172,7 +180,7 @@ def train(
             model.experts.load_state_dict(cached.expert_state)
             selected["stage1_reused"] = True
         selected["stage1"] = cached.selected
-        stage1_seconds = cached.seconds
+        stage1_seconds += cached.seconds
     start = time.perf_counter()
     L.seed_everything(_stage_seed(t.seed, 2), workers=True, verbose=False)
     stage2 = CooperativeStage(

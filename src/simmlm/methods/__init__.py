@@ -10,6 +10,7 @@ from torch import nn
 
 from simmlm.methods.base import ExpertMixture, ModelOutput, validate_inputs, zero_fill
 from simmlm.methods.dmome import DMoME
+from simmlm.methods.dream import DREAM
 from simmlm.methods.late_fusion import LateFusion
 from simmlm.methods.mmp import MMP, build_token_encoder
 from simmlm.nn.experts import build_expert
@@ -113,6 +114,41 @@ def build_mmp(
     return MMP(encoders, num_classes, dim, num_aggregated, heads, alignment_weight)
 
 
+def build_dream(
+    input_shapes: dict[str, tuple[int, ...]],
+    num_classes: int,
+    expert: str | dict[str, str] = "lenet",
+    expert_options: dict[str, Any] | None = None,
+    scorer: str = "late_fusion",
+    dim: int = 32,
+    heads: int = 4,
+    depth: int = 2,
+    distill_weight: float = 0.1,
+    mc_permutations: int | None = None,
+    **gate_options: Any,
+) -> DREAM:
+    """DREAM with token encoders like MMP's and an (untrained) ``scorer`` method of the same shapes.
+
+    The engine trains the scorer first and loads its weights (:func:`simmlm.engine.train.train`).
+    """
+    if scorer == "dream":
+        raise ValueError("DREAM's scorer cannot be DREAM itself")
+    kinds = expert if isinstance(expert, dict) else dict.fromkeys(input_shapes, expert)
+    options = {k: v for k, v in (expert_options or {}).items() if k != "dropout"}
+    encoders = {
+        name: build_token_encoder(kinds[name], tuple(shape), dim, **options) for name, shape in input_shapes.items()
+    }
+    scorer_model = create_method(
+        scorer,
+        input_shapes=input_shapes,
+        num_classes=num_classes,
+        expert=expert,
+        expert_options=expert_options,
+        **gate_options,
+    )
+    return DREAM(encoders, scorer_model, num_classes, dim, heads, depth, distill_weight, mc_permutations, scorer)
+
+
 register_method(
     "simmlm",
     build_dmome,
@@ -129,6 +165,12 @@ register_method(
     mofe_lambda=0.0,
 )
 register_method(
+    "dream",
+    build_dream,
+    "Shapley contributions of a frozen pre-trained model drive enhancement and soft-masked fusion (lambda 0)",
+    mofe_lambda=0.0,
+)
+register_method(
     "mmp",
     build_mmp,
     "masked modality projection: tokens of missing modalities projected from available ones (lambda 0)",
@@ -137,6 +179,8 @@ register_method(
 
 __all__ = [
     "DMoME",
+    "DREAM",
+    "build_dream",
     "ExpertMixture",
     "LateFusion",
     "MMP",

@@ -94,9 +94,13 @@ class ExpertMixture(nn.Module):
         return ModelOutput(logits=(w * outputs).sum(1), gate_weights=weights)
 
     def forward_subsets(
-        self, inputs: dict[str, Tensor], available: Tensor, subset_masks: Sequence[Tensor]
+        self,
+        inputs: dict[str, Tensor],
+        available: Tensor,
+        subset_masks: Sequence[Tensor],
+        targets: Tensor | None = None,
     ) -> list[ModelOutput]:
-        """Outputs for several subsets of ``available`` with one expert pass."""
+        """Outputs for several subsets of ``available`` with one expert pass (``targets`` is unused)."""
         experts = self.expert_logits(inputs, available)
         return [self.mix(experts, inputs, mask) for mask in subset_masks]
 

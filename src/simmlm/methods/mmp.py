@@ -168,9 +168,13 @@ class MMP(nn.Module):
         return ModelOutput(logits=logits, gate_weights=None, aux_losses=aux)
 
     def forward_subsets(
-        self, inputs: dict[str, Tensor], available: Tensor, subset_masks: Sequence[Tensor]
+        self,
+        inputs: dict[str, Tensor],
+        available: Tensor,
+        subset_masks: Sequence[Tensor],
+        targets: Tensor | None = None,
     ) -> list[ModelOutput]:
-        """Outputs for several subsets of ``available``; tokens are encoded once."""
+        """Outputs for several subsets of ``available``; tokens are encoded once (``targets`` is unused)."""
         tokens = self.tokens(inputs, available)
         outputs = []
         for subset in subset_masks:

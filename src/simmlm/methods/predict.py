@@ -32,16 +32,21 @@ class SubsetPredictions:
 
 
 def outputs_for_subsets(
-    model: nn.Module, inputs: dict[str, Tensor], available: Tensor, subset_masks: Sequence[Tensor]
+    model: nn.Module,
+    inputs: dict[str, Tensor],
+    available: Tensor,
+    subset_masks: Sequence[Tensor],
+    targets: Tensor | None = None,
 ) -> list[ModelOutput]:
     """Outputs of ``model`` for each ``[B, M]`` subset mask (each ANDed with ``available`` by the caller).
 
     Methods with a ``forward_subsets(inputs, available, subset_masks)`` method (expert mixtures, MMP) encode
     each available modality once and redo only the cheap part per subset; others run once per subset.
+    ``targets`` (training only) reach methods whose auxiliary losses need labels (DREAM's distillation).
     """
     forward_subsets = getattr(model, "forward_subsets", None)
     if callable(forward_subsets):
-        return list(forward_subsets(inputs, available, subset_masks))
+        return list(forward_subsets(inputs, available, subset_masks, targets=targets))
     return [model(inputs, mask) for mask in subset_masks]
 
 

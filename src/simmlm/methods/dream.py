@@ -1,0 +1,205 @@
+"""DREAM (Dynamic modality Recognition and Enhancement for Adaptive Multimodal fusion), adapted to this harness.
+
+1. **Contribution evaluation** (eqs. 1-4): a frozen pre-trained ``scorer`` (by default the late-fusion baseline,
+   trained first by the engine) predicts every subset of each sample's available modalities; exact Shapley
+   values give the Prediction Shift Score (PSS) and Prediction Accuracy Score (PAS) per sample and modality
+   (:func:`simmlm.metrics.shapley_contributions`; Monte-Carlo beyond 6 modalities). The scores are computed per
+   batch on the batch's own (augmented) view; an expert-mixture scorer costs one extra expert pass, no gradient.
+2. **Enhancement** (eqs. 5-9): a modality with PSS = 0 (missing, uninformative or redundant for this sample) is
+   rebuilt by cross-modal attention with itself as query: one global context ``Z_g`` (all modalities' tokens) and
+   ``M - 1`` pairwise contexts ``Z_k = [x_m, x_k]``; ``x_m <- LN(x_m + I_g + sum_k I_k)``, repeated ``D = 2`` times.
+   Missing modalities' tokens (the encoding of zeros) are excluded from the keys with the availability mask.
+3. **Masked fusion** (eqs. 10-11): ``h_i`` from cross-modal attention of modality ``i`` over all tokens,
+   preliminary weights ``w = Linear([h_1..h_M])``, ``w' = softmax(w * (PSS + 1))``, ``H = sum_i w'_i h_i``,
+   logits ``= FC(H)``. Reconstructed modalities keep a (down-weighted) share: their ``w'`` is not zero, so
+   ``gate_weights`` is ``None`` (the harness reserves gate weights for fusions that exclude missing modalities).
+4. **Distillation** (eq. 12): ``lambda * KL(p_PAS || softmax(w))`` with ``p_PAS = max(PAS, 0) / sum max(PAS, 0)``
+   (PAS can be negative for misleading modalities; those get no target mass). Samples whose clipped PAS is all
+   zero (no modality leads to a correct prediction) have no target and are left out of the mean. The direction
+   is the usual distillation one: the PAS distribution is the target, ``w`` the student.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from simmlm.methods.base import ModelOutput, validate_inputs, zero_fill
+from simmlm.methods.predict import outputs_for_subsets
+from simmlm.metrics.shapley import ShapleyScores, shapley_contributions
+from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits
+
+
+class CrossModalEnhancer(nn.Module):
+    """Eqs. 5-9 for one target modality: global + pairwise cross-modal attention, residual and LayerNorm."""
+
+    def __init__(self, num_modalities: int, dim: int, heads: int) -> None:
+        super().__init__()
+        self.global_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.pair_attention = nn.ModuleList(
+            nn.MultiheadAttention(dim, heads, batch_first=True) for _ in range(num_modalities - 1)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, target: Tensor, others: list[Tensor], others_present: list[Tensor]) -> Tensor:
+        """``LN(x + I_g + sum_k I_k)``; absent modalities are left out of the keys and their ``I_k`` is zero."""
+        own = torch.zeros(target.shape[:2], dtype=torch.bool, device=target.device)  # never padded
+        pads = [
+            ~present[:, None].expand(-1, other.shape[1]) for other, present in zip(others, others_present, strict=True)
+        ]
+        keys = torch.cat([target, *others], dim=1)
+        padding = torch.cat([own, *pads], dim=1)
+        total = target + self.global_attention(target, keys, keys, key_padding_mask=padding, need_weights=False)[0]
+        for attention, other, pad, present in zip(self.pair_attention, others, pads, others_present, strict=True):
+            pair = torch.cat([target, other], dim=1)
+            interaction = attention(target, pair, pair, key_padding_mask=torch.cat([own, pad], 1), need_weights=False)[
+                0
+            ]
+            total = total + torch.where(present[:, None, None], interaction, interaction.new_zeros(()))
+        return self.norm(total)
+
+
+class DREAM(nn.Module):
+    """DREAM over per-modality token encoders and a frozen pre-trained scorer (see the module docstring).
+
+    Args:
+        encoders: modality name -> token encoder ``[B, T_m, dim]`` with a ``num_tokens`` attribute.
+        scorer: the pre-trained model whose subset predictions give PSS and PAS; frozen here.
+        num_classes: output classes.
+        dim, heads: token size and attention heads.
+        depth: ``D``, how many times enhancement is repeated (2 in the paper).
+        distill_weight: ``lambda`` of the KL distillation loss.
+        mc_permutations: Monte-Carlo permutations for Shapley values (``None``: exact, up to 6 modalities).
+        scorer_method: registry name of the scorer, so the engine can pre-train it.
+    """
+
+    def __init__(
+        self,
+        encoders: dict[str, nn.Module],
+        scorer: nn.Module,
+        num_classes: int,
+        dim: int = 32,
+        heads: int = 4,
+        depth: int = 2,
+        distill_weight: float = 0.1,
+        mc_permutations: int | None = None,
+        scorer_method: str = "late_fusion",
+    ) -> None:
+        super().__init__()
+        if len(encoders) < 2:
+            raise ValueError("DREAM needs at least two modalities")
+        self.scorer_method = scorer_method
+        names = list(encoders)
+        self.encoders = nn.ModuleDict(encoders)
+        self.scorer = scorer.requires_grad_(False)
+        self.enhancers = nn.ModuleList(
+            nn.ModuleDict({m: CrossModalEnhancer(len(names), dim, heads) for m in names}) for _ in range(depth)
+        )
+        self.fusion_attention = nn.ModuleDict({m: nn.MultiheadAttention(dim, heads, batch_first=True) for m in names})
+        self.summaries = nn.ModuleDict(
+            {
+                m: nn.Sequential(nn.Flatten(), nn.Linear(int(e.num_tokens) * dim, 2 * dim), nn.GELU())  # type: ignore[arg-type]
+                for m, e in encoders.items()
+            }
+        )
+        self.weight_head = nn.Linear(len(names) * 2 * dim, len(names))
+        self.classifier = nn.Linear(2 * dim, num_classes)
+        self.distill_weight = distill_weight
+        self.mc_permutations = mc_permutations
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.encoders)
+
+    def train(self, mode: bool = True) -> DREAM:
+        super().train(mode)
+        self.scorer.eval()  # frozen: no dropout, fixed statistics
+        return self
+
+    @torch.no_grad()
+    def contributions(
+        self, inputs: dict[str, Tensor], available: Tensor, subsets: Sequence[Tensor], targets: Tensor | None
+    ) -> list[ShapleyScores]:
+        """PSS and PAS of every subset mask in ``subsets``, from one scorer pass over all subsets of ``available``."""
+        num_modalities = available.shape[1]
+        codes = all_subsets(num_modalities)
+        masks = []
+        for code in codes:
+            mask = bits_to_mask(torch.full_like(available[:, 0], code, dtype=torch.long), num_modalities) & available
+            masks.append(torch.where(mask.any(1, keepdim=True), mask, available))  # placeholder rows, never read
+        outputs = outputs_for_subsets(self.scorer, inputs, available, masks)
+        table = torch.full((len(available), 2**num_modalities), -1, dtype=torch.long, device=available.device)
+        for code, out in zip(codes, outputs, strict=True):
+            table[:, code] = out.logits.argmax(-1)
+        rows = torch.arange(len(available), device=available.device)
+
+        def predict(mask: Tensor) -> Tensor:
+            return table[rows, mask_to_bits(mask)]
+
+        return [
+            shapley_contributions(predict, len(available), num_modalities, targets, subset, self.mc_permutations)
+            for subset in subsets
+        ]
+
+    def _outputs(
+        self, tokens: dict[str, Tensor], subset: Tensor, scores: ShapleyScores, targets: Tensor | None
+    ) -> ModelOutput:
+        names = self.modalities
+        pss = scores.pss.to(tokens[names[0]].dtype)
+        for layer in self.enhancers:
+            enhanced = {}
+            for m, name in enumerate(names):
+                others = [tokens[o] for o in names if o != name]
+                present = [subset[:, i] for i, o in enumerate(names) if o != name]
+                rebuilt = cast(nn.ModuleDict, layer)[name](tokens[name], others, present)
+                enhanced[name] = torch.where((pss[:, m] == 0)[:, None, None], rebuilt, tokens[name])
+            tokens = enhanced
+        everything = torch.cat([tokens[n] for n in names], dim=1)
+        h = torch.stack(
+            [
+                self.summaries[n](
+                    tokens[n] + self.fusion_attention[n](tokens[n], everything, everything, need_weights=False)[0]
+                )
+                for n in names
+            ],
+            dim=1,
+        )  # [B, M, 2D]
+        w = self.weight_head(h.flatten(1))  # preliminary weights [B, M]
+        fused = (torch.softmax(w * (pss + 1), dim=1).unsqueeze(-1) * h).sum(1)
+        aux: dict[str, Tensor] = {}
+        if targets is not None and self.distill_weight > 0:
+            mass = scores.pas.to(w.dtype).clamp(min=0)
+            total = mass.sum(1, keepdim=True)
+            has_target = total.squeeze(1) > 0
+            if bool(has_target.any()):
+                target_dist = mass[has_target] / total[has_target]
+                kl = F.kl_div(F.log_softmax(w[has_target], dim=1), target_dist, reduction="batchmean")
+                aux["distillation"] = self.distill_weight * kl
+        return ModelOutput(logits=self.classifier(fused), gate_weights=None, aux_losses=aux)
+
+    def forward_subsets(
+        self,
+        inputs: dict[str, Tensor],
+        available: Tensor,
+        subset_masks: Sequence[Tensor],
+        targets: Tensor | None = None,
+    ) -> list[ModelOutput]:
+        """Outputs for several subsets of ``available``: tokens and scorer predictions are computed once."""
+        validate_inputs(inputs, available, self.modalities)
+        subsets = [s & available for s in subset_masks]
+        for subset in subsets:
+            validate_inputs(inputs, subset, self.modalities)
+        scores = self.contributions(inputs, available, subsets, targets)
+        outputs = []
+        for subset, score in zip(subsets, scores, strict=True):
+            filled = zero_fill(inputs, subset, self.modalities)
+            tokens = {name: encoder(filled[name]) for name, encoder in self.encoders.items()}
+            outputs.append(self._outputs(tokens, subset, score, targets))
+        return outputs
+
+    def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> ModelOutput:
+        return self.forward_subsets(inputs, mask, [mask])[0]
