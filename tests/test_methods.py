@@ -53,7 +53,7 @@ def _check_gate_weights(weights: torch.Tensor | None, mask: torch.Tensor) -> Non
 def test_registry_lists_known_methods() -> None:
     names = list_methods()
     assert names == sorted(names)
-    assert {"simmlm", "dmome"} <= set(names)
+    assert {"simmlm", "dmome", "late_fusion", "mmp", "dream"} <= set(names)
     assert get_method("simmlm").train_defaults["mofe_lambda"] > 0
     assert get_method("dmome").train_defaults["mofe_lambda"] == 0
     with pytest.raises(ValueError, match="unknown method"):

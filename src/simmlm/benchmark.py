@@ -103,10 +103,12 @@ def run_benchmark(
             runs.append((run, result))
         resolved = runs[0][1].config
         summary["protocol"] = (
-            f"{splits.description} Two-stage training (stage 1: {resolved.train.stage1.epochs} epochs, "
-            f"stage 2: {resolved.train.stage2.epochs} epochs, Adam); each expert's stage-1 epoch and the stage-2 "
-            "epoch are selected by validation accuracy (stage 2: mean over every subset), never by test data. "
-            "Test metrics: every non-empty modality subset; ECE/SCE with 20 bins."
+            f"{splits.description} Expert mixtures (simmlm, dmome, late_fusion) train in two stages "
+            f"(stage 1: {resolved.train.stage1.epochs} epochs per expert, stage 2: {resolved.train.stage2.epochs} "
+            "epochs; stage 1 is shared between methods with identical experts); methods without per-modality "
+            "experts (mmp, dream) train in one stage for the same total number of epochs, dream after its "
+            "scorer. Adam; every stage keeps its best epoch on validation accuracy (stage 2: mean over every "
+            "subset), never on test data. Test metrics: every non-empty modality subset; ECE/SCE with 20 bins."
         )
         summary["methods"][method] = _aggregate(
             [r for r, _ in runs],
@@ -161,17 +163,19 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "",
         "## Test accuracy (%) per available-modality subset",
         "",
-        "| method | " + " | ".join(names) + " | average | CR (%) ↓ | train s |",
-        "|---" * (len(names) + 4) + "|",
+        "| method | " + " | ".join(names) + " | average | CR (%) ↓ | ECE (%) ↓ | params | MFLOPs | train s |",
+        "|---" * (len(names) + 7) + "|",
     ]
     for method, m in methods.items():
         cells = [_pm(m["subsets"][n]["accuracy"]) for n in names]
+        ece = [statistics.fmean(per_seed) for per_seed in zip(*(m["subsets"][n]["ece"] for n in names), strict=True)]
         lines.append(
             f"| {method} | "
             + " | ".join(cells)
-            + f" | {_pm(m['average_accuracy'])} | {_pm(m['counterintuitive_rate'])} | "
-            + f"{statistics.fmean(m['train_seconds']):.1f} |"
+            + f" | {_pm(m['average_accuracy'])} | {_pm(m['counterintuitive_rate'])} | {_pm(ece)} | "
+            + f"{m['params']:,} | {m['flops_full'] / 1e6:.2f} | {statistics.fmean(m['train_seconds']):.1f} |"
         )
+    lines += ["", "ECE in this table is the mean over subsets; FLOPs are for one full-modality sample."]
     lines += [
         "",
         "## Calibration (%) per subset: ECE / SCE (20 bins) ↓",
@@ -196,12 +200,12 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "",
         "## MoFe hinge during stage 2 (mean over steps)",
         "",
-        "| method | lambda | hinge active (% of samples) | mean hinge | params | FLOPs (full) |",
-        "|---|---|---|---|---|---|",
+        "| method | lambda | hinge active (% of samples) | mean hinge |",
+        "|---|---|---|---|",
     ]
     for method, m in methods.items():
         lines.append(
             f"| {method} | {m['mofe_lambda']} | {_pm(m['mofe_active_fraction'])} | "
-            f"{_pm(m['mofe_hinge_mean'], scale=1.0, digits=4)} | {m['params']:,} | {m['flops_full']:,} |"
+            f"{_pm(m['mofe_hinge_mean'], scale=1.0, digits=4)} |"
         )
     return "\n".join(lines) + "\n"

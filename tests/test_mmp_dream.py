@@ -1,0 +1,80 @@
+"""Method-specific checks for late fusion, MMP and DREAM (the common interface is in test_methods.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from simmlm.methods import DREAM, MMP, LateFusion, create_method
+
+SHAPES = {"image": (1, 28, 28), "audio": (1, 20, 20)}
+
+
+def _inputs(batch: int = 5) -> dict[str, torch.Tensor]:
+    return {name: torch.randn(batch, *shape) for name, shape in SHAPES.items()}
+
+
+def test_late_fusion_is_the_mean_of_available_experts() -> None:
+    model = create_method("late_fusion", input_shapes=SHAPES, num_classes=10).eval()
+    assert isinstance(model, LateFusion)
+    x = _inputs()
+    full = torch.ones(5, 2, dtype=torch.bool)
+    experts = model.expert_logits(x, full)
+    torch.testing.assert_close(model(x, full).logits, experts.mean(1))
+    image_only = torch.tensor([[True, False]] * 5)
+    torch.testing.assert_close(model(x, image_only).logits, model.expert_logits(x, image_only)[:, 0])
+
+
+def test_mmp_alignment_is_zero_when_projections_equal_real_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = create_method("mmp", input_shapes=SHAPES, num_classes=10).eval()
+    assert isinstance(model, MMP)
+    x, full = _inputs(), torch.ones(5, 2, dtype=torch.bool)
+    image_only = torch.tensor([[True, False]] * 5)
+    (out,) = model.forward_subsets(x, full, [image_only])
+    assert out.aux_losses["alignment"] > 0  # audio was masked: its projection is compared with its real tokens
+
+    real = model.tokens(x, full)
+    monkeypatch.setattr(model, "_projected", lambda name, tokens, aggregated, subset: real[name])
+    (aligned,) = model.forward_subsets(x, full, [image_only])
+    assert aligned.aux_losses["alignment"] == 0
+    # Truly missing modalities (absent from ``available``) are projected but never aligned: nothing to align to.
+    (missing,) = model.forward_subsets(x, image_only, [image_only])
+    assert missing.aux_losses == {}
+
+
+def test_mmp_uses_projected_tokens_only_for_missing_modalities() -> None:
+    torch.manual_seed(0)
+    model = create_method("mmp", input_shapes=SHAPES, num_classes=10).eval()
+    x, full = _inputs(), torch.ones(5, 2, dtype=torch.bool)
+    audio_only = torch.tensor([[False, True]] * 5)
+    with torch.no_grad():
+        masked_in_training = model.forward_subsets(x, full, [audio_only])[0].logits
+        missing_at_test = model(x, audio_only).logits
+    # The image was present in the data but left out of the subset: the output must not use its real tokens.
+    torch.testing.assert_close(masked_in_training, missing_at_test)
+
+
+def test_dream_scores_missing_modalities_zero_and_distils_to_pas() -> None:
+    torch.manual_seed(0)
+    model = create_method("dream", input_shapes=SHAPES, num_classes=10).eval()
+    assert isinstance(model, DREAM) and model.scorer_method == "late_fusion"
+    assert not any(p.requires_grad for p in model.scorer.parameters())
+    x, full = _inputs(), torch.ones(5, 2, dtype=torch.bool)
+    image_only = torch.tensor([[True, False]] * 5)
+    target = torch.randint(0, 10, (5,))
+    scores_full, scores_image = model.contributions(x, full, [full, image_only], target)
+    assert torch.all(scores_image.pss[:, 1] == 0) and torch.all(scores_image.pas[:, 1] == 0)
+    assert torch.all(scores_image.pss[:, 0] == 1)  # the only modality always shifts "no prediction"
+    # PAS is efficient: it sums to V(M) = |M| when the full prediction is right, else 0.
+    right = model.scorer(x, full).logits.argmax(-1) == target
+    torch.testing.assert_close(scores_full.pas.sum(1), right.float() * 2)
+    outputs = model.forward_subsets(x, full, [full], targets=target)
+    if right.any():
+        assert outputs[0].aux_losses["distillation"] >= 0
+    assert model.forward_subsets(x, full, [full])[0].aux_losses == {}  # no labels, no distillation
+
+
+def test_dream_rejects_itself_as_scorer() -> None:
+    with pytest.raises(ValueError, match="cannot be DREAM"):
+        create_method("dream", input_shapes=SHAPES, num_classes=10, scorer="dream")
