@@ -78,3 +78,26 @@ def test_dream_scores_missing_modalities_zero_and_distils_to_pas() -> None:
 def test_dream_rejects_itself_as_scorer() -> None:
     with pytest.raises(ValueError, match="cannot be DREAM"):
         create_method("dream", input_shapes=SHAPES, num_classes=10, scorer="dream")
+
+
+def test_dream_cached_scorer_predictions_equal_live_ones() -> None:
+    from simmlm.data.base import TensorMultimodalDataset, make_loader
+
+    torch.manual_seed(0)
+    model = create_method("dream", input_shapes=SHAPES, num_classes=10).eval()
+    assert isinstance(model, DREAM)
+    n = 12
+    mask = torch.ones(n, 2, dtype=torch.bool)
+    mask[::3, 1] = False  # some samples lack audio
+    dataset = TensorMultimodalDataset(_inputs(n), mask, torch.randint(0, 10, (n,)))
+    model.cache_scorer_predictions(dataset, batch_size=5)
+    assert model.prediction_cache is not None and model.prediction_cache.shape == (n, 4)
+    for inputs, available, target, index in make_loader(dataset, 4, shuffle=True, seed=1, with_index=True):
+        torch.testing.assert_close(dataset.targets[index], target)
+        image_only = torch.tensor([[True, False]] * len(target))
+        with torch.no_grad():
+            cached = model.forward_subsets(inputs, available, [available, image_only], target, sample_index=index)
+            live = model.forward_subsets(inputs, available, [available, image_only], target)
+        for a, b in zip(cached, live, strict=True):
+            torch.testing.assert_close(a.logits, b.logits)
+            assert a.aux_losses.keys() == b.aux_losses.keys()

@@ -17,6 +17,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from simmlm.subsets import check_mask
 
 Batch = tuple[dict[str, Tensor], Tensor, Tensor]
+IndexedBatch = tuple[dict[str, Tensor], Tensor, Tensor, Tensor]  # + the batch's row indices
 
 
 class TensorMultimodalDataset(Dataset[Batch]):
@@ -79,9 +80,25 @@ class Splits:
         return self.train.modalities
 
 
-def make_loader(dataset: TensorMultimodalDataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader[Batch]:
-    """A loader that fetches whole batches by fancy indexing (no per-sample collation)."""
+class _WithIndex(Dataset[IndexedBatch]):
+    def __init__(self, dataset: TensorMultimodalDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: Sequence[int]) -> IndexedBatch:
+        return (*self.dataset[index], torch.as_tensor(index))
+
+
+def make_loader(
+    dataset: TensorMultimodalDataset, batch_size: int, shuffle: bool, seed: int = 0, with_index: bool = False
+) -> DataLoader:
+    """A loader that fetches whole batches by fancy indexing (no per-sample collation).
+
+    With ``with_index`` every batch carries a fourth element: the batch's row indices in ``dataset``.
+    """
     generator = torch.Generator().manual_seed(seed)
     base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     sampler = BatchSampler(base, batch_size=batch_size, drop_last=False)
-    return DataLoader(dataset, sampler=sampler, batch_size=None)
+    return DataLoader(_WithIndex(dataset) if with_index else dataset, sampler=sampler, batch_size=None)

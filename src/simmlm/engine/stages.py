@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from simmlm.data.augment import AugmentSpec, augment_inputs
-from simmlm.data.base import Batch, TensorMultimodalDataset
+from simmlm.data.base import Batch, IndexedBatch, TensorMultimodalDataset
 from simmlm.losses.mofe import mofe_terms
 from simmlm.methods.base import ExpertMixture
 from simmlm.methods.predict import outputs_for_subsets, predict_subsets
@@ -113,15 +113,17 @@ class CooperativeStage(L.LightningModule):
         self.hinge_sum = self.active_sum = 0.0
         self.steps = 0
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        inputs, mask, target = batch
+    def training_step(self, batch: Batch | IndexedBatch, batch_idx: int) -> Tensor:
+        inputs, mask, target = batch[0], batch[1], batch[2]
+        index = batch[3] if len(batch) > 3 else None  # loaders built with_index add the batch's row indices
         minus, plus = sample_nested_pairs(mask)
         view = augment_inputs(inputs, self.augment)
         if self.views == "shared":
-            out_plus, out_minus = outputs_for_subsets(self.model, view, mask, [plus, minus], target)
+            out_plus, out_minus = outputs_for_subsets(self.model, view, mask, [plus, minus], target, index)
         else:
-            (out_plus,) = outputs_for_subsets(self.model, view, mask, [plus], target)
-            (out_minus,) = outputs_for_subsets(self.model, augment_inputs(inputs, self.augment), mask, [minus], target)
+            (out_plus,) = outputs_for_subsets(self.model, view, mask, [plus], target, index)
+            second = augment_inputs(inputs, self.augment)
+            (out_minus,) = outputs_for_subsets(self.model, second, mask, [minus], target, index)
         terms = mofe_terms(out_plus.logits, out_minus.logits, target, self.mofe_lambda)
         aux = [loss for out in (out_plus, out_minus) for loss in out.aux_losses.values()]
         loss = terms.total + (torch.stack(aux).sum() if aux else 0.0)

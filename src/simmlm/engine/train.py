@@ -160,6 +160,7 @@ def train(
         )
         scorer = train(scorer_cfg, splits, progress, stage1_cache)
         model.scorer.load_state_dict(scorer.model.state_dict())
+        model.cache_scorer_predictions(splits.train)
         selected["scorer"] = {"method": model.scorer_method, **scorer.selected}
         stage1_seconds += scorer.train_seconds
     if t.stage1.epochs > 0 and isinstance(model, ExpertMixture):
@@ -189,8 +190,12 @@ def train(
     # Methods without per-modality experts have no stage 1: they get the whole epoch budget in one stage.
     epochs = t.stage2.epochs + (0 if isinstance(model, ExpertMixture) else t.stage1.epochs)
     if epochs > 0:
-        loader = make_loader(splits.train, t.batch_size, shuffle=True, seed=_stage_seed(t.seed, 2))
+        loader = make_loader(
+            splits.train, t.batch_size, shuffle=True, seed=_stage_seed(t.seed, 2), with_index=isinstance(model, DREAM)
+        )
         _trainer(epochs, t.accelerator, progress).fit(stage2, loader)
+    if isinstance(model, DREAM):
+        model.prediction_cache = None  # training-set cache only: evaluation scores the actual input
         selected["stage2"] = stage2.selected()
     model.cpu().eval()
     seconds = stage1_seconds + time.perf_counter() - start

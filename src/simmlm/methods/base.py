@@ -99,8 +99,12 @@ class ExpertMixture(nn.Module):
         available: Tensor,
         subset_masks: Sequence[Tensor],
         targets: Tensor | None = None,
+        sample_index: Tensor | None = None,
     ) -> list[ModelOutput]:
-        """Outputs for several subsets of ``available`` with one expert pass (``targets`` is unused)."""
+        """Outputs for several subsets of ``available`` with one expert pass.
+
+        ``targets`` and ``sample_index`` (training context of the protocol) are unused here.
+        """
         experts = self.expert_logits(inputs, available)
         return [self.mix(experts, inputs, mask) for mask in subset_masks]
 

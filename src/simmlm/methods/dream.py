@@ -3,8 +3,9 @@
 1. **Contribution evaluation** (eqs. 1-4): a frozen pre-trained ``scorer`` (by default the late-fusion baseline,
    trained first by the engine) predicts every subset of each sample's available modalities; exact Shapley
    values give the Prediction Shift Score (PSS) and Prediction Accuracy Score (PAS) per sample and modality
-   (:func:`simmlm.metrics.shapley_contributions`; Monte-Carlo beyond 6 modalities). The scores are computed per
-   batch on the batch's own (augmented) view; an expert-mixture scorer costs one extra expert pass, no gradient.
+   (:func:`simmlm.metrics.shapley_contributions`; Monte-Carlo beyond 6 modalities). During training the
+   scorer's predictions for every subset of every training sample are computed once, on the un-augmented data,
+   and cached (:meth:`DREAM.cache_scorer_predictions`); at evaluation the scorer runs on the actual input.
 2. **Enhancement** (eqs. 5-9): a modality with PSS = 0 (missing, uninformative or redundant for this sample) is
    rebuilt by cross-modal attention with itself as query: one global context ``Z_g`` (all modalities' tokens) and
    ``M - 1`` pairwise contexts ``Z_k = [x_m, x_k]``; ``x_m <- LN(x_m + I_g + sum_k I_k)``, repeated ``D = 2`` times.
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from simmlm.data.base import TensorMultimodalDataset
 from simmlm.methods.base import ModelOutput, validate_inputs, zero_fill
 from simmlm.methods.predict import outputs_for_subsets
 from simmlm.metrics.shapley import ShapleyScores, shapley_contributions
@@ -110,6 +112,7 @@ class DREAM(nn.Module):
         self.classifier = nn.Linear(2 * dim, num_classes)
         self.distill_weight = distill_weight
         self.mc_permutations = mc_permutations
+        self.prediction_cache: Tensor | None = None  # [N_train, 2^M], see cache_scorer_predictions
 
     @property
     def modalities(self) -> list[str]:
@@ -121,10 +124,8 @@ class DREAM(nn.Module):
         return self
 
     @torch.no_grad()
-    def contributions(
-        self, inputs: dict[str, Tensor], available: Tensor, subsets: Sequence[Tensor], targets: Tensor | None
-    ) -> list[ShapleyScores]:
-        """PSS and PAS of every subset mask in ``subsets``, from one scorer pass over all subsets of ``available``."""
+    def scorer_predictions(self, inputs: dict[str, Tensor], available: Tensor) -> Tensor:
+        """The frozen scorer's predicted class ``[B, 2^M]`` for every subset code (of ``available``; -1 for ∅)."""
         num_modalities = available.shape[1]
         codes = all_subsets(num_modalities)
         masks = []
@@ -135,6 +136,35 @@ class DREAM(nn.Module):
         table = torch.full((len(available), 2**num_modalities), -1, dtype=torch.long, device=available.device)
         for code, out in zip(codes, outputs, strict=True):
             table[:, code] = out.logits.argmax(-1)
+        return table
+
+    @torch.no_grad()
+    def cache_scorer_predictions(self, dataset: TensorMultimodalDataset, batch_size: int = 256) -> None:
+        """Predict every subset of every sample of ``dataset`` once, so training reuses them (``sample_index``).
+
+        The engine fills this cache for the training split before training and clears it afterwards; at
+        evaluation and inference the scorer runs on the actual input.
+        """
+        device = next(self.parameters()).device
+        tables = []
+        for start in range(0, len(dataset), batch_size):
+            inputs, mask, _ = dataset[list(range(start, min(start + batch_size, len(dataset))))]
+            tables.append(self.scorer_predictions({k: v.to(device) for k, v in inputs.items()}, mask.to(device)).cpu())
+        self.prediction_cache = torch.cat(tables)
+
+    @torch.no_grad()
+    def contributions(
+        self,
+        inputs: dict[str, Tensor],
+        available: Tensor,
+        subsets: Sequence[Tensor],
+        targets: Tensor | None,
+        table: Tensor | None = None,
+    ) -> list[ShapleyScores]:
+        """PSS and PAS of every subset mask in ``subsets`` from the scorer's predictions ``table`` (or a new pass)."""
+        num_modalities = available.shape[1]
+        if table is None:
+            table = self.scorer_predictions(inputs, available)
         rows = torch.arange(len(available), device=available.device)
 
         def predict(mask: Tensor) -> Tensor:
@@ -187,13 +217,21 @@ class DREAM(nn.Module):
         available: Tensor,
         subset_masks: Sequence[Tensor],
         targets: Tensor | None = None,
+        sample_index: Tensor | None = None,
     ) -> list[ModelOutput]:
-        """Outputs for several subsets of ``available``: tokens and scorer predictions are computed once."""
+        """Outputs for several subsets of ``available``: tokens and scorer predictions are computed once.
+
+        With ``sample_index`` (dataset rows of the batch) and a filled :meth:`cache_scorer_predictions`, the
+        scorer's cached predictions are used instead of running it again.
+        """
         validate_inputs(inputs, available, self.modalities)
         subsets = [s & available for s in subset_masks]
         for subset in subsets:
             validate_inputs(inputs, subset, self.modalities)
-        scores = self.contributions(inputs, available, subsets, targets)
+        table = None
+        if sample_index is not None and self.prediction_cache is not None:
+            table = self.prediction_cache[sample_index.cpu()].to(available.device)
+        scores = self.contributions(inputs, available, subsets, targets, table)
         outputs = []
         for subset, score in zip(subsets, scores, strict=True):
             filled = zero_fill(inputs, subset, self.modalities)

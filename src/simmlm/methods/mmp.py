@@ -173,8 +173,12 @@ class MMP(nn.Module):
         available: Tensor,
         subset_masks: Sequence[Tensor],
         targets: Tensor | None = None,
+        sample_index: Tensor | None = None,
     ) -> list[ModelOutput]:
-        """Outputs for several subsets of ``available``; tokens are encoded once (``targets`` is unused)."""
+        """Outputs for several subsets of ``available``; tokens are encoded once.
+
+        ``targets`` and ``sample_index`` (training context of the protocol) are unused here.
+        """
         tokens = self.tokens(inputs, available)
         outputs = []
         for subset in subset_masks:

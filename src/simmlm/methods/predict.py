@@ -37,16 +37,18 @@ def outputs_for_subsets(
     available: Tensor,
     subset_masks: Sequence[Tensor],
     targets: Tensor | None = None,
+    sample_index: Tensor | None = None,
 ) -> list[ModelOutput]:
     """Outputs of ``model`` for each ``[B, M]`` subset mask (each ANDed with ``available`` by the caller).
 
     Methods with a ``forward_subsets(inputs, available, subset_masks)`` method (expert mixtures, MMP) encode
     each available modality once and redo only the cheap part per subset; others run once per subset.
-    ``targets`` (training only) reach methods whose auxiliary losses need labels (DREAM's distillation).
+    ``targets`` and ``sample_index`` (training only: labels, and the batch's rows in the training set) reach
+    methods that need them (DREAM's distillation and its cache of scorer predictions).
     """
     forward_subsets = getattr(model, "forward_subsets", None)
     if callable(forward_subsets):
-        return list(forward_subsets(inputs, available, subset_masks, targets=targets))
+        return list(forward_subsets(inputs, available, subset_masks, targets=targets, sample_index=sample_index))
     return [model(inputs, mask) for mask in subset_masks]
 
 
