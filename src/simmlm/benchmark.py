@@ -26,10 +26,14 @@ def count_params(model: nn.Module) -> int:
 
 
 def full_modality_flops(model: nn.Module, splits: Splits) -> int:
-    """FLOPs of one forward pass on one test sample with every modality present (torch.utils.flop_counter)."""
+    """FLOPs of one forward pass on one test sample with every modality present (torch.utils.flop_counter).
+
+    Counted with autograd enabled: under ``torch.no_grad`` the counter's module tracker fails on
+    ``nn.MultiheadAttention`` (torch 2.13). Only the forward pass runs.
+    """
     inputs, mask, _ = splits.test[[0]]
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with counter:
         model(inputs, torch.ones_like(mask))
     return int(counter.get_total_flops())
 
@@ -116,8 +120,9 @@ def run_benchmark(
             full_modality_flops(runs[0][1].model, splits),
             {s: r.config.train.mofe_lambda for s, (_, r) in zip(seeds, runs, strict=True)},
         )
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2))
-    write_atomic(out / "summary.md", summary_markdown(summary))
+        # Written after every method, so an interruption keeps what is finished.
+        write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+        write_atomic(out / "summary.md", summary_markdown(summary))
     return summary
 
 

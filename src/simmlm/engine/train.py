@@ -194,9 +194,9 @@ def train(
             splits.train, t.batch_size, shuffle=True, seed=_stage_seed(t.seed, 2), with_index=isinstance(model, DREAM)
         )
         _trainer(epochs, t.accelerator, progress).fit(stage2, loader)
+        selected["stage2"] = stage2.selected()
     if isinstance(model, DREAM):
         model.prediction_cache = None  # training-set cache only: evaluation scores the actual input
-        selected["stage2"] = stage2.selected()
     model.cpu().eval()
     seconds = stage1_seconds + time.perf_counter() - start
     return RunResult(model, cfg, seconds, selected, stage2.mofe_stats())
