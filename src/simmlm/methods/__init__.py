@@ -94,6 +94,20 @@ def build_late_fusion(
     return LateFusion(_build_experts(input_shapes, num_classes, expert, expert_options))
 
 
+def _token_encoders(
+    input_shapes: dict[str, tuple[int, ...]],
+    expert: str | dict[str, str],
+    expert_options: dict[str, Any] | None,
+    dim: int,
+) -> dict[str, nn.Module]:
+    """Token encoders built from the expert kinds (the experts' dropout applies to their classifiers only)."""
+    kinds = expert if isinstance(expert, dict) else dict.fromkeys(input_shapes, expert)
+    options = {k: v for k, v in (expert_options or {}).items() if k != "dropout"}
+    return {
+        name: build_token_encoder(kinds[name], tuple(shape), dim, **options) for name, shape in input_shapes.items()
+    }
+
+
 def build_mmp(
     input_shapes: dict[str, tuple[int, ...]],
     num_classes: int,
@@ -106,11 +120,7 @@ def build_mmp(
     **_gate_options: Any,
 ) -> MMP:
     """MMP whose token encoders are the experts' feature extractors (gate options are accepted and unused)."""
-    kinds = expert if isinstance(expert, dict) else dict.fromkeys(input_shapes, expert)
-    options = {k: v for k, v in (expert_options or {}).items() if k != "dropout"}
-    encoders = {
-        name: build_token_encoder(kinds[name], tuple(shape), dim, **options) for name, shape in input_shapes.items()
-    }
+    encoders = _token_encoders(input_shapes, expert, expert_options, dim)
     return MMP(encoders, num_classes, dim, num_aggregated, heads, alignment_weight)
 
 
@@ -133,11 +143,7 @@ def build_dream(
     """
     if scorer == "dream":
         raise ValueError("DREAM's scorer cannot be DREAM itself")
-    kinds = expert if isinstance(expert, dict) else dict.fromkeys(input_shapes, expert)
-    options = {k: v for k, v in (expert_options or {}).items() if k != "dropout"}
-    encoders = {
-        name: build_token_encoder(kinds[name], tuple(shape), dim, **options) for name, shape in input_shapes.items()
-    }
+    encoders = _token_encoders(input_shapes, expert, expert_options, dim)
     scorer_model = create_method(
         scorer,
         input_shapes=input_shapes,
