@@ -53,3 +53,28 @@ def test_method_trains_and_evaluates_on_every_subset(method: str) -> None:
     assert set(report["subsets"]) == {"a", "b", "a+b"}
     assert 0.0 <= report["average_accuracy"] <= 1.0
     assert full_modality_flops(result.model, splits) > 0  # the benchmark counts FLOPs of every method
+
+
+@pytest.mark.parametrize("method", ["late_fusion", "mmp"])
+def test_mofe_is_a_plug_in_for_other_methods(method: str) -> None:
+    from simmlm.engine.train import resolve_config
+
+    default = resolve_config(RunConfig.model_validate({"method": method}))
+    plugged = resolve_config(RunConfig.model_validate({"method": method, "train": {"mofe_lambda": 0.1}}))
+    assert default.train.mofe_lambda == 0.0 and plugged.train.mofe_lambda == 0.1
+    quiet_lightning()
+    cfg = plugged.model_copy(
+        update={
+            "model": plugged.model.model_copy(update={"expert": {"a": "lenet", "b": "mlp"}}),
+            "train": plugged.train.model_copy(
+                update={
+                    "batch_size": 16,
+                    "stage1": plugged.train.stage1.model_copy(update={"epochs": 1}),
+                    "stage2": plugged.train.stage2.model_copy(update={"epochs": 1}),
+                }
+            ),
+        }
+    )
+    result = train(cfg, _splits(), progress=False)
+    assert result.config.train.mofe_lambda == 0.1
+    assert result.mofe["active_fraction"] >= 0.0 and result.mofe["hinge_mean"] >= 0.0
