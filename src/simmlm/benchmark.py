@@ -65,6 +65,7 @@ def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]
         input_shapes={k: list(v.shape[1:]) for k, v in splits.test.inputs.items()},
         num_classes=splits.num_classes,
         modalities=splits.modalities,
+        preprocessing=splits.preprocessing,
     )
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics

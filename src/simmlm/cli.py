@@ -133,6 +133,43 @@ def train(
 
 
 @app.command()
+def predict(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder holding model.pt (e.g. results/avmnist/runs/simmlm-seed0).")
+    ],
+    input_: Annotated[
+        list[str], typer.Option("--input", "-i", help="MODALITY=FILE, once per available modality (PNG/NPY, WAV/NPY).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Predict from files with any subset of the modalities: class, probabilities, gate weights, entropy."""
+    import json
+
+    from simmlm.inference import predict_files
+
+    files: dict[str, Path] = {}
+    for item in input_:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise _fail(ValueError(f"--input expects MODALITY=FILE, got {item!r}"))
+        if name in files:
+            raise _fail(ValueError(f"modality {name!r} given twice"))
+        files[name] = Path(path)
+    try:
+        result = predict_files(run_dir, files)
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(err) from err
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"prediction: {result['prediction']}  (from {', '.join(result['modalities'])}; {result['method']})")
+    typer.echo("probabilities: " + "  ".join(f"{k}:{p:.3f}" for k, p in enumerate(result["probabilities"])))
+    if result["gate_weights"] is not None:
+        typer.echo("gate weights: " + "  ".join(f"{k} {w:.3f}" for k, w in result["gate_weights"].items()))
+    typer.echo(f"predictive entropy: {result['entropy']:.3f} nats (max {result['max_entropy']:.3f})")
+
+
+@app.command()
 def methods() -> None:
     """List the registered methods."""
     from simmlm.methods import get_method, list_methods

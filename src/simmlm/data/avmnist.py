@@ -28,7 +28,7 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -188,6 +188,33 @@ def load_arrays(data_dir: Path, cache: Path | None = None) -> dict[str, np.ndarr
     return arrays
 
 
+def fit_preprocessing(train_audio: np.ndarray, audio_scaling: str) -> dict[str, Any]:
+    """The scaling fitted on the training MFCC maps ``[N, 20, 20]``; JSON-able, stored with every checkpoint."""
+    if audio_scaling == "standardize":
+        mean = train_audio.mean(axis=(0, 2))
+        std = train_audio.std(axis=(0, 2)) + 1e-6
+        return {"dataset": "avmnist", "audio_scaling": "standardize", "mean": mean.tolist(), "std": std.tolist()}
+    if audio_scaling == "minmax":
+        low, high = float(train_audio.min()), float(train_audio.max())
+        return {"dataset": "avmnist", "audio_scaling": "minmax", "low": low, "high": high}
+    raise ValueError(f"audio_scaling must be 'standardize' or 'minmax', got {audio_scaling!r}")
+
+
+def scale_image(images: np.ndarray) -> np.ndarray:
+    """Grey levels 0..255 -> float32 in [-1, 1]."""
+    return images.astype(np.float32) / 127.5 - 1.0
+
+
+def scale_audio(mfcc: np.ndarray, preprocessing: dict[str, Any]) -> np.ndarray:
+    """MFCC maps ``[..., 20, 20]`` scaled with the fitted ``preprocessing`` (see :func:`fit_preprocessing`)."""
+    if preprocessing["audio_scaling"] == "standardize":
+        mean = np.asarray(preprocessing["mean"], dtype=np.float32)[:, None]
+        std = np.asarray(preprocessing["std"], dtype=np.float32)[:, None]
+        return ((mfcc.astype(np.float32) - mean) / std).astype(np.float32)
+    low, high = preprocessing["low"], preprocessing["high"]
+    return np.clip(2.0 * (mfcc.astype(np.float32) - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
+
+
 def stratified_val_indices(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
     """Indices of a validation split holding ``round(fraction * n_c)`` samples of each class ``c``."""
     if not 0.0 < fraction < 1.0:
@@ -235,18 +262,9 @@ def load_avmnist(
     train_idx = np.setdiff1d(train_pool, val_idx)
     test_idx = np.flatnonzero(is_test)
 
-    image = arrays["image"].astype(np.float32) / 127.5 - 1.0
-    audio = arrays["audio"]
-    fit = audio[train_idx]
-    if audio_scaling == "standardize":
-        mean = fit.mean(axis=(0, 2), keepdims=True)
-        std = fit.std(axis=(0, 2), keepdims=True) + 1e-6
-        audio = (audio - mean) / std
-    elif audio_scaling == "minmax":
-        lo, hi = fit.min(), fit.max()
-        audio = np.clip(2.0 * (audio - lo) / (hi - lo) - 1.0, -1.0, 1.0)
-    else:
-        raise ValueError(f"audio_scaling must be 'standardize' or 'minmax', got {audio_scaling!r}")
+    preprocessing = fit_preprocessing(arrays["audio"][train_idx], audio_scaling)
+    image = scale_image(arrays["image"])
+    audio = scale_audio(arrays["audio"], preprocessing)
 
     def subset(idx: np.ndarray) -> TensorMultimodalDataset:
         return TensorMultimodalDataset(
@@ -264,4 +282,11 @@ def load_avmnist(
         f"({val_split} split, {val_fraction:.0%}). MFCC 20x20 (decimate 3, n_fft 2048, hop 512), "
         f"audio scaling {audio_scaling} (train statistics), images in [-1, 1]."
     )
-    return Splits(subset(train_idx), subset(val_idx), subset(test_idx), num_classes=10, description=description)
+    return Splits(
+        subset(train_idx),
+        subset(val_idx),
+        subset(test_idx),
+        num_classes=10,
+        description=description,
+        preprocessing=preprocessing,
+    )

@@ -8,7 +8,8 @@ tensor is zeros of the right shape, but nothing downstream ever infers presence 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -74,6 +75,7 @@ class Splits:
     test: TensorMultimodalDataset
     num_classes: int
     description: str
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # fitted on train; stored with checkpoints
 
     @property
     def modalities(self) -> list[str]:

@@ -1,0 +1,126 @@
+"""`simmlm predict`: files -> prediction with the preprocessing stored in the checkpoint, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import soundfile
+import torch
+from typer.testing import CliRunner
+
+from simmlm.cli import app
+from simmlm.engine.checkpoint import save_checkpoint
+from simmlm.engine.config import RunConfig
+from simmlm.engine.train import build_model
+from test_end_to_end import DATA_DIR, needs_data
+
+SHAPES = {"image": (1, 28, 28), "audio": (1, 20, 20)}
+PREPROCESSING = {"dataset": "avmnist", "audio_scaling": "standardize", "mean": [0.0] * 20, "std": [50.0] * 20}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    cfg = RunConfig()
+    model = build_model(cfg, SHAPES, 10)
+    out = tmp_path_factory.mktemp("run")
+    save_checkpoint(
+        out / "model.pt",
+        model,
+        cfg,
+        input_shapes={k: list(v) for k, v in SHAPES.items()},
+        num_classes=10,
+        modalities=["image", "audio"],
+        preprocessing=PREPROCESSING,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("inputs")
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[6:22, 13:16] = 255
+    matplotlib.image.imsave(folder / "one.png", digit, cmap="gray", vmin=0, vmax=255)
+    np.save(folder / "one.npy", digit)
+    t = np.arange(4000) / 8000
+    soundfile.write(folder / "tone.wav", (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 8000)
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    matplotlib.image.imsave(folder / "big.png", np.zeros((32, 32)), cmap="gray")
+    np.save(folder / "nan.npy", np.full((20, 20), np.nan))
+    return {p.name: p for p in folder.iterdir()}
+
+
+def _predict(run_dir: Path, *inputs: str) -> tuple[int, str]:
+    args = ["predict", str(run_dir), "--json"]
+    for item in inputs:
+        args += ["--input", item]
+    result = CliRunner().invoke(app, args)
+    return result.exit_code, result.output
+
+
+def test_predict_any_subset_gives_probabilities_gate_weights_and_entropy(run_dir: Path, files: dict) -> None:
+    code, output = _predict(run_dir, f"image={files['one.png']}", f"audio={files['tone.wav']}")
+    assert code == 0, output
+    result = json.loads(output)
+    assert result["modalities"] == ["image", "audio"]
+    assert sum(result["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+    assert result["prediction"] == int(np.argmax(result["probabilities"]))
+    assert sum(result["gate_weights"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert 0.0 <= result["entropy"] <= result["max_entropy"]
+
+    code, output = _predict(run_dir, f"image={files['one.png']}")
+    assert code == 0, output
+    assert json.loads(output)["gate_weights"] == {"image": 1.0, "audio": 0.0}
+
+
+def test_png_and_npy_images_give_the_same_prediction(run_dir: Path, files: dict) -> None:
+    png = json.loads(_predict(run_dir, f"image={files['one.png']}")[1])
+    npy = json.loads(_predict(run_dir, f"image={files['one.npy']}")[1])
+    np.testing.assert_allclose(png["probabilities"], npy["probabilities"], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("audio={broken.wav}", "cannot read WAV"),
+        ("image={big.png}", "must be 28x28"),
+        ("audio={nan.npy}", "NaN or infinite"),
+        ("text={one.png}", "unknown modality"),
+        ("image=/no/such/file.png", "does not exist"),
+        ("image", "expects MODALITY=FILE"),
+        ("image={tone.wav}", "must be .png or .npy"),
+    ],
+)
+def test_bad_inputs_give_one_clear_error(run_dir: Path, files: dict, item: str, message: str) -> None:
+    code, output = _predict(run_dir, _fill(item, files))
+    assert code == 2
+    assert message in output
+
+
+def _fill(item: str, files: dict) -> str:
+    for name, path in files.items():
+        item = item.replace("{" + name + "}", str(path))
+    return item
+
+
+@pytest.mark.slow
+@needs_data
+def test_predict_preprocessing_matches_training(tmp_path: Path) -> None:
+    from simmlm.data.avmnist import load_arrays, load_avmnist
+    from simmlm.inference import read_avmnist_input
+
+    splits = load_avmnist(DATA_DIR)
+    first_test = int(np.flatnonzero(load_arrays(DATA_DIR)["is_test"])[0])  # 0_jackson_0.wav
+    wav = DATA_DIR / "avmnist" / "fsdd" / "recordings" / "0_jackson_0.wav"
+    audio = read_avmnist_input("audio", wav, splits.preprocessing)
+    torch.testing.assert_close(audio, splits.test.inputs["audio"][0], rtol=0, atol=0)
+    png = tmp_path / "image.png"
+    grey = load_arrays(DATA_DIR)["image"][first_test]
+    matplotlib.image.imsave(png, np.stack([grey] * 3, axis=-1))  # uint8 RGB: stored exactly, no colormap
+    image = read_avmnist_input("image", png, splits.preprocessing)
+    torch.testing.assert_close(image, splits.test.inputs["image"][0], rtol=0, atol=1e-5)
