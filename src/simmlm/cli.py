@@ -170,6 +170,18 @@ def predict(
 
 
 @app.command()
+def report(directory: Annotated[Path, typer.Argument(help="A benchmark folder holding summary.json.")]) -> None:
+    """Write report.html with figures (accuracy, ECE, CR, gate weights) and the protocol of a benchmark."""
+    from simmlm.report import write_report
+
+    try:
+        path = write_report(directory)
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(err) from err
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
 def methods() -> None:
     """List the registered methods."""
     from simmlm.methods import get_method, list_methods

@@ -1,0 +1,129 @@
+"""``simmlm report DIR``: a self-contained ``report.html`` with PNG figures from a benchmark's ``summary.json``."""
+
+from __future__ import annotations
+
+import html
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import simmlm
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _bars(summary: dict[str, Any], key: str, ylabel: str, path: Path) -> None:
+    """Grouped bars: one group per subset, one bar per method, error bars = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = summary["methods"]
+    subsets = list(next(iter(methods.values()))["subsets"])
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(subsets) * max(1, len(methods) / 3), 3.6))
+    for i, (name, m) in enumerate(methods.items()):
+        stats = [_mean_std([100 * v for v in m["subsets"][s][key]]) for s in subsets]
+        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(subsets))]
+        ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] for s in stats], capsize=3, label=name)
+    ax.set_xticks(range(len(subsets)), subsets)
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("available modalities at test time")
+    if key == "accuracy":
+        low = min(100 * min(v) for m in methods.values() for s in subsets for v in [m["subsets"][s][key]])
+        ax.set_ylim(max(0.0, low - 5), 100)
+    ax.legend(fontsize=8, ncol=min(len(methods), 5), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _gates(summary: dict[str, Any], path: Path) -> bool:
+    """Stacked bars of the mean gate weight of each modality per subset, one panel per method with gates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with_gates = {n: m["gate_weights"] for n, m in summary["methods"].items() if m.get("gate_weights")}
+    if not with_gates:
+        return False
+    fig, axes = plt.subplots(1, len(with_gates), figsize=(3.2 * len(with_gates), 3.2), squeeze=False, sharey=True)
+    for ax, (name, gates) in zip(axes[0], with_gates.items(), strict=True):
+        bottom = [0.0] * len(gates)
+        for modality in summary["modalities"]:
+            values = [g.get(modality, 0.0) for g in gates.values()]
+            ax.bar(list(gates), values, bottom=bottom, label=modality)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        ax.set_title(name)
+        ax.set_ylim(0, 1)
+        ax.tick_params(axis="x", labelrotation=30)
+    axes[0][0].set_ylabel("mean gate weight (test set)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _cr(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary["methods"])
+    stats = [_mean_std([100 * v for v in summary["methods"][n]["counterintuitive_rate"]]) for n in names]
+    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(names), 3.2))
+    ax.bar(names, [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=3, color="tab:red")
+    ax.set_ylabel("counterintuitive rate (%) ↓")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(directory: str | Path) -> Path:
+    """Write ``report.html`` and its PNGs next to ``summary.json`` in ``directory``; returns the HTML path."""
+    directory = Path(directory)
+    summary_path = directory / "summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path} not found: run `simmlm benchmark ... --out {directory}` first")
+    summary = json.loads(summary_path.read_text())
+    if not summary.get("methods"):
+        raise ValueError(f"{summary_path} holds no method results")
+    _bars(summary, "accuracy", "test accuracy (%)", directory / "accuracy.png")
+    _bars(summary, "ece", "ECE (%) ↓", directory / "ece.png")
+    _cr(summary, directory / "counterintuitive_rate.png")
+    has_gates = _gates(summary, directory / "gate_weights.png")
+    markdown = (directory / "summary.md").read_text() if (directory / "summary.md").is_file() else ""
+    figures = [
+        ("accuracy.png", "Accuracy per subset of available modalities (mean ± std over seeds)"),
+        ("ece.png", "Expected calibration error per subset (20 bins)"),
+        ("counterintuitive_rate.png", "Counterintuitive rate: fewer modalities right, more wrong"),
+    ]
+    if has_gates:
+        figures.append(("gate_weights.png", "Mean gate weight of each modality per subset"))
+    body = "\n".join(
+        f'<figure><img src="{f}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
+        for f, c in figures
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>simmlm report: {html.escape(summary["dataset"])}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}}
+img{{max-width:100%}}pre{{white-space:pre-wrap;background:#f6f6f6;padding:1em;font-size:12px}}</style></head>
+<body><h1>simmlm report: {html.escape(summary["dataset"])}</h1>
+<h2>Protocol</h2><p>{html.escape(summary.get("protocol", ""))}</p>
+<p>Methods: {html.escape(", ".join(summary["methods"]))}. Seeds: {html.escape(", ".join(map(str, summary["seeds"])))}.
+Modalities: {html.escape(", ".join(summary["modalities"]))}. simmlm {simmlm.__version__}.</p>
+<h2>Figures</h2>{body}
+<h2>Tables</h2><pre>{html.escape(markdown)}</pre></body></html>
+"""
+    out = directory / "report.html"
+    out.write_text(page)
+    return out

@@ -1,0 +1,60 @@
+"""`simmlm report`: figures and an HTML page built from a benchmark's summary.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from simmlm.benchmark import summary_markdown
+from simmlm.cli import app
+
+
+def _summary() -> dict:
+    subsets = {
+        "image": {"accuracy": [0.91, 0.93], "ece": [0.02, 0.03], "sce": [0.01, 0.01]},
+        "audio": {"accuracy": [0.71, 0.75], "ece": [0.08, 0.07], "sce": [0.03, 0.03]},
+        "image+audio": {"accuracy": [0.987, 0.991], "ece": [0.01, 0.01], "sce": [0.002, 0.003]},
+    }
+    method = {
+        "subsets": subsets,
+        "average_accuracy": [0.869, 0.890],
+        "counterintuitive_rate": [0.004, 0.002],
+        "gate_weights": {"image": {"image": 1.0}, "audio": {"audio": 1.0}, "image+audio": {"image": 0.6, "audio": 0.4}},
+        "train_seconds": [10.0, 11.0],
+        "params": 1000,
+        "flops_full": 2_000_000,
+        "mofe_lambda": 0.1,
+        "mofe_hinge_mean": [0.01, 0.01],
+        "mofe_active_fraction": [0.3, 0.3],
+        "val_average_accuracy": [0.9, 0.9],
+    }
+    no_gates = {**method, "gate_weights": {}}
+    return {
+        "dataset": "avmnist",
+        "modalities": ["image", "audio"],
+        "seeds": [0, 1],
+        "protocol": "a <test> protocol",
+        "methods": {"simmlm": method, "mmp": no_gates},
+    }
+
+
+def test_report_writes_figures_and_html_with_the_numbers(tmp_path: Path) -> None:
+    summary = _summary()
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "summary.md").write_text(summary_markdown(summary))
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for name in ("accuracy.png", "ece.png", "counterintuitive_rate.png", "gate_weights.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    page = (tmp_path / "report.html").read_text()
+    assert "a &lt;test&gt; protocol" in page  # escaped, not raw HTML
+    assert "92.00 ± 1.41" in page  # image accuracy of simmlm, mean ± std in %
+    assert 'src="gate_weights.png"' in page and "mmp" in page
+
+
+def test_report_on_a_folder_without_summary_fails_clearly(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "summary.json not found" in result.output
