@@ -153,7 +153,7 @@ def train(
     if unknown:
         raise ValueError(f"augment names unknown modalities {unknown}; known: {splits.modalities}")
     selected: dict[str, Any] = {}
-    stage1_seconds = 0.0
+    prior_seconds = 0.0  # scorer and stage 1 (measured even when reused from the cache)
     if isinstance(model, DREAM):  # DREAM scores modalities with a pre-trained model: train that first
         scorer_cfg = cfg.model_copy(
             update={"method": model.scorer_method, "model": cfg.model.model_copy(update={"method_options": {}})}
@@ -162,7 +162,7 @@ def train(
         model.scorer.load_state_dict(scorer.model.state_dict())
         model.cache_scorer_predictions(splits.train)
         selected["scorer"] = {"method": model.scorer_method, **scorer.selected}
-        stage1_seconds += scorer.train_seconds
+        prior_seconds += scorer.train_seconds
     if t.stage1.epochs > 0 and isinstance(model, ExpertMixture):
         key = stage1_key(cfg, splits, model)
         cached = stage1_cache.get(key) if stage1_cache is not None else None
@@ -181,7 +181,7 @@ def train(
             model.experts.load_state_dict(cached.expert_state)
             selected["stage1_reused"] = True
         selected["stage1"] = cached.selected
-        stage1_seconds += cached.seconds
+        prior_seconds += cached.seconds
     start = time.perf_counter()
     L.seed_everything(_stage_seed(t.seed, 2), workers=True, verbose=False)
     stage2 = CooperativeStage(
@@ -198,5 +198,5 @@ def train(
     if isinstance(model, DREAM):
         model.prediction_cache = None  # training-set cache only: evaluation scores the actual input
     model.cpu().eval()
-    seconds = stage1_seconds + time.perf_counter() - start
+    seconds = prior_seconds + time.perf_counter() - start
     return RunResult(model, cfg, seconds, selected, stage2.mofe_stats())
