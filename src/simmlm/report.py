@@ -11,17 +11,23 @@ from typing import Any
 import simmlm
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (imported lazily: the CLI starts fast)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _bars(summary: dict[str, Any], key: str, ylabel: str, path: Path) -> None:
     """Grouped bars: one group per subset, one bar per method, error bars = std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     methods = summary["methods"]
     subsets = list(next(iter(methods.values()))["subsets"])
     width = 0.8 / len(methods)
@@ -45,11 +51,7 @@ def _bars(summary: dict[str, Any], key: str, ylabel: str, path: Path) -> None:
 
 def _gates(summary: dict[str, Any], path: Path) -> bool:
     """Stacked bars of the mean gate weight of each modality per subset, one panel per method with gates."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     with_gates = {n: m["gate_weights"] for n, m in summary["methods"].items() if m.get("gate_weights")}
     if not with_gates:
         return False
@@ -72,11 +74,7 @@ def _gates(summary: dict[str, Any], path: Path) -> bool:
 
 
 def _cr(summary: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     names = list(summary["methods"])
     stats = [_mean_std([100 * v for v in summary["methods"][n]["counterintuitive_rate"]]) for n in names]
     fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(names), 3.2))
