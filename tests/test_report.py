@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from simmlm.benchmark import summary_markdown
@@ -58,3 +59,40 @@ def test_report_on_a_folder_without_summary_fails_clearly(tmp_path: Path) -> Non
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2
     assert "summary.json not found" in result.output
+
+
+def test_reliability_bins_reproduce_the_ece() -> None:
+    import numpy as np
+    import torch
+
+    from simmlm.metrics import expected_calibration_error
+    from simmlm.report import reliability_bins
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(300, 10)) * 3
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    targets = rng.integers(0, 10, 300)
+    conf, acc, count = reliability_bins(probs, targets)
+    ece = float((count / count.sum() * np.abs(acc - conf)).sum())
+    expected = expected_calibration_error(torch.tensor(probs), torch.tensor(targets)).item()
+    assert ece == pytest.approx(expected, abs=1e-6)
+
+
+def test_report_draws_reliability_diagrams_from_saved_predictions(tmp_path: Path) -> None:
+    import numpy as np
+
+    summary = _summary()
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    rng = np.random.default_rng(0)
+    for method in summary["methods"]:
+        for seed in summary["seeds"]:
+            run = tmp_path / "runs" / f"{method}-seed{seed}"
+            run.mkdir(parents=True)
+            probs = rng.dirichlet(np.ones(10), size=(3, 50)).astype(np.float32)
+            np.savez_compressed(
+                run / "predictions.npz", probs=probs, subsets=np.array([1, 2, 3]), targets=rng.integers(0, 10, 50)
+            )
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "reliability.png").stat().st_size > 1000
+    assert 'src="reliability.png"' in (tmp_path / "report.html").read_text()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -45,11 +46,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]:
-    """Evaluate a trained run on every subset and write ``model.pt`` and ``metrics.json`` to ``run_dir``.
+    """Evaluate a trained run on every subset; write ``model.pt``, ``metrics.json`` and ``predictions.npz``.
 
-    Returns the metrics: test report, validation average accuracy, training time, selections and MoFe stats.
+    ``predictions.npz`` holds the test-set class probabilities per subset (``probs`` ``[S, N, K]``, ``subsets``,
+    ``targets``), from which reports draw reliability diagrams. Returns the metrics: test report, validation
+    average accuracy, training time, selections and MoFe stats.
     """
-    report = classification_report(predict_subsets(result.model, splits.test), splits.modalities)
+    test_predictions = predict_subsets(result.model, splits.test)
+    report = classification_report(test_predictions, splits.modalities)
     val_report = classification_report(predict_subsets(result.model, splits.val), splits.modalities)
     metrics = {
         "test": report,
@@ -68,6 +72,14 @@ def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]
         preprocessing=splits.preprocessing,
     )
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    tmp = run_dir / "predictions.tmp.npz"
+    np.savez_compressed(
+        tmp,
+        probs=test_predictions.logits.float().softmax(-1).numpy().astype(np.float32),
+        subsets=np.asarray(test_predictions.subsets),
+        targets=test_predictions.targets.numpy(),
+    )
+    os.replace(tmp, run_dir / "predictions.npz")
     return metrics
 
 

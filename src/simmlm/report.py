@@ -8,7 +8,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import simmlm
+from simmlm.subsets import subset_name
 
 
 def _pyplot() -> Any:
@@ -86,6 +89,52 @@ def _cr(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def reliability_bins(probs: np.ndarray, targets: np.ndarray, n_bins: int = 20) -> tuple[np.ndarray, ...]:
+    """Per equal-width confidence bin: mean confidence, accuracy and count (bins as in the ECE of simmlm.metrics)."""
+    confidence = probs.max(-1)
+    correct = probs.argmax(-1) == targets
+    bins = np.clip(np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], confidence, side="left"), 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    conf = np.bincount(bins, weights=confidence, minlength=n_bins) / np.maximum(count, 1)
+    acc = np.bincount(bins, weights=correct, minlength=n_bins) / np.maximum(count, 1)
+    return conf, acc, count
+
+
+def _reliability(directory: Path, summary: dict[str, Any], path: Path) -> bool:
+    """Reliability diagrams per subset, one line per method, test predictions pooled over seeds."""
+    pooled: dict[str, dict[str, list[np.ndarray]]] = {}
+    names: list[str] = []
+    for method in summary["methods"]:
+        for seed in summary["seeds"]:
+            file = directory / "runs" / f"{method}-seed{seed}" / "predictions.npz"
+            if not file.is_file():
+                return False
+            with np.load(file) as npz:
+                names = [subset_name(int(b), summary["modalities"]) for b in npz["subsets"]]
+                entry = pooled.setdefault(method, {"probs": [], "targets": []})
+                entry["probs"].append(npz["probs"])
+                entry["targets"].append(npz["targets"])
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.4), squeeze=False)
+    for s, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+        for method, entry in pooled.items():
+            probs = np.concatenate([p[s] for p in entry["probs"]])
+            conf, acc, count = reliability_bins(probs, np.concatenate(entry["targets"]))
+            used = count > 0
+            ax.plot(conf[used], acc[used], marker="o", markersize=3, label=method)
+        ax.set_title(name)
+        ax.set_xlabel("confidence (max probability)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+    axes[0][0].set_ylabel("accuracy in bin")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def write_report(directory: str | Path) -> Path:
     """Write ``report.html`` and its PNGs next to ``summary.json`` in ``directory``; returns the HTML path."""
     directory = Path(directory)
@@ -99,6 +148,7 @@ def write_report(directory: str | Path) -> Path:
     _bars(summary, "ece", "ECE (%) ↓", directory / "ece.png")
     _cr(summary, directory / "counterintuitive_rate.png")
     has_gates = _gates(summary, directory / "gate_weights.png")
+    has_reliability = _reliability(directory, summary, directory / "reliability.png")
     markdown = (directory / "summary.md").read_text() if (directory / "summary.md").is_file() else ""
     figures = [
         ("accuracy.png", "Accuracy per subset of available modalities (mean ± std over seeds)"),
@@ -107,6 +157,8 @@ def write_report(directory: str | Path) -> Path:
     ]
     if has_gates:
         figures.append(("gate_weights.png", "Mean gate weight of each modality per subset"))
+    if has_reliability:
+        figures.append(("reliability.png", "Reliability diagrams (20 bins; test predictions of all seeds pooled)"))
     body = "\n".join(
         f'<figure><img src="{f}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
         for f, c in figures
