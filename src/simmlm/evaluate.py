@@ -43,12 +43,3 @@ def classification_report(preds: SubsetPredictions, modalities: Sequence[str], n
         "gate_weights": gate_weights,
     }
     return report
-
-
-def mean_nll(preds: SubsetPredictions) -> float:
-    """Mean cross-entropy over subsets and samples."""
-    logp = preds.logits.float().log_softmax(-1)
-    return -logp.gather(-1, preds.targets.expand(len(logp), -1).unsqueeze(-1)).mean().item()
-
-
-__all__ = ["classification_report", "mean_nll"]
