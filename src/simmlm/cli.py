@@ -127,9 +127,12 @@ def train(
     except (ValueError, FileNotFoundError, ValidationError) as err:
         raise _fail(err) from err
     report = save_run(out, result, splits)["test"]
+    key = "dice_mean" if "average_dice" in report else "accuracy"
     for name, values in report["subsets"].items():
-        typer.echo(f"{name:>20}: accuracy {values['accuracy']:.2%}  ECE {values['ece']:.2%}")
-    typer.echo(f"average {report['average_accuracy']:.2%}  CR {report['counterintuitive_rate']:.2%}  -> {out}")
+        extra = "".join(f"  {k} {values[k]:.2%}" for k in ("dice_wt", "dice_tc", "dice_et") if k in values)
+        typer.echo(f"{name:>20}: {key} {values[key]:.2%}{extra}  ECE {values['ece']:.2%}")
+    average = report.get("average_dice", report.get("average_accuracy"))
+    typer.echo(f"average {average:.2%}  CR {report['counterintuitive_rate']:.2%}  -> {out}")
 
 
 @app.command()

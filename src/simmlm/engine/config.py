@@ -15,14 +15,44 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BratsConfig(StrictModel):
+    """BraTS-style NIfTI cases (``simmlm.data.brats``): file names, labels, resolution, crops, sliding window."""
+
+    subdir: str | None = Field(None, description="folder under data_dir holding the split folders (None: data_dir)")
+    splits: dict[str, str] = Field(
+        default_factory=lambda: {"train": "train", "val": "validation", "test": "test"},
+        description="split -> sub-folder of case folders",
+    )
+    modalities: dict[str, str] = Field(
+        default_factory=lambda: {
+            "flair": "{case}_flair.nii.gz",
+            "t1": "{case}_t1.nii.gz",
+            "t1ce": "{case}_t1ce.nii.gz",
+            "t2": "{case}_t2.nii.gz",
+        },
+        description="modality -> file name pattern ({case} = the case folder's name), in modality order",
+    )
+    label: str = "{case}_seg.nii.gz"
+    brain_mask: str | None = Field(None, description="brain mask file pattern (None: voxels where any sequence != 0)")
+    label_convention: Literal["brats2015", "brats2018"] = "brats2018"
+    allow_missing: bool = Field(False, description="a missing sequence file marks the modality missing, not an error")
+    downsample: int = Field(1, ge=1, description="average-pool volumes by this factor (CPU work)")
+    crop_size: tuple[int, int, int] = (128, 128, 128)
+    crops_per_epoch: int = Field(250, ge=1, description="random training crops per epoch")
+    pos_fraction: float = Field(0.5, ge=0, le=1, description="share of crops centred on tumour (else on brain)")
+    flip: bool = True
+    overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap at inference")
+
+
 class DataConfig(StrictModel):
     """Which dataset and how it is split and scaled."""
 
-    dataset: Literal["avmnist"] = "avmnist"
+    dataset: Literal["avmnist", "brats"] = "avmnist"
     data_dir: Path | None = Field(None, description="default: $SIMMLM_DATA_DIR, then ../shared/data")
     val_fraction: float = Field(0.15, gt=0, lt=1)
     audio_scaling: Literal["standardize", "minmax"] = "standardize"
     val_split: Literal["stratified", "recording_index"] = "stratified"
+    brats: BratsConfig = BratsConfig()
 
 
 class ModelConfig(StrictModel):

@@ -16,9 +16,10 @@ from typing import Any
 import lightning as L
 from torch import nn
 
-from simmlm.data.base import Splits, make_loader
+from simmlm.data.base import Splits
 from simmlm.engine.config import DataConfig, RunConfig
 from simmlm.engine.stages import CooperativeStage, ExpertStage
+from simmlm.engine.tasks import task_for
 from simmlm.methods import DREAM, ExpertMixture, create_method, get_method
 
 
@@ -40,6 +41,10 @@ def load_splits(data: DataConfig) -> Splits:
         from simmlm.data.avmnist import load_avmnist
 
         return load_avmnist(resolve_data_dir(data.data_dir), data.val_fraction, data.audio_scaling, data.val_split)
+    if data.dataset == "brats":
+        from simmlm.data.brats import load_brats
+
+        return load_brats(resolve_data_dir(data.data_dir), data.brats)
     raise ValueError(f"unknown dataset {data.dataset!r}")  # pragma: no cover - pydantic rejects it first
 
 
@@ -146,9 +151,11 @@ def train(
     """
     cfg = resolve_config(cfg)
     t = cfg.train
-    shapes = {name: tuple(x.shape[1:]) for name, x in splits.train.inputs.items()}
+    task = task_for(cfg)
     L.seed_everything(t.seed, workers=True, verbose=False)
-    model = build_model(cfg, shapes, splits.num_classes)
+    model = build_model(cfg, task.input_shapes(splits), splits.num_classes)
+    if cfg.data.dataset == "brats" and not isinstance(model, ExpertMixture):
+        raise ValueError(f"segmentation supports the expert mixtures (simmlm, dmome, late_fusion), not {cfg.method!r}")
     unknown = sorted(set(t.augment) - set(splits.modalities))
     if unknown:
         raise ValueError(f"augment names unknown modalities {unknown}; known: {splits.modalities}")
@@ -169,8 +176,8 @@ def train(
         if cached is None:
             start = time.perf_counter()
             L.seed_everything(_stage_seed(t.seed, 1), workers=True, verbose=False)
-            stage1 = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment)
-            loader = make_loader(splits.train, t.batch_size, shuffle=True, seed=_stage_seed(t.seed, 1))
+            stage1 = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment, task)
+            loader = task.train_loader(splits.train, t.batch_size, seed=_stage_seed(t.seed, 1))
             _trainer(t.stage1.epochs, t.accelerator, progress).fit(stage1, loader)
             cached = StageOneResult(
                 copy.deepcopy(model.experts.state_dict()), stage1.selected(), time.perf_counter() - start
@@ -185,13 +192,20 @@ def train(
     start = time.perf_counter()
     L.seed_everything(_stage_seed(t.seed, 2), workers=True, verbose=False)
     stage2 = CooperativeStage(
-        model, splits.val, t.stage2.lr, t.stage2.weight_decay, t.augment, float(t.mofe_lambda or 0.0), t.mofe_views
+        model,
+        splits.val,
+        t.stage2.lr,
+        t.stage2.weight_decay,
+        t.augment,
+        float(t.mofe_lambda or 0.0),
+        t.mofe_views,
+        task,
     )
     # Methods without per-modality experts have no stage 1: they get the whole epoch budget in one stage.
     epochs = t.stage2.epochs + (0 if isinstance(model, ExpertMixture) else t.stage1.epochs)
     if epochs > 0:
-        loader = make_loader(
-            splits.train, t.batch_size, shuffle=True, seed=_stage_seed(t.seed, 2), with_index=isinstance(model, DREAM)
+        loader = task.train_loader(
+            splits.train, t.batch_size, _stage_seed(t.seed, 2), with_index=isinstance(model, DREAM)
         )
         _trainer(epochs, t.accelerator, progress).fit(stage2, loader)
         selected["stage2"] = stage2.selected()

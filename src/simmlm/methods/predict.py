@@ -95,3 +95,50 @@ def predict_subsets(
         targets=torch.cat(targets).cpu(),
         available=torch.cat(available_bits).cpu(),
     )
+
+
+@torch.no_grad()
+def sliding_window_subsets(
+    model: nn.Module,
+    inputs: dict[str, Tensor],
+    available: Tensor,
+    subset_masks: Sequence[Tensor],
+    roi_size: Sequence[int],
+    overlap: float = 0.5,
+    sw_batch_size: int = 2,
+) -> list[ModelOutput]:
+    """Outputs of an expert mixture on whole volumes, for several subsets, with one sliding-window pass.
+
+    The experts run on windows of ``roi_size`` (MONAI ``sliding_window_inference``, Gaussian blending), once
+    for every available modality; the gate, which pools globally, sees the whole zero-filled volume and mixes
+    the stitched expert outputs per subset. With point-wise experts this equals whole-volume inference.
+
+    Args:
+        model: an :class:`~simmlm.methods.base.ExpertMixture` (experts map ``[B, C, *S]`` to ``[B, T, *S]``).
+        inputs: modality -> ``[1, C, D, H, W]`` (one volume).
+        available: ``[1, M]`` availability; ``subset_masks``: ``[1, M]`` masks within it.
+    """
+    from monai.inferers import sliding_window_inference
+
+    from simmlm.methods.base import ExpertMixture
+
+    if not isinstance(model, ExpertMixture):
+        raise ValueError(
+            f"sliding-window inference needs an expert mixture (simmlm, dmome, late_fusion), got {type(model).__name__}"
+        )
+    if len(available) != 1:
+        raise ValueError(f"sliding-window inference takes one volume at a time, got a batch of {len(available)}")
+    names = model.modalities
+    channels = [inputs[name].shape[1] for name in names]
+
+    def experts(window: Tensor) -> Tensor:
+        parts = dict(zip(names, window.split(channels, dim=1), strict=True))
+        logits = model.expert_logits(parts, available.expand(len(window), -1))  # [b, M, T, *roi]
+        return logits.flatten(1, 2)
+
+    stacked = torch.cat([inputs[name] for name in names], dim=1)
+    stitched = sliding_window_inference(
+        stacked, list(roi_size), sw_batch_size, experts, overlap=overlap, mode="gaussian"
+    )
+    expert_logits = torch.as_tensor(stitched).reshape(1, len(names), -1, *stacked.shape[2:])
+    return [model.mix(expert_logits, inputs, mask) for mask in subset_masks]

@@ -1,0 +1,116 @@
+"""What differs between classification and segmentation, behind one small interface used by the engine.
+
+A task gives the training loader, the per-sample task loss ``l`` of eq. 4, the validation score used to select
+epochs, the test report and the input shapes the model is built for. Everything else (stages, MoFe, seeds,
+checkpoints, benchmark) is shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from simmlm.data.base import Splits, TensorMultimodalDataset, make_loader
+from simmlm.engine.config import BratsConfig, RunConfig
+from simmlm.evaluate import classification_report, segmentation_report
+from simmlm.losses.mofe import per_sample_cross_entropy
+from simmlm.methods.predict import predict_subsets
+
+
+class Task(Protocol):
+    average_key: str  # the report's headline key: "average_accuracy" or "average_dice"
+
+    def input_shapes(self, splits: Splits) -> dict[str, tuple[int, ...]]: ...
+
+    def train_loader(self, dataset: Any, batch_size: int, seed: int, with_index: bool = False) -> DataLoader: ...
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor: ...
+
+    def scores(self, model: nn.Module, dataset: Any, subsets: Sequence[int]) -> list[tuple[float, float]]: ...
+
+    def report(self, model: nn.Module, dataset: Any, modalities: Sequence[str]) -> dict[str, Any]: ...
+
+    def example_inputs(self, splits: Splits) -> tuple[dict[str, Tensor], Tensor]: ...
+
+
+class ClassificationTask:
+    """Cross-entropy; epochs selected on (accuracy, -NLL), so accuracy ties go to the lower loss."""
+
+    average_key = "average_accuracy"
+
+    def input_shapes(self, splits: Splits) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(x.shape[1:]) for name, x in splits.train.inputs.items()}
+
+    def train_loader(
+        self, dataset: TensorMultimodalDataset, batch_size: int, seed: int, with_index: bool = False
+    ) -> DataLoader:
+        return make_loader(dataset, batch_size, shuffle=True, seed=seed, with_index=with_index)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return per_sample_cross_entropy(logits, target)
+
+    def scores(self, model: nn.Module, dataset: Any, subsets: Sequence[int]) -> list[tuple[float, float]]:
+        preds = predict_subsets(model, dataset, subsets)
+        return [
+            ((logits.argmax(-1) == preds.targets).float().mean().item(), -F.cross_entropy(logits, preds.targets).item())
+            for logits in preds.logits
+        ]
+
+    def report(self, model: nn.Module, dataset: Any, modalities: Sequence[str]) -> dict[str, Any]:
+        return classification_report(predict_subsets(model, dataset), modalities)
+
+    def example_inputs(self, splits: Splits) -> tuple[dict[str, Tensor], Tensor]:
+        inputs, mask, _ = splits.test[[0]]
+        return inputs, torch.ones_like(mask)
+
+
+class SegmentationTask:
+    """Dice + BCE on random crops; whole volumes by sliding window; epochs selected on mean Dice (WT/TC/ET)."""
+
+    average_key = "average_dice"
+
+    def __init__(self, cfg: BratsConfig) -> None:
+        self.cfg = cfg
+
+    def input_shapes(self, splits: Splits) -> dict[str, tuple[int, ...]]:
+        case = splits.train.cases[0]  # type: ignore[attr-defined]
+        return {name: (x.shape[0], *self.cfg.crop_size) for name, x in case.inputs.items()}
+
+    def train_loader(self, dataset: Any, batch_size: int, seed: int, with_index: bool = False) -> DataLoader:
+        from simmlm.data.brats import RandomCropDataset
+
+        if with_index:
+            raise ValueError("segmentation training has no per-sample index (DREAM is classification-only)")
+        c = self.cfg
+        crops = RandomCropDataset(dataset, c.crop_size, c.crops_per_epoch, c.pos_fraction, c.flip)
+        crops.set_random_state(seed)
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(crops, batch_size=batch_size, shuffle=True, generator=generator)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        from simmlm.losses.segmentation import dice_bce_per_sample
+
+        return dice_bce_per_sample(logits, target)
+
+    def scores(self, model: nn.Module, dataset: Any, subsets: Sequence[int]) -> list[tuple[float, float]]:
+        report = segmentation_report(model, dataset, dataset.modalities, self.cfg.crop_size, self.cfg.overlap, subsets)
+        return [(values["dice_mean"], 0.0) for values in report["subsets"].values()]
+
+    def report(self, model: nn.Module, dataset: Any, modalities: Sequence[str]) -> dict[str, Any]:
+        return segmentation_report(model, dataset, modalities, self.cfg.crop_size, self.cfg.overlap)
+
+    def example_inputs(self, splits: Splits) -> tuple[dict[str, Tensor], Tensor]:
+        shapes = self.input_shapes(splits)
+        return {n: torch.zeros(1, *s) for n, s in shapes.items()}, torch.ones(1, len(shapes), dtype=torch.bool)
+
+
+def task_for(cfg: RunConfig) -> Task:
+    """The task of the configured dataset."""
+    if cfg.data.dataset == "brats":
+        return SegmentationTask(cfg.data.brats)
+    return ClassificationTask()
