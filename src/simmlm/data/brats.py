@@ -245,9 +245,9 @@ class RandomCropDataset(Dataset[Batch]):
         self.volumes, self.samples_per_epoch = volumes, samples_per_epoch
         keys = [*volumes.modalities, "target"]
         pad = SpatialPad(list(crop_size))
-        self.items = []  # padded once, with tumour / brain voxel indices computed once
+        self.items: list[dict[str, Any]] = []  # padded once, with tumour / brain voxel indices computed once
         for case in volumes.cases:
-            item = {k: _plain(pad(v)) for k, v in {**case.inputs, "target": case.target}.items()}
+            item: dict[str, Any] = {k: _plain(pad(v)) for k, v in {**case.inputs, "target": case.target}.items()}
             brain = _plain(pad(case.brain.unsqueeze(0).float()))
             item["fg"], item["bg"] = map_binary_to_indices(item["target"], brain, 0.5)
             self.items.append(item)
