@@ -277,3 +277,43 @@ def test_gpu_config_trains_one_step_on_a_tiny_four_modality_volume(tmp_path: Pat
     assert len(metrics["test"]["subsets"]) == 15
     assert set(metrics["test"]["subsets"]["flair+t1ce"]) == {"dice_wt", "dice_tc", "dice_et", "dice_mean", "ece", "sce"}
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["average_dice"] >= 0
+
+
+def test_figures_summary_and_report_for_a_segmentation_run(tmp_path: Path) -> None:
+    from simmlm.benchmark import _aggregate, summary_markdown
+    from simmlm.report import write_report
+    from simmlm.segmentation_figures import binary_entropy, case_figure, population_gates_figure
+
+    modalities = ["flair", "t1c"]
+    layout = NiftiLayout({"flair": "{case}_flair.nii.gz", "t1c": "{case}_t1ce.nii.gz"})
+    case = load_case(write_case(tmp_path, "c0", layout), layout)
+    model = _tiny_simmlm(modalities)
+    case_figure(model, case, modalities, (16, 16, 16), tmp_path / "case.png", title="tiny")
+    assert (tmp_path / "case.png").stat().st_size > 10_000
+    assert binary_entropy(torch.full((3, 2), 0.5)).tolist() == pytest.approx([3 * np.log(2)] * 2)
+
+    report = segmentation_report(model, VolumeDataset([case], modalities), modalities, (16, 16, 16))
+    run = {
+        "test": report,
+        "val_average_dice": 0.5,
+        "train_seconds": 1.0,
+        "mofe": {"hinge_mean": 0.0, "active_fraction": 0.0},
+    }
+    summary = {
+        "dataset": "brats",
+        "modalities": modalities,
+        "seeds": [0],
+        "protocol": "tiny",
+        "methods": {"simmlm": _aggregate([run], 10, 100, {0: 0.1})},
+    }
+    bench = tmp_path / "bench"
+    (bench / "figures").mkdir(parents=True)
+    (bench / "summary.json").write_text(json.dumps(summary))
+    markdown = summary_markdown(summary)
+    (bench / "summary.md").write_text(markdown)
+    assert "WT / TC / ET" in markdown and "CR WT" in markdown
+    assert population_gates_figure(summary, bench / "figures" / "population_gates.png")
+    page = write_report(bench).read_text()
+    wt = 100 * report["subsets"]["flair+t1c"]["dice_wt"]
+    assert f"{wt:.1f} ± 0.0" in page and "population_gates.png" in page and "dice_mean.png" in page
+    assert all((bench / f"{k}.png").is_file() for k in ("dice_mean", "dice_wt", "dice_tc", "dice_et", "ece"))

@@ -148,9 +148,15 @@ def run_benchmark(
             full_modality_flops(runs[0][1].model, splits, task_for(resolved)),
             {s: r.config.train.mofe_lambda for s, (_, r) in zip(seeds, runs, strict=True)},
         )
+        if base.data.dataset == "brats":
+            _segmentation_figures(out, method, runs[0][1], splits)
         # Written after every method, so an interruption keeps what is finished.
         write_atomic(out / "summary.json", json.dumps(summary, indent=2))
         write_atomic(out / "summary.md", summary_markdown(summary))
+        if base.data.dataset == "brats":
+            from simmlm.segmentation_figures import population_gates_figure
+
+            population_gates_figure(summary, out / "figures" / "population_gates.png")
     return summary
 
 
@@ -160,6 +166,18 @@ _SCORE = {"accuracy": "accuracy", "dice_mean": "mean Dice"}
 def _headline(report: dict[str, Any]) -> str:
     """The per-subset headline key of a report: ``accuracy`` (classification) or ``dice_mean`` (segmentation)."""
     return "dice_mean" if "average_dice" in report else "accuracy"
+
+
+def _segmentation_figures(out: Path, method: str, result: RunResult, splits: Splits) -> None:
+    """The first test case under every subset (first seed's model) and, so far, the population gate weights."""
+    from simmlm.segmentation_figures import case_figure
+
+    b = result.config.data.brats
+    case = splits.test.cases[0]  # type: ignore[attr-defined]
+    (out / "figures").mkdir(exist_ok=True)
+    title = f"{method} (seed {result.config.train.seed}), test case {case.case_id}"
+    path = out / "figures" / f"case-{method}.png"
+    case_figure(result.model, case, splits.modalities, b.crop_size, path, b.overlap, title)
 
 
 def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dict[int, Any]) -> dict[str, Any]:

@@ -144,21 +144,34 @@ def write_report(directory: str | Path) -> Path:
     summary = json.loads(summary_path.read_text())
     if not summary.get("methods"):
         raise ValueError(f"{summary_path} holds no method results")
-    _bars(summary, "accuracy", "test accuracy (%)", directory / "accuracy.png")
+    segmentation = "average_dice" in next(iter(summary["methods"].values()))
+    figures = []
+    if segmentation:
+        for key in ("dice_mean", "dice_wt", "dice_tc", "dice_et"):
+            label = "mean over WT, TC, ET" if key == "dice_mean" else key[5:].upper()
+            _bars(summary, key, f"test Dice (%), {label}", directory / f"{key}.png")
+            figures.append((f"{key}.png", f"Dice ({label}) per subset of available modalities (mean ± std over seeds)"))
+    else:
+        _bars(summary, "accuracy", "test accuracy (%)", directory / "accuracy.png")
+        figures.append(("accuracy.png", "Accuracy per subset of available modalities (mean ± std over seeds)"))
     _bars(summary, "ece", "ECE (%) ↓", directory / "ece.png")
     _cr(summary, directory / "counterintuitive_rate.png")
     has_gates = _gates(summary, directory / "gate_weights.png")
     has_reliability = _reliability(directory, summary, directory / "reliability.png")
     markdown = (directory / "summary.md").read_text() if (directory / "summary.md").is_file() else ""
-    figures = [
-        ("accuracy.png", "Accuracy per subset of available modalities (mean ± std over seeds)"),
-        ("ece.png", "Expected calibration error per subset (20 bins)"),
-        ("counterintuitive_rate.png", "Counterintuitive rate: fewer modalities right, more wrong"),
+    figures += [
+        ("ece.png", f"Expected calibration error per subset (20 bins{', voxel-wise' if segmentation else ''})"),
+        ("counterintuitive_rate.png", "Counterintuitive rate: fewer modalities score better than more"),
     ]
     if has_gates:
         figures.append(("gate_weights.png", "Mean gate weight of each modality per subset"))
     if has_reliability:
         figures.append(("reliability.png", "Reliability diagrams (20 bins; test predictions of all seeds pooled)"))
+    if (directory / "figures" / "population_gates.png").is_file():
+        figures.append(("figures/population_gates.png", "Mean gate weight per subset, modality and region (test set)"))
+    for case in sorted((directory / "figures").glob("case-*.png")):
+        caption = f"{case.stem[5:]}: one test case under every subset: outlines (dashed truth, solid prediction), "
+        figures.append((f"figures/{case.name}", caption + "entropy and gate weights"))
     body = "\n".join(
         f'<figure><img src="{f}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
         for f, c in figures
