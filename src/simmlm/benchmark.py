@@ -48,8 +48,9 @@ def write_atomic(path: Path, text: str) -> None:
 def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]:
     """Evaluate a trained run on every subset; write ``model.pt``, ``metrics.json`` and ``predictions.npz``.
 
-    ``predictions.npz`` holds the test-set class probabilities per subset (``probs`` ``[S, N, K]``, ``subsets``,
-    ``targets``), from which reports draw reliability diagrams. Returns the metrics: test report, validation
+    ``predictions.npz`` holds the test-set class probabilities per subset (``probs`` ``[S, N, K]``, NaN for
+    samples lacking a modality of the subset; ``subsets``, ``targets``), from which reports draw reliability
+    diagrams. Returns the metrics: test report, validation
     average accuracy, training time, selections and MoFe stats.
     """
     test_predictions = predict_subsets(result.model, splits.test)
@@ -92,9 +93,9 @@ def run_benchmark(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train and test every method with every seed; model selection uses the validation split only."""
-    out.mkdir(parents=True, exist_ok=True)
     base = load_config(config, overrides)
-    splits = load_splits(base.data)
+    splits = load_splits(base.data)  # before creating ``out``: bad data leaves nothing behind
+    out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
         "dataset": base.data.dataset,
         "modalities": splits.modalities,

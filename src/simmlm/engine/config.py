@@ -18,11 +18,15 @@ class StrictModel(BaseModel):
 class DataConfig(StrictModel):
     """Which dataset and how it is split and scaled."""
 
-    dataset: Literal["avmnist"] = "avmnist"
+    dataset: Literal["avmnist", "folder"] = "avmnist"
     data_dir: Path | None = Field(None, description="default: $SIMMLM_DATA_DIR, then ../shared/data")
     val_fraction: float = Field(0.15, gt=0, lt=1)
     audio_scaling: Literal["standardize", "minmax"] = "standardize"
     val_split: Literal["stratified", "recording_index"] = "stratified"
+    # folder datasets (simmlm.data.folder): your own data; the options above are avMNIST's
+    manifest: str = Field("manifest.csv", description="folder: the manifest's file name inside data_dir")
+    standardize: bool = Field(True, description="folder: standardise each modality with training statistics")
+    num_classes: int | None = Field(None, ge=2, description="folder: number of classes (default: from the labels)")
 
 
 class ModelConfig(StrictModel):

@@ -32,7 +32,8 @@ class ExpertStage(L.LightningModule):
     """Stage 1, independent learning: every expert trains on its own modality with the task loss.
 
     Experts share nothing, so they train side by side in one loop; each sample trains only the experts of
-    the modalities it has. Each expert's best epoch on validation is kept separately.
+    the modalities it has. Each expert's best epoch on validation (samples having its modality) is kept
+    separately.
     """
 
     def __init__(
@@ -69,6 +70,8 @@ class ExpertStage(L.LightningModule):
         logits = self.model.expert_logits(inputs, mask)
         for m, name in enumerate(self.model.modalities):
             have = mask[:, m]
+            if not have.any():  # no validation sample has this modality: the expert keeps its last epoch
+                continue
             score = _score(logits[have, m], target[have])
             if name not in self.best or score > self.best[name][0]:
                 state = copy.deepcopy(self.model.experts[name].state_dict())
@@ -93,7 +96,8 @@ class CooperativeStage(L.LightningModule):
     Each sample draws its own nested pair ``S- ⊂ S+`` within its available modalities. With
     ``views="shared"`` both outputs come from one augmented view and every expert runs once; with
     ``"independent"`` (as in the authors' code) ``x+`` and ``x-`` are two independently augmented views.
-    The best epoch is chosen by the mean validation accuracy over every modality subset.
+    The best epoch is chosen by the mean validation accuracy over every modality subset (each subset over the
+    validation samples that have it).
     """
 
     def __init__(
@@ -137,7 +141,8 @@ class CooperativeStage(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         preds = predict_subsets(self.model, self.val_set)
-        scores = [_score(logits, preds.targets) for logits in preds.logits]
+        # Each subset is scored on the validation samples that have all of its modalities (simmlm.evaluate).
+        scores = [_score(x[c], preds.targets[c]) for x, c in zip(preds.logits, preds.covered, strict=True) if c.any()]
         score = (sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores))
         if self.best is None or score > self.best[0]:
             self.best = (score, self.current_epoch + 1, copy.deepcopy(self.model.state_dict()))

@@ -40,6 +40,10 @@ def load_splits(data: DataConfig) -> Splits:
         from simmlm.data.avmnist import load_avmnist
 
         return load_avmnist(resolve_data_dir(data.data_dir), data.val_fraction, data.audio_scaling, data.val_split)
+    if data.dataset == "folder":
+        from simmlm.data.folder import load_folder
+
+        return load_folder(resolve_data_dir(data.data_dir), data.manifest, data.standardize, data.num_classes)
     raise ValueError(f"unknown dataset {data.dataset!r}")  # pragma: no cover - pydantic rejects it first
 
 

@@ -68,8 +68,21 @@ class MLPExpert(nn.Module):
         return self.net(torch.flatten(x, 1))
 
 
+EXPERT_KINDS = ("auto", "lenet", "mlp")
+
+
+def resolve_expert_kind(kind: str, input_shape: tuple[int, ...]) -> str:
+    """``"auto"`` -> ``"lenet"`` for square ``[C, S, S]`` inputs with ``S >= 12``, else ``"mlp"``; others unchanged."""
+    if kind != "auto":
+        return kind
+    square = len(input_shape) == 3 and input_shape[1] == input_shape[2] and input_shape[1] >= 12
+    return "lenet" if square else "mlp"
+
+
 def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **options: int | float) -> nn.Module:
-    """An expert by name: ``"lenet"`` for ``[C, S, S]`` inputs, ``"mlp"`` for any shape (flattened)."""
+    """An expert by name: ``"lenet"`` for ``[C, S, S]`` inputs, ``"mlp"`` for any shape (flattened), ``"auto"``
+    picks one of the two from the shape (:func:`resolve_expert_kind`)."""
+    kind = resolve_expert_kind(kind, input_shape)
     if kind == "lenet":
         if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
             raise ValueError(f"expert 'lenet' needs a [C, S, S] input, got {list(input_shape)}")
@@ -79,4 +92,4 @@ def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **op
         for size in input_shape:
             in_features *= size
         return MLPExpert(in_features, num_classes, **options)  # type: ignore[arg-type]
-    raise ValueError(f"unknown expert kind {kind!r}; choose one of 'lenet', 'mlp'")
+    raise ValueError(f"unknown expert kind {kind!r}; choose one of {', '.join(map(repr, EXPERT_KINDS))}")
