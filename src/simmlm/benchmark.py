@@ -126,7 +126,8 @@ def run_benchmark(
             "epochs; stage 1 is shared between methods with identical experts); methods without per-modality "
             "experts (mmp, dream) train in one stage for the same total number of epochs, dream after its "
             "scorer. Adam; every stage keeps its best epoch on validation accuracy (stage 2: mean over every "
-            "subset), never on test data. Test metrics: every non-empty modality subset; ECE/SCE with 20 bins."
+            "subset), never on test data. Test metrics: every non-empty modality subset, each over the test samples "
+            "that have all of its modalities; ECE/SCE with 20 bins."
         )
         summary["methods"][method] = _aggregate(
             [r for r, _ in runs],

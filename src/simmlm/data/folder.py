@@ -244,6 +244,8 @@ def load_folder(
 ) -> Splits:
     """Read a folder dataset (layout in the module docstring) into train / validation / test splits."""
     root = Path(root)
+    if num_classes is not None and num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2 (or None: from the labels), got {num_classes}")
     manifest_path = root / manifest
     modalities, rows = _read_manifest(manifest_path)
     labels, classes = _class_indices(rows, num_classes, manifest_path)
