@@ -81,6 +81,9 @@ def read_folder_input(name: str, path: Path, preprocessing: dict[str, Any]) -> t
             f"{path}: inputs of folder-dataset runs must be .npy files, got {path.suffix or 'no suffix'!r}"
         )
     array = read_npy(path)
+    expected = (preprocessing.get("shapes") or {}).get(name)
+    if expected is not None and list(array.shape) != list(expected):
+        raise ValueError(f"{path}: {name} has shape {list(array.shape)}, the model expects {list(expected)}")
     stats = (preprocessing.get("standardize") or {}).get(name)
     return torch.from_numpy(apply_standardization(array, stats) if stats else array)
 

@@ -254,7 +254,8 @@ def load_folder(
         if not any(r.cells[name] for r in train_rows):
             raise ValueError(f"{manifest_path}: modality {name!r} is missing for every training sample")
     loaded = {name: _load_modality(root, name, rows, manifest_path) for name in modalities}
-    preprocessing: dict[str, Any] = {"dataset": "folder", "classes": classes, "standardize": {}}
+    shapes = {name: list(values.shape[1:]) for name, (values, _) in loaded.items()}
+    preprocessing: dict[str, Any] = {"dataset": "folder", "classes": classes, "shapes": shapes, "standardize": {}}
     is_train = np.array([r.split == "train" for r in rows])
     inputs: dict[str, np.ndarray] = {}
     for name, (values, present) in loaded.items():
