@@ -275,10 +275,10 @@ def load_folder(
         )
 
     parts = {name: part(index) for name, index in _iter_splits(rows)}
-    shapes = ", ".join(f"{name} {list(inputs[name].shape[1:])}" for name in modalities)
+    shape_text = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
     present_pct = ", ".join(f"{name} {mask[is_train, m].mean():.0%}" for m, name in enumerate(modalities))
     description = (
-        f"Folder dataset {root} ({manifest}): {len(rows)} samples, {len(classes)} classes, modalities {shapes}; "
+        f"Folder dataset {root} ({manifest}): {len(rows)} samples, {len(classes)} classes, modalities {shape_text}; "
         f"splits from the manifest (train {len(parts['train'])}, val {len(parts['val'])}, test {len(parts['test'])}); "
         f"present in training: {present_pct}; "
         + ("standardised with training statistics." if standardize else "not standardised.")
