@@ -143,8 +143,7 @@ def test_walkthrough_train_predict_benchmark_report(
 
 def test_predict_rejects_bad_own_data_inputs(example: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    _invoke("train", "--set", "data.dataset=folder", "--set", "model.expert=mlp", "--data-dir", str(example),
-            "--out", str(run), *TINY)  # fmt: skip
+    _invoke("train", "--set", "data.dataset=folder", "--data-dir", str(example), "--out", str(run), *TINY)  # no config
     np.save(tmp_path / "nan.npy", np.full(12, np.nan, dtype=np.float32))
     np.save(tmp_path / "short.npy", np.zeros(5, dtype=np.float32))
     (tmp_path / "x.png").write_bytes(b"")

@@ -32,7 +32,10 @@ class DataConfig(StrictModel):
 class ModelConfig(StrictModel):
     """Architecture options passed to the method's builder."""
 
-    expert: str | dict[str, str] = Field("lenet", description="expert kind, or one kind per modality")
+    expert: str | dict[str, str] = Field(
+        "auto",
+        description="expert kind (auto: lenet for square [C, S, S] inputs, S >= 12, else mlp), or one per modality",
+    )
     expert_options: dict[str, Any] = Field(default_factory=dict)
     gate_width: int = Field(8, ge=1)
     gate_hidden: int = Field(32, ge=1)
