@@ -18,6 +18,7 @@ from simmlm.engine import load_checkpoint
 from simmlm.inference import read_folder_input
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")  # Lightning, `simmlm train`
 TINY = ["--set", "train.stage1.epochs=1", "--set", "train.stage2.epochs=1"]
 
 

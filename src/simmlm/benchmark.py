@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from collections.abc import Callable, Sequence
@@ -167,6 +168,8 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
 
 
 def _pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    if any(math.isnan(v) for v in values):
+        return "–"  # e.g. a subset that no test sample has
     mean = statistics.fmean(values) * scale
     std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -188,7 +191,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for method, m in methods.items():
         cells = [_pm(m["subsets"][n]["accuracy"]) for n in names]
-        ece = [statistics.fmean(per_seed) for per_seed in zip(*(m["subsets"][n]["ece"] for n in names), strict=True)]
+        ece = [
+            statistics.fmean(v for v in per_seed if not math.isnan(v))  # subsets some test sample has
+            for per_seed in zip(*(m["subsets"][n]["ece"] for n in names), strict=True)
+        ]
         lines.append(
             f"| {method} | "
             + " | ".join(cells)

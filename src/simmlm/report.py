@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ def _pyplot() -> Any:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan  # a subset that no test sample has: no bar
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
