@@ -153,6 +153,13 @@ def test_missing_manifest(tmp_path: Path) -> None:
         load_folder(tmp_path / "empty")
 
 
+def test_manifest_that_is_not_utf8_csv(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d")
+    (root / "manifest.csv").write_bytes(b"sample_id,label,split,vec,img\n\xff\xfe,0,train,,\n")
+    with pytest.raises(ValueError, match="manifest.csv: not a readable UTF-8 CSV"):
+        load_folder(root)
+
+
 @pytest.mark.parametrize("column", ["sample_id", "label", "split"])
 def test_missing_required_column(tmp_path: Path, column: str) -> None:
     root = write_folder(tmp_path / "d")

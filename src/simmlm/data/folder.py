@@ -54,10 +54,13 @@ def _read_manifest(path: Path) -> tuple[list[str], list[_Row]]:
     """Modality names (column order) and rows of a manifest, with every structural check."""
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} not found (a folder dataset needs a {path.name} listing samples)")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = [name.strip() for name in next(reader, [])]
-        body = [(reader.line_num, cells) for cells in reader]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
+            body = [(reader.line_num, cells) for cells in reader]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a readable UTF-8 CSV file ({err})") from err
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise ValueError(
