@@ -275,7 +275,8 @@ def test_gpu_config_trains_one_step_on_a_tiny_four_modality_volume(tmp_path: Pat
     result = train(cfg, splits, progress=False)
     metrics = save_run(tmp_path / "run", result, splits)
     assert len(metrics["test"]["subsets"]) == 15
-    assert set(metrics["test"]["subsets"]["flair+t1ce"]) == {"dice_wt", "dice_tc", "dice_et", "dice_mean", "ece", "sce"}
+    keys = {"dice_wt", "dice_tc", "dice_et", "dice_mean", "ece", "sce", "samples"}
+    assert set(metrics["test"]["subsets"]["flair+t1ce"]) == keys
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["average_dice"] >= 0
 
 

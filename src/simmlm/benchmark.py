@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from collections.abc import Callable, Sequence
@@ -50,8 +51,9 @@ def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]
     """Evaluate a trained run on every subset; write ``model.pt``, ``metrics.json`` and ``predictions.npz``.
 
     ``predictions.npz`` (classification only) holds the test-set class probabilities per subset (``probs``
-    ``[S, N, K]``, ``subsets``, ``targets``), from which reports draw reliability diagrams. Returns the metrics:
-    test report, validation average score, training time, selections and MoFe stats.
+    ``[S, N, K]``, NaN for samples lacking a modality of the subset; ``subsets``, ``targets``), from which reports
+    draw reliability diagrams. Returns the metrics: test report, validation average score, training time,
+    selections and MoFe stats.
     """
     task = task_for(result.config)
     report = task.report(result.model, splits.test, splits.modalities)
@@ -96,9 +98,9 @@ def run_benchmark(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train and test every method with every seed; model selection uses the validation split only."""
-    out.mkdir(parents=True, exist_ok=True)
     base = load_config(config, overrides)
-    splits = load_splits(base.data)
+    splits = load_splits(base.data)  # before creating ``out``: bad data leaves nothing behind
+    out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
         "dataset": base.data.dataset,
         "modalities": splits.modalities,
@@ -130,8 +132,8 @@ def run_benchmark(
             "epochs; stage 1 is shared between methods with identical experts); methods without per-modality "
             "experts (mmp, dream) train in one stage for the same total number of epochs, dream after its "
             f"scorer. Adam; every stage keeps its best epoch on validation {_SCORE[_headline(report)]} (stage 2: "
-            "mean over every subset), never on test data. Test metrics: every non-empty modality subset; ECE/SCE "
-            "with 20 bins."
+            "mean over every subset), never on test data. Test metrics: every non-empty modality subset, each over "
+            "the test samples that have all of its modalities; ECE/SCE with 20 bins."
         )
         if base.data.dataset == "brats":
             b = resolved.data.brats
@@ -219,6 +221,8 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
 
 
 def _pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    if any(math.isnan(v) for v in values):
+        return "–"  # e.g. a subset that no test sample has
     mean = statistics.fmean(values) * scale
     std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -243,7 +247,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for method, m in methods.items():
         cells = [_pm(m["subsets"][n][key]) for n in names]
-        ece = [statistics.fmean(per_seed) for per_seed in zip(*(m["subsets"][n]["ece"] for n in names), strict=True)]
+        ece = [
+            statistics.fmean(v for v in per_seed if not math.isnan(v))  # subsets some test sample has
+            for per_seed in zip(*(m["subsets"][n]["ece"] for n in names), strict=True)
+        ]
         lines.append(
             f"| {method} | "
             + " | ".join(cells)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ def _pyplot() -> Any:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan  # a subset that no test sample has: no bar
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -120,7 +123,8 @@ def _reliability(directory: Path, summary: dict[str, Any], path: Path) -> bool:
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
         for method, entry in pooled.items():
             probs = np.concatenate([p[s] for p in entry["probs"]])
-            conf, acc, count = reliability_bins(probs, np.concatenate(entry["targets"]))
+            real = np.isfinite(probs).all(-1)  # NaN rows: samples without every modality of the subset
+            conf, acc, count = reliability_bins(probs[real], np.concatenate(entry["targets"])[real])
             used = count > 0
             ax.plot(conf[used], acc[used], marker="o", markersize=3, label=method)
         ax.set_title(name)

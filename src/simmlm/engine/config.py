@@ -47,18 +47,25 @@ class BratsConfig(StrictModel):
 class DataConfig(StrictModel):
     """Which dataset and how it is split and scaled."""
 
-    dataset: Literal["avmnist", "brats"] = "avmnist"
+    dataset: Literal["avmnist", "brats", "folder"] = "avmnist"
     data_dir: Path | None = Field(None, description="default: $SIMMLM_DATA_DIR, then ../shared/data")
     val_fraction: float = Field(0.15, gt=0, lt=1)
     audio_scaling: Literal["standardize", "minmax"] = "standardize"
     val_split: Literal["stratified", "recording_index"] = "stratified"
     brats: BratsConfig = BratsConfig()
+    # folder datasets (simmlm.data.folder): your own data; the options above are avMNIST's
+    manifest: str = Field("manifest.csv", description="folder: the manifest's file name inside data_dir")
+    standardize: bool = Field(True, description="folder: standardise each modality with training statistics")
+    num_classes: int | None = Field(None, ge=2, description="folder: number of classes (default: from the labels)")
 
 
 class ModelConfig(StrictModel):
     """Architecture options passed to the method's builder."""
 
-    expert: str | dict[str, str] = Field("lenet", description="expert kind, or one kind per modality")
+    expert: str | dict[str, str] = Field(
+        "auto",
+        description="expert kind (auto: lenet for square [C, S, S] inputs, S >= 12, else mlp), or one per modality",
+    )
     expert_options: dict[str, Any] = Field(default_factory=dict)
     gate_width: int = Field(8, ge=1)
     gate_hidden: int = Field(32, ge=1)

@@ -26,7 +26,8 @@ class ExpertStage(L.LightningModule):
     """Stage 1, independent learning: every expert trains on its own modality with the task loss.
 
     Experts share nothing, so they train side by side in one loop; each sample trains only the experts of
-    the modalities it has. Each expert's best epoch on validation is kept separately.
+    the modalities it has. Each expert's best epoch on validation (samples having its modality) is kept
+    separately.
     """
 
     def __init__(
@@ -58,9 +59,10 @@ class ExpertStage(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         # A modality alone is its expert's output (its weight is 1), so these are the experts' own scores.
         singletons = [1 << m for m in range(len(self.model.modalities))]
-        for name, score in zip(
-            self.model.modalities, self.task.scores(self.model, self.val_set, singletons), strict=True
-        ):
+        scores = self.task.scores(self.model, self.val_set, singletons)
+        for name, score in zip(self.model.modalities, scores, strict=True):
+            if score is None:  # no validation sample has this modality: the expert keeps its last epoch
+                continue
             if name not in self.best or score > self.best[name][0]:
                 state = copy.deepcopy(self.model.experts[name].state_dict())
                 self.best[name] = (score, self.current_epoch + 1, state)
@@ -83,7 +85,8 @@ class CooperativeStage(L.LightningModule):
     Each sample draws its own nested pair ``S- ⊂ S+`` within its available modalities. With
     ``views="shared"`` both outputs come from one augmented view and every expert runs once; with
     ``"independent"`` (as in the authors' code) ``x+`` and ``x-`` are two independently augmented views.
-    The best epoch is chosen by the mean validation score (accuracy, or Dice) over every modality subset.
+    The best epoch is chosen by the mean validation score (accuracy, or Dice) over every modality subset, each
+    subset over the validation samples that have all of its modalities.
     """
 
     def __init__(
@@ -128,7 +131,8 @@ class CooperativeStage(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        scores = self.task.scores(self.model, self.val_set, all_subsets(len(self.val_set.modalities)))
+        subset_scores = self.task.scores(self.model, self.val_set, all_subsets(len(self.val_set.modalities)))
+        scores = [s for s in subset_scores if s is not None]  # subsets no validation sample has are skipped
         score = (sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores))
         if self.best is None or score > self.best[0]:
             self.best = (score, self.current_epoch + 1, copy.deepcopy(self.model.state_dict()))

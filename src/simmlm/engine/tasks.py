@@ -31,11 +31,18 @@ class Task(Protocol):
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor: ...
 
-    def scores(self, model: nn.Module, dataset: Any, subsets: Sequence[int]) -> list[tuple[float, float]]: ...
+    def scores(self, model: nn.Module, dataset: Any, subsets: Sequence[int]) -> list[tuple[float, float] | None]:
+        """Validation score per subset (compared as tuples, higher is better); ``None`` if no sample has it."""
+        ...
 
     def report(self, model: nn.Module, dataset: Any, modalities: Sequence[str]) -> dict[str, Any]: ...
 
     def example_inputs(self, splits: Splits) -> tuple[dict[str, Tensor], Tensor]: ...
+
+
+def _accuracy_and_nll(logits: Tensor, targets: Tensor) -> tuple[float, float]:
+    """(accuracy, -NLL): compared as a tuple, so ties in accuracy go to the lower loss."""
+    return (logits.argmax(-1) == targets).float().mean().item(), -F.cross_entropy(logits, targets).item()
 
 
 class ClassificationTask:
@@ -54,11 +61,11 @@ class ClassificationTask:
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return per_sample_cross_entropy(logits, target)
 
-    def scores(self, model: nn.Module, dataset: Any, subsets: Sequence[int]) -> list[tuple[float, float]]:
+    def scores(self, model: nn.Module, dataset: Any, subsets: Sequence[int]) -> list[tuple[float, float] | None]:
         preds = predict_subsets(model, dataset, subsets)
         return [
-            ((logits.argmax(-1) == preds.targets).float().mean().item(), -F.cross_entropy(logits, preds.targets).item())
-            for logits in preds.logits
+            _accuracy_and_nll(logits[rows], preds.targets[rows]) if rows.any() else None
+            for logits, rows in zip(preds.logits, preds.covered, strict=True)
         ]
 
     def report(self, model: nn.Module, dataset: Any, modalities: Sequence[str]) -> dict[str, Any]:
@@ -97,9 +104,9 @@ class SegmentationTask:
 
         return dice_bce_per_sample(logits, target)
 
-    def scores(self, model: nn.Module, dataset: Any, subsets: Sequence[int]) -> list[tuple[float, float]]:
+    def scores(self, model: nn.Module, dataset: Any, subsets: Sequence[int]) -> list[tuple[float, float] | None]:
         report = segmentation_report(model, dataset, dataset.modalities, self.cfg.crop_size, self.cfg.overlap, subsets)
-        return [(values["dice_mean"], 0.0) for values in report["subsets"].values()]
+        return [(v["dice_mean"], 0.0) if v["samples"] else None for v in report["subsets"].values()]
 
     def report(self, model: nn.Module, dataset: Any, modalities: Sequence[str]) -> dict[str, Any]:
         return segmentation_report(model, dataset, modalities, self.cfg.crop_size, self.cfg.overlap)

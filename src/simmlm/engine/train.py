@@ -45,6 +45,10 @@ def load_splits(data: DataConfig) -> Splits:
         from simmlm.data.brats import load_brats
 
         return load_brats(resolve_data_dir(data.data_dir), data.brats)
+    if data.dataset == "folder":
+        from simmlm.data.folder import load_folder
+
+        return load_folder(resolve_data_dir(data.data_dir), data.manifest, data.standardize, data.num_classes)
     raise ValueError(f"unknown dataset {data.dataset!r}")  # pragma: no cover - pydantic rejects it first
 
 

@@ -22,6 +22,9 @@ class SubsetPredictions:
         gate_weights: ``[S, N, M(, K)]`` or ``None``.
         targets: ``[N, ...]``.
         available: ``[N]`` bit mask of the modalities each sample really has.
+
+    Rows of a subset that a sample does not fully have (``subset ⊄ available``) are NaN: "no prediction";
+    :attr:`covered` tells which rows are real.
     """
 
     subsets: list[int]
@@ -29,6 +32,12 @@ class SubsetPredictions:
     gate_weights: Tensor | None
     targets: Tensor
     available: Tensor
+
+    @property
+    def covered(self) -> Tensor:
+        """``[S, N]`` boolean: sample ``n`` has every modality of subset ``s`` (its row ``s, n`` is a prediction)."""
+        codes = torch.tensor(self.subsets, dtype=self.available.dtype).unsqueeze(1)
+        return (codes & ~self.available.unsqueeze(0)) == 0
 
 
 def outputs_for_subsets(
@@ -61,8 +70,8 @@ def predict_subsets(
 ) -> SubsetPredictions:
     """Predict every sample under every subset (default: all non-empty subsets of the modalities).
 
-    A sample is evaluated under ``subset & available``; a subset that leaves a sample with no modality
-    raises, as the method interface does. Use this on fully observed evaluation data for per-subset tables.
+    A sample is predicted under a subset only if it has every modality of the subset; its other rows are NaN
+    (see :class:`SubsetPredictions`), so a subset's metrics cover exactly the samples that have it.
     """
     was_training = model.training
     model.eval()
@@ -76,13 +85,14 @@ def predict_subsets(
             mask = mask.to(device)
             if subsets is None:
                 subsets = all_subsets(mask.shape[1])
-            subset_masks = [
-                bits_to_mask(torch.full_like(mask[:, 0], s, dtype=torch.long), mask.shape[1]) & mask for s in subsets
-            ]
+            wanted = [bits_to_mask(torch.full_like(mask[:, 0], s, dtype=torch.long), mask.shape[1]) for s in subsets]
+            covered = [~(w & ~mask).any(1) for w in wanted]
+            # Uncovered rows run on the sample's own modalities (a valid placeholder) and are blanked below.
+            subset_masks = [torch.where(c.unsqueeze(1), w, mask) for w, c in zip(wanted, covered, strict=True)]
             outputs = outputs_for_subsets(model, inputs, mask, subset_masks)
-            logits.append(torch.stack([o.logits for o in outputs]))
+            logits.append(torch.stack([_blank(o.logits, c) for o, c in zip(outputs, covered, strict=True)]))
             if outputs[0].gate_weights is not None:
-                gates.append(torch.stack([o.gate_weights for o in outputs]))  # type: ignore[misc]
+                gates.append(torch.stack([_blank(o.gate_weights, c) for o, c in zip(outputs, covered, strict=True)]))  # type: ignore[arg-type]
             targets.append(target)
             available_bits.append(mask_to_bits(mask))
     finally:
@@ -95,6 +105,12 @@ def predict_subsets(
         targets=torch.cat(targets).cpu(),
         available=torch.cat(available_bits).cpu(),
     )
+
+
+def _blank(values: Tensor, covered: Tensor) -> Tensor:
+    """``values`` ``[N, ...]`` with NaN in the rows that are not ``covered``."""
+    keep = covered.reshape(-1, *([1] * (values.ndim - 1)))
+    return torch.where(keep, values, torch.full((), float("nan"), dtype=values.dtype, device=values.device))
 
 
 @torch.no_grad()

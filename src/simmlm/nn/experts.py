@@ -96,9 +96,22 @@ def unet3d(
     )
 
 
+EXPERT_KINDS = ("auto", "lenet", "mlp", "unet3d")
+
+
+def resolve_expert_kind(kind: str, input_shape: tuple[int, ...]) -> str:
+    """``"auto"`` -> ``"lenet"`` for square ``[C, S, S]`` inputs with ``S >= 12``, else ``"mlp"``; others unchanged."""
+    if kind != "auto":
+        return kind
+    square = len(input_shape) == 3 and input_shape[1] == input_shape[2] and input_shape[1] >= 12
+    return "lenet" if square else "mlp"
+
+
 def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
     """An expert by name: ``"lenet"`` for ``[C, S, S]`` inputs, ``"mlp"`` for any shape (flattened), ``"unet3d"``
-    for ``[C, D, H, W]`` volumes (``num_classes`` output channels per voxel)."""
+    for ``[C, D, H, W]`` volumes (``num_classes`` output channels per voxel); ``"auto"`` picks lenet or mlp from
+    the shape (:func:`resolve_expert_kind`)."""
+    kind = resolve_expert_kind(kind, input_shape)
     if kind == "lenet":
         if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
             raise ValueError(f"expert 'lenet' needs a [C, S, S] input, got {list(input_shape)}")
@@ -112,4 +125,4 @@ def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **op
         if len(input_shape) != 4:
             raise ValueError(f"expert 'unet3d' needs a [C, D, H, W] input, got {list(input_shape)}")
         return unet3d(input_shape[0], num_classes, **options)
-    raise ValueError(f"unknown expert kind {kind!r}; choose one of 'lenet', 'mlp', 'unet3d'")
+    raise ValueError(f"unknown expert kind {kind!r}; choose one of {', '.join(map(repr, EXPERT_KINDS))}")
