@@ -318,3 +318,12 @@ def test_figures_summary_and_report_for_a_segmentation_run(tmp_path: Path) -> No
     wt = 100 * report["subsets"]["flair+t1c"]["dice_wt"]
     assert f"{wt:.1f} ± 0.0" in page and "population_gates.png" in page and "dice_mean.png" in page
     assert all((bench / f"{k}.png").is_file() for k in ("dice_mean", "dice_wt", "dice_tc", "dice_et", "ece"))
+
+
+def test_brats_config_rejects_incomplete_splits() -> None:
+    from pydantic import ValidationError
+
+    from simmlm.engine.config import load_config
+
+    with pytest.raises(ValidationError, match="splits must map exactly train, val and test"):
+        load_config("configs/brats_cpu.yaml", {"data.brats.splits": {"train": "train", "test": "test"}})

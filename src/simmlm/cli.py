@@ -90,20 +90,21 @@ def benchmark(
 
 @app.command()
 def data(
-    dataset: Annotated[str, typer.Argument(help="Dataset to build or check: avmnist, or folder (your own data).")] = (
-        "avmnist"
-    ),
+    dataset: Annotated[
+        str, typer.Argument(help="Dataset to build or check: avmnist, brats (NIfTI cases), or folder (your own data).")
+    ] = "avmnist",
     data_dir: DataDir = None,
+    config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Build (or find in the cache) a dataset's arrays, or check a folder dataset, and print its splits."""
+    """Build (or find in the cache) a dataset's arrays, or read and check its files, and print its splits."""
     from pydantic import ValidationError
 
     from simmlm.engine.config import load_config
     from simmlm.engine.train import load_splits
 
     try:
-        splits = load_splits(load_config(None, _overrides(data_dir, set_, **{"data.dataset": dataset})).data)
+        splits = load_splits(load_config(config, _overrides(data_dir, set_, **{"data.dataset": dataset})).data)
     except (ValueError, FileNotFoundError, ValidationError) as err:
         raise _fail(err) from err
     typer.echo(splits.description)

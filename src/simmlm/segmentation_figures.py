@@ -74,12 +74,13 @@ def case_figure(
             ax.axis("off")
         _gate_bars(axes[row][3], out.gate_weights, modalities, bits)
     handles = [plt.Line2D([], [], color=c, label=r.upper()) for r, c in REGION_COLOURS.items()]
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / len(subsets)))
-    fig.suptitle(title or f"case {case.case_id}", y=1.0 - 0.05 / len(subsets))
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / height))  # 0.75 inch on top for the title and the legend
+    fig.suptitle(title or f"case {case.case_id}", y=1 - 0.05 / height)
     fig.legend(
         handles=handles,
         loc="upper center",
-        bbox_to_anchor=(0.5, 1.0 - 0.25 / len(subsets)),
+        bbox_to_anchor=(0.5, 1 - 0.25 / height),
         ncol=3,
         frameon=False,
         title=f"axial slice {z}; dashed: ground truth, solid: prediction",

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from simmlm.data.augment import AugmentSpec
 
@@ -42,6 +42,13 @@ class BratsConfig(StrictModel):
     pos_fraction: float = Field(0.5, ge=0, le=1, description="share of crops centred on tumour (else on brain)")
     flip: bool = True
     overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap at inference")
+
+    @field_validator("splits")
+    @classmethod
+    def _three_splits(cls, splits: dict[str, str]) -> dict[str, str]:
+        if set(splits) != {"train", "val", "test"}:
+            raise ValueError(f"splits must map exactly train, val and test to folders, got {sorted(splits)}")
+        return splits
 
 
 class DataConfig(StrictModel):
