@@ -77,6 +77,13 @@ def test_label_regions_for_both_conventions() -> None:
         label_to_regions(torch.tensor([0, 3]), "brats2018")
 
 
+def test_regions_to_labels_inverts_the_2018_mapping() -> None:
+    from simmlm.data.brats import regions_to_labels
+
+    labels = torch.tensor([0, 1, 2, 4])
+    assert regions_to_labels(label_to_regions(labels, "brats2018"), "brats2018").tolist() == [0, 1, 2, 4]
+
+
 @pytest.mark.parametrize("layout", [BRATS2018, BRATS2015], ids=["brats2018", "brats2015"])
 def test_loader_reads_both_layouts(tmp_path: Path, layout: NiftiLayout) -> None:
     folder = write_case(tmp_path, "case_a", layout)
@@ -278,6 +285,22 @@ def test_gpu_config_trains_one_step_on_a_tiny_four_modality_volume(tmp_path: Pat
     keys = {"dice_wt", "dice_tc", "dice_et", "dice_mean", "ece", "sce", "samples"}
     assert set(metrics["test"]["subsets"]["flair+t1ce"]) == keys
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["average_dice"] >= 0
+
+    # predict from NIfTI files with two of the four sequences, writing the label map in the input's space
+    from simmlm.inference import predict_files
+
+    case = tmp_path / "test" / "case3"
+    files = {"flair": case / "case3_flair.nii.gz", "t1ce": case / "case3_t1ce.nii.gz"}
+    result = predict_files(tmp_path / "run", files, output=tmp_path / "seg.nii.gz")
+    assert result["modalities"] == ["flair", "t1ce"] and set(result["gate_weights"]) == {"flair", "t1ce"}
+    assert set(result["region_volumes_ml"]) == {"wt", "tc", "et"}
+    labels = nib.load(str(tmp_path / "seg.nii.gz"))
+    assert labels.shape == SHAPE and set(np.unique(np.asarray(labels.dataobj)).tolist()) <= {0, 1, 2, 4}
+    _write(tmp_path / "small.nii.gz", np.zeros((4, 4, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="small.nii.gz: shape"):
+        predict_files(tmp_path / "run", {**files, "t2": tmp_path / "small.nii.gz"})
+    with pytest.raises(ValueError, match=r"unknown modality \['t1c'\]"):
+        predict_files(tmp_path / "run", {"t1c": files["flair"]})
 
 
 def test_figures_summary_and_report_for_a_segmentation_run(tmp_path: Path) -> None:

@@ -152,12 +152,18 @@ def predict(
     input_: Annotated[
         list[str],
         typer.Option(
-            "--input", "-i", help="MODALITY=FILE, once per available modality (PNG/NPY, WAV/NPY; own data: NPY)."
+            "--input",
+            "-i",
+            help="MODALITY=FILE, once per available modality (PNG/NPY, WAV/NPY; own data: NPY; BraTS: NIfTI, "
+            "plus brain_mask=FILE optionally).",
         ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Segmentation runs: write the predicted labels (NIfTI).")
+    ] = None,
 ) -> None:
-    """Predict from files with any subset of the modalities: class, probabilities, gate weights, entropy."""
+    """Predict from files with any subset of the modalities: class or tumour regions, gate weights, entropy."""
     import json
 
     from simmlm.inference import predict_files
@@ -171,11 +177,24 @@ def predict(
             raise _fail(ValueError(f"modality {name!r} given twice"))
         files[name] = Path(path)
     try:
-        result = predict_files(run_dir, files)
+        result = predict_files(run_dir, files, output)
     except (ValueError, FileNotFoundError) as err:
         raise _fail(err) from err
     if as_json:
         typer.echo(json.dumps(result, indent=2))
+        return
+    if "region_volumes_ml" in result:
+        typer.echo(f"segmentation from {', '.join(result['modalities'])} ({result['method']})")
+        typer.echo(
+            "region volumes: " + "  ".join(f"{r.upper()} {v:.1f} mL" for r, v in result["region_volumes_ml"].items())
+        )
+        for name, weights in (result["gate_weights"] or {}).items():
+            typer.echo(f"gate weights {name}: " + "  ".join(f"{r.upper()} {w:.3f}" for r, w in weights.items()))
+        tumour = "-" if result["mean_entropy_tumour"] is None else f"{result['mean_entropy_tumour']:.3f}"
+        brain = result["mean_entropy_brain"]
+        typer.echo(f"mean entropy: tumour {tumour}, brain {brain:.3f} nats (max {result['max_entropy']:.3f})")
+        if result["output"]:
+            typer.echo(f"wrote {result['output']}")
         return
     label = f" ({result['class_name']})" if result.get("class_name") not in (None, str(result["prediction"])) else ""
     typer.echo(

@@ -3,8 +3,9 @@
 Supported inputs. avMNIST runs: ``image`` as PNG (28x28, grey or RGB) or NPY (28x28 grey levels 0..255, as
 MNIST); ``audio`` as WAV (any rate; it is decimated by 3 and turned into the 20x20 MFCC map of training) or NPY (a
 raw, unscaled 20x20 MFCC map). Folder-dataset runs (your own data): one ``.npy`` per modality, raw as in the dataset
-folder (the training standardisation is applied here). Any subset of the modalities may be given; the others are
-marked missing.
+folder (the training standardisation is applied here). BraTS runs: one NIfTI volume per MRI sequence (optionally a
+``brain_mask`` NIfTI; otherwise the brain is where any sequence is non-zero), preprocessed as in training and
+segmented by sliding window. Any subset of the modalities may be given; the others are marked missing.
 """
 
 from __future__ import annotations
@@ -88,15 +89,23 @@ def read_folder_input(name: str, path: Path, preprocessing: dict[str, Any]) -> t
     return torch.from_numpy(apply_standardization(array, stats) if stats else array)
 
 
-def predict_files(run_dir: str | Path, files: dict[str, Path]) -> dict[str, Any]:
-    """Prediction, class probabilities, gate weights and predictive entropy for the given modality files."""
+def predict_files(run_dir: str | Path, files: dict[str, Path], output: Path | None = None) -> dict[str, Any]:
+    """Prediction, class probabilities (or region volumes), gate weights and entropy for the given files.
+
+    ``output`` (segmentation runs only) receives the predicted label map as NIfTI, in the input's space.
+    """
     model, cfg, meta = load_checkpoint(Path(run_dir) / "model.pt")
     modalities: list[str] = list(meta["modalities"])
-    unknown = sorted(set(files) - set(modalities))
+    extra = {"brain_mask"} if cfg.data.dataset == "brats" else set()
+    unknown = sorted(set(files) - set(modalities) - extra)
     if unknown:
         raise ValueError(f"unknown modality {unknown}; this model takes {modalities}")
-    if not files:
+    if not set(files) - extra:
         raise ValueError(f"give at least one input; this model takes {modalities}")
+    if cfg.data.dataset == "brats":
+        return predict_volume(model, cfg, modalities, files, output)
+    if output is not None:
+        raise ValueError("--output is for segmentation runs (a predicted NIfTI label map)")
     preprocessing = meta.get("preprocessing") or {}
     readers = {"avmnist": read_avmnist_input, "folder": read_folder_input}
     reader = readers.get(preprocessing.get("dataset", ""))
@@ -127,4 +136,85 @@ def predict_files(run_dir: str | Path, files: dict[str, Path]) -> dict[str, Any]
     if out.gate_weights is not None:
         weights = out.gate_weights[0]
         result["gate_weights"] = {name: float(weights[m].mean()) for m, name in enumerate(modalities)}
+    return result
+
+
+@torch.no_grad()
+def predict_volume(
+    model: torch.nn.Module, cfg: Any, modalities: list[str], files: dict[str, Path], output: Path | None = None
+) -> dict[str, Any]:
+    """Segment one case given as NIfTI files (any subset of the sequences, optionally ``brain_mask``).
+
+    Returns the method, the sequences used, the volume of each region in mL, the gate weights per sequence and
+    region, and the mean per-voxel entropy (nats, summed over regions) inside the predicted whole tumour and inside
+    the brain. With ``output``, the label map (``label_convention`` of the run) is written as NIfTI in the input's
+    space (probabilities upsampled trilinearly, then thresholded at 0.5).
+    """
+    import nibabel as nib
+    import torch.nn.functional as F
+
+    from simmlm.data.brats import REGIONS, preprocess_volumes, read_nifti, regions_to_labels
+    from simmlm.methods.predict import sliding_window_subsets
+    from simmlm.segmentation_figures import binary_entropy
+
+    b = cfg.data.brats
+    arrays = {}
+    for name, path in files.items():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{name}: file {path} does not exist")
+        arrays[name] = read_nifti(Path(path))
+    (first, (reference, affine)) = next(iter(arrays.items()))
+    for name, (data, other) in arrays.items():
+        if data.shape != reference.shape:
+            raise ValueError(f"{files[name]}: shape {data.shape} differs from {files[first]} {reference.shape}")
+        if not np.allclose(other, affine, atol=1e-3):
+            raise ValueError(f"{files[name]}: affine differs from {files[first]}")
+    volumes = {n: torch.from_numpy(a) for n, (a, _) in arrays.items() if n != "brain_mask"}
+    if "brain_mask" in arrays:
+        brain = torch.from_numpy(arrays["brain_mask"][0]) > 0.5
+    else:
+        brain = torch.stack([v != 0 for v in volumes.values()]).any(0)
+    inputs, mask, brain_small, box = preprocess_volumes(volumes, brain, modalities, b.downsample)
+    batch = {k: v.unsqueeze(0) for k, v in inputs.items()}
+    (out,) = sliding_window_subsets(model, batch, mask.unsqueeze(0), [mask.unsqueeze(0)], b.crop_size, b.overlap)
+    probs = out.logits[0].float().sigmoid()
+    predicted = probs > 0.5
+    voxel_ml = float(np.abs(np.linalg.det(affine[:3, :3]))) * b.downsample**3 / 1000.0
+    entropy = binary_entropy(probs)
+    tumour = predicted[0] & brain_small
+    result: dict[str, Any] = {
+        "method": cfg.method,
+        "modalities": [name for name in modalities if name in volumes],
+        "region_volumes_ml": {
+            r: round(float(predicted[k][brain_small].sum()) * voxel_ml, 3) for k, r in enumerate(REGIONS)
+        },
+        "gate_weights": None,
+        "mean_entropy_tumour": float(entropy[tumour].mean()) if tumour.any() else None,
+        "mean_entropy_brain": float(entropy[brain_small].mean()),
+        "max_entropy": 3 * math.log(2),
+        "output": None,
+    }
+    if out.gate_weights is not None:
+        weights = out.gate_weights[0].reshape(len(modalities), -1)
+        result["gate_weights"] = {
+            name: dict(
+                zip(
+                    REGIONS,
+                    (weights[m].expand(len(REGIONS)) if weights.shape[1] == 1 else weights[m]).tolist(),
+                    strict=True,
+                )
+            )
+            for m, name in enumerate(modalities)
+            if mask[m]
+        }
+    if output is not None:
+        size = [s.stop - s.start for s in box]
+        full = F.interpolate(probs.unsqueeze(0), size=size, mode="trilinear", align_corners=False)[0]
+        labels = torch.zeros(reference.shape, dtype=torch.uint8)
+        labels[box] = regions_to_labels(full, b.label_convention)
+        output = Path(output)
+        tmp = output.with_name("tmp-" + output.name)  # keeps the .nii.gz suffix; renamed when complete
+        nib.save(nib.Nifti1Image(labels.numpy(), affine), str(tmp))
+        tmp.replace(output)
+        result["output"] = str(output)
     return result

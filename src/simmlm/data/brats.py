@@ -181,23 +181,54 @@ def load_case(folder: Path, layout: NiftiLayout, downsample: int = 1, margin: in
     if not np.allclose(rounded, labels):
         raise ValueError(f"{label_path}: label map has non-integer values")
     target = label_to_regions(torch.from_numpy(rounded).long(), layout.label_convention)
+    inputs, mask, brain_small, box = preprocess_volumes(volumes, brain, list(layout.modalities), downsample, margin)
+    return VolumeCase(
+        case_id=case,
+        inputs=inputs,
+        mask=mask,
+        target=_downsample(target[(slice(None), *box)], downsample, threshold=True),
+        brain=brain_small,
+    )
+
+
+def preprocess_volumes(
+    volumes: dict[str, Tensor], brain: Tensor, modalities: Sequence[str], downsample: int = 1, margin: int = 4
+) -> tuple[dict[str, Tensor], Tensor, Tensor, tuple[slice, ...]]:
+    """Full-size sequences ``{name: [D, H, W]}`` (any subset of ``modalities``) -> model inputs.
+
+    Each sequence is z-scored inside ``brain``, cropped to the brain's bounding box (plus ``margin``) and
+    average-pooled by ``downsample``; absent sequences become zeros with mask ``False``.
+
+    Returns:
+        ``(inputs {name: [1, d, h, w]}, mask [M], brain [d, h, w], box)``; ``box`` is the crop in the full volume.
+    """
     box = _brain_box(brain, margin)
     brain_small = _downsample(brain[box].float().unsqueeze(0), downsample, threshold=True)
-    inputs, mask = {}, []
-    for name in layout.modalities:
+    inputs = {}
+    for name in modalities:
         if name in volumes:
             x = normalise_in_brain(volumes[name], brain)[box]
             inputs[name] = _downsample(x.unsqueeze(0), downsample, threshold=False)
         else:
             inputs[name] = torch.zeros_like(brain_small)
-        mask.append(name in volumes)
-    return VolumeCase(
-        case_id=case,
-        inputs=inputs,
-        mask=torch.tensor(mask),
-        target=_downsample(target[(slice(None), *box)], downsample, threshold=True),
-        brain=brain_small[0].bool(),
-    )
+    mask = torch.tensor([name in volumes for name in modalities])
+    return inputs, mask, brain_small[0].bool(), box
+
+
+def regions_to_labels(regions: Tensor, convention: str) -> Tensor:
+    """Binary WT / TC / ET maps ``[3, *S]`` -> a label map in ``convention`` (inverse of :func:`label_to_regions`).
+
+    ET -> 4; TC outside ET -> 1; WT outside TC -> 2 (oedema). Nested regions are assumed (TC inside WT, ET inside
+    TC); a voxel predicted in an inner region but not an outer one takes the inner label.
+    """
+    wt, tc, et = (regions > 0.5).unbind(0)
+    labels = torch.zeros(wt.shape, dtype=torch.uint8)
+    labels[wt] = 2
+    labels[tc] = 1
+    labels[et] = 4
+    if convention not in LABEL_REGIONS:
+        raise ValueError(f"label_convention must be one of {sorted(LABEL_REGIONS)}, got {convention!r}")
+    return labels
 
 
 class VolumeDataset(Dataset[Batch]):
