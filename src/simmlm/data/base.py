@@ -7,13 +7,14 @@ tensor is zeros of the right shape, but nothing downstream ever infers presence 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from simmlm.subsets import check_mask
 
@@ -93,14 +94,71 @@ class _WithIndex(Dataset[IndexedBatch]):
         return (*self.dataset[index], torch.as_tensor(index))
 
 
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Batches of a (seeded) order; under ``torch.distributed`` every rank takes its share of each batch.
+
+    Alone it yields exactly what ``BatchSampler(base, batch_size, drop_last=False)`` yields. With
+    ``distributed=True`` and an initialised process group of ``W`` ranks, every rank draws the same global
+    batches (all ranks seed the same generator) and keeps rows ``rank::W`` of each, so ``batch_size`` stays the
+    *global* batch size and the ranks see disjoint samples; a last batch whose size is not a multiple of ``W``
+    is padded with the order's first samples (as ``DistributedSampler`` pads). ``state_dict`` /
+    ``load_state_dict`` save and restore the shuffling generator, so a resumed run draws the same orders.
+    """
+
+    def __init__(self, base: Sampler[int], batch_size: int, distributed: bool = False) -> None:
+        self.base, self.batch_size, self.distributed = base, batch_size, distributed
+        self.batches = BatchSampler(base, batch_size=batch_size, drop_last=False)
+
+    def _world(self) -> tuple[int, int]:
+        if self.distributed and dist.is_available() and dist.is_initialized():
+            world, rank = dist.get_world_size(), dist.get_rank()
+            if self.batch_size % world:
+                raise ValueError(f"batch_size {self.batch_size} is not a multiple of the {world} processes")
+            return world, rank
+        return 1, 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        world, rank = self._world()
+        first: list[int] = []
+        for batch in self.batches:
+            if world == 1:
+                yield batch
+                continue
+            first = first or list(batch)
+            pad = -len(batch) % world
+            yield (batch + (first * world)[:pad])[rank::world]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        return getattr(self.base, "generator", None)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The shuffling generator's state (empty for a sequential order)."""
+        return {} if self.generator is None else {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
+
+
 def make_loader(
-    dataset: TensorMultimodalDataset, batch_size: int, shuffle: bool, seed: int = 0, with_index: bool = False
+    dataset: TensorMultimodalDataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    with_index: bool = False,
+    distributed: bool = False,
 ) -> DataLoader:
     """A loader that fetches whole batches by fancy indexing (no per-sample collation).
 
-    With ``with_index`` every batch carries a fourth element: the batch's row indices in ``dataset``.
+    With ``with_index`` every batch carries a fourth element: the batch's row indices in ``dataset``. With
+    ``distributed`` each rank of an initialised process group loads its share of every batch
+    (:class:`ShardedBatchSampler`).
     """
     generator = torch.Generator().manual_seed(seed)
     base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    sampler = BatchSampler(base, batch_size=batch_size, drop_last=False)
+    sampler = ShardedBatchSampler(base, batch_size, distributed)
     return DataLoader(_WithIndex(dataset) if with_index else dataset, sampler=sampler, batch_size=None)
