@@ -95,19 +95,33 @@ class _WithIndex(Dataset[IndexedBatch]):
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
-    """Batches of a (seeded) order; under ``torch.distributed`` every rank takes its share of each batch.
+    """Batches of a (seeded) order of ``range(size)``; under ``torch.distributed`` each rank takes its share.
 
-    Alone it yields exactly what ``BatchSampler(base, batch_size, drop_last=False)`` yields. With
+    Alone it yields exactly what ``BatchSampler(RandomSampler(..., generator), batch_size)`` yields. With
     ``distributed=True`` and an initialised process group of ``W`` ranks, every rank draws the same global
     batches (all ranks seed the same generator) and keeps rows ``rank::W`` of each, so ``batch_size`` stays the
     *global* batch size and the ranks see disjoint samples; a last batch whose size is not a multiple of ``W``
-    is padded with the order's first samples (as ``DistributedSampler`` pads). ``state_dict`` /
+    is padded with the epoch's first samples (as ``DistributedSampler`` pads). ``state_dict`` /
     ``load_state_dict`` save and restore the shuffling generator, so a resumed run draws the same orders.
     """
 
-    def __init__(self, base: Sampler[int], batch_size: int, distributed: bool = False) -> None:
-        self.base, self.batch_size, self.distributed = base, batch_size, distributed
-        self.batches = BatchSampler(base, batch_size=batch_size, drop_last=False)
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, distributed: bool = False) -> None:
+        self.size, self.batch_size, self.shuffle, self.seed, self.distributed = (
+            size,
+            batch_size,
+            shuffle,
+            seed,
+            distributed,
+        )
+        self.generator = torch.Generator().manual_seed(seed) if shuffle else None
+        order = RandomSampler(range(size), generator=self.generator) if shuffle else SequentialSampler(range(size))
+        self.batches = BatchSampler(order, batch_size=batch_size, drop_last=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A torch.Generator (and its state tensor) fails torch.multiprocessing's shared-memory pickling under
+        # ddp_spawn: send the generator's state as plain bytes instead.
+        state = None if self.generator is None else self.generator.get_state().numpy().tobytes()
+        return (_rebuild_sampler, (self.size, self.batch_size, self.shuffle, self.seed, self.distributed, state))
 
     def _world(self) -> tuple[int, int]:
         if self.distributed and dist.is_available() and dist.is_initialized():
@@ -131,10 +145,6 @@ class ShardedBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return len(self.batches)
 
-    @property
-    def generator(self) -> torch.Generator | None:
-        return getattr(self.base, "generator", None)
-
     def state_dict(self) -> dict[str, Tensor]:
         """The shuffling generator's state (empty for a sequential order)."""
         return {} if self.generator is None else {"generator": self.generator.get_state()}
@@ -142,6 +152,15 @@ class ShardedBatchSampler(Sampler[list[int]]):
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         if self.generator is not None and "generator" in state:
             self.generator.set_state(state["generator"])
+
+
+def _rebuild_sampler(
+    size: int, batch_size: int, shuffle: bool, seed: int, distributed: bool, state: bytes | None
+) -> ShardedBatchSampler:
+    sampler = ShardedBatchSampler(size, batch_size, shuffle, seed, distributed)
+    if state is not None:
+        sampler.load_state_dict({"generator": torch.frombuffer(bytearray(state), dtype=torch.uint8)})
+    return sampler
 
 
 def make_loader(
@@ -158,7 +177,5 @@ def make_loader(
     ``distributed`` each rank of an initialised process group loads its share of every batch
     (:class:`ShardedBatchSampler`).
     """
-    generator = torch.Generator().manual_seed(seed)
-    base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    sampler = ShardedBatchSampler(base, batch_size, distributed)
+    sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle, seed, distributed)
     return DataLoader(_WithIndex(dataset) if with_index else dataset, sampler=sampler, batch_size=None)

@@ -89,7 +89,7 @@ def _trainer(epochs: int, t: TrainConfig, progress: bool, checkpoint: Path | Non
         max_epochs=epochs,
         accelerator=t.accelerator,
         devices=t.devices,
-        strategy=t.strategy,
+        strategy=_strategy(t),
         num_nodes=t.num_nodes,
         use_distributed_sampler=False,  # our ShardedBatchSampler shards each batch itself
         logger=False,
@@ -100,6 +100,14 @@ def _trainer(epochs: int, t: TrainConfig, progress: bool, checkpoint: Path | Non
         enable_progress_bar=progress,
         num_sanity_val_steps=0,
     )
+
+
+def _strategy(t: TrainConfig) -> str:
+    """Lightning's strategy name; DDP variants detect unused parameters (stage 1 leaves the gate idle)."""
+    name = t.strategy
+    if name == "auto" and (t.devices != 1 or t.num_nodes > 1):
+        name = "ddp"
+    return f"{name}_find_unused_parameters_true" if name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook") else name
 
 
 def _fit(
@@ -128,6 +136,7 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # epoch values are equal on every rank
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
