@@ -15,9 +15,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from simmlm.data.base import Splits
-from simmlm.engine.checkpoint import save_checkpoint
-from simmlm.engine.config import load_config
-from simmlm.engine.train import RunResult, load_splits, train
+from simmlm.engine.checkpoint import load_checkpoint, save_checkpoint
+from simmlm.engine.config import RunConfig, load_config
+from simmlm.engine.resume import config_differences, is_global_zero, remove_checkpoints
+from simmlm.engine.train import RunResult, load_splits, resolve_config, train
 from simmlm.evaluate import classification_report
 from simmlm.methods.predict import predict_subsets
 
@@ -50,7 +51,8 @@ def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]
 
     ``predictions.npz`` holds the test-set class probabilities per subset (``probs`` ``[S, N, K]``, ``subsets``,
     ``targets``), from which reports draw reliability diagrams. Returns the metrics: test report, validation
-    average accuracy, training time, selections and MoFe stats.
+    average accuracy, training time, selections and MoFe stats. Only the global rank 0 writes (under DDP every
+    rank holds the same trained model).
     """
     test_predictions = predict_subsets(result.model, splits.test)
     report = classification_report(test_predictions, splits.modalities)
@@ -62,6 +64,8 @@ def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]
         "selected": result.selected,
         "mofe": result.mofe,
     }
+    if not is_global_zero():
+        return metrics
     save_checkpoint(
         run_dir / "model.pt",
         result.model,
@@ -90,8 +94,14 @@ def run_benchmark(
     config: Path | None = None,
     overrides: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train and test every method with every seed; model selection uses the validation split only."""
+    """Train and test every method with every seed; model selection uses the validation split only.
+
+    Each run checkpoints every epoch under ``runs/<method>-seed<k>/checkpoints`` (removed once the run is
+    saved). With ``resume``, finished runs (``metrics.json`` present, same config) are loaded instead of trained
+    and an interrupted run continues from its checkpoints.
+    """
     out.mkdir(parents=True, exist_ok=True)
     base = load_config(config, overrides)
     splits = load_splits(base.data)
@@ -107,9 +117,23 @@ def run_benchmark(
         runs = []
         for seed in seeds:
             cfg = load_config(config, {**(overrides or {}), "method": method, "train.seed": seed})
+            run_dir = out / "runs" / f"{method}-seed{seed}"
+            if resume and (run_dir / "metrics.json").is_file():
+                log(f"{method} seed {seed}: finished before, loaded from {run_dir}")
+                run, result = load_run(run_dir, cfg)
+                runs.append(({"method": method, "seed": seed, **run}, result))
+                continue
             log(f"{method} seed {seed}: training ({cfg.train.stage1.epochs}+{cfg.train.stage2.epochs} epochs)")
-            result = train(cfg, splits, progress=False, stage1_cache=stage1_cache)
-            run = {"method": method, "seed": seed, **save_run(out / "runs" / f"{method}-seed{seed}", result, splits)}
+            result = train(
+                cfg,
+                splits,
+                progress=False,
+                stage1_cache=stage1_cache,
+                checkpoint_dir=run_dir / "checkpoints",
+                resume=resume,
+            )
+            run = {"method": method, "seed": seed, **save_run(run_dir, result, splits)}
+            remove_checkpoints(run_dir)
             report = run["test"]
             accs = ", ".join(f"{k} {v['accuracy']:.2%}" for k, v in report["subsets"].items())
             reused = " (stage 1 reused)" if result.selected.get("stage1_reused") else ""
@@ -134,9 +158,23 @@ def run_benchmark(
             {s: r.config.train.mofe_lambda for s, (_, r) in zip(seeds, runs, strict=True)},
         )
         # Written after every method, so an interruption keeps what is finished.
-        write_atomic(out / "summary.json", json.dumps(summary, indent=2))
-        write_atomic(out / "summary.md", summary_markdown(summary))
+        if is_global_zero():
+            write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+            write_atomic(out / "summary.md", summary_markdown(summary))
     return summary
+
+
+def load_run(run_dir: Path, cfg: RunConfig) -> tuple[dict[str, Any], RunResult]:
+    """The metrics and model of a finished run folder; an error if it was trained with another config."""
+    model, saved, _ = load_checkpoint(run_dir / "model.pt")
+    differ = config_differences(saved.model_dump(mode="json"), resolve_config(cfg).model_dump(mode="json"))
+    if differ:
+        raise ValueError(
+            f"{run_dir} was trained with another config (differs in {', '.join(differ)}); "
+            "drop --resume or choose another --out"
+        )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return metrics, RunResult(model, saved, metrics["train_seconds"], metrics["selected"], metrics["mofe"])
 
 
 def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dict[int, Any]) -> dict[str, Any]:

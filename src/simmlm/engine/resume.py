@@ -87,7 +87,7 @@ def rng_states() -> dict[str, Any]:
     _, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "numpy": [torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)],
         "python": list(random.getstate()[1]),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -130,7 +130,7 @@ class EpochCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.path)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        sampler = getattr(trainer.train_dataloader, "sampler", None)
+        sampler: Any = getattr(trainer.train_dataloader, "sampler", None)
         checkpoint["simmlm"] = {
             "rng": rng_states(),
             "sampler": sampler.state_dict() if hasattr(sampler, "state_dict") else {},
@@ -148,7 +148,7 @@ class EpochCheckpoint(Checkpoint):
             return
         set_rng_states(self._pending["rng"])
         loader = trainer.train_dataloader
-        sampler = getattr(loader, "sampler", None)
+        sampler: Any = getattr(loader, "sampler", None)
         if hasattr(sampler, "load_state_dict"):
             sampler.load_state_dict(self._pending["sampler"])
         self._pending = None
@@ -219,12 +219,19 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted keys in which two dumped run configs differ, ignoring where the run executes and reads its data."""
+    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
     for cfg in (saved, current):
         for key in PLACEMENT_KEYS:
             cfg.get("train", {}).pop(key, None)
-    if saved != current:
-        differ = sorted(_diff(saved, current))
+        cfg.get("data", {}).pop("data_dir", None)
+    return sorted(_diff(saved, current))
+
+
+def _check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
+    differ = config_differences(saved, current)
+    if differ:
         raise ValueError(
             f"{where} belongs to a run with another config (differs in {', '.join(differ)}); "
             "resume with the same config, or drop --resume to start over"

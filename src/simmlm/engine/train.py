@@ -282,7 +282,7 @@ def _stage_one(
         cached = StageOneResult(copy.deepcopy(model.experts.state_dict()), stage.selected(), seconds)
         if stage1_cache is not None:
             stage1_cache[key] = cached
-        report = {"stage1": cached.selected}
+        report: dict[str, Any] = {"stage1": cached.selected}
     else:
         model.experts.load_state_dict(cached.expert_state)
         report = {"stage1_reused": True, "stage1": cached.selected}
