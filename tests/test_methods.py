@@ -277,7 +277,14 @@ def test_predict_subsets_with_given_subsets_and_partial_availability(dmome: DMoM
     preds = predict_subsets(dmome, data, subsets=[1, 3], batch_size=2)
     assert preds.logits.shape == (2, 4, NUM_CLASSES)
     assert preds.available.tolist() == [3, 1, 3, 1]
-    # a sample without audio evaluated under image+audio is evaluated under image only
-    torch.testing.assert_close(preds.logits[1, 1], preds.logits[0, 1])
-    with pytest.raises(ValueError, match="no available modality"):
-        predict_subsets(dmome, data, subsets=[2], batch_size=2)
+    assert preds.covered.tolist() == [[True] * 4, [True, False, True, False]]
+    # a sample without audio has no prediction under image+audio (NaN), only under image
+    assert torch.isnan(preds.logits[1, 1]).all() and torch.isnan(preds.logits[1, 3]).all()
+    assert preds.gate_weights is not None and torch.isnan(preds.gate_weights[1, 1]).all()
+    inputs, mask, _ = data[[0, 1, 2, 3]]
+    with torch.no_grad():
+        torch.testing.assert_close(preds.logits[1, [0, 2]], dmome(inputs, mask).logits[[0, 2]])
+        torch.testing.assert_close(preds.logits[0], dmome(inputs, _subset_mask(1, 4)).logits)
+    audio_only = predict_subsets(dmome, data, subsets=[2], batch_size=2)  # no longer raises
+    assert audio_only.covered.tolist() == [[True, False, True, False]]
+    assert torch.isfinite(audio_only.logits[0, [0, 2]]).all() and torch.isnan(audio_only.logits[0, [1, 3]]).all()

@@ -162,3 +162,16 @@ def test_gating_network_output_shape_per_channel() -> None:
     weights = masked_softmax(out, mask)
     assert torch.all(weights[:, 1] == 0)
     torch.testing.assert_close(weights.sum(1), torch.ones(5, 4))
+
+
+@pytest.mark.parametrize(
+    ("shape", "kind"),
+    [((1, 28, 28), "lenet"), ((3, 12, 12), "lenet"), ((1, 8, 8), "mlp"), ((1, 16, 20), "mlp"), ((12,), "mlp")],
+)
+def test_auto_expert_picks_lenet_for_square_images_else_mlp(shape: tuple[int, ...], kind: str) -> None:
+    from simmlm.nn import resolve_expert_kind
+
+    assert resolve_expert_kind("auto", shape) == kind
+    assert resolve_expert_kind("mlp", (1, 28, 28)) == "mlp"
+    expert = build_expert("auto", shape, 5)
+    assert expert(torch.randn(2, *shape)).shape == (2, 5)

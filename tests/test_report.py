@@ -96,3 +96,15 @@ def test_report_draws_reliability_diagrams_from_saved_predictions(tmp_path: Path
     assert result.exit_code == 0, result.output
     assert (tmp_path / "reliability.png").stat().st_size > 1000
     assert 'src="reliability.png"' in (tmp_path / "report.html").read_text()
+
+
+def test_report_and_tables_show_a_subset_no_test_sample_has_as_a_dash(tmp_path: Path) -> None:
+    summary = _summary()
+    for method in summary["methods"].values():
+        method["subsets"] = {**method["subsets"], "audio": {k: [float("nan")] * 2 for k in ("accuracy", "ece", "sce")}}
+    markdown = summary_markdown(summary)
+    assert "| simmlm | 92.00 ± 1.41 | – | 98.90 ± 0.28 |" in markdown
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "summary.md").write_text(markdown)
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output

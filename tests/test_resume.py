@@ -155,3 +155,39 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path: Path, monkeypatch: p
     (checkpoints / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="corrupt or truncated"):
         load_resume_file(checkpoints / "junk.pt")
+
+
+@pytest.mark.parametrize(("stage", "epoch"), [(ExpertStage, 1), (CooperativeStage, 1)], ids=["stage1", "stage2"])
+def test_segmentation_resume_matches_an_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: type, epoch: int
+) -> None:
+    """Random crops and flips (MONAI) depend on (seed, epoch, index) only, so a resumed run redraws them exactly."""
+    from simmlm.engine.config import load_config
+    from simmlm.engine.train import load_splits
+    from test_brats import BRATS2018, write_case
+
+    for split, seeds in (("train", (0, 1)), ("validation", (2,)), ("test", (3,))):
+        for seed in seeds:
+            write_case(tmp_path / "data" / split, f"case{seed}", BRATS2018, seed=seed)
+    overrides = {
+        "data.data_dir": str(tmp_path / "data"),
+        "data.brats.crop_size": [8, 8, 8],
+        "data.brats.crops_per_epoch": 6,  # 3 batches of 2 per epoch
+        "model.expert_options": {"channels": [2, 4], "strides": [2], "num_res_units": 0},
+        "train.stage1.epochs": 2,
+        "train.stage2.epochs": 2,
+        "train.accelerator": "cpu",
+        "train.seed": 5,
+    }
+    cfg = load_config("configs/brats2018_gpu.yaml", overrides)
+    splits = load_splits(cfg.data)
+    quiet_lightning()
+    reference = train(cfg, splits, progress=False)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    with monkeypatch.context() as patch:
+        _kill_at(patch, stage, epoch, batch=1)
+        with pytest.raises(Killed):
+            train(cfg, splits, progress=False, checkpoint_dir=checkpoints)
+    phase = "stage1" if stage is ExpertStage else "stage2"
+    assert (checkpoints / f"{phase}-last.ckpt").is_file()
+    _assert_same(reference, train(cfg, splits, progress=False, checkpoint_dir=checkpoints, resume=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from collections.abc import Callable, Sequence
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -18,8 +18,9 @@ from simmlm.data.base import Splits
 from simmlm.engine.checkpoint import load_checkpoint, save_checkpoint
 from simmlm.engine.config import RunConfig, load_config
 from simmlm.engine.resume import config_differences, is_global_zero, remove_checkpoints
+from simmlm.engine.tasks import ClassificationTask, Task, task_for
 from simmlm.engine.train import RunResult, load_splits, resolve_config, train
-from simmlm.evaluate import classification_report
+from simmlm.evaluate import REGIONS
 from simmlm.methods.predict import predict_subsets
 
 
@@ -27,16 +28,17 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def full_modality_flops(model: nn.Module, splits: Splits) -> int:
-    """FLOPs of one forward pass on one test sample with every modality present (torch.utils.flop_counter).
+def full_modality_flops(model: nn.Module, splits: Splits, task: Task | None = None) -> int:
+    """FLOPs of one forward pass with every modality present (torch.utils.flop_counter): one test sample for
+    classification, one training-crop-sized volume for segmentation.
 
     Counted with autograd enabled: under ``torch.no_grad`` the counter's module tracker fails on
     ``nn.MultiheadAttention`` (torch 2.13). Only the forward pass runs.
     """
-    inputs, mask, _ = splits.test[[0]]
+    inputs, mask = (task or ClassificationTask()).example_inputs(splits)
     counter = FlopCounterMode(display=False)
     with counter:
-        model(inputs, torch.ones_like(mask))
+        model(inputs, mask)
     return int(counter.get_total_flops())
 
 
@@ -49,17 +51,17 @@ def write_atomic(path: Path, text: str) -> None:
 def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]:
     """Evaluate a trained run on every subset; write ``model.pt``, ``metrics.json`` and ``predictions.npz``.
 
-    ``predictions.npz`` holds the test-set class probabilities per subset (``probs`` ``[S, N, K]``, ``subsets``,
-    ``targets``), from which reports draw reliability diagrams. Returns the metrics: test report, validation
-    average accuracy, training time, selections and MoFe stats. Only the global rank 0 writes (under DDP every
-    rank holds the same trained model).
+    ``predictions.npz`` (classification only) holds the test-set class probabilities per subset (``probs``
+    ``[S, N, K]``, NaN for samples lacking a modality of the subset; ``subsets``, ``targets``), from which reports
+    draw reliability diagrams. Returns the metrics: test report, validation average score, training time,
+    selections and MoFe stats. Only the global rank 0 writes (under DDP every rank holds the same trained model).
     """
-    test_predictions = predict_subsets(result.model, splits.test)
-    report = classification_report(test_predictions, splits.modalities)
-    val_report = classification_report(predict_subsets(result.model, splits.val), splits.modalities)
+    task = task_for(result.config)
+    report = task.report(result.model, splits.test, splits.modalities)
+    val_report = task.report(result.model, splits.val, splits.modalities)
     metrics = {
         "test": report,
-        "val_average_accuracy": val_report["average_accuracy"],
+        f"val_{task.average_key}": val_report[task.average_key],
         "train_seconds": result.train_seconds,
         "selected": result.selected,
         "mofe": result.mofe,
@@ -70,12 +72,15 @@ def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]
         run_dir / "model.pt",
         result.model,
         result.config,
-        input_shapes={k: list(v.shape[1:]) for k, v in splits.test.inputs.items()},
+        input_shapes={k: list(v) for k, v in task.input_shapes(splits).items()},
         num_classes=splits.num_classes,
         modalities=splits.modalities,
         preprocessing=splits.preprocessing,
     )
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    if not isinstance(task, ClassificationTask):
+        return metrics
+    test_predictions = predict_subsets(result.model, splits.test)
     tmp = run_dir / "predictions.tmp.npz"
     np.savez_compressed(
         tmp,
@@ -102,9 +107,9 @@ def run_benchmark(
     saved). With ``resume``, finished runs (``metrics.json`` present, same config) are loaded instead of trained
     and an interrupted run continues from its checkpoints.
     """
-    out.mkdir(parents=True, exist_ok=True)
     base = load_config(config, overrides)
-    splits = load_splits(base.data)
+    splits = load_splits(base.data)  # before creating ``out``: bad data leaves nothing behind
+    out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
         "dataset": base.data.dataset,
         "modalities": splits.modalities,
@@ -135,7 +140,8 @@ def run_benchmark(
             run = {"method": method, "seed": seed, **save_run(run_dir, result, splits)}
             remove_checkpoints(run_dir)
             report = run["test"]
-            accs = ", ".join(f"{k} {v['accuracy']:.2%}" for k, v in report["subsets"].items())
+            key = _headline(report)
+            accs = ", ".join(f"{k} {v[key]:.2%}" for k, v in report["subsets"].items())
             reused = " (stage 1 reused)" if result.selected.get("stage1_reused") else ""
             log(
                 f"{method} seed {seed}: {result.train_seconds:.1f}s{reused}  test: {accs}  "
@@ -143,24 +149,41 @@ def run_benchmark(
             )
             runs.append((run, result))
         resolved = runs[0][1].config
+        score_name = _SCORE[_headline(runs[0][0]["test"])]
         summary["protocol"] = (
             f"{splits.description} Expert mixtures (simmlm, dmome, late_fusion) train in two stages "
             f"(stage 1: {resolved.train.stage1.epochs} epochs per expert, stage 2: {resolved.train.stage2.epochs} "
             "epochs; stage 1 is shared between methods with identical experts); methods without per-modality "
             "experts (mmp, dream) train in one stage for the same total number of epochs, dream after its "
-            "scorer. Adam; every stage keeps its best epoch on validation accuracy (stage 2: mean over every "
-            "subset), never on test data. Test metrics: every non-empty modality subset; ECE/SCE with 20 bins."
+            f"scorer. Adam; every stage keeps its best epoch on validation {score_name} (stage 2: "
+            "mean over every subset), never on test data. Test metrics: every non-empty modality subset, each over "
+            "the test samples that have all of its modalities; ECE/SCE with 20 bins."
         )
+        if base.data.dataset == "brats":
+            b = resolved.data.brats
+            summary["protocol"] += (
+                f" Segmentation: {b.crops_per_epoch} random {'x'.join(map(str, b.crop_size))} crops per epoch "
+                f"({b.pos_fraction:.0%} centred on tumour, random flips: {b.flip}), Dice + BCE; whole volumes by "
+                f"sliding window (overlap {b.overlap}, Gaussian blending); Dice per region at the working "
+                "resolution, averaged over cases; voxel-wise ECE/SCE over brain voxels; CR with P = Dice per region "
+                "(mean over WT/TC/ET); FLOPs for one crop."
+            )
         summary["methods"][method] = _aggregate(
             [r for r, _ in runs],
             count_params(runs[0][1].model),
-            full_modality_flops(runs[0][1].model, splits),
+            full_modality_flops(runs[0][1].model, splits, task_for(resolved)),
             {s: r.config.train.mofe_lambda for s, (_, r) in zip(seeds, runs, strict=True)},
         )
         # Written after every method, so an interruption keeps what is finished.
         if is_global_zero():
+            if base.data.dataset == "brats":
+                _segmentation_figures(out, method, runs[0][1], splits)
             write_atomic(out / "summary.json", json.dumps(summary, indent=2))
             write_atomic(out / "summary.md", summary_markdown(summary))
+            if base.data.dataset == "brats":
+                from simmlm.segmentation_figures import population_gates_figure
+
+                population_gates_figure(summary, out / "figures" / "population_gates.png")
     return summary
 
 
@@ -177,8 +200,29 @@ def load_run(run_dir: Path, cfg: RunConfig) -> tuple[dict[str, Any], RunResult]:
     return metrics, RunResult(model, saved, metrics["train_seconds"], metrics["selected"], metrics["mofe"])
 
 
+_SCORE = {"accuracy": "accuracy", "dice_mean": "mean Dice"}
+
+
+def _headline(report: dict[str, Any]) -> str:
+    """The per-subset headline key of a report: ``accuracy`` (classification) or ``dice_mean`` (segmentation)."""
+    return "dice_mean" if "average_dice" in report else "accuracy"
+
+
+def _segmentation_figures(out: Path, method: str, result: RunResult, splits: Splits) -> None:
+    """The first test case under every subset (first seed's model) and, so far, the population gate weights."""
+    from simmlm.segmentation_figures import case_figure
+
+    b = result.config.data.brats
+    case = splits.test.cases[0]  # type: ignore[attr-defined]
+    (out / "figures").mkdir(exist_ok=True)
+    title = f"{method} (seed {result.config.train.seed}), test case {case.case_id}"
+    path = out / "figures" / f"case-{method}.png"
+    case_figure(result.model, case, splits.modalities, b.crop_size, path, b.overlap, title)
+
+
 def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dict[int, Any]) -> dict[str, Any]:
     tests = [r["test"] for r in runs]
+    average = "average_dice" if "average_dice" in tests[0] else "average_accuracy"
     subsets = {
         name: {key: [t["subsets"][name][key] for t in tests] for key in tests[0]["subsets"][name]}
         for name in tests[0]["subsets"]
@@ -187,9 +231,9 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
         name: {m: statistics.fmean(t["gate_weights"][name][m] for t in tests) for m in weights}
         for name, weights in tests[0]["gate_weights"].items()
     }
-    return {
+    out: dict[str, Any] = {
         "subsets": subsets,
-        "average_accuracy": [t["average_accuracy"] for t in tests],
+        average: [t[average] for t in tests],
         "counterintuitive_rate": [t["counterintuitive_rate"] for t in tests],
         "gate_weights": gate_weights,
         "train_seconds": [r["train_seconds"] for r in runs],
@@ -198,11 +242,25 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
         "mofe_lambda": next(iter(lambdas.values())),
         "mofe_hinge_mean": [r["mofe"].get("hinge_mean") for r in runs],
         "mofe_active_fraction": [r["mofe"].get("active_fraction") for r in runs],
-        "val_average_accuracy": [r["val_average_accuracy"] for r in runs],
+        f"val_{average}": [r[f"val_{average}"] for r in runs],
     }
+    if "gate_weights_regions" in tests[0]:  # segmentation: per-region gates and CR
+        out["gate_weights_regions"] = {
+            name: {
+                m: {r: statistics.fmean(t["gate_weights_regions"][name][m][r] for t in tests) for r in regions}
+                for m, regions in weights.items()
+            }
+            for name, weights in tests[0]["gate_weights_regions"].items()
+        }
+        out["counterintuitive_rate_regions"] = {
+            r: [t["counterintuitive_rate_regions"][r] for t in tests] for r in tests[0]["counterintuitive_rate_regions"]
+        }
+    return out
 
 
 def _pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    if any(math.isnan(v) for v in values):
+        return "–"  # e.g. a subset that no test sample has
     mean = statistics.fmean(values) * scale
     std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -211,27 +269,43 @@ def _pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
 def summary_markdown(summary: dict[str, Any]) -> str:
     """Render ``summary.json`` as Markdown tables (mean ± std over seeds, percentages)."""
     methods = summary["methods"]
-    names = list(next(iter(methods.values()))["subsets"])
+    first = next(iter(methods.values()))
+    names = list(first["subsets"])
+    segmentation = "average_dice" in first
+    key, average = ("dice_mean", "average_dice") if segmentation else ("accuracy", "average_accuracy")
     lines = [
         f"# {summary['dataset']}: {', '.join(methods)} (seeds {', '.join(map(str, summary['seeds']))})",
         "",
         summary["protocol"],
         "",
-        "## Test accuracy (%) per available-modality subset",
+        f"## Test {'mean Dice (WT, TC, ET)' if segmentation else 'accuracy'} (%) per available-modality subset",
         "",
         "| method | " + " | ".join(names) + " | average | CR (%) ↓ | ECE (%) ↓ | params | MFLOPs | train s |",
         "|---" * (len(names) + 7) + "|",
     ]
     for method, m in methods.items():
-        cells = [_pm(m["subsets"][n]["accuracy"]) for n in names]
-        ece = [statistics.fmean(per_seed) for per_seed in zip(*(m["subsets"][n]["ece"] for n in names), strict=True)]
+        cells = [_pm(m["subsets"][n][key]) for n in names]
+        ece = [
+            statistics.fmean(v for v in per_seed if not math.isnan(v))  # subsets some test sample has
+            for per_seed in zip(*(m["subsets"][n]["ece"] for n in names), strict=True)
+        ]
         lines.append(
             f"| {method} | "
             + " | ".join(cells)
-            + f" | {_pm(m['average_accuracy'])} | {_pm(m['counterintuitive_rate'])} | {_pm(ece)} | "
+            + f" | {_pm(m[average])} | {_pm(m['counterintuitive_rate'])} | {_pm(ece)} | "
             + f"{m['params']:,} | {m['flops_full'] / 1e6:.2f} | {statistics.fmean(m['train_seconds']):.1f} |"
         )
     lines += ["", "ECE in this table is the mean over subsets; FLOPs are for one full-modality sample."]
+    if segmentation:
+        lines += ["", "## Test Dice (%) per region: WT / TC / ET", "", "| method | " + " | ".join(names) + " |"]
+        lines += ["|---" * (len(names) + 1) + "|"]
+        for method, m in methods.items():
+            cells = [" / ".join(_pm(m["subsets"][n][f"dice_{r}"], digits=1) for r in REGIONS) for n in names]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += ["", "| method | CR WT | CR TC | CR ET |", "|---|---|---|---|"]
+        for method, m in methods.items():
+            cr = m["counterintuitive_rate_regions"]
+            lines.append(f"| {method} | " + " | ".join(_pm(cr[r]) for r in REGIONS) + " |")
     lines += [
         "",
         "## Calibration (%) per subset: ECE / SCE (20 bins) ↓",
@@ -251,7 +325,12 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for method, m in methods.items():
         for subset, weights in m["gate_weights"].items():
-            lines.append(f"| {method} | {subset} | " + ", ".join(f"{k} {v:.3f}" for k, v in weights.items()) + " |")
+            if segmentation:
+                per_region = m["gate_weights_regions"][subset]
+                cells = [f"{k} " + "/".join(f"{per_region[k][r]:.2f}" for r in REGIONS) for k in weights]
+                lines.append(f"| {method} | {subset} | " + ", ".join(cells) + " (WT/TC/ET) |")
+            else:
+                lines.append(f"| {method} | {subset} | " + ", ".join(f"{k} {v:.3f}" for k, v in weights.items()) + " |")
     lines += [
         "",
         "## MoFe hinge during stage 2 (mean over steps)",

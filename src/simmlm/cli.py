@@ -62,12 +62,13 @@ def _fail(err: Exception) -> typer.Exit:
 
 @app.command()
 def benchmark(
-    dataset: Annotated[str, typer.Argument(help="Dataset to benchmark: avmnist.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset to benchmark: avmnist, or folder (your own data).")],
     methods: Annotated[str, typer.Option(help="Comma-separated methods (see `simmlm methods`).")] = "simmlm,dmome",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
-    out: Annotated[Path, typer.Option(help="Output folder for summary.json, summary.md and runs/.")] = Path(
-        "results/avmnist"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder for summary.json, summary.md and runs/ [default: results/DATASET]."),
+    ] = None,
     config: ConfigOpt = None,
     data_dir: DataDir = None,
     mofe_lambda: Annotated[float | None, typer.Option(help="Override every method's MoFe lambda.")] = None,
@@ -91,6 +92,7 @@ def benchmark(
     from simmlm.methods import get_method
 
     console = Console()
+    out = out if out is not None else Path("results") / dataset
     try:
         method_list = _csv(methods)
         for m in method_list:
@@ -121,16 +123,21 @@ def benchmark(
 
 @app.command()
 def data(
-    dataset: Annotated[str, typer.Argument(help="Dataset to build: avmnist.")] = "avmnist",
+    dataset: Annotated[str, typer.Argument(help="Dataset to build or check: avmnist, or folder (your own data).")] = (
+        "avmnist"
+    ),
     data_dir: DataDir = None,
+    set_: SetOpt = None,
 ) -> None:
-    """Build (or find in the cache) a dataset's arrays and print its splits."""
-    from simmlm.engine.config import DataConfig
+    """Build (or find in the cache) a dataset's arrays, or check a folder dataset, and print its splits."""
+    from pydantic import ValidationError
+
+    from simmlm.engine.config import load_config
     from simmlm.engine.train import load_splits
 
     try:
-        splits = load_splits(DataConfig(dataset=dataset, data_dir=data_dir))
-    except (ValueError, FileNotFoundError) as err:
+        splits = load_splits(load_config(None, _overrides(data_dir, set_, **{"data.dataset": dataset})).data)
+    except (ValueError, FileNotFoundError, ValidationError) as err:
         raise _fail(err) from err
     typer.echo(splits.description)
     typer.echo(f"train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
@@ -163,8 +170,8 @@ def train(
     from simmlm.engine.train import train as train_run
 
     try:
-        extra = {"train.seed": seed, **_placement(devices, strategy, num_nodes)}
-        cfg = load_config(config, _overrides(data_dir, set_, method=method, **extra))
+        settings = {"train.seed": seed, **_placement(devices, strategy, num_nodes)}
+        cfg = load_config(config, _overrides(data_dir, set_, method=method, **settings))
         splits = load_splits(cfg.data)
         result = train_run(cfg, splits, progress=True, checkpoint_dir=out / "checkpoints", resume=resume)
     except (ValueError, FileNotFoundError, ValidationError) as err:
@@ -173,9 +180,13 @@ def train(
     remove_checkpoints(out)
     if not is_global_zero():
         return
+    key = "dice_mean" if "average_dice" in report else "accuracy"
     for name, values in report["subsets"].items():
-        typer.echo(f"{name:>20}: accuracy {values['accuracy']:.2%}  ECE {values['ece']:.2%}")
-    typer.echo(f"average {report['average_accuracy']:.2%}  CR {report['counterintuitive_rate']:.2%}  -> {out}")
+        extra = "".join(f"  {k} {values[k]:.2%}" for k in ("dice_wt", "dice_tc", "dice_et") if k in values)
+        samples = f"  ({values['samples']} samples)" if "samples" in values else ""
+        typer.echo(f"{name:>20}: {key} {values[key]:.2%}{extra}  ECE {values['ece']:.2%}{samples}")
+    average = report.get("average_dice", report.get("average_accuracy"))
+    typer.echo(f"average {average:.2%}  CR {report['counterintuitive_rate']:.2%}  -> {out}")
 
 
 @app.command()
@@ -184,7 +195,10 @@ def predict(
         Path, typer.Argument(help="A run folder holding model.pt (e.g. results/avmnist/runs/simmlm-seed0).")
     ],
     input_: Annotated[
-        list[str], typer.Option("--input", "-i", help="MODALITY=FILE, once per available modality (PNG/NPY, WAV/NPY).")
+        list[str],
+        typer.Option(
+            "--input", "-i", help="MODALITY=FILE, once per available modality (PNG/NPY, WAV/NPY; own data: NPY)."
+        ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -208,7 +222,10 @@ def predict(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    typer.echo(f"prediction: {result['prediction']}  (from {', '.join(result['modalities'])}; {result['method']})")
+    label = f" ({result['class_name']})" if result.get("class_name") not in (None, str(result["prediction"])) else ""
+    typer.echo(
+        f"prediction: {result['prediction']}{label}  (from {', '.join(result['modalities'])}; {result['method']})"
+    )
     typer.echo("probabilities: " + "  ".join(f"{k}:{p:.3f}" for k, p in enumerate(result["probabilities"])))
     if result["gate_weights"] is not None:
         typer.echo("gate weights: " + "  ".join(f"{k} {w:.3f}" for k, w in result["gate_weights"].items()))
@@ -225,6 +242,26 @@ def report(directory: Annotated[Path, typer.Argument(help="A benchmark folder ho
     except (ValueError, FileNotFoundError) as err:
         raise _fail(err) from err
     typer.echo(f"wrote {path}")
+
+
+@app.command("example-data")
+def example_data(
+    directory: Annotated[Path, typer.Argument(help="New folder to write (must not exist, or be empty).")],
+    modalities: Annotated[int, typer.Option(help="Number of modalities (image + sensors), at least 2.")] = 3,
+    samples: Annotated[int, typer.Option(help="Number of samples (60/20/20 % train/val/test).")] = 600,
+    classes: Annotated[int, typer.Option(help="Number of classes.")] = 4,
+    missing: Annotated[float, typer.Option(help="Probability that a modality is missing from a sample.")] = 0.25,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a small synthetic dataset in the folder layout (manifest.csv + .npy files), some modalities missing."""
+    from simmlm.data.example import write_example_dataset
+
+    try:
+        write_example_dataset(directory, modalities, samples, classes, missing, seed)
+    except ValueError as err:
+        raise _fail(err) from err
+    typer.echo(f"wrote {directory} ({samples} samples, {modalities} modalities); next:")
+    typer.echo(f"  simmlm data folder --data-dir {directory}")
 
 
 @app.command()

@@ -1,45 +1,161 @@
-"""Per-subset evaluation: accuracy, ECE, SCE, counterintuitive rate and mean gate weights."""
+"""Per-subset evaluation: accuracy or Dice, ECE, SCE, counterintuitive rate and mean gate weights.
+
+Rule for data with missing modalities: a subset's metrics (and mean gate weights) are computed over the samples
+(cases) that have every modality of the subset (``SubsetPredictions.covered``), with ``samples`` giving their
+number; a subset no sample has gets NaN metrics and is left out of the average. The counterintuitive rate counts,
+per sample, only the nested pairs inside its available modalities (NaN if no sample has two).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
-from simmlm.methods.predict import SubsetPredictions
+import torch
+from torch import Tensor, nn
+
+from simmlm.methods.predict import SubsetPredictions, sliding_window_subsets
 from simmlm.metrics import (
     accuracy,
     counterintuitive_rate,
     expected_calibration_error,
     static_calibration_error,
 )
-from simmlm.subsets import subset_name
+from simmlm.metrics.segmentation import VoxelCalibration, dice_score
+from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits, subset_name
 
 
 def classification_report(preds: SubsetPredictions, modalities: Sequence[str], n_bins: int = 20) -> dict[str, Any]:
-    """Metrics of a classifier under every subset in ``preds``.
+    """Metrics of a classifier under every subset in ``preds``, each over the samples that have the subset.
 
     Returns:
-        ``{"subsets": {name: {"accuracy", "ece", "sce"}}, "average_accuracy", "counterintuitive_rate",
+        ``{"subsets": {name: {"accuracy", "ece", "sce", "samples"}}, "average_accuracy", "counterintuitive_rate",
         "gate_weights": {name: {modality: mean weight}}}``; CR uses correctness (0/1) as the score P.
     """
     probs = preds.logits.float().softmax(-1)  # [S, N, K]
+    covered = preds.covered  # [S, N]
     subsets: dict[str, dict[str, float]] = {}
     gate_weights: dict[str, dict[str, float]] = {}
     for s, bits in enumerate(preds.subsets):
         name = subset_name(bits, modalities)
+        rows = covered[s]
+        p, y = probs[s][rows], preds.targets[rows]
+        n = int(rows.sum())
         subsets[name] = {
-            "accuracy": accuracy(probs[s], preds.targets).item(),
-            "ece": expected_calibration_error(probs[s], preds.targets, n_bins).item(),
-            "sce": static_calibration_error(probs[s], preds.targets, n_bins).item(),
+            "accuracy": accuracy(p, y).item() if n else math.nan,
+            "ece": expected_calibration_error(p, y, n_bins).item() if n else math.nan,
+            "sce": static_calibration_error(p, y, n_bins).item() if n else math.nan,
+            "samples": n,
         }
         if preds.gate_weights is not None:
-            mean = preds.gate_weights[s].float().mean(0)  # [M] or [M, K]
+            mean = preds.gate_weights[s][rows].float().mean(0)  # [M] or [M, K]; NaN if no sample
             gate_weights[name] = {m: mean[i].mean().item() for i, m in enumerate(modalities) if bits >> i & 1}
-    correct = (probs.argmax(-1) == preds.targets.unsqueeze(0)).float().T  # [N, S]
+    correct = (probs.argmax(-1) == preds.targets.unsqueeze(0)).float().T  # [N, S]; uncovered pairs are not counted
+    evaluated = [v["accuracy"] for v in subsets.values() if v["samples"]]
     report: dict[str, Any] = {
         "subsets": subsets,
-        "average_accuracy": sum(v["accuracy"] for v in subsets.values()) / len(subsets),
-        "counterintuitive_rate": counterintuitive_rate(correct, preds.subsets, preds.available).item(),
+        "average_accuracy": sum(evaluated) / len(evaluated) if evaluated else math.nan,
+        "counterintuitive_rate": _cr_or_nan(correct, preds.subsets, preds.available),
         "gate_weights": gate_weights,
+    }
+    return report
+
+
+def _cr_or_nan(scores: Tensor, subsets: Sequence[int], available: Tensor) -> float:
+    """CR over each sample's available nested pairs; NaN when no sample has a nested pair of listed subsets."""
+    has_pair = any(
+        ((plus & ~available) == 0).any().item()
+        for plus in subsets
+        if any(minus != plus and minus & plus == minus for minus in subsets)
+    )
+    return counterintuitive_rate(scores, subsets, available).item() if has_pair else math.nan
+
+
+REGIONS = ("wt", "tc", "et")
+
+
+@torch.no_grad()
+def segmentation_report(
+    model: nn.Module,
+    dataset: Any,
+    modalities: Sequence[str],
+    roi_size: Sequence[int],
+    overlap: float = 0.5,
+    subsets: Sequence[int] | None = None,
+    n_bins: int = 20,
+) -> dict[str, Any]:
+    """Metrics of a WT/TC/ET segmenter under every subset, on whole volumes (sliding window).
+
+    ``dataset`` yields ``(inputs {name: [C, D, H, W]}, mask [M], target [3, D, H, W])`` per case and has a
+    ``cases[i].brain`` mask (:class:`~simmlm.data.brats.VolumeDataset`). Voxels are predicted positive where the
+    region's sigmoid exceeds 0.5.
+
+    Returns:
+        ``{"subsets": {name: {"dice_wt", "dice_tc", "dice_et", "dice_mean", "ece", "sce"}}, "average_dice",
+        "counterintuitive_rate" (mean over regions), "counterintuitive_rate_regions", "gate_weights"
+        {name: {modality: mean over regions}}, "gate_weights_regions", "cases" {case: {subset: [wt, tc, et]}}}``.
+        Dice is averaged over cases; ECE/SCE are voxel-wise over the brain voxels of all cases (mean over
+        regions); CR uses each case's Dice as P, per region.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    num_modalities = len(modalities)
+    subsets = list(subsets or all_subsets(num_modalities))
+    dice = torch.full((len(dataset), len(subsets), len(REGIONS)), math.nan, dtype=torch.float64)
+    gates = torch.zeros(len(subsets), num_modalities, len(REGIONS), dtype=torch.float64)
+    counts = torch.zeros(len(subsets), dtype=torch.long)
+    available_bits = torch.zeros(len(dataset), dtype=torch.long)
+    calibration = [VoxelCalibration(len(REGIONS), n_bins) for _ in subsets]
+    case_ids = []
+    try:
+        for i in range(len(dataset)):
+            inputs, mask, target = dataset[i]
+            inputs = {k: v.unsqueeze(0).to(device) for k, v in inputs.items()}
+            mask = mask.unsqueeze(0).to(device)
+            brain = dataset.cases[i].brain
+            available_bits[i] = have = int(mask_to_bits(mask.cpu())[0])
+            case_ids.append(dataset.cases[i].case_id)
+            covered = [s for s, bits in enumerate(subsets) if bits & ~have == 0]  # the case has every modality
+            subset_masks = [bits_to_mask(torch.tensor([subsets[s]], device=device), num_modalities) for s in covered]
+            outputs = sliding_window_subsets(model, inputs, mask, subset_masks, roi_size, overlap)
+            for s, out in zip(covered, outputs, strict=True):
+                probs = out.logits[0].float().sigmoid().cpu()
+                dice[i, s] = dice_score(probs > 0.5, target > 0.5)
+                calibration[s].update(probs[:, brain], target[:, brain])
+                counts[s] += 1
+                if out.gate_weights is not None:
+                    weights = out.gate_weights[0].double().cpu()
+                    gates[s] += (weights if weights.ndim == 2 else weights.unsqueeze(1)).expand(-1, len(REGIONS))
+    finally:
+        model.train(was_training)
+    report: dict[str, Any] = {"subsets": {}, "gate_weights": {}, "gate_weights_regions": {}}
+    for s, bits in enumerate(subsets):
+        name = subset_name(bits, modalities)
+        n = int(counts[s])
+        mean = dice[:, s].nanmean(0) if n else torch.full((len(REGIONS),), math.nan)
+        ece, sce = calibration[s].compute() if n else (math.nan, math.nan)
+        report["subsets"][name] = {
+            **{f"dice_{r}": mean[k].item() for k, r in enumerate(REGIONS)},
+            "dice_mean": mean.mean().item(),
+            "ece": ece,
+            "sce": sce,
+            "samples": n,
+        }
+        here = [(j, m) for j, m in enumerate(modalities) if bits >> j & 1]
+        per_case = gates[s] / max(n, 1)
+        report["gate_weights"][name] = {m: per_case[j].mean().item() for j, m in here}
+        report["gate_weights_regions"][name] = {
+            m: dict(zip(REGIONS, per_case[j].tolist(), strict=True)) for j, m in here
+        }
+    evaluated = [v["dice_mean"] for v in report["subsets"].values() if v["samples"]]
+    report["average_dice"] = sum(evaluated) / len(evaluated) if evaluated else math.nan
+    regions_cr = {r: _cr_or_nan(dice[:, :, k], subsets, available_bits) for k, r in enumerate(REGIONS)}
+    report["counterintuitive_rate"] = sum(regions_cr.values()) / len(REGIONS)
+    report["counterintuitive_rate_regions"] = regions_cr
+    report["cases"] = {
+        case: {subset_name(bits, modalities): dice[i, s].tolist() for s, bits in enumerate(subsets)}
+        for i, case in enumerate(case_ids)
     }
     return report

@@ -1,8 +1,10 @@
 """Predict from files with a trained run: the preprocessing fitted in training is read from the checkpoint.
 
-Supported inputs (avMNIST runs): ``image`` as PNG (28x28, grey or RGB) or NPY (28x28 grey levels 0..255, as MNIST);
-``audio`` as WAV (any rate; it is decimated by 3 and turned into the 20x20 MFCC map of training) or NPY (a raw,
-unscaled 20x20 MFCC map). Any subset of the modalities may be given; the others are marked missing.
+Supported inputs. avMNIST runs: ``image`` as PNG (28x28, grey or RGB) or NPY (28x28 grey levels 0..255, as
+MNIST); ``audio`` as WAV (any rate; it is decimated by 3 and turned into the 20x20 MFCC map of training) or NPY (a
+raw, unscaled 20x20 MFCC map). Folder-dataset runs (your own data): one ``.npy`` per modality, raw as in the dataset
+folder (the training standardisation is applied here). Any subset of the modalities may be given; the others are
+marked missing.
 """
 
 from __future__ import annotations
@@ -69,6 +71,23 @@ def read_avmnist_input(name: str, path: Path, preprocessing: dict[str, Any]) -> 
     raise ValueError(f"unknown modality {name!r} for avMNIST; known: image, audio")
 
 
+def read_folder_input(name: str, path: Path, preprocessing: dict[str, Any]) -> torch.Tensor:
+    """One raw ``.npy`` of a folder-dataset modality -> the model's input tensor, standardised as in training."""
+    from simmlm.data.folder import apply_standardization, read_npy
+
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        raise ValueError(
+            f"{path}: inputs of folder-dataset runs must be .npy files, got {path.suffix or 'no suffix'!r}"
+        )
+    array = read_npy(path)
+    expected = (preprocessing.get("shapes") or {}).get(name)
+    if expected is not None and list(array.shape) != list(expected):
+        raise ValueError(f"{path}: {name} has shape {list(array.shape)}, the model expects {list(expected)}")
+    stats = (preprocessing.get("standardize") or {}).get(name)
+    return torch.from_numpy(apply_standardization(array, stats) if stats else array)
+
+
 def predict_files(run_dir: str | Path, files: dict[str, Path]) -> dict[str, Any]:
     """Prediction, class probabilities, gate weights and predictive entropy for the given modality files."""
     model, cfg, meta = load_checkpoint(Path(run_dir) / "model.pt")
@@ -79,12 +98,14 @@ def predict_files(run_dir: str | Path, files: dict[str, Path]) -> dict[str, Any]
     if not files:
         raise ValueError(f"give at least one input; this model takes {modalities}")
     preprocessing = meta.get("preprocessing") or {}
-    if preprocessing.get("dataset") != "avmnist":
-        raise ValueError("this run has no stored avMNIST preprocessing; predict supports avMNIST runs")
+    readers = {"avmnist": read_avmnist_input, "folder": read_folder_input}
+    reader = readers.get(preprocessing.get("dataset", ""))
+    if reader is None:
+        raise ValueError("this run stores no known preprocessing; predict supports avMNIST and folder-dataset runs")
     shapes = {name: tuple(shape) for name, shape in meta["input_shapes"].items()}
     inputs = {name: torch.zeros(1, *shapes[name]) for name in modalities}
     for name, path in files.items():
-        tensor = read_avmnist_input(name, path, preprocessing)
+        tensor = reader(name, path, preprocessing)
         if tuple(tensor.shape) != shapes[name]:
             raise ValueError(f"{path}: gives {list(tensor.shape)}, the model expects {list(shapes[name])}")
         inputs[name] = tensor.unsqueeze(0)
@@ -97,6 +118,7 @@ def predict_files(run_dir: str | Path, files: dict[str, Path]) -> dict[str, Any]
         "method": cfg.method,
         "modalities": [name for name in modalities if name in files],
         "prediction": int(probs.argmax()),
+        "class_name": (preprocessing.get("classes") or [None] * len(probs))[int(probs.argmax())],
         "probabilities": [round(p, 6) for p in probs.tolist()],
         "entropy": entropy,
         "max_entropy": math.log(len(probs)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ def _pyplot() -> Any:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan  # a subset that no test sample has: no bar
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -120,7 +123,8 @@ def _reliability(directory: Path, summary: dict[str, Any], path: Path) -> bool:
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
         for method, entry in pooled.items():
             probs = np.concatenate([p[s] for p in entry["probs"]])
-            conf, acc, count = reliability_bins(probs, np.concatenate(entry["targets"]))
+            real = np.isfinite(probs).all(-1)  # NaN rows: samples without every modality of the subset
+            conf, acc, count = reliability_bins(probs[real], np.concatenate(entry["targets"])[real])
             used = count > 0
             ax.plot(conf[used], acc[used], marker="o", markersize=3, label=method)
         ax.set_title(name)
@@ -144,21 +148,34 @@ def write_report(directory: str | Path) -> Path:
     summary = json.loads(summary_path.read_text())
     if not summary.get("methods"):
         raise ValueError(f"{summary_path} holds no method results")
-    _bars(summary, "accuracy", "test accuracy (%)", directory / "accuracy.png")
+    segmentation = "average_dice" in next(iter(summary["methods"].values()))
+    figures = []
+    if segmentation:
+        for key in ("dice_mean", "dice_wt", "dice_tc", "dice_et"):
+            label = "mean over WT, TC, ET" if key == "dice_mean" else key[5:].upper()
+            _bars(summary, key, f"test Dice (%), {label}", directory / f"{key}.png")
+            figures.append((f"{key}.png", f"Dice ({label}) per subset of available modalities (mean ± std over seeds)"))
+    else:
+        _bars(summary, "accuracy", "test accuracy (%)", directory / "accuracy.png")
+        figures.append(("accuracy.png", "Accuracy per subset of available modalities (mean ± std over seeds)"))
     _bars(summary, "ece", "ECE (%) ↓", directory / "ece.png")
     _cr(summary, directory / "counterintuitive_rate.png")
     has_gates = _gates(summary, directory / "gate_weights.png")
     has_reliability = _reliability(directory, summary, directory / "reliability.png")
     markdown = (directory / "summary.md").read_text() if (directory / "summary.md").is_file() else ""
-    figures = [
-        ("accuracy.png", "Accuracy per subset of available modalities (mean ± std over seeds)"),
-        ("ece.png", "Expected calibration error per subset (20 bins)"),
-        ("counterintuitive_rate.png", "Counterintuitive rate: fewer modalities right, more wrong"),
+    figures += [
+        ("ece.png", f"Expected calibration error per subset (20 bins{', voxel-wise' if segmentation else ''})"),
+        ("counterintuitive_rate.png", "Counterintuitive rate: fewer modalities score better than more"),
     ]
     if has_gates:
         figures.append(("gate_weights.png", "Mean gate weight of each modality per subset"))
     if has_reliability:
         figures.append(("reliability.png", "Reliability diagrams (20 bins; test predictions of all seeds pooled)"))
+    if (directory / "figures" / "population_gates.png").is_file():
+        figures.append(("figures/population_gates.png", "Mean gate weight per subset, modality and region (test set)"))
+    for case in sorted((directory / "figures").glob("case-*.png")):
+        caption = f"{case.stem[5:]}: one test case under every subset: outlines (dashed truth, solid prediction), "
+        figures.append((f"figures/{case.name}", caption + "entropy and gate weights"))
     body = "\n".join(
         f'<figure><img src="{f}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
         for f, c in figures

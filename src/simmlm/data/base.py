@@ -94,7 +94,7 @@ class _WithIndex(Dataset[IndexedBatch]):
         return (*self.dataset[index], torch.as_tensor(index))
 
 
-class ShardedBatchSampler(Sampler[list[int]]):
+class ShardedBatchSampler(Sampler[list[Any]]):
     """Batches of a (seeded) order of ``range(size)``; under ``torch.distributed`` each rank takes its share.
 
     Alone it yields exactly what ``BatchSampler(RandomSampler(..., generator), batch_size)`` yields. With
@@ -103,16 +103,23 @@ class ShardedBatchSampler(Sampler[list[int]]):
     *global* batch size and the ranks see disjoint samples; a last batch whose size is not a multiple of ``W``
     is padded with the epoch's first samples (as ``DistributedSampler`` pads). ``state_dict`` /
     ``load_state_dict`` save and restore the shuffling generator, so a resumed run draws the same orders.
+
+    With ``with_epoch`` a batch lists ``(epoch, index)`` pairs instead of indices, ``epoch`` being what
+    :meth:`set_epoch` was last given (Lightning calls it before every epoch, a resumed fit included): a dataset
+    can then draw its randomness from ``(seed, epoch, index)`` alone (:class:`simmlm.data.brats.RandomCropDataset`).
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, distributed: bool = False) -> None:
-        self.size, self.batch_size, self.shuffle, self.seed, self.distributed = (
-            size,
-            batch_size,
-            shuffle,
-            seed,
-            distributed,
-        )
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        distributed: bool = False,
+        with_epoch: bool = False,
+    ) -> None:
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.distributed, self.with_epoch, self.epoch = distributed, with_epoch, 0
         self.generator = torch.Generator().manual_seed(seed) if shuffle else None
         order = RandomSampler(range(size), generator=self.generator) if shuffle else SequentialSampler(range(size))
         self.batches = BatchSampler(order, batch_size=batch_size, drop_last=False)
@@ -121,7 +128,12 @@ class ShardedBatchSampler(Sampler[list[int]]):
         # A torch.Generator (and its state tensor) fails torch.multiprocessing's shared-memory pickling under
         # ddp_spawn: send the generator's state as plain bytes instead.
         state = None if self.generator is None else self.generator.get_state().numpy().tobytes()
-        return (_rebuild_sampler, (self.size, self.batch_size, self.shuffle, self.seed, self.distributed, state))
+        options = (self.size, self.batch_size, self.shuffle, self.seed, self.distributed, self.with_epoch)
+        return (_rebuild_sampler, (options, self.epoch, state))
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch that ``with_epoch`` batches carry (the shuffling order does not depend on it)."""
+        self.epoch = epoch
 
     def _world(self) -> tuple[int, int]:
         if self.distributed and dist.is_available() and dist.is_initialized():
@@ -131,16 +143,15 @@ class ShardedBatchSampler(Sampler[list[int]]):
             return world, rank
         return 1, 0
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Any]]:
         world, rank = self._world()
         first: list[int] = []
         for batch in self.batches:
-            if world == 1:
-                yield batch
-                continue
-            first = first or list(batch)
-            pad = -len(batch) % world
-            yield (batch + (first * world)[:pad])[rank::world]
+            if world > 1:
+                first = first or list(batch)
+                pad = -len(batch) % world
+                batch = (batch + (first * world)[:pad])[rank::world]
+            yield [(self.epoch, i) for i in batch] if self.with_epoch else batch
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -154,10 +165,9 @@ class ShardedBatchSampler(Sampler[list[int]]):
             self.generator.set_state(state["generator"])
 
 
-def _rebuild_sampler(
-    size: int, batch_size: int, shuffle: bool, seed: int, distributed: bool, state: bytes | None
-) -> ShardedBatchSampler:
-    sampler = ShardedBatchSampler(size, batch_size, shuffle, seed, distributed)
+def _rebuild_sampler(options: tuple[Any, ...], epoch: int, state: bytes | None) -> ShardedBatchSampler:
+    sampler = ShardedBatchSampler(*options)
+    sampler.set_epoch(epoch)
     if state is not None:
         sampler.load_state_dict({"generator": torch.frombuffer(bytearray(state), dtype=torch.uint8)})
     return sampler

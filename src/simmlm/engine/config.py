@@ -15,20 +15,57 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BratsConfig(StrictModel):
+    """BraTS-style NIfTI cases (``simmlm.data.brats``): file names, labels, resolution, crops, sliding window."""
+
+    subdir: str | None = Field(None, description="folder under data_dir holding the split folders (None: data_dir)")
+    splits: dict[str, str] = Field(
+        default_factory=lambda: {"train": "train", "val": "validation", "test": "test"},
+        description="split -> sub-folder of case folders",
+    )
+    modalities: dict[str, str] = Field(
+        default_factory=lambda: {
+            "flair": "{case}_flair.nii.gz",
+            "t1": "{case}_t1.nii.gz",
+            "t1ce": "{case}_t1ce.nii.gz",
+            "t2": "{case}_t2.nii.gz",
+        },
+        description="modality -> file name pattern ({case} = the case folder's name), in modality order",
+    )
+    label: str = "{case}_seg.nii.gz"
+    brain_mask: str | None = Field(None, description="brain mask file pattern (None: voxels where any sequence != 0)")
+    label_convention: Literal["brats2015", "brats2018"] = "brats2018"
+    allow_missing: bool = Field(False, description="a missing sequence file marks the modality missing, not an error")
+    downsample: int = Field(1, ge=1, description="average-pool volumes by this factor (CPU work)")
+    crop_size: tuple[int, int, int] = (128, 128, 128)
+    crops_per_epoch: int = Field(250, ge=1, description="random training crops per epoch")
+    pos_fraction: float = Field(0.5, ge=0, le=1, description="share of crops centred on tumour (else on brain)")
+    flip: bool = True
+    overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap at inference")
+
+
 class DataConfig(StrictModel):
     """Which dataset and how it is split and scaled."""
 
-    dataset: Literal["avmnist"] = "avmnist"
+    dataset: Literal["avmnist", "brats", "folder"] = "avmnist"
     data_dir: Path | None = Field(None, description="default: $SIMMLM_DATA_DIR, then ../shared/data")
     val_fraction: float = Field(0.15, gt=0, lt=1)
     audio_scaling: Literal["standardize", "minmax"] = "standardize"
     val_split: Literal["stratified", "recording_index"] = "stratified"
+    brats: BratsConfig = BratsConfig()
+    # folder datasets (simmlm.data.folder): your own data; the options above are avMNIST's
+    manifest: str = Field("manifest.csv", description="folder: the manifest's file name inside data_dir")
+    standardize: bool = Field(True, description="folder: standardise each modality with training statistics")
+    num_classes: int | None = Field(None, ge=2, description="folder: number of classes (default: from the labels)")
 
 
 class ModelConfig(StrictModel):
     """Architecture options passed to the method's builder."""
 
-    expert: str | dict[str, str] = Field("lenet", description="expert kind, or one kind per modality")
+    expert: str | dict[str, str] = Field(
+        "auto",
+        description="expert kind (auto: lenet for square [C, S, S] inputs, S >= 12, else mlp), or one per modality",
+    )
     expert_options: dict[str, Any] = Field(default_factory=dict)
     gate_width: int = Field(8, ge=1)
     gate_hidden: int = Field(32, ge=1)

@@ -14,21 +14,15 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from simmlm.data.augment import AugmentSpec, augment_inputs
-from simmlm.data.base import Batch, IndexedBatch, TensorMultimodalDataset
+from simmlm.data.base import Batch, IndexedBatch
+from simmlm.engine.tasks import ClassificationTask, Task
 from simmlm.losses.mofe import mofe_terms
 from simmlm.methods.base import ExpertMixture
-from simmlm.methods.predict import outputs_for_subsets, predict_subsets
-from simmlm.subsets import sample_nested_pairs
-
-
-def _score(logits: Tensor, targets: Tensor) -> tuple[float, float]:
-    """(accuracy, -NLL): compared as a tuple, so ties in accuracy go to the lower validation loss."""
-    accuracy = (logits.argmax(-1) == targets).float().mean().item()
-    return accuracy, -F.cross_entropy(logits, targets).item()
+from simmlm.methods.predict import outputs_for_subsets
+from simmlm.subsets import all_subsets, sample_nested_pairs
 
 
 def _rank_zero_says(module: L.LightningModule, decision: bool) -> bool:
@@ -42,56 +36,54 @@ class ExpertStage(L.LightningModule):
     """Stage 1, independent learning: every expert trains on its own modality with the task loss.
 
     Experts share nothing, so they train side by side in one loop; each sample trains only the experts of
-    the modalities it has. Each expert's best epoch on validation is kept separately.
+    the modalities it has. Each expert's best epoch on validation (samples having its modality) is kept
+    separately.
     """
 
     def __init__(
         self,
         model: ExpertMixture,
-        val_set: TensorMultimodalDataset,
+        val_set: Any,
         lr: float,
         weight_decay: float,
         augment: dict[str, AugmentSpec],
+        task: Task | None = None,
     ) -> None:
         super().__init__()
         self.model, self.val_set, self.lr, self.weight_decay, self.augment = model, val_set, lr, weight_decay, augment
+        self.task = task or ClassificationTask()
         self.best: dict[str, tuple[tuple[float, float], int, dict[str, Tensor]]] = {}
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         inputs, mask, target = batch
         logits = self.model.expert_logits(augment_inputs(inputs, self.augment), mask)
         losses = [
-            F.cross_entropy(logits[mask[:, m], m], target[mask[:, m]]) for m in range(mask.shape[1]) if mask[:, m].any()
+            self.task.loss(logits[mask[:, m], m], target[mask[:, m]]).mean()
+            for m in range(mask.shape[1])
+            if mask[:, m].any()
         ]
         loss = torch.stack(losses).sum()
         self.log("stage1/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(target))
         return loss
 
-    @torch.no_grad()
     def on_train_epoch_end(self) -> None:
-        self.model.eval()
-        inputs, mask, target = self.val_set[list(range(len(self.val_set)))]
-        inputs, mask, target = (
-            {k: v.to(self.device) for k, v in inputs.items()},
-            mask.to(self.device),
-            target.to(self.device),
-        )
-        logits = self.model.expert_logits(inputs, mask)
-        for m, name in enumerate(self.model.modalities):
-            have = mask[:, m]
-            score = _score(logits[have, m], target[have])
+        # A modality alone is its expert's output (its weight is 1), so these are the experts' own scores.
+        singletons = [1 << m for m in range(len(self.model.modalities))]
+        scores = self.task.scores(self.model, self.val_set, singletons)
+        for name, score in zip(self.model.modalities, scores, strict=True):
+            if score is None:  # no validation sample has this modality: the expert keeps its last epoch
+                continue
             if _rank_zero_says(self, name not in self.best or score > self.best[name][0]):
                 state = copy.deepcopy(self.model.experts[name].state_dict())
                 self.best[name] = (score, self.current_epoch + 1, state)
-            self.log(f"stage1/val_acc_{name}", score[0], prog_bar=True)
-        self.model.train()
+            self.log(f"stage1/val_score_{name}", score[0], prog_bar=True)
 
     def on_fit_end(self) -> None:
         for name, (_, _, state) in self.best.items():
             self.model.experts[name].load_state_dict(state)
 
     def selected(self) -> dict[str, Any]:
-        return {name: {"epoch": epoch, "val_accuracy": score[0]} for name, (score, epoch, _) in self.best.items()}
+        return {name: {"epoch": epoch, "val_score": score[0]} for name, (score, epoch, _) in self.best.items()}
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"best": self.best}
@@ -109,20 +101,23 @@ class CooperativeStage(L.LightningModule):
     Each sample draws its own nested pair ``S- ⊂ S+`` within its available modalities. With
     ``views="shared"`` both outputs come from one augmented view and every expert runs once; with
     ``"independent"`` (as in the authors' code) ``x+`` and ``x-`` are two independently augmented views.
-    The best epoch is chosen by the mean validation accuracy over every modality subset.
+    The best epoch is chosen by the mean validation score (accuracy, or Dice) over every modality subset, each
+    subset over the validation samples that have all of its modalities.
     """
 
     def __init__(
         self,
         model: torch.nn.Module,
-        val_set: TensorMultimodalDataset,
+        val_set: Any,
         lr: float,
         weight_decay: float,
         augment: dict[str, AugmentSpec],
         mofe_lambda: float,
         views: str = "shared",
+        task: Task | None = None,
     ) -> None:
         super().__init__()
+        self.task = task or ClassificationTask()
         self.model, self.val_set, self.lr, self.weight_decay = model, val_set, lr, weight_decay
         self.augment, self.mofe_lambda, self.views = augment, mofe_lambda, views
         self.best: tuple[tuple[float, float], int, dict[str, Tensor]] | None = None
@@ -140,7 +135,7 @@ class CooperativeStage(L.LightningModule):
             (out_plus,) = outputs_for_subsets(self.model, view, mask, [plus], target, index)
             second = augment_inputs(inputs, self.augment)
             (out_minus,) = outputs_for_subsets(self.model, second, mask, [minus], target, index)
-        terms = mofe_terms(out_plus.logits, out_minus.logits, target, self.mofe_lambda)
+        terms = mofe_terms(out_plus.logits, out_minus.logits, target, self.mofe_lambda, self.task.loss)
         aux = [loss for out in (out_plus, out_minus) for loss in out.aux_losses.values()]
         loss = terms.total + (torch.stack(aux).sum() if aux else 0.0)
         self.hinge_sum += terms.hinge.item()
@@ -152,12 +147,12 @@ class CooperativeStage(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        preds = predict_subsets(self.model, self.val_set)
-        scores = [_score(logits, preds.targets) for logits in preds.logits]
+        subset_scores = self.task.scores(self.model, self.val_set, all_subsets(len(self.val_set.modalities)))
+        scores = [s for s in subset_scores if s is not None]  # subsets no validation sample has are skipped
         score = (sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores))
         if _rank_zero_says(self, self.best is None or score > self.best[0]):
             self.best = (score, self.current_epoch + 1, copy.deepcopy(self.model.state_dict()))
-        self.log("stage2/val_mean_acc", score[0], prog_bar=True)
+        self.log("stage2/val_mean_score", score[0], prog_bar=True)
 
     def on_fit_end(self) -> None:
         if self.best is not None:
@@ -178,7 +173,7 @@ class CooperativeStage(L.LightningModule):
     def selected(self) -> dict[str, Any]:
         if self.best is None:
             return {}
-        return {"epoch": self.best[1], "val_mean_accuracy": self.best[0][0]}
+        return {"epoch": self.best[1], "val_mean_score": self.best[0][0]}
 
     def mofe_stats(self) -> dict[str, float]:
         """Mean hinge ``max(0, l+ - l-)`` and fraction of samples where it was active, over all of stage 2."""

@@ -17,10 +17,11 @@ import lightning as L
 from torch import nn
 from torch.utils.data import DataLoader
 
-from simmlm.data.base import Splits, make_loader
+from simmlm.data.base import Splits
 from simmlm.engine.config import DataConfig, RunConfig, TrainConfig
 from simmlm.engine.resume import AtomicCheckpointIO, EpochCheckpoint, RunCheckpoints
 from simmlm.engine.stages import CooperativeStage, ExpertStage
+from simmlm.engine.tasks import Task, task_for
 from simmlm.methods import DREAM, ExpertMixture, create_method, get_method
 
 
@@ -42,6 +43,14 @@ def load_splits(data: DataConfig) -> Splits:
         from simmlm.data.avmnist import load_avmnist
 
         return load_avmnist(resolve_data_dir(data.data_dir), data.val_fraction, data.audio_scaling, data.val_split)
+    if data.dataset == "brats":
+        from simmlm.data.brats import load_brats
+
+        return load_brats(resolve_data_dir(data.data_dir), data.brats)
+    if data.dataset == "folder":
+        from simmlm.data.folder import load_folder
+
+        return load_folder(resolve_data_dir(data.data_dir), data.manifest, data.standardize, data.num_classes)
     raise ValueError(f"unknown dataset {data.dataset!r}")  # pragma: no cover - pydantic rejects it first
 
 
@@ -196,9 +205,11 @@ def train(
     cfg = resolve_config(cfg)
     t = cfg.train
     store = RunCheckpoints(checkpoint_dir, cfg, resume) if checkpoint_dir is not None else None
-    shapes = {name: tuple(x.shape[1:]) for name, x in splits.train.inputs.items()}
+    task = task_for(cfg)
     L.seed_everything(t.seed, workers=True, verbose=False)
-    model = build_model(cfg, shapes, splits.num_classes)
+    model = build_model(cfg, task.input_shapes(splits), splits.num_classes)
+    if cfg.data.dataset == "brats" and not isinstance(model, ExpertMixture):
+        raise ValueError(f"segmentation supports the expert mixtures (simmlm, dmome, late_fusion), not {cfg.method!r}")
     unknown = sorted(set(t.augment) - set(splits.modalities))
     if unknown:
         raise ValueError(f"augment names unknown modalities {unknown}; known: {splits.modalities}")
@@ -215,7 +226,7 @@ def train(
         selected["scorer"] = {"method": model.scorer_method, **scorer.selected}
         prior_seconds += scorer.train_seconds
     if t.stage1.epochs > 0 and isinstance(model, ExpertMixture):
-        stage1 = _stage_one(cfg, splits, model, progress, stage1_cache, store)
+        stage1 = _stage_one(cfg, splits, model, task, progress, stage1_cache, store)
         selected.update(stage1.selected)
         prior_seconds += stage1.seconds
     done = store.done("stage2") if store is not None else None
@@ -227,19 +238,21 @@ def train(
     else:
         L.seed_everything(_stage_seed(t.seed, 2), workers=True, verbose=False)
         stage2 = CooperativeStage(
-            model, splits.val, t.stage2.lr, t.stage2.weight_decay, t.augment, float(t.mofe_lambda or 0.0), t.mofe_views
+            model,
+            splits.val,
+            t.stage2.lr,
+            t.stage2.weight_decay,
+            t.augment,
+            float(t.mofe_lambda or 0.0),
+            t.mofe_views,
+            task,
         )
         # Methods without per-modality experts have no stage 1: they get the whole epoch budget in one stage.
         epochs = t.stage2.epochs + (0 if isinstance(model, ExpertMixture) else t.stage1.epochs)
         seconds = 0.0
         if epochs > 0:
-            loader = make_loader(
-                splits.train,
-                t.batch_size,
-                shuffle=True,
-                seed=_stage_seed(t.seed, 2),
-                with_index=isinstance(model, DREAM),
-                distributed=True,
+            loader = task.train_loader(
+                splits.train, t.batch_size, _stage_seed(t.seed, 2), with_index=isinstance(model, DREAM)
             )
             seconds = _fit(stage2, loader, epochs, t, progress, store, "stage2")
             selected["stage2"] = stage2.selected()
@@ -258,6 +271,7 @@ def _stage_one(
     cfg: RunConfig,
     splits: Splits,
     model: ExpertMixture,
+    task: Task,
     progress: bool,
     stage1_cache: dict[str, StageOneResult] | None,
     store: RunCheckpoints | None,
@@ -276,8 +290,8 @@ def _stage_one(
     cached = stage1_cache.get(key) if stage1_cache is not None else None
     if cached is None:
         L.seed_everything(_stage_seed(t.seed, 1), workers=True, verbose=False)
-        stage = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment)
-        loader = make_loader(splits.train, t.batch_size, shuffle=True, seed=_stage_seed(t.seed, 1), distributed=True)
+        stage = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment, task)
+        loader = task.train_loader(splits.train, t.batch_size, seed=_stage_seed(t.seed, 1))
         seconds = _fit(stage, loader, t.stage1.epochs, t, progress, store, "stage1")
         cached = StageOneResult(copy.deepcopy(model.experts.state_dict()), stage.selected(), seconds)
         if stage1_cache is not None:

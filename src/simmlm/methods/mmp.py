@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simmlm.methods.base import ModelOutput, validate_inputs, zero_fill
-from simmlm.nn.experts import LeNet5, build_expert
+from simmlm.nn.experts import LeNet5, build_expert, resolve_expert_kind
 
 
 class ConvTokenEncoder(nn.Module):
@@ -59,7 +59,9 @@ class FlatTokenEncoder(nn.Module):
 
 
 def build_token_encoder(kind: str, input_shape: tuple[int, ...], dim: int, **options: int | float) -> nn.Module:
-    """Token encoder for one modality: ``"lenet"`` uses LeNet-5's convolutional feature map, ``"mlp"`` a linear map."""
+    """Token encoder for one modality: ``"lenet"`` uses LeNet-5's convolutional feature map, ``"mlp"`` a linear map
+    (``"auto"`` picks one by shape, as for experts)."""
+    kind = resolve_expert_kind(kind, input_shape)
     if kind == "lenet":
         lenet = build_expert("lenet", input_shape, num_classes=1, **options)
         assert isinstance(lenet, LeNet5)
@@ -67,7 +69,7 @@ def build_token_encoder(kind: str, input_shape: tuple[int, ...], dim: int, **opt
         return ConvTokenEncoder(lenet.features, lenet.feature_channels, side * side, dim)
     if kind == "mlp":
         return FlatTokenEncoder(math.prod(input_shape), num_tokens=4, dim=dim)
-    raise ValueError(f"unknown token encoder kind {kind!r}; choose one of 'lenet', 'mlp'")
+    raise ValueError(f"unknown token encoder kind {kind!r}; choose one of 'auto', 'lenet', 'mlp'")
 
 
 class MMP(nn.Module):

@@ -22,6 +22,9 @@ class SubsetPredictions:
         gate_weights: ``[S, N, M(, K)]`` or ``None``.
         targets: ``[N, ...]``.
         available: ``[N]`` bit mask of the modalities each sample really has.
+
+    Rows of a subset that a sample does not fully have (``subset ⊄ available``) are NaN: "no prediction";
+    :attr:`covered` tells which rows are real.
     """
 
     subsets: list[int]
@@ -29,6 +32,12 @@ class SubsetPredictions:
     gate_weights: Tensor | None
     targets: Tensor
     available: Tensor
+
+    @property
+    def covered(self) -> Tensor:
+        """``[S, N]`` boolean: sample ``n`` has every modality of subset ``s`` (its row ``s, n`` is a prediction)."""
+        codes = torch.tensor(self.subsets, dtype=self.available.dtype).unsqueeze(1)
+        return (codes & ~self.available.unsqueeze(0)) == 0
 
 
 def outputs_for_subsets(
@@ -61,8 +70,8 @@ def predict_subsets(
 ) -> SubsetPredictions:
     """Predict every sample under every subset (default: all non-empty subsets of the modalities).
 
-    A sample is evaluated under ``subset & available``; a subset that leaves a sample with no modality
-    raises, as the method interface does. Use this on fully observed evaluation data for per-subset tables.
+    A sample is predicted under a subset only if it has every modality of the subset; its other rows are NaN
+    (see :class:`SubsetPredictions`), so a subset's metrics cover exactly the samples that have it.
     """
     was_training = model.training
     model.eval()
@@ -76,13 +85,14 @@ def predict_subsets(
             mask = mask.to(device)
             if subsets is None:
                 subsets = all_subsets(mask.shape[1])
-            subset_masks = [
-                bits_to_mask(torch.full_like(mask[:, 0], s, dtype=torch.long), mask.shape[1]) & mask for s in subsets
-            ]
+            wanted = [bits_to_mask(torch.full_like(mask[:, 0], s, dtype=torch.long), mask.shape[1]) for s in subsets]
+            covered = [~(w & ~mask).any(1) for w in wanted]
+            # Uncovered rows run on the sample's own modalities (a valid placeholder) and are blanked below.
+            subset_masks = [torch.where(c.unsqueeze(1), w, mask) for w, c in zip(wanted, covered, strict=True)]
             outputs = outputs_for_subsets(model, inputs, mask, subset_masks)
-            logits.append(torch.stack([o.logits for o in outputs]))
+            logits.append(torch.stack([_blank(o.logits, c) for o, c in zip(outputs, covered, strict=True)]))
             if outputs[0].gate_weights is not None:
-                gates.append(torch.stack([o.gate_weights for o in outputs]))  # type: ignore[misc]
+                gates.append(torch.stack([_blank(o.gate_weights, c) for o, c in zip(outputs, covered, strict=True)]))  # type: ignore[arg-type]
             targets.append(target)
             available_bits.append(mask_to_bits(mask))
     finally:
@@ -95,3 +105,56 @@ def predict_subsets(
         targets=torch.cat(targets).cpu(),
         available=torch.cat(available_bits).cpu(),
     )
+
+
+def _blank(values: Tensor, covered: Tensor) -> Tensor:
+    """``values`` ``[N, ...]`` with NaN in the rows that are not ``covered``."""
+    keep = covered.reshape(-1, *([1] * (values.ndim - 1)))
+    return torch.where(keep, values, torch.full((), float("nan"), dtype=values.dtype, device=values.device))
+
+
+@torch.no_grad()
+def sliding_window_subsets(
+    model: nn.Module,
+    inputs: dict[str, Tensor],
+    available: Tensor,
+    subset_masks: Sequence[Tensor],
+    roi_size: Sequence[int],
+    overlap: float = 0.5,
+    sw_batch_size: int = 2,
+) -> list[ModelOutput]:
+    """Outputs of an expert mixture on whole volumes, for several subsets, with one sliding-window pass.
+
+    The experts run on windows of ``roi_size`` (MONAI ``sliding_window_inference``, Gaussian blending), once
+    for every available modality; the gate, which pools globally, sees the whole zero-filled volume and mixes
+    the stitched expert outputs per subset. With point-wise experts this equals whole-volume inference.
+
+    Args:
+        model: an :class:`~simmlm.methods.base.ExpertMixture` (experts map ``[B, C, *S]`` to ``[B, T, *S]``).
+        inputs: modality -> ``[1, C, D, H, W]`` (one volume).
+        available: ``[1, M]`` availability; ``subset_masks``: ``[1, M]`` masks within it.
+    """
+    from monai.inferers import sliding_window_inference
+
+    from simmlm.methods.base import ExpertMixture
+
+    if not isinstance(model, ExpertMixture):
+        raise ValueError(
+            f"sliding-window inference needs an expert mixture (simmlm, dmome, late_fusion), got {type(model).__name__}"
+        )
+    if len(available) != 1:
+        raise ValueError(f"sliding-window inference takes one volume at a time, got a batch of {len(available)}")
+    names = model.modalities
+    channels = [inputs[name].shape[1] for name in names]
+
+    def experts(window: Tensor) -> Tensor:
+        parts = dict(zip(names, window.split(channels, dim=1), strict=True))
+        logits = model.expert_logits(parts, available.expand(len(window), -1))  # [b, M, T, *roi]
+        return logits.flatten(1, 2)
+
+    stacked = torch.cat([inputs[name] for name in names], dim=1)
+    stitched = sliding_window_inference(
+        stacked, list(roi_size), sw_batch_size, experts, overlap=overlap, mode="gaussian"
+    )
+    expert_logits = torch.as_tensor(stitched).reshape(1, len(names), -1, *stacked.shape[2:])
+    return [model.mix(expert_logits, inputs, mask) for mask in subset_masks]

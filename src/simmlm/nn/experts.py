@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -68,15 +70,59 @@ class MLPExpert(nn.Module):
         return self.net(torch.flatten(x, 1))
 
 
-def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **options: int | float) -> nn.Module:
-    """An expert by name: ``"lenet"`` for ``[C, S, S]`` inputs, ``"mlp"`` for any shape (flattened)."""
+def unet3d(
+    in_channels: int,
+    out_channels: int,
+    channels: tuple[int, ...] = (16, 32, 64, 128),
+    strides: tuple[int, ...] = (2, 2, 2),
+    num_res_units: int = 1,
+    norm: str = "instance",
+    dropout: float = 0.0,
+) -> nn.Module:
+    """A MONAI 3D U-Net mapping ``[B, C, D, H, W]`` to ``[B, T, D, H, W]`` logits (sides divisible by prod(strides))."""
+    from monai.networks.nets import UNet
+
+    if len(strides) != len(channels) - 1:
+        raise ValueError(f"unet3d needs len(strides) == len(channels) - 1, got {list(strides)} and {list(channels)}")
+    return UNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=tuple(channels),
+        strides=tuple(strides),
+        num_res_units=num_res_units,
+        norm=norm,
+        dropout=dropout,
+    )
+
+
+EXPERT_KINDS = ("auto", "lenet", "mlp", "unet3d")
+
+
+def resolve_expert_kind(kind: str, input_shape: tuple[int, ...]) -> str:
+    """``"auto"`` -> ``"lenet"`` for square ``[C, S, S]`` inputs with ``S >= 12``, else ``"mlp"``; others unchanged."""
+    if kind != "auto":
+        return kind
+    square = len(input_shape) == 3 and input_shape[1] == input_shape[2] and input_shape[1] >= 12
+    return "lenet" if square else "mlp"
+
+
+def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
+    """An expert by name: ``"lenet"`` for ``[C, S, S]`` inputs, ``"mlp"`` for any shape (flattened), ``"unet3d"``
+    for ``[C, D, H, W]`` volumes (``num_classes`` output channels per voxel); ``"auto"`` picks lenet or mlp from
+    the shape (:func:`resolve_expert_kind`)."""
+    kind = resolve_expert_kind(kind, input_shape)
     if kind == "lenet":
         if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
             raise ValueError(f"expert 'lenet' needs a [C, S, S] input, got {list(input_shape)}")
-        return LeNet5(num_classes, input_size=input_shape[1], in_channels=input_shape[0], **options)  # type: ignore[arg-type]
+        return LeNet5(num_classes, input_size=input_shape[1], in_channels=input_shape[0], **options)
     if kind == "mlp":
         in_features = 1
         for size in input_shape:
             in_features *= size
-        return MLPExpert(in_features, num_classes, **options)  # type: ignore[arg-type]
-    raise ValueError(f"unknown expert kind {kind!r}; choose one of 'lenet', 'mlp'")
+        return MLPExpert(in_features, num_classes, **options)
+    if kind == "unet3d":
+        if len(input_shape) != 4:
+            raise ValueError(f"expert 'unet3d' needs a [C, D, H, W] input, got {list(input_shape)}")
+        return unet3d(input_shape[0], num_classes, **options)
+    raise ValueError(f"unknown expert kind {kind!r}; choose one of {', '.join(map(repr, EXPERT_KINDS))}")

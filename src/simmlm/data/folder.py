@@ -1,0 +1,289 @@
+"""Your own data: a folder with a CSV manifest and one array file per modality per sample.
+
+Layout (all paths relative to the folder)::
+
+    DIR/manifest.csv            sample_id,label,split,<modality 1>,<modality 2>,...
+    DIR/<any path>.npy          one array per (sample, modality), e.g. image/s001.npy
+    DIR/<any path>.npz          or one archive per modality holding an array per sample id
+
+- ``sample_id``: unique, non-empty. ``split``: ``train``, ``val`` or ``test``; every split needs at least one row.
+- ``label``: if every label is an integer, the labels are the class indices ``0..K-1`` (``K`` = largest + 1, or
+  ``num_classes``); otherwise every label is a class name and the names, sorted, become indices ``0..K-1``.
+- Every other column is a modality, in column order. A cell holds the file of that modality for that sample:
+  a ``.npy`` path, or a ``.npz`` path whose array under the key ``sample_id`` is the sample. An empty cell means
+  the modality is missing for that sample (at least one per sample must be present).
+- Arrays are numeric and finite, and every sample of a modality has the same shape. 2-D arrays ``[H, W]`` are read as
+  one-channel images ``[1, H, W]``; other ranks are kept.
+- ``standardize``: each modality is standardised with a mean and standard deviation fitted on the training samples
+  that have it (per feature for 1-D inputs, per channel ``[C, ...]`` otherwise); the statistics are kept in
+  ``Splits.preprocessing`` and travel with checkpoints, so ``simmlm predict`` applies the same scaling.
+
+Every problem raises one ``ValueError`` (or ``FileNotFoundError``) naming the manifest line, sample and file.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from simmlm.data.base import Splits, TensorMultimodalDataset
+
+SPLITS = ("train", "val", "test")
+REQUIRED_COLUMNS = ("sample_id", "label", "split")
+_MODALITY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    sample_id: str
+    label: str
+    split: str
+    cells: dict[str, str]
+
+
+def _read_manifest(path: Path) -> tuple[list[str], list[_Row]]:
+    """Modality names (column order) and rows of a manifest, with every structural check."""
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} not found (a folder dataset needs a {path.name} listing samples)")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
+            body = [(reader.line_num, cells) for cells in reader]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a readable UTF-8 CSV file ({err})") from err
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; the header must have {list(REQUIRED_COLUMNS)} + modalities"
+        )
+    duplicates = sorted({c for c in header if header.count(c) > 1})
+    if duplicates:
+        raise ValueError(f"{path}: duplicate column(s) {duplicates}")
+    modalities = [c for c in header if c not in REQUIRED_COLUMNS]
+    bad = [m for m in modalities if not _MODALITY_NAME.match(m)]
+    if bad:
+        raise ValueError(f"{path}: modality column names must match [A-Za-z][A-Za-z0-9_-]*, got {bad}")
+    if len(modalities) < 2:
+        raise ValueError(
+            f"{path}: needs at least 2 modality columns besides {list(REQUIRED_COLUMNS)}, got {modalities}"
+        )
+    rows: list[_Row] = []
+    seen: dict[str, int] = {}
+    for line, cells in body:
+        if not any(c.strip() for c in cells):
+            continue  # blank line
+        if len(cells) != len(header):
+            raise ValueError(f"{path} line {line}: {len(cells)} cells, the header has {len(header)}")
+        values = dict(zip(header, (c.strip() for c in cells), strict=True))
+        sample_id = values["sample_id"]
+        where = f"{path} line {line} (sample {sample_id!r})"
+        if not sample_id:
+            raise ValueError(f"{path} line {line}: empty sample_id")
+        if sample_id in seen:
+            raise ValueError(f"{where}: duplicate sample_id, first used on line {seen[sample_id]}")
+        seen[sample_id] = line
+        if values["split"] not in SPLITS:
+            raise ValueError(f"{where}: unknown split {values['split']!r}; use one of {list(SPLITS)}")
+        if not values["label"]:
+            raise ValueError(f"{where}: empty label")
+        if not any(values[m] for m in modalities):
+            raise ValueError(f"{where}: every modality is missing; a sample needs at least one")
+        rows.append(_Row(line, sample_id, values["label"], values["split"], {m: values[m] for m in modalities}))
+    for split in SPLITS:
+        if not any(r.split == split for r in rows):
+            raise ValueError(f"{path}: the {split!r} split has no rows (mark some samples split={split})")
+    return modalities, rows
+
+
+def _class_indices(rows: list[_Row], num_classes: int | None, path: Path) -> tuple[list[int], list[str]]:
+    """Integer labels (all labels integers) or sorted class names -> indices; also the class names."""
+    try:
+        indices = [int(r.label) for r in rows]
+    except ValueError:
+        indices = []
+    if indices:
+        for row, index in zip(rows, indices, strict=True):
+            if index < 0 or (num_classes is not None and index >= num_classes):
+                allowed = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
+                raise ValueError(
+                    f"{path} line {row.line} (sample {row.sample_id!r}): label {index} outside the classes {allowed}"
+                )
+        k = num_classes if num_classes is not None else max(indices) + 1
+        return indices, [str(i) for i in range(k)]
+    names = sorted({r.label for r in rows})
+    if num_classes is not None and len(names) > num_classes:
+        raise ValueError(f"{path}: {len(names)} class names {names[:10]} but num_classes is {num_classes}")
+    lookup = {name: i for i, name in enumerate(names)}
+    return [lookup[r.label] for r in rows], names
+
+
+def check_array(array: object, where: str) -> np.ndarray:
+    """A numeric, finite array as ``float32``; 2-D ``[H, W]`` becomes ``[1, H, W]`` (a one-channel image)."""
+    if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise ValueError(f"{where}: dtype {getattr(array, 'dtype', type(array).__name__)} is not numeric")
+    if np.iscomplexobj(array):
+        raise ValueError(f"{where}: complex values are not supported")
+    if array.ndim == 0:
+        raise ValueError(f"{where}: a scalar; a modality needs an array of at least one value")
+    values = array.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{where}: contains {int((~np.isfinite(values)).sum())} NaN or infinite value(s)")
+    return values[None] if values.ndim == 2 else values
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """One ``.npy`` file through :func:`check_array`; unreadable, truncated or pickled files raise ``ValueError``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable numeric .npy array ({err})") from err
+    return check_array(array, str(path))
+
+
+class _Archives:
+    """``.npz`` archives opened once each and closed on exit."""
+
+    def __init__(self) -> None:
+        self.open: dict[Path, Any] = {}
+
+    def __enter__(self) -> _Archives:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for archive in self.open.values():
+            archive.close()
+
+    def read(self, path: Path, key: str) -> np.ndarray:
+        if path not in self.open:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: file not found")
+            try:
+                self.open[path] = np.load(path, allow_pickle=False)
+            except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+                raise ValueError(f"{path}: not a readable .npz archive ({err})") from err
+        archive = self.open[path]
+        if key not in archive.files:
+            raise ValueError(f"{path}: no array named {key!r} (the archive holds {len(archive.files)} arrays)")
+        try:
+            array = archive[key]
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{path}[{key!r}]: not a readable numeric array ({err})") from err
+        return check_array(array, f"{path}[{key!r}]")
+
+
+def _read_cell(root: Path, cell: str, sample_id: str, archives: _Archives) -> np.ndarray:
+    path = root / cell
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return read_npy(path)
+    if suffix == ".npz":
+        return archives.read(path, sample_id)
+    raise ValueError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .npy, or .npz keyed by sample_id")
+
+
+def _load_modality(root: Path, name: str, rows: list[_Row], manifest: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Stacked arrays ``[N, ...]`` (zeros where missing) and the presence vector ``[N]`` of one modality."""
+    first: tuple[str, tuple[int, ...]] | None = None
+    arrays: list[np.ndarray | None] = []
+    with _Archives() as archives:
+        for row in rows:
+            if not row.cells[name]:
+                arrays.append(None)
+                continue
+            where = f"{manifest.name} line {row.line} (sample {row.sample_id!r}, modality {name!r})"
+            try:
+                array = _read_cell(root, row.cells[name], row.sample_id, archives)
+            except (ValueError, FileNotFoundError) as err:
+                raise type(err)(f"{where}: {err}") from err
+            if first is None:
+                first = (row.sample_id, array.shape)
+            elif array.shape != first[1]:
+                raise ValueError(
+                    f"{where}: {row.cells[name]} has shape {list(array.shape)}, but sample {first[0]!r} has "
+                    f"{list(first[1])}; every sample of a modality must have the same shape"
+                )
+            arrays.append(array)
+    assert first is not None  # the caller checks that every modality has a training sample
+    present = np.array([a is not None for a in arrays])
+    zeros = np.zeros(first[1], dtype=np.float32)
+    return np.stack([zeros if a is None else a for a in arrays]), present
+
+
+def fit_standardization(values: np.ndarray) -> dict[str, list[Any]]:
+    """Mean and std of ``[N, ...]`` present samples: per feature for ``[N, D]``, per channel for ``[N, C, ...]``."""
+    axes = (0,) if values.ndim == 2 else (0, *range(2, values.ndim))
+    mean = values.mean(axis=axes, keepdims=True)[0].astype(np.float64)
+    std = values.std(axis=axes, keepdims=True)[0].astype(np.float64)
+    std = np.where(std < 1e-8, 1.0, std)  # constant features are only centred
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def apply_standardization(array: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
+    """``(x - mean) / std`` with statistics from :func:`fit_standardization` (``array``: one sample or ``[N, ...]``)."""
+    mean, std = np.asarray(stats["mean"], dtype=np.float32), np.asarray(stats["std"], dtype=np.float32)
+    return ((array - mean) / std).astype(np.float32)
+
+
+def _iter_splits(rows: list[_Row]) -> Iterator[tuple[str, np.ndarray]]:
+    split = np.array([r.split for r in rows])
+    for name in SPLITS:
+        yield name, np.flatnonzero(split == name)
+
+
+def load_folder(
+    root: str | Path, manifest: str = "manifest.csv", standardize: bool = True, num_classes: int | None = None
+) -> Splits:
+    """Read a folder dataset (layout in the module docstring) into train / validation / test splits."""
+    root = Path(root)
+    if num_classes is not None and num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2 (or None: from the labels), got {num_classes}")
+    manifest_path = root / manifest
+    modalities, rows = _read_manifest(manifest_path)
+    labels, classes = _class_indices(rows, num_classes, manifest_path)
+    train_rows = [r for r in rows if r.split == "train"]
+    for name in modalities:
+        if not any(r.cells[name] for r in train_rows):
+            raise ValueError(f"{manifest_path}: modality {name!r} is missing for every training sample")
+    loaded = {name: _load_modality(root, name, rows, manifest_path) for name in modalities}
+    shapes = {name: list(values.shape[1:]) for name, (values, _) in loaded.items()}
+    preprocessing: dict[str, Any] = {"dataset": "folder", "classes": classes, "shapes": shapes, "standardize": {}}
+    is_train = np.array([r.split == "train" for r in rows])
+    inputs: dict[str, np.ndarray] = {}
+    for name, (values, present) in loaded.items():
+        if standardize:
+            stats = fit_standardization(values[present & is_train])
+            preprocessing["standardize"][name] = stats
+            values = np.where(present.reshape(-1, *[1] * (values.ndim - 1)), apply_standardization(values, stats), 0)
+        inputs[name] = values.astype(np.float32)
+    mask = np.stack([loaded[name][1] for name in modalities], axis=1)
+    targets = np.asarray(labels, dtype=np.int64)
+
+    def part(index: np.ndarray) -> TensorMultimodalDataset:
+        return TensorMultimodalDataset(
+            {name: torch.from_numpy(values[index]) for name, values in inputs.items()},
+            torch.from_numpy(mask[index]),
+            torch.from_numpy(targets[index]),
+        )
+
+    parts = {name: part(index) for name, index in _iter_splits(rows)}
+    shape_text = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+    present_pct = ", ".join(f"{name} {mask[is_train, m].mean():.0%}" for m, name in enumerate(modalities))
+    description = (
+        f"Folder dataset {root} ({manifest}): {len(rows)} samples, {len(classes)} classes, modalities {shape_text}; "
+        f"splits from the manifest (train {len(parts['train'])}, val {len(parts['val'])}, test {len(parts['test'])}); "
+        f"present in training: {present_pct}; "
+        + ("standardised with training statistics." if standardize else "not standardised.")
+    )
+    return Splits(parts["train"], parts["val"], parts["test"], len(classes), description, preprocessing)

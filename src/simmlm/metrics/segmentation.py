@@ -1,0 +1,53 @@
+"""Segmentation metrics: Dice per region and voxel-wise calibration of independent sigmoid outputs."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from simmlm.metrics.classification import calibration_bins, calibration_gap
+
+
+def dice_score(prediction: Tensor, target: Tensor) -> Tensor:
+    """Dice ``2|P ∩ Y| / (|P| + |Y|)`` over the last three (spatial) dimensions: ``[..., D, H, W]`` -> ``[...]``.
+
+    An empty prediction of an empty target scores 1 (the BraTS convention), a non-empty one 0.
+    """
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
+    p, y = prediction.bool().flatten(-3), target.bool().flatten(-3)
+    intersection = (p & y).sum(-1).double()
+    total = p.sum(-1).double() + y.sum(-1).double()
+    return torch.where(total > 0, 2 * intersection / total.clamp_min(1), torch.ones_like(total))
+
+
+class VoxelCalibration:
+    """ECE and SCE of voxel-wise binary (sigmoid) predictions, accumulated over cases, averaged over regions.
+
+    Each region is a two-class problem per voxel with probabilities ``[1 - p, p]``; ECE bins the max
+    probability, SCE bins each class's probability (20 equal-width bins), exactly as for classification.
+    """
+
+    def __init__(self, num_regions: int, n_bins: int = 20) -> None:
+        self.n_bins = n_bins
+        self.ece_sums = torch.zeros(num_regions, 3, n_bins, dtype=torch.float64)
+        self.sce_sums = torch.zeros(num_regions, 2, 3, n_bins, dtype=torch.float64)
+
+    def update(self, probs: Tensor, target: Tensor) -> None:
+        """Add voxels: ``probs`` and ``target`` are ``[C, V]`` (e.g. the brain voxels of one case)."""
+        if probs.shape != target.shape or probs.ndim != 2 or probs.shape[0] != len(self.ece_sums):
+            raise ValueError(
+                f"probs and target must be [{len(self.ece_sums)}, V], got {tuple(probs.shape)}, {tuple(target.shape)}"
+            )
+        p, y = probs.double().cpu(), target.cpu() > 0.5
+        for c in range(len(p)):
+            confidence = torch.maximum(p[c], 1 - p[c])
+            self.ece_sums[c] += calibration_bins(confidence, (p[c] > 0.5) == y[c], self.n_bins)
+            self.sce_sums[c, 0] += calibration_bins(1 - p[c], ~y[c], self.n_bins)
+            self.sce_sums[c, 1] += calibration_bins(p[c], y[c], self.n_bins)
+
+    def compute(self) -> tuple[float, float]:
+        """(ECE, SCE), each the mean over regions."""
+        ece = torch.stack([calibration_gap(s) for s in self.ece_sums]).mean()
+        sce = torch.stack([(calibration_gap(s[0]) + calibration_gap(s[1])) / 2 for s in self.sce_sums]).mean()
+        return float(ece), float(sce)
