@@ -141,6 +141,41 @@ def test_random_crops_are_reproducible_and_biased_to_tumour(tmp_path: Path) -> N
     assert all(item[2][0].sum() > 0 for item in first)  # every crop is centred on a tumour voxel
 
 
+def test_crops_depend_on_seed_epoch_and_index_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What makes segmentation resume exact and DDP ranks share one run's crops: no hidden random stream."""
+    from simmlm.data.base import ShardedBatchSampler
+    from simmlm.engine.config import BratsConfig
+    from simmlm.engine.tasks import SegmentationTask
+
+    cases = [load_case(write_case(tmp_path, f"c{i}", BRATS2018, seed=i), BRATS2018) for i in range(2)]
+    volumes = VolumeDataset(cases, list(BRATS2018.modalities))
+    crops = RandomCropDataset(volumes, (8, 8, 8), samples_per_epoch=6)
+    crops.set_random_state(3)
+    later = crops[(1, 4)]
+    for key in [(0, 4), (1, 2), (0, 0), (1, 4)]:  # whatever was drawn before, (1, 4) is the same crop
+        crops[key]
+    assert torch.equal(crops[(1, 4)][0]["flair"], later[0]["flair"])
+    assert torch.equal(crops[4][0]["flair"], crops[(0, 4)][0]["flair"])
+    assert any(not torch.equal(crops[(0, i)][0]["flair"], crops[(1, i)][0]["flair"]) for i in range(6))
+
+    task = SegmentationTask(BratsConfig(crop_size=(8, 8, 8), crops_per_epoch=6))
+    loader = task.train_loader(volumes, batch_size=4, seed=7)
+    assert isinstance(loader.sampler, ShardedBatchSampler)
+    loader.sampler.set_epoch(2)  # Lightning does this before every epoch
+    batches = list(loader)
+    assert [len(b[2]) for b in batches] == [4, 2] and batches[0][0]["t1"].shape == (4, 1, 8, 8, 8)
+    order = [k for keys in ShardedBatchSampler(6, 4, shuffle=True, seed=7, with_epoch=True) for k in keys]
+    crops.set_random_state(7)  # the loader's seed
+    assert torch.equal(batches[0][2][1], crops[(2, order[1][1])][2])
+    halves = []
+    for rank in range(2):  # two DDP ranks: each loads half of every global batch, the same crops
+        ranked = task.train_loader(volumes, batch_size=4, seed=7)
+        monkeypatch.setattr(ranked.sampler, "_world", lambda rank=rank: (2, rank))
+        ranked.sampler.set_epoch(2)
+        halves.append(list(ranked))
+    assert torch.equal(halves[1][0][2], batches[0][2][1::2])
+
+
 def _tiny_simmlm(modalities: list[str], size: int = 16) -> nn.Module:
     return create_method(
         "simmlm",

@@ -15,10 +15,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from simmlm.data.base import Splits
-from simmlm.engine.checkpoint import save_checkpoint
-from simmlm.engine.config import load_config
+from simmlm.engine.checkpoint import load_checkpoint, save_checkpoint
+from simmlm.engine.config import RunConfig, load_config
+from simmlm.engine.resume import config_differences, is_global_zero, remove_checkpoints
 from simmlm.engine.tasks import ClassificationTask, Task, task_for
-from simmlm.engine.train import RunResult, load_splits, train
+from simmlm.engine.train import RunResult, load_splits, resolve_config, train
 from simmlm.evaluate import REGIONS
 from simmlm.methods.predict import predict_subsets
 
@@ -53,7 +54,7 @@ def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]
     ``predictions.npz`` (classification only) holds the test-set class probabilities per subset (``probs``
     ``[S, N, K]``, NaN for samples lacking a modality of the subset; ``subsets``, ``targets``), from which reports
     draw reliability diagrams. Returns the metrics: test report, validation average score, training time,
-    selections and MoFe stats.
+    selections and MoFe stats. Only the global rank 0 writes (under DDP every rank holds the same trained model).
     """
     task = task_for(result.config)
     report = task.report(result.model, splits.test, splits.modalities)
@@ -65,6 +66,8 @@ def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]
         "selected": result.selected,
         "mofe": result.mofe,
     }
+    if not is_global_zero():
+        return metrics
     save_checkpoint(
         run_dir / "model.pt",
         result.model,
@@ -96,8 +99,14 @@ def run_benchmark(
     config: Path | None = None,
     overrides: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train and test every method with every seed; model selection uses the validation split only."""
+    """Train and test every method with every seed; model selection uses the validation split only.
+
+    Each run checkpoints every epoch under ``runs/<method>-seed<k>/checkpoints`` (removed once the run is
+    saved). With ``resume``, finished runs (``metrics.json`` present, same config) are loaded instead of trained
+    and an interrupted run continues from its checkpoints.
+    """
     base = load_config(config, overrides)
     splits = load_splits(base.data)  # before creating ``out``: bad data leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
@@ -113,9 +122,23 @@ def run_benchmark(
         runs = []
         for seed in seeds:
             cfg = load_config(config, {**(overrides or {}), "method": method, "train.seed": seed})
+            run_dir = out / "runs" / f"{method}-seed{seed}"
+            if resume and (run_dir / "metrics.json").is_file():
+                log(f"{method} seed {seed}: finished before, loaded from {run_dir}")
+                run, result = load_run(run_dir, cfg)
+                runs.append(({"method": method, "seed": seed, **run}, result))
+                continue
             log(f"{method} seed {seed}: training ({cfg.train.stage1.epochs}+{cfg.train.stage2.epochs} epochs)")
-            result = train(cfg, splits, progress=False, stage1_cache=stage1_cache)
-            run = {"method": method, "seed": seed, **save_run(out / "runs" / f"{method}-seed{seed}", result, splits)}
+            result = train(
+                cfg,
+                splits,
+                progress=False,
+                stage1_cache=stage1_cache,
+                checkpoint_dir=run_dir / "checkpoints",
+                resume=resume,
+            )
+            run = {"method": method, "seed": seed, **save_run(run_dir, result, splits)}
+            remove_checkpoints(run_dir)
             report = run["test"]
             key = _headline(report)
             accs = ", ".join(f"{k} {v[key]:.2%}" for k, v in report["subsets"].items())
@@ -126,12 +149,13 @@ def run_benchmark(
             )
             runs.append((run, result))
         resolved = runs[0][1].config
+        score_name = _SCORE[_headline(runs[0][0]["test"])]
         summary["protocol"] = (
             f"{splits.description} Expert mixtures (simmlm, dmome, late_fusion) train in two stages "
             f"(stage 1: {resolved.train.stage1.epochs} epochs per expert, stage 2: {resolved.train.stage2.epochs} "
             "epochs; stage 1 is shared between methods with identical experts); methods without per-modality "
             "experts (mmp, dream) train in one stage for the same total number of epochs, dream after its "
-            f"scorer. Adam; every stage keeps its best epoch on validation {_SCORE[_headline(report)]} (stage 2: "
+            f"scorer. Adam; every stage keeps its best epoch on validation {score_name} (stage 2: "
             "mean over every subset), never on test data. Test metrics: every non-empty modality subset, each over "
             "the test samples that have all of its modalities; ECE/SCE with 20 bins."
         )
@@ -150,16 +174,30 @@ def run_benchmark(
             full_modality_flops(runs[0][1].model, splits, task_for(resolved)),
             {s: r.config.train.mofe_lambda for s, (_, r) in zip(seeds, runs, strict=True)},
         )
-        if base.data.dataset == "brats":
-            _segmentation_figures(out, method, runs[0][1], splits)
         # Written after every method, so an interruption keeps what is finished.
-        write_atomic(out / "summary.json", json.dumps(summary, indent=2))
-        write_atomic(out / "summary.md", summary_markdown(summary))
-        if base.data.dataset == "brats":
-            from simmlm.segmentation_figures import population_gates_figure
+        if is_global_zero():
+            if base.data.dataset == "brats":
+                _segmentation_figures(out, method, runs[0][1], splits)
+            write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+            write_atomic(out / "summary.md", summary_markdown(summary))
+            if base.data.dataset == "brats":
+                from simmlm.segmentation_figures import population_gates_figure
 
-            population_gates_figure(summary, out / "figures" / "population_gates.png")
+                population_gates_figure(summary, out / "figures" / "population_gates.png")
     return summary
+
+
+def load_run(run_dir: Path, cfg: RunConfig) -> tuple[dict[str, Any], RunResult]:
+    """The metrics and model of a finished run folder; an error if it was trained with another config."""
+    model, saved, _ = load_checkpoint(run_dir / "model.pt")
+    differ = config_differences(saved.model_dump(mode="json"), resolve_config(cfg).model_dump(mode="json"))
+    if differ:
+        raise ValueError(
+            f"{run_dir} was trained with another config (differs in {', '.join(differ)}); "
+            "drop --resume or choose another --out"
+        )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return metrics, RunResult(model, saved, metrics["train_seconds"], metrics["selected"], metrics["mofe"])
 
 
 _SCORE = {"accuracy": "accuracy", "dice_mean": "mean Dice"}

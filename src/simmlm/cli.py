@@ -17,6 +17,21 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set train.stage2.epochs=10.")
 ]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoints (same config and seed).")
+]
+DevicesOpt = Annotated[
+    str | None, typer.Option("--devices", help='Devices per node: a number or "auto" (default: the config\'s, 1).')
+]
+StrategyOpt = Annotated[
+    str | None, typer.Option("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, ... (README).")
+]
+NodesOpt = Annotated[int | None, typer.Option("--num-nodes", help="Number of nodes (multi-node DDP; README).")]
+
+
+def _placement(devices: str | None, strategy: str | None, num_nodes: int | None) -> dict[str, Any]:
+    """``--devices/--strategy/--num-nodes`` as config overrides."""
+    return {"train.devices": devices, "train.strategy": strategy, "train.num_nodes": num_nodes}  # None: not set
 
 
 def _overrides(data_dir: Path | None, sets: list[str] | None, **extra: Any) -> dict[str, Any]:
@@ -58,12 +73,21 @@ def benchmark(
     data_dir: DataDir = None,
     mofe_lambda: Annotated[float | None, typer.Option(help="Override every method's MoFe lambda.")] = None,
     set_: SetOpt = None,
+    resume: ResumeOpt = False,
+    devices: DevicesOpt = None,
+    strategy: StrategyOpt = None,
+    num_nodes: NodesOpt = None,
 ) -> None:
-    """Train every method with every seed, test on every modality subset, write summary.json and summary.md."""
+    """Train every method with every seed, test on every modality subset, write summary.json and summary.md.
+
+    With --resume, runs whose metrics.json exists are loaded instead of trained and an interrupted run
+    continues from its checkpoints.
+    """
     from pydantic import ValidationError
     from rich.console import Console
 
     from simmlm.benchmark import run_benchmark
+    from simmlm.engine.resume import is_global_zero
     from simmlm.engine.train import quiet_lightning
     from simmlm.methods import get_method
 
@@ -77,13 +101,22 @@ def benchmark(
         if config is None:
             default = Path("configs") / f"{dataset}.yaml"
             config = default if default.is_file() else None
-        overrides = _overrides(data_dir, set_, **{"data.dataset": dataset, "train.mofe_lambda": mofe_lambda})
+        extra = {"data.dataset": dataset, "train.mofe_lambda": mofe_lambda, **_placement(devices, strategy, num_nodes)}
+        overrides = _overrides(data_dir, set_, **extra)
         quiet_lightning()
         summary = run_benchmark(
-            method_list, seed_list, out, config, overrides, log=lambda s: console.print(s, markup=False, soft_wrap=True)
+            method_list,
+            seed_list,
+            out,
+            config,
+            overrides,
+            log=lambda s: console.print(s, markup=False, soft_wrap=True),
+            resume=resume,
         )
     except (ValueError, FileNotFoundError, ValidationError) as err:
         raise _fail(err) from err
+    if not is_global_zero():
+        return
     console.print((out / "summary.md").read_text(), markup=False, soft_wrap=True)
     console.print(f"wrote {out / 'summary.json'} ({len(summary['methods'])} methods x {len(seed_list)} seeds)")
 
@@ -119,22 +152,35 @@ def train(
     out: Annotated[Path, typer.Option(help="Run folder for model.pt and metrics.json.")] = Path("results/run"),
     data_dir: DataDir = None,
     set_: SetOpt = None,
+    resume: ResumeOpt = False,
+    devices: DevicesOpt = None,
+    strategy: StrategyOpt = None,
+    num_nodes: NodesOpt = None,
 ) -> None:
-    """Train one run and evaluate it on the test split under every modality subset."""
+    """Train one run and evaluate it on the test split under every modality subset.
+
+    Every epoch is checkpointed under OUT/checkpoints (removed when the run is finished); --resume continues
+    an interrupted run from there and ends with the same model and metrics as an uninterrupted run.
+    """
     from pydantic import ValidationError
 
     from simmlm.benchmark import save_run
     from simmlm.engine.config import load_config
+    from simmlm.engine.resume import is_global_zero, remove_checkpoints
     from simmlm.engine.train import load_splits
     from simmlm.engine.train import train as train_run
 
     try:
-        cfg = load_config(config, _overrides(data_dir, set_, method=method, **{"train.seed": seed}))
+        settings = {"train.seed": seed, **_placement(devices, strategy, num_nodes)}
+        cfg = load_config(config, _overrides(data_dir, set_, method=method, **settings))
         splits = load_splits(cfg.data)
-        result = train_run(cfg, splits, progress=True)
+        result = train_run(cfg, splits, progress=True, checkpoint_dir=out / "checkpoints", resume=resume)
     except (ValueError, FileNotFoundError, ValidationError) as err:
         raise _fail(err) from err
     report = save_run(out, result, splits)["test"]
+    remove_checkpoints(out)
+    if not is_global_zero():
+        return
     key = "dice_mean" if "average_dice" in report else "accuracy"
     for name, values in report["subsets"].items():
         extra = "".join(f"  {k} {values[k]:.2%}" for k in ("dice_wt", "dice_tc", "dice_et") if k in values)

@@ -7,13 +7,14 @@ tensor is zeros of the right shape, but nothing downstream ever infers presence 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from simmlm.subsets import check_mask
 
@@ -93,14 +94,98 @@ class _WithIndex(Dataset[IndexedBatch]):
         return (*self.dataset[index], torch.as_tensor(index))
 
 
+class ShardedBatchSampler(Sampler[list[Any]]):
+    """Batches of a (seeded) order of ``range(size)``; under ``torch.distributed`` each rank takes its share.
+
+    Alone it yields exactly what ``BatchSampler(RandomSampler(..., generator), batch_size)`` yields. With
+    ``distributed=True`` and an initialised process group of ``W`` ranks, every rank draws the same global
+    batches (all ranks seed the same generator) and keeps rows ``rank::W`` of each, so ``batch_size`` stays the
+    *global* batch size and the ranks see disjoint samples; a last batch whose size is not a multiple of ``W``
+    is padded with the epoch's first samples (as ``DistributedSampler`` pads). ``state_dict`` /
+    ``load_state_dict`` save and restore the shuffling generator, so a resumed run draws the same orders.
+
+    With ``with_epoch`` a batch lists ``(epoch, index)`` pairs instead of indices, ``epoch`` being what
+    :meth:`set_epoch` was last given (Lightning calls it before every epoch, a resumed fit included): a dataset
+    can then draw its randomness from ``(seed, epoch, index)`` alone (:class:`simmlm.data.brats.RandomCropDataset`).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        distributed: bool = False,
+        with_epoch: bool = False,
+    ) -> None:
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.distributed, self.with_epoch, self.epoch = distributed, with_epoch, 0
+        self.generator = torch.Generator().manual_seed(seed) if shuffle else None
+        order = RandomSampler(range(size), generator=self.generator) if shuffle else SequentialSampler(range(size))
+        self.batches = BatchSampler(order, batch_size=batch_size, drop_last=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A torch.Generator (and its state tensor) fails torch.multiprocessing's shared-memory pickling under
+        # ddp_spawn: send the generator's state as plain bytes instead.
+        state = None if self.generator is None else self.generator.get_state().numpy().tobytes()
+        options = (self.size, self.batch_size, self.shuffle, self.seed, self.distributed, self.with_epoch)
+        return (_rebuild_sampler, (options, self.epoch, state))
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch that ``with_epoch`` batches carry (the shuffling order does not depend on it)."""
+        self.epoch = epoch
+
+    def _world(self) -> tuple[int, int]:
+        if self.distributed and dist.is_available() and dist.is_initialized():
+            world, rank = dist.get_world_size(), dist.get_rank()
+            if self.batch_size % world:
+                raise ValueError(f"batch_size {self.batch_size} is not a multiple of the {world} processes")
+            return world, rank
+        return 1, 0
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        world, rank = self._world()
+        first: list[int] = []
+        for batch in self.batches:
+            if world > 1:
+                first = first or list(batch)
+                pad = -len(batch) % world
+                batch = (batch + (first * world)[:pad])[rank::world]
+            yield [(self.epoch, i) for i in batch] if self.with_epoch else batch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The shuffling generator's state (empty for a sequential order)."""
+        return {} if self.generator is None else {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
+
+
+def _rebuild_sampler(options: tuple[Any, ...], epoch: int, state: bytes | None) -> ShardedBatchSampler:
+    sampler = ShardedBatchSampler(*options)
+    sampler.set_epoch(epoch)
+    if state is not None:
+        sampler.load_state_dict({"generator": torch.frombuffer(bytearray(state), dtype=torch.uint8)})
+    return sampler
+
+
 def make_loader(
-    dataset: TensorMultimodalDataset, batch_size: int, shuffle: bool, seed: int = 0, with_index: bool = False
+    dataset: TensorMultimodalDataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    with_index: bool = False,
+    distributed: bool = False,
 ) -> DataLoader:
     """A loader that fetches whole batches by fancy indexing (no per-sample collation).
 
-    With ``with_index`` every batch carries a fourth element: the batch's row indices in ``dataset``.
+    With ``with_index`` every batch carries a fourth element: the batch's row indices in ``dataset``. With
+    ``distributed`` each rank of an initialised process group loads its share of every batch
+    (:class:`ShardedBatchSampler`).
     """
-    generator = torch.Generator().manual_seed(seed)
-    base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    sampler = BatchSampler(base, batch_size=batch_size, drop_last=False)
+    sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle, seed, distributed)
     return DataLoader(_WithIndex(dataset) if with_index else dataset, sampler=sampler, batch_size=None)

@@ -257,7 +257,14 @@ class RandomCropDataset(Dataset[Batch]):
 
     Item ``i`` is a crop of case ``i % len(cases)``: centred on a tumour voxel with probability
     ``pos_fraction``, else on a brain voxel (``RandCropByPosNegLabeld``); volumes smaller than the crop are
-    zero-padded first. Reproducible: :meth:`set_random_state` seeds the transforms.
+    zero-padded first.
+
+    Reproducible and order-free: the key ``(epoch, i)`` (a plain ``i`` is epoch 0) reseeds the transforms from
+    ``(seed, epoch, i)`` alone (``seed`` from :meth:`set_random_state`), so a crop does not depend on which
+    crops were drawn before it or by which process, data-loader worker or DDP rank. An interrupted run that
+    resumes at epoch ``e`` therefore draws exactly the crops the uninterrupted run drew, and a 2-rank run the
+    same crops as a 1-rank run. A list of keys gives a collated batch (what
+    ``ShardedBatchSampler(..., with_epoch=True)`` yields).
     """
 
     def __init__(
@@ -273,7 +280,7 @@ class RandomCropDataset(Dataset[Batch]):
 
         if not 0 <= pos_fraction <= 1:
             raise ValueError(f"pos_fraction must be in [0, 1], got {pos_fraction}")
-        self.volumes, self.samples_per_epoch = volumes, samples_per_epoch
+        self.volumes, self.samples_per_epoch, self.seed = volumes, samples_per_epoch, 0
         keys = [*volumes.modalities, "target"]
         pad = SpatialPad(list(crop_size))
         self.items: list[dict[str, Any]] = []  # padded once, with tumour / brain voxel indices computed once
@@ -298,12 +305,24 @@ class RandomCropDataset(Dataset[Batch]):
         self.transform = Compose(transforms)
 
     def set_random_state(self, seed: int) -> None:
-        self.transform.set_random_state(seed=seed)
+        """The seed every crop's randomness derives from (with its epoch and index)."""
+        self.seed = seed
 
     def __len__(self) -> int:
         return self.samples_per_epoch
 
-    def __getitem__(self, index: int) -> Batch:
+    def __getitem__(self, key: int | tuple[int, int] | list[Any]) -> Batch:
+        if isinstance(key, list):
+            from torch.utils.data import default_collate
+
+            return default_collate([self[k] for k in key])
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        return self.crop(int(epoch), int(index))
+
+    def crop(self, epoch: int, index: int) -> Batch:
+        """Item ``index`` of epoch ``epoch``: a random crop of case ``index % len(cases)``."""
+        entropy = [int(v) % 2**63 for v in (self.seed, epoch, index)]
+        self.transform.set_random_state(seed=int(np.random.SeedSequence(entropy).generate_state(1)[0]))
         case = index % len(self.volumes)
         (crop,) = self.transform(dict(self.items[case]))
         inputs = {name: _plain(crop[name]) for name in self.volumes.modalities}

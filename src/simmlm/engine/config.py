@@ -103,6 +103,9 @@ class TrainConfig(StrictModel):
     )
     augment: dict[str, AugmentSpec] = Field(default_factory=dict)
     accelerator: str = "auto"
+    devices: int | Literal["auto"] = Field(1, description="devices per node (Lightning's `devices`)")
+    strategy: str = Field("auto", description='Lightning strategy, e.g. "ddp", "ddp_spawn" (README: multiple GPUs)')
+    num_nodes: int = Field(1, ge=1)
 
 
 class RunConfig(StrictModel):

@@ -1,7 +1,10 @@
 """The two training stages of SimMLM (Sec. 3.3) as Lightning modules.
 
 Both keep, in memory, the weights that score best on the validation split and restore them when training
-ends (selection on validation data only; the test split is never seen here).
+ends (selection on validation data only; the test split is never seen here). That memory (and the MoFe sums)
+is the modules' ``extra state``: it goes into every Lightning checkpoint, so a resumed stage selects exactly
+as an uninterrupted one, and it travels back from ``ddp_spawn`` workers with the weights. Under DDP every
+rank scores the whole validation split and rank 0's decision is broadcast, so all ranks keep the same epoch.
 """
 
 from __future__ import annotations
@@ -20,6 +23,13 @@ from simmlm.losses.mofe import mofe_terms
 from simmlm.methods.base import ExpertMixture
 from simmlm.methods.predict import outputs_for_subsets
 from simmlm.subsets import all_subsets, sample_nested_pairs
+
+
+def _rank_zero_says(module: L.LightningModule, decision: bool) -> bool:
+    """Rank 0's ``decision`` on every rank (identical inputs should agree anyway; this makes sure)."""
+    if module.trainer.world_size == 1:
+        return decision
+    return bool(module.trainer.strategy.broadcast(decision, src=0))
 
 
 class ExpertStage(L.LightningModule):
@@ -63,7 +73,7 @@ class ExpertStage(L.LightningModule):
         for name, score in zip(self.model.modalities, scores, strict=True):
             if score is None:  # no validation sample has this modality: the expert keeps its last epoch
                 continue
-            if name not in self.best or score > self.best[name][0]:
+            if _rank_zero_says(self, name not in self.best or score > self.best[name][0]):
                 state = copy.deepcopy(self.model.experts[name].state_dict())
                 self.best[name] = (score, self.current_epoch + 1, state)
             self.log(f"stage1/val_score_{name}", score[0], prog_bar=True)
@@ -74,6 +84,12 @@ class ExpertStage(L.LightningModule):
 
     def selected(self) -> dict[str, Any]:
         return {name: {"epoch": epoch, "val_score": score[0]} for name, (score, epoch, _) in self.best.items()}
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.best = {name: (tuple(score), epoch, weights) for name, (score, epoch, weights) in state["best"].items()}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.model.experts.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -134,13 +150,25 @@ class CooperativeStage(L.LightningModule):
         subset_scores = self.task.scores(self.model, self.val_set, all_subsets(len(self.val_set.modalities)))
         scores = [s for s in subset_scores if s is not None]  # subsets no validation sample has are skipped
         score = (sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores))
-        if self.best is None or score > self.best[0]:
+        if _rank_zero_says(self, self.best is None or score > self.best[0]):
             self.best = (score, self.current_epoch + 1, copy.deepcopy(self.model.state_dict()))
         self.log("stage2/val_mean_score", score[0], prog_bar=True)
 
     def on_fit_end(self) -> None:
         if self.best is not None:
             self.model.load_state_dict(self.best[2])
+        if self.trainer.world_size > 1:  # every rank saw its own shard: average the MoFe sums over ranks
+            sums = torch.tensor([self.hinge_sum, self.active_sum, float(self.steps)], device=self.device)
+            self.hinge_sum, self.active_sum, steps = self.trainer.strategy.reduce(sums, reduce_op="mean").tolist()
+            self.steps = round(steps)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"best": self.best, "mofe_sums": [self.hinge_sum, self.active_sum, self.steps]}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        best = state["best"]
+        self.best = None if best is None else (tuple(best[0]), best[1], best[2])
+        self.hinge_sum, self.active_sum, self.steps = state["mofe_sums"]
 
     def selected(self) -> dict[str, Any]:
         if self.best is None:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from simmlm.data.base import Splits, TensorMultimodalDataset, make_loader
+from simmlm.data.base import ShardedBatchSampler, Splits, TensorMultimodalDataset, make_loader
 from simmlm.engine.config import BratsConfig, RunConfig
 from simmlm.evaluate import classification_report, segmentation_report
 from simmlm.losses.mofe import per_sample_cross_entropy
@@ -27,7 +27,14 @@ class Task(Protocol):
 
     def input_shapes(self, splits: Splits) -> dict[str, tuple[int, ...]]: ...
 
-    def train_loader(self, dataset: Any, batch_size: int, seed: int, with_index: bool = False) -> DataLoader: ...
+    def train_loader(self, dataset: Any, batch_size: int, seed: int, with_index: bool = False) -> DataLoader:
+        """Shuffled batches from ``seed``; under DDP each rank loads its share of every (global) batch.
+
+        The loader's ``sampler`` has ``state_dict`` / ``load_state_dict`` (its shuffling generator), and every
+        other random draw comes from the global RNGs or from ``(seed, epoch, index)``, so a resumed run
+        (:mod:`simmlm.engine.resume`) loads exactly the batches the uninterrupted run loaded.
+        """
+        ...
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor: ...
 
@@ -56,7 +63,7 @@ class ClassificationTask:
     def train_loader(
         self, dataset: TensorMultimodalDataset, batch_size: int, seed: int, with_index: bool = False
     ) -> DataLoader:
-        return make_loader(dataset, batch_size, shuffle=True, seed=seed, with_index=with_index)
+        return make_loader(dataset, batch_size, shuffle=True, seed=seed, with_index=with_index, distributed=True)
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return per_sample_cross_entropy(logits, target)
@@ -96,8 +103,12 @@ class SegmentationTask:
         c = self.cfg
         crops = RandomCropDataset(dataset, c.crop_size, c.crops_per_epoch, c.pos_fraction, c.flip)
         crops.set_random_state(seed)
-        generator = torch.Generator().manual_seed(seed)
-        return DataLoader(crops, batch_size=batch_size, shuffle=True, generator=generator)
+        # Shuffled (and, under DDP, sharded) like the classification batches; every crop depends on (seed,
+        # epoch, index) alone, so resuming restores the crops by restoring the shuffling generator.
+        sampler = ShardedBatchSampler(
+            len(crops), batch_size, shuffle=True, seed=seed, distributed=True, with_epoch=True
+        )
+        return DataLoader(crops, sampler=sampler, batch_size=None)
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         from simmlm.losses.segmentation import dice_bce_per_sample

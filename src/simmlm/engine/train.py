@@ -15,11 +15,13 @@ from typing import Any
 
 import lightning as L
 from torch import nn
+from torch.utils.data import DataLoader
 
 from simmlm.data.base import Splits
-from simmlm.engine.config import DataConfig, RunConfig
+from simmlm.engine.config import DataConfig, RunConfig, TrainConfig
+from simmlm.engine.resume import AtomicCheckpointIO, EpochCheckpoint, RunCheckpoints
 from simmlm.engine.stages import CooperativeStage, ExpertStage
-from simmlm.engine.tasks import task_for
+from simmlm.engine.tasks import Task, task_for
 from simmlm.methods import DREAM, ExpertMixture, create_method, get_method
 
 
@@ -90,17 +92,51 @@ class RunResult:
     mofe: dict[str, float] = field(default_factory=dict)
 
 
-def _trainer(epochs: int, accelerator: str, progress: bool) -> L.Trainer:
+def _trainer(epochs: int, t: TrainConfig, progress: bool, checkpoint: Path | None = None) -> L.Trainer:
+    """A Trainer on ``t``'s devices; with ``checkpoint``, writing it (atomically) after every epoch."""
     return L.Trainer(
         max_epochs=epochs,
-        accelerator=accelerator,
-        devices=1,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=_strategy(t),
+        num_nodes=t.num_nodes,
+        use_distributed_sampler=False,  # our ShardedBatchSampler shards each batch itself
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=checkpoint is not None,
+        callbacks=[EpochCheckpoint(checkpoint)] if checkpoint is not None else None,
+        plugins=[AtomicCheckpointIO()],
         enable_model_summary=False,
         enable_progress_bar=progress,
         num_sanity_val_steps=0,
     )
+
+
+def _strategy(t: TrainConfig) -> str:
+    """Lightning's strategy name; DDP variants detect unused parameters (stage 1 leaves the gate idle)."""
+    name = t.strategy
+    if name == "auto" and (t.devices != 1 or t.num_nodes > 1):
+        name = "ddp"
+    return f"{name}_find_unused_parameters_true" if name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook") else name
+
+
+def _fit(
+    stage: L.LightningModule,
+    loader: DataLoader,
+    epochs: int,
+    t: TrainConfig,
+    progress: bool,
+    store: RunCheckpoints | None,
+    phase: str,
+) -> float:
+    """Fit ``stage`` (continuing from ``phase``'s last checkpoint when resuming); returns its training seconds."""
+    start = time.perf_counter()
+    trainer = _trainer(epochs, t, progress, store.last(phase) if store is not None else None)
+    if t.batch_size % trainer.world_size:
+        raise ValueError(f"train.batch_size {t.batch_size} must be a multiple of the {trainer.world_size} processes")
+    trainer.fit(stage, loader, ckpt_path=store.resume_from(phase) if store is not None else None)
+    seconds = time.perf_counter() - start
+    callback = trainer.checkpoint_callback
+    return max(seconds, callback.seconds()) if isinstance(callback, EpochCheckpoint) else seconds
 
 
 def quiet_lightning() -> None:
@@ -109,6 +145,7 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # epoch values are equal on every rank
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
@@ -129,7 +166,10 @@ def stage1_key(cfg: RunConfig, splits: Splits, model: ExpertMixture) -> str:
         "model": cfg.model.model_dump(mode="json", include={"expert", "expert_options"}),
         "data": cfg.data.model_dump(mode="json"),
         "splits": [len(splits.train), len(splits.val), splits.description],
-        "train": t.model_dump(mode="json", include={"seed", "batch_size", "stage1", "augment", "accelerator"}),
+        "train": t.model_dump(
+            mode="json",
+            include={"seed", "batch_size", "stage1", "augment", "accelerator", "devices", "strategy", "num_nodes"},
+        ),
     }
     return json.dumps(parts, sort_keys=True)
 
@@ -144,7 +184,12 @@ class StageOneResult:
 
 
 def train(
-    cfg: RunConfig, splits: Splits, progress: bool = True, stage1_cache: dict[str, StageOneResult] | None = None
+    cfg: RunConfig,
+    splits: Splits,
+    progress: bool = True,
+    stage1_cache: dict[str, StageOneResult] | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Two-stage training of ``cfg.method`` on ``splits`` (test split untouched).
 
@@ -152,9 +197,14 @@ def train(
     reuse its experts (the paper's point (b) of Sec. 3.3; simmlm, dmome and late_fusion share them). Results
     are identical either way, because each stage is seeded on its own; ``train_seconds`` always counts stage
     1's measured time.
+
+    With ``checkpoint_dir`` every epoch is checkpointed there and every finished phase recorded
+    (:mod:`simmlm.engine.resume`); with ``resume`` too, finished phases are loaded and an interrupted one
+    continues from its last epoch, ending exactly where an uninterrupted run with the same seed ends.
     """
     cfg = resolve_config(cfg)
     t = cfg.train
+    store = RunCheckpoints(checkpoint_dir, cfg, resume) if checkpoint_dir is not None else None
     task = task_for(cfg)
     L.seed_everything(t.seed, workers=True, verbose=False)
     model = build_model(cfg, task.input_shapes(splits), splits.num_classes)
@@ -169,52 +219,88 @@ def train(
         scorer_cfg = cfg.model_copy(
             update={"method": model.scorer_method, "model": cfg.model.model_copy(update={"method_options": {}})}
         )
-        scorer = train(scorer_cfg, splits, progress, stage1_cache)
+        scorer_dir = store.directory / "scorer" if store is not None else None
+        scorer = train(scorer_cfg, splits, progress, stage1_cache, scorer_dir, resume)
         model.scorer.load_state_dict(scorer.model.state_dict())
         model.cache_scorer_predictions(splits.train)
         selected["scorer"] = {"method": model.scorer_method, **scorer.selected}
         prior_seconds += scorer.train_seconds
     if t.stage1.epochs > 0 and isinstance(model, ExpertMixture):
-        key = stage1_key(cfg, splits, model)
-        cached = stage1_cache.get(key) if stage1_cache is not None else None
-        if cached is None:
-            start = time.perf_counter()
-            L.seed_everything(_stage_seed(t.seed, 1), workers=True, verbose=False)
-            stage1 = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment, task)
-            loader = task.train_loader(splits.train, t.batch_size, seed=_stage_seed(t.seed, 1))
-            _trainer(t.stage1.epochs, t.accelerator, progress).fit(stage1, loader)
-            cached = StageOneResult(
-                copy.deepcopy(model.experts.state_dict()), stage1.selected(), time.perf_counter() - start
-            )
-            if stage1_cache is not None:
-                stage1_cache[key] = cached
-        else:
-            model.experts.load_state_dict(cached.expert_state)
-            selected["stage1_reused"] = True
-        selected["stage1"] = cached.selected
-        prior_seconds += cached.seconds
-    start = time.perf_counter()
-    L.seed_everything(_stage_seed(t.seed, 2), workers=True, verbose=False)
-    stage2 = CooperativeStage(
-        model,
-        splits.val,
-        t.stage2.lr,
-        t.stage2.weight_decay,
-        t.augment,
-        float(t.mofe_lambda or 0.0),
-        t.mofe_views,
-        task,
-    )
-    # Methods without per-modality experts have no stage 1: they get the whole epoch budget in one stage.
-    epochs = t.stage2.epochs + (0 if isinstance(model, ExpertMixture) else t.stage1.epochs)
-    if epochs > 0:
-        loader = task.train_loader(
-            splits.train, t.batch_size, _stage_seed(t.seed, 2), with_index=isinstance(model, DREAM)
+        stage1 = _stage_one(cfg, splits, model, task, progress, stage1_cache, store)
+        selected.update(stage1.selected)
+        prior_seconds += stage1.seconds
+    done = store.done("stage2") if store is not None else None
+    mofe: dict[str, float] = {}
+    if done is not None:
+        model.load_state_dict(done["model"])
+        selected.update(done["selected"])
+        mofe, seconds = done["mofe"], done["seconds"]
+    else:
+        L.seed_everything(_stage_seed(t.seed, 2), workers=True, verbose=False)
+        stage2 = CooperativeStage(
+            model,
+            splits.val,
+            t.stage2.lr,
+            t.stage2.weight_decay,
+            t.augment,
+            float(t.mofe_lambda or 0.0),
+            t.mofe_views,
+            task,
         )
-        _trainer(epochs, t.accelerator, progress).fit(stage2, loader)
-        selected["stage2"] = stage2.selected()
+        # Methods without per-modality experts have no stage 1: they get the whole epoch budget in one stage.
+        epochs = t.stage2.epochs + (0 if isinstance(model, ExpertMixture) else t.stage1.epochs)
+        seconds = 0.0
+        if epochs > 0:
+            loader = task.train_loader(
+                splits.train, t.batch_size, _stage_seed(t.seed, 2), with_index=isinstance(model, DREAM)
+            )
+            seconds = _fit(stage2, loader, epochs, t, progress, store, "stage2")
+            selected["stage2"] = stage2.selected()
+        mofe = stage2.mofe_stats()
+        if store is not None:
+            stage2_selected = {"stage2": selected["stage2"]} if "stage2" in selected else {}
+            record = {"model": model.state_dict(), "selected": stage2_selected, "mofe": mofe, "seconds": seconds}
+            store.save_done("stage2", record)
     if isinstance(model, DREAM):
         model.prediction_cache = None  # training-set cache only: evaluation scores the actual input
     model.cpu().eval()
-    seconds = prior_seconds + time.perf_counter() - start
-    return RunResult(model, cfg, seconds, selected, stage2.mofe_stats())
+    return RunResult(model, cfg, prior_seconds + seconds, selected, mofe)
+
+
+def _stage_one(
+    cfg: RunConfig,
+    splits: Splits,
+    model: ExpertMixture,
+    task: Task,
+    progress: bool,
+    stage1_cache: dict[str, StageOneResult] | None,
+    store: RunCheckpoints | None,
+) -> StageOneResult:
+    """Stage 1 of ``model``'s experts: from a finished-phase record, the cache, or trained (resumably).
+
+    Returns the experts' state, the ``selected`` entries to report and the seconds to count.
+    """
+    t = cfg.train
+    key = stage1_key(cfg, splits, model)
+    done = store.done("stage1") if store is not None else None
+    if done is not None:
+        result = StageOneResult(done["expert_state"], done["selected"], done["seconds"])
+        model.experts.load_state_dict(result.expert_state)
+        return result
+    cached = stage1_cache.get(key) if stage1_cache is not None else None
+    if cached is None:
+        L.seed_everything(_stage_seed(t.seed, 1), workers=True, verbose=False)
+        stage = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment, task)
+        loader = task.train_loader(splits.train, t.batch_size, seed=_stage_seed(t.seed, 1))
+        seconds = _fit(stage, loader, t.stage1.epochs, t, progress, store, "stage1")
+        cached = StageOneResult(copy.deepcopy(model.experts.state_dict()), stage.selected(), seconds)
+        if stage1_cache is not None:
+            stage1_cache[key] = cached
+        report: dict[str, Any] = {"stage1": cached.selected}
+    else:
+        model.experts.load_state_dict(cached.expert_state)
+        report = {"stage1_reused": True, "stage1": cached.selected}
+    result = StageOneResult(cached.expert_state, report, cached.seconds)
+    if store is not None:
+        store.save_done("stage1", {"expert_state": result.expert_state, "selected": report, "seconds": result.seconds})
+    return result
