@@ -78,3 +78,18 @@ def test_mofe_is_a_plug_in_for_other_methods(method: str) -> None:
     result = train(cfg, _splits(), progress=False)
     assert result.config.train.mofe_lambda == 0.1
     assert result.mofe["active_fraction"] >= 0.0 and result.mofe["hinge_mean"] >= 0.0
+
+
+def test_runs_without_progress_bars_log_one_line_per_epoch(caplog: pytest.LogCaptureFixture) -> None:
+    quiet_lightning()
+    cfg = RunConfig.model_validate(
+        {
+            "model": {"expert": {"a": "lenet", "b": "mlp"}},
+            "train": {"batch_size": 16, "stage1": {"epochs": 2}, "stage2": {"epochs": 1}},
+        }
+    )
+    with caplog.at_level("INFO", logger="simmlm"):
+        train(cfg, _splits(), progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "simmlm"]
+    assert [line.split(":")[0].strip() for line in lines] == ["epoch 1/2", "epoch 2/2", "epoch 1/1"]
+    assert "stage1/val_score_a" in lines[0] and "stage2/val_mean_score" in lines[2]

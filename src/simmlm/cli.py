@@ -52,6 +52,23 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _show_epochs(console: Any) -> None:
+    """Print the engine's per-epoch lines (logger ``simmlm``) on ``console``; benchmarks run without progress bars."""
+    import logging
+
+    class _Console(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            console.print(record.getMessage(), markup=False, soft_wrap=True, style="dim")
+
+    logger = logging.getLogger("simmlm")
+    for old in [h for h in logger.handlers if getattr(h, "simmlm_console", False)]:
+        logger.removeHandler(old)  # one handler, on the latest console (tests call the CLI many times)
+    handler = _Console()
+    handler.simmlm_console = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def _fail(err: Exception) -> typer.Exit:
     from rich.console import Console
     from rich.markup import escape
@@ -104,6 +121,7 @@ def benchmark(
         extra = {"data.dataset": dataset, "train.mofe_lambda": mofe_lambda, **_placement(devices, strategy, num_nodes)}
         overrides = _overrides(data_dir, set_, **extra)
         quiet_lightning()
+        _show_epochs(console)
         summary = run_benchmark(
             method_list,
             seed_list,

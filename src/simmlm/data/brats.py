@@ -38,6 +38,7 @@ LABEL_REGIONS: dict[str, dict[str, tuple[int, ...]]] = {
     "brats2018": {"wt": (1, 2, 4), "tc": (1, 4), "et": (4,)},
 }
 Batch = tuple[dict[str, Tensor], Tensor, Tensor]
+BRATS2018_FILES = {name: f"{{case}}_{name}.nii.gz" for name in ("flair", "t1", "t1ce", "t2")}  # 2018-2021 names
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,7 @@ class NiftiLayout:
             (mask ``False``) instead of raising. The label file is always required.
     """
 
-    modalities: dict[str, str] = field(
-        default_factory=lambda: {
-            "flair": "{case}_flair.nii.gz",
-            "t1": "{case}_t1.nii.gz",
-            "t1ce": "{case}_t1ce.nii.gz",
-            "t2": "{case}_t2.nii.gz",
-        }
-    )
+    modalities: dict[str, str] = field(default_factory=lambda: dict(BRATS2018_FILES))
     label: str = "{case}_seg.nii.gz"
     brain_mask: str | None = None
     label_convention: str = "brats2018"

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from simmlm.data.augment import AugmentSpec
+from simmlm.data.brats import BRATS2018_FILES
 
 
 class StrictModel(BaseModel):
@@ -24,12 +25,7 @@ class BratsConfig(StrictModel):
         description="split -> sub-folder of case folders",
     )
     modalities: dict[str, str] = Field(
-        default_factory=lambda: {
-            "flair": "{case}_flair.nii.gz",
-            "t1": "{case}_t1.nii.gz",
-            "t1ce": "{case}_t1ce.nii.gz",
-            "t2": "{case}_t2.nii.gz",
-        },
+        default_factory=lambda: dict(BRATS2018_FILES),
         description="modality -> file name pattern ({case} = the case folder's name), in modality order",
     )
     label: str = "{case}_seg.nii.gz"

@@ -92,8 +92,33 @@ class RunResult:
     mofe: dict[str, float] = field(default_factory=dict)
 
 
+class EpochLog(L.Callback):
+    """One line per finished epoch (its logged losses and validation scores) on the ``simmlm`` logger.
+
+    Used when progress bars are off (benchmarks), so long runs still show where they are.
+    """
+
+    def _report(self, trainer: L.Trainer, epochs_done: int) -> None:
+        if trainer.is_global_zero and epochs_done > 0:
+            metrics = ", ".join(f"{k} {float(v):.4f}" for k, v in sorted(trainer.callback_metrics.items()))
+            logging.getLogger("simmlm").info("  epoch %d/%d: %s", epochs_done, trainer.max_epochs, metrics)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.first = trainer.current_epoch  # > 0 when resuming
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch > self.first:  # the previous epoch, including its validation, is complete
+            self._report(trainer, trainer.current_epoch)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report(trainer, trainer.current_epoch)
+
+
 def _trainer(epochs: int, t: TrainConfig, progress: bool, checkpoint: Path | None = None) -> L.Trainer:
     """A Trainer on ``t``'s devices; with ``checkpoint``, writing it (atomically) after every epoch."""
+    callbacks: list[L.Callback] = [] if progress else [EpochLog()]
+    if checkpoint is not None:
+        callbacks.append(EpochCheckpoint(checkpoint))
     return L.Trainer(
         max_epochs=epochs,
         accelerator=t.accelerator,
@@ -103,7 +128,7 @@ def _trainer(epochs: int, t: TrainConfig, progress: bool, checkpoint: Path | Non
         use_distributed_sampler=False,  # our ShardedBatchSampler shards each batch itself
         logger=False,
         enable_checkpointing=checkpoint is not None,
-        callbacks=[EpochCheckpoint(checkpoint)] if checkpoint is not None else None,
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         enable_model_summary=False,
         enable_progress_bar=progress,
