@@ -127,7 +127,7 @@ class EpochCheckpoint(Checkpoint):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: optimizer, loops, callbacks
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         sampler: Any = getattr(trainer.train_dataloader, "sampler", None)

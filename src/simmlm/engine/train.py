@@ -114,9 +114,26 @@ class EpochLog(L.Callback):
         self._report(trainer, trainer.current_epoch)
 
 
+class ReleaseProcessGroup(L.Callback):
+    """Destroys the process group of spawned workers once fitting is over (all collectives done).
+
+    Spawned workers exit without running ``atexit`` handlers, and a gloo group left alive then aborted a worker at
+    exit from time to time ("terminate called without an active exception"). Only for spawn/fork strategies: with
+    ``ddp`` the same processes run every stage and keep their group.
+    """
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        import torch.distributed as dist
+
+        spawned = getattr(trainer.strategy, "_start_method", None) in ("spawn", "fork", "forkserver")
+        if spawned and dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
 def _trainer(epochs: int, t: TrainConfig, progress: bool, checkpoint: Path | None = None) -> L.Trainer:
     """A Trainer on ``t``'s devices; with ``checkpoint``, writing it (atomically) after every epoch."""
-    callbacks: list[L.Callback] = [] if progress else [EpochLog()]
+    callbacks: list[L.Callback] = [ReleaseProcessGroup()] if progress else [EpochLog(), ReleaseProcessGroup()]
     if checkpoint is not None:
         callbacks.append(EpochCheckpoint(checkpoint))
     return L.Trainer(
