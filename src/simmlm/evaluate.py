@@ -75,6 +75,11 @@ def _cr_or_nan(scores: Tensor, subsets: Sequence[int], available: Tensor) -> flo
 REGIONS = ("wt", "tc", "et")
 
 
+def region_gate_weights(weights: Tensor) -> Tensor:
+    """One sample's gate weights as ``[M, 3]``: per modality and region (``[M]`` weights serve every region)."""
+    return weights if weights.ndim == 2 else weights.unsqueeze(1).expand(-1, len(REGIONS))
+
+
 @torch.no_grad()
 def segmentation_report(
     model: nn.Module,
@@ -126,8 +131,7 @@ def segmentation_report(
                 calibration[s].update(probs[:, brain], target[:, brain])
                 counts[s] += 1
                 if out.gate_weights is not None:
-                    weights = out.gate_weights[0].double().cpu()
-                    gates[s] += (weights if weights.ndim == 2 else weights.unsqueeze(1)).expand(-1, len(REGIONS))
+                    gates[s] += region_gate_weights(out.gate_weights[0].double().cpu())
     finally:
         model.train(was_training)
     report: dict[str, Any] = {"subsets": {}, "gate_weights": {}, "gate_weights_regions": {}}

@@ -153,7 +153,8 @@ def predict_volume(
     import nibabel as nib
     import torch.nn.functional as F
 
-    from simmlm.data.brats import REGIONS, preprocess_volumes, read_nifti, regions_to_labels
+    from simmlm.data.brats import REGIONS, brain_region, preprocess_volumes, read_nifti, regions_to_labels
+    from simmlm.evaluate import region_gate_weights
     from simmlm.methods.predict import sliding_window_subsets
     from simmlm.segmentation_figures import binary_entropy
 
@@ -170,10 +171,7 @@ def predict_volume(
         if not np.allclose(other, affine, atol=1e-3):
             raise ValueError(f"{files[name]}: affine differs from {files[first]}")
     volumes = {n: torch.from_numpy(a) for n, (a, _) in arrays.items() if n != "brain_mask"}
-    if "brain_mask" in arrays:
-        brain = torch.from_numpy(arrays["brain_mask"][0]) > 0.5
-    else:
-        brain = torch.stack([v != 0 for v in volumes.values()]).any(0)
+    brain = brain_region(volumes, arrays["brain_mask"][0] if "brain_mask" in arrays else None)
     inputs, mask, brain_small, box = preprocess_volumes(volumes, brain, modalities, b.downsample)
     batch = {k: v.unsqueeze(0) for k, v in inputs.items()}
     (out,) = sliding_window_subsets(model, batch, mask.unsqueeze(0), [mask.unsqueeze(0)], b.crop_size, b.overlap)
@@ -195,17 +193,9 @@ def predict_volume(
         "output": None,
     }
     if out.gate_weights is not None:
-        weights = out.gate_weights[0].reshape(len(modalities), -1)
+        weights = region_gate_weights(out.gate_weights[0])
         result["gate_weights"] = {
-            name: dict(
-                zip(
-                    REGIONS,
-                    (weights[m].expand(len(REGIONS)) if weights.shape[1] == 1 else weights[m]).tolist(),
-                    strict=True,
-                )
-            )
-            for m, name in enumerate(modalities)
-            if mask[m]
+            name: dict(zip(REGIONS, weights[m].tolist(), strict=True)) for m, name in enumerate(modalities) if mask[m]
         }
     if output is not None:
         size = [s.stop - s.start for s in box]

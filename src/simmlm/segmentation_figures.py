@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from simmlm.data.brats import REGIONS, VolumeCase
+from simmlm.evaluate import region_gate_weights
 from simmlm.methods.predict import sliding_window_subsets
 from simmlm.report import _pyplot
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits, subset_name
@@ -96,8 +97,7 @@ def _gate_bars(ax: Any, gate_weights: torch.Tensor | None, modalities: Sequence[
     if gate_weights is None:
         ax.text(0.5, 0.5, "no gate", ha="center")
         return
-    weights = gate_weights[0].float().cpu()
-    weights = weights if weights.ndim == 2 else weights.unsqueeze(1).expand(-1, len(REGIONS))
+    weights = region_gate_weights(gate_weights[0].float().cpu())
     here = [i for i in range(len(modalities)) if bits >> i & 1]
     width = 0.8 / len(here)
     for j, i in enumerate(here):

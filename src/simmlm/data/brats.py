@@ -106,6 +106,13 @@ class VolumeCase:
     brain: Tensor
 
 
+def brain_region(volumes: dict[str, Tensor], brain_mask: np.ndarray | None = None) -> Tensor:
+    """The brain: ``brain_mask > 0.5`` when a mask is given, else the voxels where any sequence is non-zero."""
+    if brain_mask is not None:
+        return torch.from_numpy(brain_mask) > 0.5
+    return torch.stack([v != 0 for v in volumes.values()]).any(0)
+
+
 def normalise_in_brain(volume: Tensor, brain: Tensor) -> Tensor:
     """Z-score with the mean and std of the brain voxels; 0 outside the brain."""
     values = volume[brain]
@@ -167,10 +174,7 @@ def load_case(folder: Path, layout: NiftiLayout, downsample: int = 1, margin: in
         if not np.allclose(affine, reference[2], atol=1e-3):
             raise ValueError(f"case {folder}: {path.name} and {label_path.name} have different affines")
     volumes = {name: torch.from_numpy(data) for name, (data, _) in arrays.items()}
-    if extra:
-        brain = torch.from_numpy(next(iter(extra.values()))[0]) > 0.5
-    else:
-        brain = torch.stack([v != 0 for v in volumes.values()]).any(0)
+    brain = brain_region(volumes, next(iter(extra.values()))[0] if extra else None)
     rounded = np.rint(labels)
     if not np.allclose(rounded, labels):
         raise ValueError(f"{label_path}: label map has non-integer values")
