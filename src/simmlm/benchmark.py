@@ -21,7 +21,6 @@ from simmlm.engine.resume import config_differences, is_global_zero, remove_chec
 from simmlm.engine.tasks import ClassificationTask, Task, task_for
 from simmlm.engine.train import RunResult, load_splits, resolve_config, train
 from simmlm.evaluate import REGIONS
-from simmlm.methods.predict import predict_subsets
 
 
 def count_params(model: nn.Module) -> int:
@@ -57,8 +56,8 @@ def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]
     selections and MoFe stats. Only the global rank 0 writes (under DDP every rank holds the same trained model).
     """
     task = task_for(result.config)
-    report = task.report(result.model, splits.test, splits.modalities)
-    val_report = task.report(result.model, splits.val, splits.modalities)
+    report, arrays = task.report(result.model, splits.test, splits.modalities)
+    val_report, _ = task.report(result.model, splits.val, splits.modalities)
     metrics = {
         "test": report,
         f"val_{task.average_key}": val_report[task.average_key],
@@ -78,17 +77,10 @@ def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]
         preprocessing=splits.preprocessing,
     )
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-    if not isinstance(task, ClassificationTask):
-        return metrics
-    test_predictions = predict_subsets(result.model, splits.test)
-    tmp = run_dir / "predictions.tmp.npz"
-    np.savez_compressed(
-        tmp,
-        probs=test_predictions.logits.float().softmax(-1).numpy().astype(np.float32),
-        subsets=np.asarray(test_predictions.subsets),
-        targets=test_predictions.targets.numpy(),
-    )
-    os.replace(tmp, run_dir / "predictions.npz")
+    if arrays:
+        tmp = run_dir / "predictions.tmp.npz"
+        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, run_dir / "predictions.npz")
     return metrics
 
 

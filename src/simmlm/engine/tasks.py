@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -42,7 +43,11 @@ class Task(Protocol):
         """Validation score per subset (compared as tuples, higher is better); ``None`` if no sample has it."""
         ...
 
-    def report(self, model: nn.Module, dataset: Any, modalities: Sequence[str]) -> dict[str, Any]: ...
+    def report(
+        self, model: nn.Module, dataset: Any, modalities: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Metrics under every subset, and the per-sample outputs worth saving (``predictions.npz``; may be empty)."""
+        ...
 
     def example_inputs(self, splits: Splits) -> tuple[dict[str, Tensor], Tensor]: ...
 
@@ -75,8 +80,17 @@ class ClassificationTask:
             for logits, rows in zip(preds.logits, preds.covered, strict=True)
         ]
 
-    def report(self, model: nn.Module, dataset: Any, modalities: Sequence[str]) -> dict[str, Any]:
-        return classification_report(predict_subsets(model, dataset), modalities)
+    def report(
+        self, model: nn.Module, dataset: Any, modalities: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The report, and the class probabilities per subset (``probs`` ``[S, N, K]``, ``subsets``, ``targets``)."""
+        preds = predict_subsets(model, dataset)
+        arrays = {
+            "probs": preds.logits.float().softmax(-1).numpy().astype(np.float32),
+            "subsets": np.asarray(preds.subsets),
+            "targets": preds.targets.numpy(),
+        }
+        return classification_report(preds, modalities), arrays
 
     def example_inputs(self, splits: Splits) -> tuple[dict[str, Tensor], Tensor]:
         inputs, mask, _ = splits.test[[0]]
@@ -119,8 +133,11 @@ class SegmentationTask:
         report = segmentation_report(model, dataset, dataset.modalities, self.cfg.crop_size, self.cfg.overlap, subsets)
         return [(v["dice_mean"], 0.0) if v["samples"] else None for v in report["subsets"].values()]
 
-    def report(self, model: nn.Module, dataset: Any, modalities: Sequence[str]) -> dict[str, Any]:
-        return segmentation_report(model, dataset, modalities, self.cfg.crop_size, self.cfg.overlap)
+    def report(
+        self, model: nn.Module, dataset: Any, modalities: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The report; voxel outputs are not saved (``simmlm predict -o`` writes a case's label map)."""
+        return segmentation_report(model, dataset, modalities, self.cfg.crop_size, self.cfg.overlap), {}
 
     def example_inputs(self, splits: Splits) -> tuple[dict[str, Tensor], Tensor]:
         shapes = self.input_shapes(splits)
