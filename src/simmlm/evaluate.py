@@ -89,8 +89,11 @@ def segmentation_report(
     overlap: float = 0.5,
     subsets: Sequence[int] | None = None,
     n_bins: int = 20,
+    calibration: bool = True,
 ) -> dict[str, Any]:
     """Metrics of a WT/TC/ET segmenter under every subset, on whole volumes (sliding window).
+
+    ``calibration=False`` skips the voxel-wise ECE/SCE (reported as NaN), e.g. for epoch selection on Dice.
 
     ``dataset`` yields ``(inputs {name: [C, D, H, W]}, mask [M], target [3, D, H, W])`` per case and has a
     ``cases[i].brain`` mask (:class:`~simmlm.data.brats.VolumeDataset`). Voxels are predicted positive where the
@@ -112,7 +115,7 @@ def segmentation_report(
     gates = torch.zeros(len(subsets), num_modalities, len(REGIONS), dtype=torch.float64)
     counts = torch.zeros(len(subsets), dtype=torch.long)
     available_bits = torch.zeros(len(dataset), dtype=torch.long)
-    calibration = [VoxelCalibration(len(REGIONS), n_bins) for _ in subsets]
+    bins = [VoxelCalibration(len(REGIONS), n_bins) for _ in subsets] if calibration else None
     case_ids = []
     try:
         for i in range(len(dataset)):
@@ -128,7 +131,8 @@ def segmentation_report(
             for s, out in zip(covered, outputs, strict=True):
                 probs = out.logits[0].float().sigmoid().cpu()
                 dice[i, s] = dice_score(probs > 0.5, target > 0.5)
-                calibration[s].update(probs[:, brain], target[:, brain])
+                if bins is not None:
+                    bins[s].update(probs[:, brain], target[:, brain])
                 counts[s] += 1
                 if out.gate_weights is not None:
                     gates[s] += region_gate_weights(out.gate_weights[0].double().cpu())
@@ -139,7 +143,7 @@ def segmentation_report(
         name = subset_name(bits, modalities)
         n = int(counts[s])
         mean = dice[:, s].nanmean(0) if n else torch.full((len(REGIONS),), math.nan)
-        ece, sce = calibration[s].compute() if n else (math.nan, math.nan)
+        ece, sce = bins[s].compute() if n and bins is not None else (math.nan, math.nan)
         report["subsets"][name] = {
             **{f"dice_{r}": mean[k].item() for k, r in enumerate(REGIONS)},
             "dice_mean": mean.mean().item(),

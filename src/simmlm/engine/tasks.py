@@ -130,7 +130,10 @@ class SegmentationTask:
         return dice_bce_per_sample(logits, target)
 
     def scores(self, model: nn.Module, dataset: Any, subsets: Sequence[int]) -> list[tuple[float, float] | None]:
-        report = segmentation_report(model, dataset, dataset.modalities, self.cfg.crop_size, self.cfg.overlap, subsets)
+        c = self.cfg  # selection scores Dice only: the voxel calibration is skipped
+        report = segmentation_report(
+            model, dataset, dataset.modalities, c.crop_size, c.overlap, subsets, calibration=False
+        )
         return [(v["dice_mean"], 0.0) if v["samples"] else None for v in report["subsets"].values()]
 
     def report(
