@@ -21,6 +21,7 @@ from simmlm.engine.resume import config_differences, is_global_zero, remove_chec
 from simmlm.engine.tasks import ClassificationTask, Task, task_for
 from simmlm.engine.train import RunResult, load_splits, resolve_config, train
 from simmlm.evaluate import REGIONS
+from simmlm.reproducibility import provenance
 
 
 def count_params(model: nn.Module) -> int:
@@ -100,6 +101,7 @@ def run_benchmark(
     and an interrupted run continues from its checkpoints.
     """
     base = load_config(config, overrides)
+    source = provenance()  # before anything is written
     splits = load_splits(base.data)  # before creating ``out``: bad data leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
@@ -108,6 +110,7 @@ def run_benchmark(
         "seeds": list(seeds),
         "protocol": "",
         "methods": {},
+        "provenance": source,
     }
     stage1_cache: dict = {}
     for method in methods:

@@ -163,6 +163,61 @@ def data(
 
 
 @app.command()
+def compare(
+    reference: Annotated[Path, typer.Argument(help="The summary.json to reproduce (e.g. the committed one).")],
+    new: Annotated[Path, typer.Argument(help="The summary.json of the rerun.")],
+) -> None:
+    """Check that a rerun reproduced a benchmark exactly: every metric of every seed, bit for bit.
+
+    Timings and provenance are not compared. Exits with 1 and lists what differs when anything does.
+    """
+    import json
+
+    from simmlm.reproducibility import summary_differences
+
+    try:
+        summaries = [json.loads(Path(p).read_text()) for p in (reference, new)]
+    except (OSError, ValueError) as err:
+        raise _fail(ValueError(f"cannot read a summary: {err}")) from err
+    differences = summary_differences(*summaries)
+    if differences:
+        typer.echo(f"NOT reproduced: {len(differences)} values of {new} differ from {reference}:")
+        for line in differences[:50]:
+            typer.echo(f"  {line}")
+        if len(differences) > 50:
+            typer.echo(f"  ... and {len(differences) - 50} more")
+        raise typer.Exit(code=1)
+    typer.echo(f"reproduced exactly: every metric in {new} equals {reference} (timings and provenance not compared)")
+
+
+@app.command()
+def download(
+    dataset: Annotated[str, typer.Argument(help="Dataset whose raw files to fetch from their public homes: avmnist.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Download a dataset's raw files into DATA_DIR: resumable, checked against shipped SHA-256 sums.
+
+    Files already present and verified are skipped; a corrupt one is downloaded again.
+
+    Mirrors: set SIMMLM_MNIST_URL and SIMMLM_FSDD_URL to other base URLs (README, avMNIST data).
+    """
+    from simmlm.data.download import DATASETS, DownloadError, download_dataset
+
+    if dataset not in DATASETS:
+        raise _fail(ValueError(f"cannot download {dataset!r}: choose one of {', '.join(sorted(DATASETS))}"))
+    if data_dir is None:
+        raise _fail(ValueError("--data-dir is required (or set SIMMLM_DATA_DIR): the folder to download into"))
+    try:
+        download_dataset(dataset, data_dir)
+    except DownloadError as err:
+        _fail(err)  # prints the one-line error, as for the other commands; a failed download exits with 1
+        raise typer.Exit(code=1) from err
+    except ValueError as err:
+        raise _fail(err) from err
+    typer.echo(f"next: simmlm data {dataset} --data-dir {data_dir}")
+
+
+@app.command()
 def train(
     config: ConfigOpt = None,
     method: Annotated[str | None, typer.Option(help="Method (default: the config's).")] = None,

@@ -35,7 +35,7 @@ def _read_npy(path: Path) -> np.ndarray:
 
 def read_avmnist_input(name: str, path: Path, preprocessing: dict[str, Any]) -> torch.Tensor:
     """One modality file -> the model's input tensor ``[1, ...]`` (without batch axis), scaled as in training."""
-    from simmlm.data.avmnist import mfcc_map, scale_audio, scale_image
+    from simmlm.data.avmnist import AUDIO_FRONTENDS, AudioFrontend, mfcc_map, scale_audio, scale_image
 
     path = Path(path)
     if not path.is_file():
@@ -61,7 +61,9 @@ def read_avmnist_input(name: str, path: Path, preprocessing: dict[str, Any]) -> 
         return torch.from_numpy(scale_image(_finite(grey, path))).unsqueeze(0)
     if name == "audio":
         if suffix == ".wav":
-            mfcc, _ = mfcc_map(path)
+            # runs saved before the front end was an option used the anti-aliased one
+            stored = preprocessing.get("audio_frontend")
+            mfcc, _ = mfcc_map(path, AudioFrontend(**stored) if stored else AUDIO_FRONTENDS["antialiased"])
         elif suffix == ".npy":
             mfcc = _read_npy(path).squeeze()
             if mfcc.shape != (20, 20):

@@ -7,19 +7,23 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 
 class AugmentSpec(BaseModel):
-    """How one modality is augmented: ``affine`` (rotation, scale, shift of 2-D maps), ``noise`` or ``none``."""
+    """How one modality is augmented: ``affine`` (rotation, scale, shift of 2-D maps), ``noise``, ``mask``
+    (SpecAugment-style bands of a ``[B, C, F, T]`` spectrogram-like map set to 0) or ``none``."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["none", "affine", "noise"] = "none"
+    kind: Literal["none", "affine", "noise", "mask"] = "none"
     degrees: float = 10.0
     translate: float = 0.1
     scale: float = 0.1
     std: float = 0.1
+    freq_width: int = Field(4, ge=0, description="mask: widest band of rows (coefficients) per mask")
+    time_width: int = Field(0, ge=0, description="mask: widest band of columns (frames) per mask")
+    masks: int = Field(1, ge=0, description="mask: bands of each kind per sample")
 
 
 def random_affine(x: Tensor, degrees: float, translate: float, scale: float) -> Tensor:
@@ -35,6 +39,20 @@ def random_affine(x: Tensor, degrees: float, translate: float, scale: float) -> 
     return F.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros") + background
 
 
+def random_bands(x: Tensor, dim: int, max_width: int, count: int) -> Tensor:
+    """Set ``count`` random bands per sample along ``dim`` (each 0..``max_width`` wide) to 0 (SpecAugment)."""
+    n, size = len(x), x.shape[dim]
+    position = torch.arange(size, device=x.device)
+    shape = [n] + [1] * (x.ndim - 1)
+    shape[dim] = size
+    for _ in range(count):
+        width = torch.randint(0, max_width + 1, (n, 1), device=x.device).clamp(max=size)
+        start = (torch.rand(n, 1, device=x.device) * (size - width + 1)).floor()
+        band = (position >= start) & (position < start + width)
+        x = x.masked_fill(band.reshape(shape), 0.0)
+    return x
+
+
 def augment(x: Tensor, spec: AugmentSpec) -> Tensor:
     """Apply ``spec`` to a batch ``x`` of one modality."""
     if spec.kind == "affine":
@@ -43,6 +61,10 @@ def augment(x: Tensor, spec: AugmentSpec) -> Tensor:
         return random_affine(x, spec.degrees, spec.translate, spec.scale)
     if spec.kind == "noise":
         return x + spec.std * torch.randn_like(x)
+    if spec.kind == "mask":
+        if x.ndim != 4:
+            raise ValueError(f"mask augmentation needs [B, C, F, T] inputs, got {tuple(x.shape)}")
+        return random_bands(random_bands(x, 2, spec.freq_width, spec.masks), 3, spec.time_width, spec.masks)
     return x
 
 

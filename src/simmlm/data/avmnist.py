@@ -6,8 +6,11 @@ On-disk layout expected under the data directory (see ``../shared/data/DATA.md``
     avmnist/fsdd/recordings/{digit}_{speaker}_{index}.wav
 
 Protocol (SMIL / ShaSpec / SimMLM): 1,500 pairs from FSDD speakers jackson, nicolas and theo; recordings with
-index < 15 form the test split (450), the others the train split (1,050). Audio: decimate by 3 (8 kHz ->
-2.67 kHz), 20 MFCCs with ``n_fft=2048, hop=512``, zero-padded or cut to 20 frames. Each recording is paired
+index < 15 form the test split (450), the others the train split (1,050). Audio: resample by 3 (8 kHz ->
+2.67 kHz), 20 MFCCs with ``n_fft=2048, hop=512``, zero-padded or cut to 20 frames; the front end
+(:data:`AUDIO_FRONTENDS`) is either the literature's (``wave[::3]`` without an anti-alias filter, the MFCC told
+``sr=8000``, frames padded by reflection: what the published numbers use) or the anti-aliased one
+(``scipy.signal.decimate``, the true rate, zero padding). Each recording is paired
 with an MNIST image of the same digit (train images from MNIST-train, test images from MNIST-test), drawn
 without replacement by a fixed-seed generator, so the pairing is deterministic.
 
@@ -27,6 +30,7 @@ import gzip
 import hashlib
 import os
 import warnings
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,9 +82,10 @@ def check_files(root: Path) -> list[Path]:
     return files
 
 
-def fingerprint(files: list[Path]) -> str:
-    """SHA-256 over the raw files' contents and the extraction parameters."""
-    digest = hashlib.sha256(f"{BUILD_VERSION}{sorted(MFCC.items())}{SPEAKERS}{PAIRING_SEED}".encode())
+def fingerprint(files: list[Path], frontend: AudioFrontend) -> str:
+    """SHA-256 over the raw files' contents and the extraction parameters (front end included)."""
+    params = f"{BUILD_VERSION}{sorted(MFCC.items())}{sorted(asdict(frontend).items())}{SPEAKERS}{PAIRING_SEED}"
+    digest = hashlib.sha256(params.encode())
     for f in files:
         digest.update(f.name.encode())
         digest.update(f.read_bytes())
@@ -101,7 +106,48 @@ def read_idx(path: Path) -> np.ndarray:
     return body.reshape(shape)
 
 
-def mfcc_map(path: Path) -> tuple[np.ndarray, int]:
+@dataclass(frozen=True)
+class AudioFrontend:
+    """How a recording becomes a 20x20 MFCC map.
+
+    Attributes:
+        resample: ``"slice"`` keeps every third sample (``wave[::3]``, no anti-alias filter: energy above
+            1.33 kHz folds into the band); ``"decimate"`` low-pass filters first (``scipy.signal.decimate``).
+        mfcc_rate: the sample rate passed to librosa's MFCC, in Hz; ``None`` passes the true rate after
+            resampling (8000 / 3). It only moves the mel filter bank's frequencies.
+        pad_mode: how librosa pads the centred STFT frames: ``"reflect"`` or ``"constant"`` (zeros).
+    """
+
+    resample: Literal["slice", "decimate"]
+    mfcc_rate: float | None
+    pad_mode: Literal["reflect", "constant"]
+
+
+#: Named front ends. ``literature`` is what SMIL's public code (and so the published avMNIST numbers) computes:
+#: ``wave[::3]``, MFCC with ``sr=8000`` although the sliced signal is at 2,667 Hz, frames padded by reflection
+#: (its pinned librosa's default). ``antialiased`` is the clean signal path: filtered decimation, the true rate,
+#: zero padding (today's librosa default).
+AUDIO_FRONTENDS = {
+    "literature": AudioFrontend("slice", 8000.0, "reflect"),
+    "antialiased": AudioFrontend("decimate", None, "constant"),
+}
+
+
+def resolve_frontend(
+    name: str, mfcc_rate: float | None = None, pad_mode: Literal["reflect", "constant"] | None = None
+) -> AudioFrontend:
+    """A named front end with optional overrides of its MFCC rate and frame padding."""
+    if name not in AUDIO_FRONTENDS:
+        raise ValueError(f"audio_frontend must be one of {', '.join(map(repr, AUDIO_FRONTENDS))}, got {name!r}")
+    base = AUDIO_FRONTENDS[name]
+    return replace(
+        base,
+        mfcc_rate=base.mfcc_rate if mfcc_rate is None else float(mfcc_rate),
+        pad_mode=base.pad_mode if pad_mode is None else pad_mode,
+    )
+
+
+def mfcc_map(path: Path, frontend: AudioFrontend = AUDIO_FRONTENDS["literature"]) -> tuple[np.ndarray, int]:
     """20x20 MFCC map of one recording (coefficients x frames) and its number of real frames."""
     import librosa
     import scipy.signal
@@ -113,16 +159,21 @@ def mfcc_map(path: Path) -> tuple[np.ndarray, int]:
         raise ValueError(f"cannot read WAV {path}: {err}") from err
     if wave.ndim > 1:
         wave = wave.mean(axis=1)
-    wave = scipy.signal.decimate(wave, MFCC["decimate"]).astype(np.float32)
+    factor = MFCC["decimate"]
+    if frontend.resample == "slice":
+        wave = np.ascontiguousarray(wave[::factor])
+    else:
+        wave = scipy.signal.decimate(wave, factor).astype(np.float32)
     with warnings.catch_warnings():
-        # Most decimated clips are shorter than n_fft: librosa zero-pads them, as the protocol expects.
+        # Most resampled clips are shorter than n_fft: librosa pads them, as the protocol expects.
         warnings.filterwarnings("ignore", message="n_fft=.* is too large")
         coeffs = librosa.feature.mfcc(
             y=wave,
-            sr=rate / MFCC["decimate"],
+            sr=frontend.mfcc_rate or rate / factor,
             n_mfcc=MFCC["n_mfcc"],
             n_fft=MFCC["n_fft"],
             hop_length=MFCC["hop_length"],
+            pad_mode=frontend.pad_mode,
         )
     frames = MFCC["frames"]
     real = min(coeffs.shape[1], frames)
@@ -131,7 +182,7 @@ def mfcc_map(path: Path) -> tuple[np.ndarray, int]:
     return out, real
 
 
-def build_arrays(root: Path, files: list[Path]) -> dict[str, np.ndarray]:
+def build_arrays(root: Path, frontend: AudioFrontend) -> dict[str, np.ndarray]:
     """Extract the raw (unscaled) arrays of the 1,500 avMNIST pairs."""
     from rich.progress import track
 
@@ -139,7 +190,7 @@ def build_arrays(root: Path, files: list[Path]) -> dict[str, np.ndarray]:
     mfccs, real_frames, digits, is_test = [], [], [], []
     for name in track(names, description="avMNIST: extracting MFCCs", transient=True):
         digit, _speaker, index = name[:-4].split("_")
-        coeffs, real = mfcc_map(root / "fsdd" / "recordings" / name)
+        coeffs, real = mfcc_map(root / "fsdd" / "recordings" / name, frontend)
         mfccs.append(coeffs)
         real_frames.append(real)
         digits.append(int(digit))
@@ -171,16 +222,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SIMMLM_CACHE_DIR", Path.home() / ".cache" / "simmlm"))
 
 
-def load_arrays(data_dir: Path, cache: Path | None = None) -> dict[str, np.ndarray]:
-    """Raw arrays of avMNIST, built once and cached by fingerprint."""
+def load_arrays(
+    data_dir: Path, cache: Path | None = None, frontend: AudioFrontend = AUDIO_FRONTENDS["literature"]
+) -> dict[str, np.ndarray]:
+    """Raw arrays of avMNIST, built once per front end and cached by fingerprint."""
     root = Path(data_dir) / "avmnist"
     files = check_files(root)
     cache = cache or cache_dir()
-    path = cache / f"avmnist-{fingerprint(files)[:16]}.npz"
+    path = cache / f"avmnist-{fingerprint(files, frontend)[:16]}.npz"
     if path.is_file():
         with np.load(path) as npz:
             return {k: npz[k] for k in npz.files}
-    arrays = build_arrays(root, files)
+    arrays = build_arrays(root, frontend)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)  # type: ignore[arg-type]
@@ -238,6 +291,7 @@ def load_avmnist(
     audio_scaling: Literal["standardize", "minmax"] = "standardize",
     val_split: Literal["stratified", "recording_index"] = "stratified",
     cache: Path | None = None,
+    frontend: AudioFrontend = AUDIO_FRONTENDS["literature"],
 ) -> Splits:
     """avMNIST train / validation / test splits, scaled and ready to train on.
 
@@ -246,9 +300,10 @@ def load_avmnist(
     just above the test range (15 to 15 + round(35 * val_fraction) - 1, i.e. 15-19 by default), held out
     whole like the test split holds out indices 0-14. FSDD recordings with neighbouring indices come from
     the same session, so a random split scores audio higher than the held-out-index test split does.
-    The test split is always the literature's 450 samples.
+    The test split is always the literature's 450 samples. ``frontend`` (:data:`AUDIO_FRONTENDS`) makes the
+    MFCC maps; it is stored in the returned preprocessing so that ``simmlm predict`` computes the same maps.
     """
-    arrays = load_arrays(Path(data_dir), cache)
+    arrays = load_arrays(Path(data_dir), cache, frontend)
     labels, is_test = arrays["label"], arrays["is_test"]
     train_pool = np.flatnonzero(~is_test)
     if val_split == "stratified":
@@ -262,7 +317,7 @@ def load_avmnist(
     train_idx = np.setdiff1d(train_pool, val_idx)
     test_idx = np.flatnonzero(is_test)
 
-    preprocessing = fit_preprocessing(arrays["audio"][train_idx], audio_scaling)
+    preprocessing = {**fit_preprocessing(arrays["audio"][train_idx], audio_scaling), "audio_frontend": asdict(frontend)}
     image = scale_image(arrays["image"])
     audio = scale_audio(arrays["audio"], preprocessing)
 
@@ -279,7 +334,8 @@ def load_avmnist(
     description = (
         f"avMNIST (SMIL protocol): speakers {', '.join(SPEAKERS)}; recording index < {TEST_INDEX_BELOW} -> test "
         f"({len(test_idx)}), rest -> train, split into {len(train_idx)} train and {len(val_idx)} validation "
-        f"({val_split} split, {val_fraction:.0%}). MFCC 20x20 (decimate 3, n_fft 2048, hop 512), "
+        f"({val_split} split, {val_fraction:.0%}). MFCC 20x20 (resample by 3: {frontend.resample}, MFCC rate "
+        f"{frontend.mfcc_rate or 'true'}, {frontend.pad_mode} frame padding, n_fft 2048, hop 512), "
         f"audio scaling {audio_scaling} (train statistics), images in [-1, 1]."
     )
     return Splits(

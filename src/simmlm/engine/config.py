@@ -54,6 +54,11 @@ class DataConfig(StrictModel):
     data_dir: Path | None = Field(None, description="default: $SIMMLM_DATA_DIR, then ../shared/data")
     val_fraction: float = Field(0.15, gt=0, lt=1)
     audio_scaling: Literal["standardize", "minmax"] = "standardize"
+    audio_frontend: Literal["literature", "antialiased"] = Field(
+        "literature", description="avMNIST MFCC front end (README: literature = what the published numbers use)"
+    )
+    mfcc_rate: float | None = Field(None, gt=0, description="avMNIST: rate told to the MFCC (None: the front end's)")
+    mfcc_pad: Literal["reflect", "constant"] | None = Field(None, description="avMNIST: STFT frame padding")
     val_split: Literal["stratified", "recording_index"] = "stratified"
     brats: BratsConfig = BratsConfig()
     # folder datasets (simmlm.data.folder): your own data; the options above are avMNIST's

@@ -40,9 +40,12 @@ def resolve_data_dir(data_dir: Path | None) -> Path:
 def load_splits(data: DataConfig) -> Splits:
     """Train / validation / test splits of the configured dataset."""
     if data.dataset == "avmnist":
-        from simmlm.data.avmnist import load_avmnist
+        from simmlm.data.avmnist import load_avmnist, resolve_frontend
 
-        return load_avmnist(resolve_data_dir(data.data_dir), data.val_fraction, data.audio_scaling, data.val_split)
+        frontend = resolve_frontend(data.audio_frontend, data.mfcc_rate, data.mfcc_pad)
+        return load_avmnist(
+            resolve_data_dir(data.data_dir), data.val_fraction, data.audio_scaling, data.val_split, frontend=frontend
+        )
     if data.dataset == "brats":
         from simmlm.data.brats import load_brats
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,18 +52,37 @@ def create_method(name: str, **cfg: Any) -> nn.Module:
     return get_method(name).builder(**cfg)
 
 
+def _expert_kinds(input_shapes: dict[str, tuple[int, ...]], expert: str | dict[str, str]) -> dict[str, str]:
+    kinds = expert if isinstance(expert, dict) else dict.fromkeys(input_shapes, expert)
+    missing = [name for name in input_shapes if name not in kinds]
+    if missing:
+        raise ValueError(f"no expert kind given for modalities {missing}")
+    return kinds
+
+
+def expert_options_for(name: str, modalities: Sequence[str], expert_options: dict[str, Any] | None) -> dict[str, Any]:
+    """The options of modality ``name``'s expert: ``expert_options`` is either one set of options for every
+    expert, or (when every key is a modality name) one set per modality, e.g. ``{image: {width: 2}, audio: {}}``."""
+    options = expert_options or {}
+    if options and set(options) <= set(modalities):
+        own = options.get(name, {})
+        if not isinstance(own, dict):
+            raise ValueError(f"expert_options[{name!r}] must be a mapping of options, got {own!r}")
+        return dict(own)
+    return dict(options)
+
+
 def _build_experts(
     input_shapes: dict[str, tuple[int, ...]],
     num_classes: int,
     expert: str | dict[str, str],
     expert_options: dict[str, Any] | None,
 ) -> dict[str, nn.Module]:
-    kinds = expert if isinstance(expert, dict) else dict.fromkeys(input_shapes, expert)
-    missing = [name for name in input_shapes if name not in kinds]
-    if missing:
-        raise ValueError(f"no expert kind given for modalities {missing}")
+    kinds = _expert_kinds(input_shapes, expert)
     return {
-        name: build_expert(kinds[name], tuple(shape), num_classes, **(expert_options or {}))
+        name: build_expert(
+            kinds[name], tuple(shape), num_classes, **expert_options_for(name, list(input_shapes), expert_options)
+        )
         for name, shape in input_shapes.items()
     }
 
@@ -101,11 +120,13 @@ def _token_encoders(
     dim: int,
 ) -> dict[str, nn.Module]:
     """Token encoders built from the expert kinds (the experts' dropout applies to their classifiers only)."""
-    kinds = expert if isinstance(expert, dict) else dict.fromkeys(input_shapes, expert)
-    options = {k: v for k, v in (expert_options or {}).items() if k != "dropout"}
-    return {
-        name: build_token_encoder(kinds[name], tuple(shape), dim, **options) for name, shape in input_shapes.items()
-    }
+    kinds = _expert_kinds(input_shapes, expert)
+    encoders = {}
+    for name, shape in input_shapes.items():
+        options = expert_options_for(name, list(input_shapes), expert_options)
+        options.pop("dropout", None)
+        encoders[name] = build_token_encoder(kinds[name], tuple(shape), dim, **options)
+    return encoders
 
 
 def build_mmp(

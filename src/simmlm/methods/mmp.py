@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simmlm.methods.base import ModelOutput, validate_inputs, zero_fill
-from simmlm.nn.experts import LeNet5, build_expert, resolve_expert_kind
+from simmlm.nn.experts import BNConvNet, LeNet5, build_expert, resolve_expert_kind
 
 
 class ConvTokenEncoder(nn.Module):
@@ -58,18 +59,19 @@ class FlatTokenEncoder(nn.Module):
         return self.net(x).reshape(len(x), self.num_tokens, self.dim)
 
 
-def build_token_encoder(kind: str, input_shape: tuple[int, ...], dim: int, **options: int | float) -> nn.Module:
-    """Token encoder for one modality: ``"lenet"`` uses LeNet-5's convolutional feature map, ``"mlp"`` a linear map
-    (``"auto"`` picks one by shape, as for experts)."""
+def build_token_encoder(kind: str, input_shape: tuple[int, ...], dim: int, **options: Any) -> nn.Module:
+    """Token encoder for one modality: ``"lenet"`` / ``"bncnn"`` use the expert's convolutional feature map (one
+    token per position), ``"mlp"`` a linear map (``"auto"`` picks one by shape, as for experts). Options that
+    only shape an expert's classifier (``hidden``) do not apply here."""
     kind = resolve_expert_kind(kind, input_shape)
-    if kind == "lenet":
-        lenet = build_expert("lenet", input_shape, num_classes=1, **options)
-        assert isinstance(lenet, LeNet5)
-        side = (input_shape[1] // 2 - 4) // 2
-        return ConvTokenEncoder(lenet.features, lenet.feature_channels, side * side, dim)
+    if kind in ("lenet", "bncnn"):
+        options.pop("hidden", None)
+        expert = build_expert(kind, input_shape, num_classes=1, **options)
+        assert isinstance(expert, LeNet5 | BNConvNet)
+        return ConvTokenEncoder(expert.features, expert.feature_channels, expert.num_positions, dim)
     if kind == "mlp":
         return FlatTokenEncoder(math.prod(input_shape), num_tokens=4, dim=dim)
-    raise ValueError(f"unknown token encoder kind {kind!r}; choose one of 'auto', 'lenet', 'mlp'")
+    raise ValueError(f"unknown token encoder kind {kind!r}; choose one of 'auto', 'lenet', 'bncnn', 'mlp'")
 
 
 class MMP(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ class LeNet5(nn.Module):
         side = (input_size // 2 - 4) // 2
         if side < 1:
             raise ValueError(f"input_size {input_size} is too small for LeNet-5 (need >= 12)")
+        self.num_positions = side * side
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(c2 * side * side, 120),
@@ -53,18 +55,60 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
-class MLPExpert(nn.Module):
-    """A multilayer perceptron over flattened inputs, for feature-vector modalities."""
+class BNConvNet(nn.Module):
+    """The small batch-normalised CNN of SMIL's avMNIST code (its audio network), for ``[C, S, S]`` maps.
 
-    def __init__(self, in_features: int, num_classes: int, hidden: int = 128, dropout: float = 0.0) -> None:
+    Three 2x2 convolutions without padding (32, 48, 20 channels), each followed by batch norm and ReLU, a 4x4
+    max pool of stride 4, dropout, then fully connected layers 160 -> 32 -> ``num_classes`` with ReLU. On a
+    20x20 MFCC map the pooled feature map is 20x4x4 = 320 values (SMIL's 320 -> 160 -> 32 -> 10).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        input_size: int = 20,
+        in_channels: int = 1,
+        channels: Sequence[int] = (32, 48, 20),
+        hidden: Sequence[int] = (160, 32),
+        pool: int = 4,
+        dropout: float = 0.25,
+    ) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(in_features, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for width in channels:
+            layers += [nn.Conv2d(previous, width, 2), nn.BatchNorm2d(width), nn.ReLU()]
+            previous = width
+        side = (input_size - len(channels)) // pool
+        if side < 1:
+            raise ValueError(f"input_size {input_size} is too small for bncnn with pool {pool}")
+        self.features = nn.Sequential(*layers, nn.MaxPool2d(pool))
+        self.feature_channels = previous
+        self.num_positions = side * side
+        self.classifier = nn.Sequential(nn.Dropout(dropout), _mlp(previous * side * side, hidden, num_classes, 0.0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+def _mlp(in_features: int, hidden: Sequence[int], num_classes: int, dropout: float) -> nn.Sequential:
+    """Flatten, then ``Linear -> ReLU -> Dropout`` per hidden width, then a linear output layer."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for width in hidden:
+        layers += [nn.Linear(in_features, width), nn.ReLU(), nn.Dropout(dropout)]
+        in_features = width
+    return nn.Sequential(*layers, nn.Linear(in_features, num_classes))
+
+
+class MLPExpert(nn.Module):
+    """A multilayer perceptron over flattened inputs (``hidden``: one width or one per hidden layer)."""
+
+    def __init__(
+        self, in_features: int, num_classes: int, hidden: int | Sequence[int] = 128, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        widths = [hidden] if isinstance(hidden, int) else list(hidden)
+        self.net = _mlp(in_features, widths, num_classes, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(torch.flatten(x, 1))
@@ -96,7 +140,7 @@ def unet3d(
     )
 
 
-EXPERT_KINDS = ("auto", "lenet", "mlp", "unet3d")
+EXPERT_KINDS = ("auto", "lenet", "bncnn", "mlp", "unet3d")
 
 
 def resolve_expert_kind(kind: str, input_shape: tuple[int, ...]) -> str:
@@ -108,14 +152,18 @@ def resolve_expert_kind(kind: str, input_shape: tuple[int, ...]) -> str:
 
 
 def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
-    """An expert by name: ``"lenet"`` for ``[C, S, S]`` inputs, ``"mlp"`` for any shape (flattened), ``"unet3d"``
-    for ``[C, D, H, W]`` volumes (``num_classes`` output channels per voxel); ``"auto"`` picks lenet or mlp from
-    the shape (:func:`resolve_expert_kind`)."""
+    """An expert by name: ``"lenet"`` or ``"bncnn"`` for ``[C, S, S]`` inputs, ``"mlp"`` for any shape (flattened),
+    ``"unet3d"`` for ``[C, D, H, W]`` volumes (``num_classes`` output channels per voxel); ``"auto"`` picks lenet
+    or mlp from the shape (:func:`resolve_expert_kind`)."""
     kind = resolve_expert_kind(kind, input_shape)
     if kind == "lenet":
         if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
             raise ValueError(f"expert 'lenet' needs a [C, S, S] input, got {list(input_shape)}")
         return LeNet5(num_classes, input_size=input_shape[1], in_channels=input_shape[0], **options)
+    if kind == "bncnn":
+        if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
+            raise ValueError(f"expert 'bncnn' needs a [C, S, S] input, got {list(input_shape)}")
+        return BNConvNet(num_classes, input_size=input_shape[1], in_channels=input_shape[0], **options)
     if kind == "mlp":
         in_features = 1
         for size in input_shape:

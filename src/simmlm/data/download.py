@@ -1,0 +1,472 @@
+"""Download raw dataset files from their public homes: resumable, checksum-verified, atomic.
+
+``simmlm download avmnist --data-dir DIR`` fills ``DIR/avmnist/`` with what the avMNIST build reads
+(:func:`simmlm.data.avmnist.required_files`):
+
+* ``mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` from the MNIST mirrors in :data:`MNIST_MIRRORS`,
+  tried in order (yann.lecun.com, the original home, now often refuses scripted downloads; torchvision falls
+  back to the same PyTorch S3 mirror; the Google CVDF bucket is the one TensorFlow 1.x's MNIST loader used).
+* ``fsdd/recordings/{digit}_{speaker}_{index}.wav`` for speakers jackson, nicolas and theo (1,500 WAVs), one
+  by one from the Free Spoken Digit Dataset's GitHub repository (Jakobovski/free-spoken-digit-dataset) at
+  tag ``v1.0.10``, pinned by its commit :data:`FSDD_COMMIT` (a commit cannot move; a tag can). v1.0.10 is the
+  newest tag and the first with the full 3,000-recording, 6-speaker set described in DATA.md; the project's
+  reference copy is byte-identical to it (all 3,000 git blobs match), and the jackson/nicolas/theo files are
+  unchanged since v1.0.8 (v1.0.7 and older hold different trims of 500 of them).
+
+Every file is checked against the SHA-256 table shipped in the package (``avmnist.sha256``; for ``*.gz`` files
+the sum is of the *decompressed* bytes, because the same IDX content circulates in differently compressed
+``.gz`` files). A file already present whose sum verifies is skipped; one whose sum fails is downloaded
+again. Downloads go to ``<file>.part`` and resume with an HTTP ``Range`` request; only a verified file is
+renamed (``os.replace``, atomic) to its final name, so nothing truncated or corrupt ever sits there.
+
+Base URLs can be overridden by arguments or by the environment: ``SIMMLM_MNIST_URL`` (one or more base URLs,
+separated by commas or spaces, each followed by the MNIST file name) and ``SIMMLM_FSDD_URL`` (the base URL
+of the ``recordings/`` folder), e.g. to use a local mirror.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from http.client import HTTPException
+from importlib.resources import files as package_files
+from pathlib import Path
+from typing import Any
+
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+FSDD_TAG = "v1.0.10"
+FSDD_COMMIT = "d6938f9bf1545aa66d8489fc9f1385a7abd64282"
+FSDD_URL = f"https://raw.githubusercontent.com/Jakobovski/free-spoken-digit-dataset/{FSDD_COMMIT}/recordings/"
+MNIST_URL_ENV = "SIMMLM_MNIST_URL"
+FSDD_URL_ENV = "SIMMLM_FSDD_URL"
+CHECKSUM_FILE = "avmnist.sha256"
+USER_AGENT = "simmlm-download/1 (python-urllib)"
+MANUAL_LAYOUT = (
+    "avmnist/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz and "
+    "avmnist/fsdd/recordings/{digit}_{speaker}_{index}.wav"
+)
+_CHUNK = 1 << 16
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched (network, server) or did not verify; the message says what to do."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded file's SHA-256 differs from the expected one (the partial file was deleted)."""
+
+
+class _Interrupted(ConnectionError):
+    """The server closed the connection before the announced length (transient: resumed on retry)."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to fetch: ``path`` relative to the dataset folder, tried from ``urls`` in order.
+
+    ``sha256`` is of the file's bytes, or of its decompressed bytes when ``gunzip`` (``*.gz``).
+    """
+
+    path: str
+    urls: tuple[str, ...]
+    sha256: str
+    gunzip: bool = False
+
+
+@dataclass
+class DownloadSummary:
+    """What :func:`download_files` did, file by file (paths relative to ``root``)."""
+
+    root: Path
+    downloaded: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)  # present but corrupt, downloaded again (also in downloaded)
+    bytes: int = 0
+
+    def line(self) -> str:
+        """The one-line summary printed at the end."""
+        from rich.filesize import decimal
+
+        again = f" ({len(self.replaced)} replaced after a checksum mismatch)" if self.replaced else ""
+        count = len(self.downloaded)
+        return (
+            f"downloaded {count} file{'' if count == 1 else 's'} ({decimal(self.bytes)}){again}, "
+            f"already present {len(self.present)} -> {self.root}"
+        )
+
+
+# --------------------------------------------------------------------------------------------- checksums
+
+
+def parse_checksums(text: str) -> dict[str, str]:
+    """``{path: sha256}`` from ``sha256sum``-style lines (``#`` comments and blank lines skipped)."""
+    table: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2 or not re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+            raise ValueError(f"checksum line {number} is not 'SHA256  PATH': {raw!r}")
+        table[parts[1].lstrip("*")] = parts[0].lower()
+    return table
+
+
+def load_checksums(name: str = CHECKSUM_FILE) -> dict[str, str]:
+    """The checksum table shipped inside the package (``simmlm/data/<name>``)."""
+    return parse_checksums(package_files("simmlm.data").joinpath(name).read_text(encoding="utf-8"))
+
+
+def content_sha256(path: Path, gunzip: bool = False) -> str:
+    """SHA-256 of a file's bytes, or of its decompressed bytes when ``gunzip``.
+
+    Raises ``ValueError`` when ``gunzip`` and the file is not a complete gzip stream.
+    """
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") if gunzip else path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise ValueError(f"not a valid gzip file ({err or type(err).__name__})") from err
+    return digest.hexdigest()
+
+
+def _verifies(path: Path, item: RemoteFile) -> tuple[bool, str]:
+    try:
+        actual = content_sha256(path, item.gunzip)
+    except ValueError as err:
+        return False, str(err)
+    return actual == item.sha256, actual
+
+
+# --------------------------------------------------------------------------------------------- sources
+
+
+def _base(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def mnist_mirrors(urls: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """MNIST base URLs: the argument, else ``$SIMMLM_MNIST_URL`` (comma/space separated), else the defaults."""
+    if urls is None:
+        urls = os.environ.get(MNIST_URL_ENV) or None
+    if urls is None:
+        return MNIST_MIRRORS
+    if isinstance(urls, str):
+        urls = urls.replace(",", " ").split()
+    if not urls:
+        raise ValueError("no MNIST base URL given")
+    return tuple(_base(u) for u in urls)
+
+
+def fsdd_base(url: str | None = None) -> str:
+    """Base URL of FSDD's ``recordings/`` folder: the argument, else ``$SIMMLM_FSDD_URL``, else the pinned one."""
+    return _base(url or os.environ.get(FSDD_URL_ENV) or FSDD_URL)
+
+
+def avmnist_files(
+    mnist_urls: str | Sequence[str] | None = None,
+    fsdd_url: str | None = None,
+    checksums: Mapping[str, str] | None = None,
+) -> list[RemoteFile]:
+    """The 1,504 raw files of avMNIST with their sources and checksums (the shipped table by default)."""
+    from simmlm.data import avmnist
+
+    table = load_checksums() if checksums is None else checksums
+    mirrors = mnist_mirrors(mnist_urls)
+    recordings = fsdd_base(fsdd_url)
+    out = []
+    for rel in avmnist.required_files(Path()):
+        path = rel.as_posix()
+        if path not in table:
+            raise ValueError(f"no checksum for avmnist/{path} in the checksum table")
+        urls = tuple(m + rel.name for m in mirrors) if path.startswith("mnist/") else (recordings + rel.name,)
+        out.append(RemoteFile(path, urls, table[path], gunzip=path.endswith(".gz")))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- transfer
+
+
+def _is_transient(err: BaseException) -> bool:
+    """Worth retrying the same URL: read timeouts, resets, truncation, 5xx/408/429.
+
+    Not retried (the next mirror is tried at once): refused connections, DNS and TLS failures, and connect
+    timeouts, so that an offline machine gets its error in seconds.
+    """
+    if isinstance(err, urllib.error.HTTPError):
+        return err.code >= 500 or err.code in (408, 429)
+    if isinstance(err, urllib.error.URLError):  # raised while connecting: look at the cause
+        return isinstance(err.reason, ConnectionResetError | ConnectionAbortedError)
+    if isinstance(err, HTTPException):  # IncompleteRead, RemoteDisconnected, BadStatusLine
+        return True
+    return isinstance(err, TimeoutError | ConnectionError)  # ConnectionError covers _Interrupted, resets
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, urllib.error.HTTPError):
+        return f"HTTP {err.code} {err.reason}"
+    if isinstance(err, urllib.error.URLError):
+        return str(err.reason)
+    return str(err) or type(err).__name__
+
+
+def _fetch(
+    url: str,
+    part: Path,
+    timeout: float,
+    on_bytes: Callable[[int], None],
+    stop: threading.Event,
+) -> bool:
+    """Fetch ``url`` into ``part``, resuming a partial ``part`` with a Range request.
+
+    Returns whether the bytes were appended to an earlier partial file (a resume). Network failures
+    raise (``URLError``, ``HTTPException``, ``OSError``) and what arrived so far stays in ``part``; a local
+    file-system failure raises :class:`DownloadError`.
+    """
+    offset = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:  # range not satisfiable: the partial file is unusable, start over
+            part.unlink()
+            return _fetch(url, part, timeout, on_bytes, stop)
+        raise
+    received = 0
+    with response:
+        append = False  # 200 (a server ignoring Range included): the full body, start over
+        if offset and response.status == 206:
+            content_range = response.headers.get("Content-Range", "")
+            if not content_range.startswith(f"bytes {offset}-"):
+                part.unlink()
+                raise _Interrupted(f"unexpected Content-Range {content_range!r} for a request from byte {offset}")
+            append = True
+        length = response.headers.get("Content-Length")
+        try:
+            fh = part.open("ab" if append else "wb")
+        except OSError as err:
+            raise DownloadError(f"cannot write {part}: {err}") from err
+        with fh:
+            while block := response.read(_CHUNK):
+                if stop.is_set():
+                    raise _Interrupted("download cancelled")
+                try:
+                    fh.write(block)
+                except OSError as err:
+                    raise DownloadError(f"cannot write {part}: {err}") from err
+                received += len(block)
+                on_bytes(len(block))
+    if length is not None and length.isdigit() and received < int(length):
+        raise _Interrupted(f"connection closed after {received} of {length} bytes")
+    return append
+
+
+class _Downloader:
+    def __init__(
+        self,
+        root: Path,
+        timeout: float,
+        retries: int,
+        retry_wait: float,
+        on_bytes: Callable[[int], None],
+        log: Callable[[str], None],
+        manual: str,
+    ) -> None:
+        self.root, self.timeout, self.retries, self.retry_wait = root, timeout, retries, retry_wait
+        self.on_bytes, self.log, self.manual = on_bytes, log, manual
+        self.stop = threading.Event()
+
+    def one(self, item: RemoteFile) -> str:
+        """Make ``root/item.path`` present and verified: "present", "downloaded" or "replaced" (was corrupt)."""
+        final = self.root / item.path
+        part = final.with_name(final.name + ".part")
+        status = "downloaded"
+        if final.is_file():
+            ok, actual = _verifies(final, item)
+            if ok:
+                part.unlink(missing_ok=True)
+                return "present"
+            self.log(f"{item.path}: present but its checksum does not match ({actual}); downloading it again")
+            final.unlink()  # never leave a corrupt file under the final name
+            status = "replaced"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        failures: list[str] = []
+        mismatch: ChecksumError | None = None
+        for url in item.urls:
+            for fresh_start in (False, True):
+                try:
+                    appended = self._fetch_with_retries(url, part)
+                except (urllib.error.URLError, HTTPException, OSError) as err:
+                    if isinstance(err, _Interrupted) and self.stop.is_set():
+                        raise
+                    failures.append(f"{url} ({_reason(err)})")
+                    break  # next mirror; the partial file stays for a resume
+                ok, actual = _verifies(part, item)
+                if ok:
+                    os.replace(part, final)  # atomic: the final name only ever holds a verified file
+                    return status
+                part.unlink()
+                if appended and not fresh_start:  # the earlier part may be stale: one full download to be sure
+                    continue
+                what = " of the decompressed bytes" if item.gunzip else ""
+                mismatch = ChecksumError(
+                    f"checksum mismatch for {item.path} downloaded from {url}: expected sha256{what} "
+                    f"{item.sha256}, got {actual}. The partial download was deleted and nothing was written under "
+                    f"{final}. Run the command again, or copy the file by hand (see DATA.md)."
+                )
+                failures.append(f"{url} (checksum mismatch)")
+                break
+        if mismatch is not None and len(failures) == 1:
+            raise mismatch
+        if mismatch is not None:
+            raise ChecksumError(f"{mismatch} Tried: {'; '.join(failures)}.")
+        raise DownloadError(
+            f"cannot download {item.path} from {'; '.join(failures)}. This machine may be offline, or the server "
+            f"unreachable or blocking the request. Run the same command again to resume (verified files are kept), "
+            f"or {self.manual}."
+        )
+
+    def _fetch_with_retries(self, url: str, part: Path) -> bool:
+        """:func:`_fetch` with up to ``retries`` more attempts after transient failures, each one resuming."""
+        for attempt in range(self.retries + 1):
+            try:
+                return _fetch(url, part, self.timeout, self.on_bytes, self.stop)
+            except (urllib.error.URLError, HTTPException, OSError) as err:
+                if attempt == self.retries or self.stop.is_set() or not _is_transient(err):
+                    raise
+            time.sleep(self.retry_wait * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def download_files(
+    files: Iterable[RemoteFile],
+    root: Path,
+    *,
+    timeout: float = 20.0,
+    retries: int = 2,
+    retry_wait: float = 0.5,
+    workers: int = 8,
+    quiet: bool = False,
+    console: Any = None,
+    description: str = "downloading",
+    manual: str | None = None,
+) -> DownloadSummary:
+    """Make every file present and verified under ``root``; download what is missing or corrupt.
+
+    ``timeout``: seconds for connecting and for each read. ``retries``: extra attempts per URL after a
+    transient failure (read timeout, reset, truncated body, 5xx), each resuming the partial file, after
+    ``retry_wait * 2**k`` seconds. ``workers`` files are fetched at a time. ``manual`` ends the network error's
+    message: how to get the files by hand. ``quiet``: no progress bar, messages or summary line.
+
+    Raises :class:`DownloadError` (network, local disk) or :class:`ChecksumError` on the first file that fails;
+    files finished by then stay (verified) and partial ones stay as ``.part`` for the next run to resume.
+    """
+    from rich.console import Console
+    from rich.filesize import decimal
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    items = list(files)
+    root = Path(root)
+    console = console if console is not None else Console(stderr=True)
+    summary = DownloadSummary(root)
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[size]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet,
+    )
+    task = progress.add_task(description, total=len(items), size="")
+    lock = threading.Lock()
+
+    def on_bytes(count: int) -> None:
+        with lock:
+            summary.bytes += count
+            total = summary.bytes
+        progress.update(task, size=decimal(total))
+
+    def log(message: str) -> None:
+        if not quiet:
+            progress.console.print(message, markup=False, soft_wrap=True)
+
+    manual = manual or f"copy the files by hand into {root}"
+    downloader = _Downloader(root, timeout, retries, retry_wait, on_bytes, log, manual)
+
+    def work(item: RemoteFile) -> None:
+        try:
+            status = downloader.one(item)
+        except OSError as err:  # network errors are handled inside: this one is local (permissions, disk)
+            raise DownloadError(f"{item.path}: {err}") from err
+        with lock:
+            (summary.present if status == "present" else summary.downloaded).append(item.path)
+            if status == "replaced":
+                summary.replaced.append(item.path)
+        progress.advance(task)
+
+    with progress:
+        pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="simmlm-download")
+        try:
+            futures: list[Future[None]] = [pool.submit(work, item) for item in items]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            for future in futures:
+                error = future.exception() if future.done() else None
+                if error is not None:
+                    raise error
+        except BaseException:
+            downloader.stop.set()  # running transfers stop at their next block; queued ones never start
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    order = {item.path: k for k, item in enumerate(items)}
+    for names in (summary.downloaded, summary.present, summary.replaced):
+        names.sort(key=order.__getitem__)
+    if not quiet:
+        console.print(summary.line(), markup=False, soft_wrap=True)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------- datasets
+
+
+def download_avmnist(
+    data_dir: Path,
+    *,
+    mnist_urls: str | Sequence[str] | None = None,
+    fsdd_url: str | None = None,
+    **options: Any,
+) -> DownloadSummary:
+    """Fetch avMNIST's raw files (MNIST + 1,500 FSDD WAVs) into ``data_dir/avmnist``; see :func:`download_files`."""
+    items = avmnist_files(mnist_urls, fsdd_url)
+    options.setdefault("description", "avMNIST")
+    options.setdefault("manual", f"copy the files by hand into {data_dir} with the layout of DATA.md ({MANUAL_LAYOUT})")
+    return download_files(items, Path(data_dir) / "avmnist", **options)
+
+
+DATASETS: dict[str, Callable[..., DownloadSummary]] = {"avmnist": download_avmnist}
+
+
+def download_dataset(name: str, data_dir: Path, **options: Any) -> DownloadSummary:
+    """Download dataset ``name`` (one of :data:`DATASETS`) into ``data_dir``."""
+    if name not in DATASETS:
+        raise ValueError(f"cannot download {name!r}: choose one of {', '.join(sorted(DATASETS))}")
+    return DATASETS[name](data_dir, **options)
