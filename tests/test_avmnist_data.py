@@ -229,3 +229,47 @@ def test_make_loader_number_of_batches() -> None:
 def test_message_mentions_where_to_point(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path))):
         check_files(tmp_path)
+
+
+def _tone_wav(path: Path, seconds: float = 0.5, freq: float = 1800.0) -> Path:
+    import soundfile
+
+    t = np.arange(int(8000 * seconds)) / 8000
+    soundfile.write(path, (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 8000, subtype="PCM_16")
+    return path
+
+
+def test_literature_front_end_keeps_what_the_anti_alias_filter_removes(tmp_path: Path) -> None:
+    """A 1.8 kHz tone lies above the 1.33 kHz Nyquist of the resampled signal: slicing folds it into the band
+    (to 0.87 kHz), filtered decimation removes it, so the anti-aliased map carries almost no energy."""
+    from simmlm.data.avmnist import AUDIO_FRONTENDS, mfcc_map
+
+    wav = _tone_wav(tmp_path / "tone.wav")
+    literature, real = mfcc_map(wav, AUDIO_FRONTENDS["literature"])
+    clean, real_clean = mfcc_map(wav, AUDIO_FRONTENDS["antialiased"])
+    assert literature.shape == clean.shape == (20, 20) and real == real_clean == 3  # 1,334 samples, hop 512
+    assert (literature[:, real:] == 0).all()  # zero-padded to 20 frames
+    assert literature[0, :real].mean() > clean[0, :real].mean() + 100  # MFCC 0 ~ log energy
+
+
+def test_front_end_options_each_change_the_map(tmp_path: Path) -> None:
+    from simmlm.data.avmnist import AUDIO_FRONTENDS, mfcc_map, resolve_frontend
+
+    wav = _tone_wav(tmp_path / "tone.wav", freq=600.0)
+    base = mfcc_map(wav, AUDIO_FRONTENDS["literature"])[0]
+    for variant in (
+        resolve_frontend("literature", mfcc_rate=8000 / 3),
+        resolve_frontend("literature", pad_mode="constant"),
+    ):
+        assert not np.allclose(base, mfcc_map(wav, variant)[0])
+    assert resolve_frontend("antialiased", pad_mode="reflect").resample == "decimate"
+    with pytest.raises(ValueError, match="audio_frontend must be one of 'literature', 'antialiased'"):
+        resolve_frontend("sliced")
+
+
+def test_cache_name_depends_on_the_front_end(tmp_path: Path) -> None:
+    from simmlm.data.avmnist import AUDIO_FRONTENDS, fingerprint
+
+    wav = _tone_wav(tmp_path / "tone.wav")
+    names = {fingerprint([wav], frontend) for frontend in AUDIO_FRONTENDS.values()}
+    assert len(names) == len(AUDIO_FRONTENDS)

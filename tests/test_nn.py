@@ -175,3 +175,76 @@ def test_auto_expert_picks_lenet_for_square_images_else_mlp(shape: tuple[int, ..
     assert resolve_expert_kind("mlp", (1, 28, 28)) == "mlp"
     expert = build_expert("auto", shape, 5)
     assert expert(torch.randn(2, *shape)).shape == (2, 5)
+
+
+def test_bncnn_is_smils_audio_network() -> None:
+    from simmlm.nn.experts import BNConvNet, build_expert
+
+    net = build_expert("bncnn", (1, 20, 20), 10)
+    assert isinstance(net, BNConvNet)
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(320, 160), (160, 32), (32, 10)]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 3
+    assert net(torch.randn(4, 1, 20, 20)).shape == (4, 10)
+    with pytest.raises(ValueError, match="'bncnn' needs a \\[C, S, S\\] input"):
+        build_expert("bncnn", (1, 20, 10), 10)
+
+
+def test_mlp_expert_hidden_layers() -> None:
+    from simmlm.nn.experts import build_expert
+
+    net = build_expert("mlp", (1, 20, 20), 10, hidden=[256, 128], dropout=0.3)
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(400, 256), (256, 128), (128, 10)]
+    one = build_expert("mlp", (6,), 3, hidden=16)
+    assert [m.out_features for m in one.modules() if isinstance(m, torch.nn.Linear)] == [16, 3]
+
+
+def test_expert_options_per_modality() -> None:
+    from simmlm.methods import create_method, expert_options_for
+
+    shapes = {"image": (1, 28, 28), "audio": (1, 20, 20)}
+    assert expert_options_for("audio", list(shapes), {"image": {"width": 2}, "audio": {"hidden": [8]}}) == {
+        "hidden": [8]
+    }
+    assert expert_options_for("audio", list(shapes), {"dropout": 0.5}) == {"dropout": 0.5}  # shared by all
+    options = {"image": {"width": 2}, "audio": {"hidden": [32, 16]}}
+    for method in ("simmlm", "late_fusion", "mmp", "dream"):
+        model = create_method(
+            method,
+            input_shapes=shapes,
+            num_classes=10,
+            expert={"image": "lenet", "audio": "mlp"},
+            expert_options=options,
+        )
+        out = model({k: torch.randn(2, *s) for k, s in shapes.items()}, torch.ones(2, 2, dtype=torch.bool))
+        assert out.logits.shape == (2, 10)
+    with pytest.raises(ValueError, match="expert_options\\['audio'\\] must be a mapping"):
+        expert_options_for("audio", list(shapes), {"audio": 3})
+
+
+def test_bncnn_tokens_for_mmp() -> None:
+    from simmlm.methods.mmp import build_token_encoder
+
+    encoder = build_token_encoder("bncnn", (1, 20, 20), 16, hidden=[4])
+    assert encoder(torch.randn(3, 1, 20, 20)).shape == (3, 16, 16)  # 4x4 positions of 20 channels -> 16 tokens
+
+
+def test_band_masks_zero_whole_rows_and_columns() -> None:
+    from simmlm.data.augment import AugmentSpec, augment
+
+    torch.manual_seed(3)
+    x = torch.ones(64, 1, 20, 20)
+    out = augment(x, AugmentSpec(kind="mask", freq_width=4, time_width=3, masks=1))
+    zero_rows = (out == 0).all(dim=3).sum(dim=(1, 2))  # rows (coefficients) zeroed per sample
+    zero_cols = (out == 0).all(dim=2).sum(dim=(1, 2))
+    assert zero_rows.max() <= 4 and zero_cols.max() <= 3 and zero_rows.max() > 0
+    assert ((out == 0) | (out == 1)).all()
+    # every zero lies in a zeroed row or a zeroed column: bands, never scattered cells
+    rows = (out == 0).all(dim=3, keepdim=True)
+    cols = (out == 0).all(dim=2, keepdim=True)
+    assert ((out != 0) | rows | cols).all()
+    unchanged = augment(x, AugmentSpec(kind="mask", freq_width=0, time_width=0))
+    assert torch.equal(unchanged, x)
+    with pytest.raises(ValueError, match="mask augmentation needs"):
+        augment(torch.ones(2, 20), AugmentSpec(kind="mask"))
