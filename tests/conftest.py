@@ -6,6 +6,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+from simmlm.data.base import Splits, TensorMultimodalDataset
+
 # No example database on disk (the suite runs with -p no:cacheprovider) and no per-example deadline:
 # CPU timings of small conv nets vary too much between machines.
 settings.register_profile(
@@ -34,3 +36,30 @@ def _seed_torch() -> None:
 def random_inputs(batch: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Random avMNIST-shaped inputs ``{name: [B, *shape]}``."""
     return {name: torch.randn(batch, *shape, generator=generator) for name, shape in INPUT_SHAPES.items()}
+
+
+def synthetic_splits(train: int = 36, a_shape: tuple[int, ...] = (1, 12, 12)) -> Splits:
+    """Tiny learnable 3-class data: modality ``a`` (``a_shape``, shifted by the class) and ``b`` (6 noise values);
+    ``train`` training samples, 16 validation and 16 test samples, every modality present."""
+    g = torch.Generator().manual_seed(0)
+
+    def part(n: int) -> TensorMultimodalDataset:
+        y = torch.randint(0, 3, (n,), generator=g)
+        shift = y.view(-1, *([1] * len(a_shape)))
+        return TensorMultimodalDataset(
+            {"a": torch.randn(n, *a_shape, generator=g) + shift, "b": torch.randn(n, 6, generator=g)},
+            torch.ones(n, 2, dtype=torch.bool),
+            y,
+        )
+
+    return Splits(part(train), part(16), part(16), num_classes=3, description="synthetic")
+
+
+def check_gate_weights(weights: torch.Tensor | None, mask: torch.Tensor, atol: float = 1e-5) -> None:
+    """Gate weights ``[B, M(, K)]`` are 0 for missing modalities, non-negative, and sum to 1 over the present."""
+    if weights is None:
+        return
+    assert weights.shape[:2] == mask.shape
+    present = mask.reshape(*mask.shape, *([1] * (weights.ndim - 2))).expand_as(weights)
+    assert torch.all(weights[~present] == 0) and torch.all(weights >= 0)
+    torch.testing.assert_close(weights.sum(1), torch.ones_like(weights.sum(1)), rtol=0, atol=atol)

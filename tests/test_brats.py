@@ -22,16 +22,21 @@ from simmlm.data.brats import (
     load_case,
 )
 from simmlm.evaluate import segmentation_report
+from simmlm.inferers import sliding_window_subsets
 from simmlm.losses.segmentation import dice_bce_per_sample
 from simmlm.methods import DMoME, LateFusion, create_method
-from simmlm.methods.predict import sliding_window_subsets
 from simmlm.metrics import expected_calibration_error, static_calibration_error
 from simmlm.metrics.segmentation import VoxelCalibration, dice_score
 from simmlm.nn.gating import ConvGateEncoder, GatingNetwork
 
 SHAPE = (20, 18, 16)
 BRATS2018 = NiftiLayout()
-BRATS2015 = NiftiLayout({"flair": "Flair.nii.gz", "t1c": "T1c.nii.gz"}, "OT.nii.gz", "brainmask.nii.gz", "brats2015")
+BRATS2015 = NiftiLayout(
+    modalities={"flair": "Flair.nii.gz", "t1c": "T1c.nii.gz"},
+    label="OT.nii.gz",
+    brain_mask="brainmask.nii.gz",
+    label_convention="brats2015",
+)
 
 
 def _write(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> None:
@@ -144,7 +149,7 @@ def test_random_crops_are_reproducible_and_biased_to_tumour(tmp_path: Path) -> N
 def test_crops_depend_on_seed_epoch_and_index_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What makes segmentation resume exact and DDP ranks share one run's crops: no hidden random stream."""
     from simmlm.data.base import ShardedBatchSampler
-    from simmlm.engine.config import BratsConfig
+    from simmlm.engine.config import BratsConfig, BratsData
     from simmlm.engine.tasks import SegmentationTask
 
     cases = [load_case(write_case(tmp_path, f"c{i}", BRATS2018, seed=i), BRATS2018) for i in range(2)]
@@ -158,7 +163,7 @@ def test_crops_depend_on_seed_epoch_and_index_only(tmp_path: Path, monkeypatch: 
     assert torch.equal(crops[4][0]["flair"], crops[(0, 4)][0]["flair"])
     assert any(not torch.equal(crops[(0, i)][0]["flair"], crops[(1, i)][0]["flair"]) for i in range(6))
 
-    task = SegmentationTask(BratsConfig(crop_size=(8, 8, 8), crops_per_epoch=6))
+    task = SegmentationTask(BratsData(brats=BratsConfig(crop_size=(8, 8, 8), crops_per_epoch=6)))
     loader = task.train_loader(volumes, batch_size=4, seed=7)
     assert isinstance(loader.sampler, ShardedBatchSampler)
     loader.sampler.set_epoch(2)  # Lightning does this before every epoch
@@ -294,9 +299,10 @@ def test_segmentation_report_dice_and_cr_by_hand() -> None:
 
 
 def test_gpu_config_trains_one_step_on_a_tiny_four_modality_volume(tmp_path: Path) -> None:
-    from simmlm.benchmark import save_run
     from simmlm.engine.config import load_config
-    from simmlm.engine.train import load_splits, quiet_lightning, train
+    from simmlm.engine.tasks import load_splits
+    from simmlm.engine.train import quiet_lightning, train
+    from simmlm.runs import save_run
 
     for split, seeds in (("train", (0, 1)), ("validation", (2,)), ("test", (3,))):
         for seed in seeds:
@@ -340,11 +346,12 @@ def test_gpu_config_trains_one_step_on_a_tiny_four_modality_volume(tmp_path: Pat
 
 def test_figures_summary_and_report_for_a_segmentation_run(tmp_path: Path) -> None:
     from simmlm.benchmark import _aggregate, summary_markdown
+    from simmlm.metrics.entropy import binary_entropy
     from simmlm.report import write_report
-    from simmlm.segmentation_figures import binary_entropy, case_figure, population_gates_figure
+    from simmlm.segmentation_figures import case_figure, population_gates_figure
 
     modalities = ["flair", "t1c"]
-    layout = NiftiLayout({"flair": "{case}_flair.nii.gz", "t1c": "{case}_t1ce.nii.gz"})
+    layout = NiftiLayout(modalities={"flair": "{case}_flair.nii.gz", "t1c": "{case}_t1ce.nii.gz"})
     case = load_case(write_case(tmp_path, "c0", layout), layout)
     model = _tiny_simmlm(modalities)
     case_figure(model, case, modalities, (16, 16, 16), tmp_path / "case.png", title="tiny")

@@ -125,3 +125,40 @@ def test_default_sections_are_not_shared_between_configs() -> None:
     second = load_config(None)
     assert second.train.stage1.epochs == 40
     assert second.model.expert_options == {}
+
+
+def test_each_dataset_has_its_own_section_and_other_options_fail_at_load() -> None:
+    from simmlm.engine.config import AvmnistData, BratsData, FolderData
+
+    assert isinstance(load_config(None).data, AvmnistData)  # no dataset key: avMNIST
+    assert isinstance(load_config(None, {"data.dataset": "folder"}).data, FolderData)
+    assert isinstance(load_config(None, {"data.dataset": "brats"}).data, BratsData)
+    with pytest.raises(ValueError, match="audio_scaling"):  # an avMNIST option on a folder dataset
+        load_config(None, {"data.dataset": "folder", "data.audio_scaling": "minmax"})
+    with pytest.raises(ValueError, match="manifets"):  # a typo
+        load_config(None, {"data.dataset": "folder", "data.manifets": "m.csv"})
+    with pytest.raises(ValueError, match="does not match any of the expected tags"):
+        load_config(None, {"data.dataset": "cifar"})
+
+
+def test_method_options_are_checked_against_the_method_at_load() -> None:
+    cfg = load_config(None, {"method": "mmp", "model.method_options": {"dim": 16, "heads": 2}})
+    assert cfg.model.method_options == {"dim": 16, "heads": 2}
+    with pytest.raises(ValueError, match="method_options of 'mmp': dimm.*its options: dim, num_aggregated"):
+        load_config(None, {"method": "mmp", "model.method_options": {"dimm": 16}})
+    with pytest.raises(ValueError, match="method_options of 'dream': depth"):
+        load_config(None, {"method": "dream", "model.method_options": {"depth": "deep"}})
+    with pytest.raises(ValueError, match="method_options of 'simmlm'.*its options: none"):
+        load_config(None, {"method": "simmlm", "model.method_options": {"dim": 16}})
+    with pytest.raises(ValueError, match="unknown method 'simlm'"):
+        load_config(None, {"method": "simlm"})
+
+
+def test_gate_options_reach_only_methods_with_a_gate() -> None:
+    from simmlm.methods import create_method, get_method
+
+    assert get_method("simmlm").gate and get_method("dream").gate
+    assert not get_method("late_fusion").gate and not get_method("mmp").gate
+    shapes = {"a": (1, 12, 12), "b": (6,)}
+    for method in ("late_fusion", "mmp"):  # accepted and dropped, not passed to a builder that has no gate
+        create_method(method, input_shapes=shapes, num_classes=3, expert="auto", gate_channels=3)

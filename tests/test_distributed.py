@@ -7,25 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from simmlm.data.base import ShardedBatchSampler, Splits, TensorMultimodalDataset, make_loader
+from conftest import synthetic_splits
+from simmlm.data.base import ShardedBatchSampler, Splits, make_loader
 from simmlm.engine.config import RunConfig
 from simmlm.engine.train import quiet_lightning, train
 from simmlm.evaluate import classification_report
-from simmlm.methods.predict import predict_subsets
-
-
-def _splits() -> Splits:
-    g = torch.Generator().manual_seed(0)
-
-    def part(n: int) -> TensorMultimodalDataset:
-        y = torch.randint(0, 3, (n,), generator=g)
-        return TensorMultimodalDataset(
-            {"a": torch.randn(n, 10, generator=g) + y.view(-1, 1), "b": torch.randn(n, 6, generator=g)},
-            torch.ones(n, 2, dtype=torch.bool),
-            y,
-        )
-
-    return Splits(part(36), part(16), part(16), num_classes=3, description="synthetic")
+from simmlm.inferers import predict_subsets
 
 
 def _cfg(stage2: int, **train: object) -> RunConfig:
@@ -41,7 +28,7 @@ def _cfg(stage2: int, **train: object) -> RunConfig:
 def test_two_processes_train_like_one_with_the_global_batch_split() -> None:
     """Each of 2 ranks takes half of every batch of 8; averaged gradients reproduce the 1-process run."""
     quiet_lightning()
-    splits = _splits()
+    splits = synthetic_splits(36, a_shape=(10,))
     one = train(_cfg(0, accelerator="cpu"), splits, progress=False)
     two = train(_cfg(0, accelerator="cpu", devices=2, strategy="ddp_spawn"), splits, progress=False)
     for key, value in one.model.state_dict().items():
@@ -52,7 +39,7 @@ def test_two_processes_train_like_one_with_the_global_batch_split() -> None:
 @pytest.mark.slow
 def test_two_processes_run_both_stages_with_checkpoints(tmp_path: Path) -> None:
     quiet_lightning()
-    splits = _splits()
+    splits = synthetic_splits(36, a_shape=(10,))
     cfg = _cfg(2, accelerator="cpu", devices=2, strategy="ddp_spawn")
     result = train(cfg, splits, progress=False, checkpoint_dir=tmp_path / "checkpoints")
     assert set(result.selected) == {"stage1", "stage2"}
@@ -91,7 +78,7 @@ def test_sampler_shards_every_global_batch(monkeypatch: pytest.MonkeyPatch) -> N
 def test_sampler_state_survives_pickling() -> None:
     import pickle
 
-    loader = make_loader(_splits().train, 8, shuffle=True, seed=1)
+    loader = make_loader(synthetic_splits(36, a_shape=(10,)).train, 8, shuffle=True, seed=1)
     list(loader)  # one epoch: the generator moved on
     clone = pickle.loads(pickle.dumps(loader.sampler))
     assert list(clone) == list(loader.sampler)
@@ -99,7 +86,7 @@ def test_sampler_state_survives_pickling() -> None:
 
 def _tiny_brats(root: Path, **train_settings: object) -> tuple[Splits, RunConfig]:
     from simmlm.engine.config import load_config
-    from simmlm.engine.train import load_splits
+    from simmlm.engine.tasks import load_splits
     from test_brats import BRATS2018, write_case
 
     for split, seeds in (("train", (0, 1)), ("validation", (2,)), ("test", (3,))):

@@ -19,7 +19,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from simmlm.cli import app
-from simmlm.data import avmnist, download
+from simmlm.data import avmnist, avmnist_download, download
 from simmlm.data.download import ChecksumError, DownloadError, RemoteFile, download_files
 
 SHARED_AVMNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "avmnist"
@@ -179,7 +179,10 @@ def test_corrupt_served_file_raises_and_leaves_nothing(tiny, tmp_path: Path) -> 
     big = next(f for f in files if f.path == "rec/big.wav")
     assert "rec/big.wav" in message and big.urls[0] in message
     assert big.sha256 in message and hashlib.sha256(b"not the recording").hexdigest() in message
-    assert not (root / "rec/big.wav").exists() and leftovers(root) == []
+    # the corrupt file leaves nothing; a download cut short by the failure may keep its .part (resumable, and
+    # never under a final name)
+    assert not (root / "rec/big.wav").exists() and root / "rec/big.wav.part" not in leftovers(root)
+    assert all(path.with_suffix("").is_file() is False for path in leftovers(root))
 
 
 def test_corrupt_gzip_is_reported_not_crashed(tiny, tmp_path: Path) -> None:
@@ -276,30 +279,30 @@ def test_unreachable_server_gives_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_shipped_checksums_cover_exactly_the_avmnist_files(monkeypatch: pytest.MonkeyPatch) -> None:
-    table = download.load_checksums()
+    table = download.load_checksums(avmnist_download.CHECKSUM_FILE)
     assert sorted(table) == sorted(p.as_posix() for p in avmnist.required_files(Path()))
     assert len(table) == 1504
-    monkeypatch.delenv(download.MNIST_URL_ENV, raising=False)
-    monkeypatch.delenv(download.FSDD_URL_ENV, raising=False)
-    items = {f.path: f for f in download.avmnist_files()}
+    monkeypatch.delenv(avmnist_download.MNIST_URL_ENV, raising=False)
+    monkeypatch.delenv(avmnist_download.FSDD_URL_ENV, raising=False)
+    items = {f.path: f for f in avmnist_download.avmnist_files()}
     assert items["mnist/t10k-labels-idx1-ubyte.gz"].urls == tuple(
-        m + "t10k-labels-idx1-ubyte.gz" for m in download.MNIST_MIRRORS
+        m + "t10k-labels-idx1-ubyte.gz" for m in avmnist_download.MNIST_MIRRORS
     )
     assert items["mnist/t10k-labels-idx1-ubyte.gz"].gunzip
     wav = items["fsdd/recordings/7_theo_32.wav"]
-    assert wav.urls == (download.FSDD_URL + "7_theo_32.wav",) and not wav.gunzip
-    assert download.FSDD_COMMIT in download.FSDD_URL
+    assert wav.urls == (avmnist_download.FSDD_URL + "7_theo_32.wav",) and not wav.gunzip
+    assert avmnist_download.FSDD_COMMIT in avmnist_download.FSDD_URL
 
-    monkeypatch.setenv(download.MNIST_URL_ENV, "http://a.example/m, http://b.example/m/")
-    monkeypatch.setenv(download.FSDD_URL_ENV, "http://c.example/rec")
-    items = {f.path: f for f in download.avmnist_files()}
+    monkeypatch.setenv(avmnist_download.MNIST_URL_ENV, "http://a.example/m, http://b.example/m/")
+    monkeypatch.setenv(avmnist_download.FSDD_URL_ENV, "http://c.example/rec")
+    items = {f.path: f for f in avmnist_download.avmnist_files()}
     assert items["mnist/train-images-idx3-ubyte.gz"].urls == (
         "http://a.example/m/train-images-idx3-ubyte.gz",
         "http://b.example/m/train-images-idx3-ubyte.gz",
     )
     assert items["fsdd/recordings/0_jackson_0.wav"].urls == ("http://c.example/rec/0_jackson_0.wav",)
     with pytest.raises(ValueError, match="no checksum for avmnist/mnist"):
-        download.avmnist_files(checksums={})
+        avmnist_download.avmnist_files(checksums={})
 
 
 def test_parse_checksums_reads_sha256sum_output() -> None:
@@ -310,8 +313,8 @@ def test_parse_checksums_reads_sha256sum_output() -> None:
 
 
 def test_cli_offline_exits_1_with_one_message_and_no_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(download.MNIST_URL_ENV, closed_port_url())
-    monkeypatch.setenv(download.FSDD_URL_ENV, closed_port_url())
+    monkeypatch.setenv(avmnist_download.MNIST_URL_ENV, closed_port_url())
+    monkeypatch.setenv(avmnist_download.FSDD_URL_ENV, closed_port_url())
     result = CliRunner().invoke(app, ["download", "avmnist", "--data-dir", str(tmp_path)])
     assert result.exit_code == 1, result.output
     assert "error:" in result.output and "may be offline" in result.output and "127.0.0.1" in result.output
@@ -330,7 +333,7 @@ def test_cli_rejects_unknown_dataset_and_missing_data_dir(monkeypatch: pytest.Mo
 
 def test_cli_success_on_a_small_file_set(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _, files, served = tiny
-    monkeypatch.setattr(download, "avmnist_files", lambda *args, **kwargs: files)
+    monkeypatch.setattr(avmnist_download, "avmnist_files", lambda *args, **kwargs: files)
     result = CliRunner().invoke(app, ["download", "avmnist", "--data-dir", str(tmp_path / "d")])
     assert result.exit_code == 0, result.output
     assert "downloaded 3 files" in result.output and "already present 0" in result.output
@@ -344,8 +347,8 @@ def test_cli_downloads_the_real_avmnist_files_from_a_loopback_mirror(
 ) -> None:
     """The shipped checksums match the real data and the whole path works (1,504 files over loopback)."""
     server = serve(SHARED_AVMNIST)  # read-only: the server only reads
-    monkeypatch.setenv(download.MNIST_URL_ENV, server.url + "mnist/")
-    monkeypatch.setenv(download.FSDD_URL_ENV, server.url + "fsdd/recordings/")
+    monkeypatch.setenv(avmnist_download.MNIST_URL_ENV, server.url + "mnist/")
+    monkeypatch.setenv(avmnist_download.FSDD_URL_ENV, server.url + "fsdd/recordings/")
     result = CliRunner().invoke(app, ["download", "avmnist", "--data-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "downloaded 1504 files" in result.output and "already present 0" in result.output

@@ -68,13 +68,13 @@ def test_benchmark_writes_contract_and_reloadable_checkpoints(tmp_path: Path) ->
 
     # The checkpoint rebuilds the same model: its test accuracy matches what the benchmark recorded.
     from simmlm.engine import load_checkpoint, load_splits
-    from simmlm.engine.config import DataConfig
+    from simmlm.engine.config import AvmnistData
     from simmlm.evaluate import classification_report
-    from simmlm.methods.predict import predict_subsets
+    from simmlm.inferers import predict_subsets
 
     model, cfg, meta = load_checkpoint(out / "runs" / "simmlm-seed1" / "model.pt")
     assert cfg.train.seed == 1 and cfg.train.mofe_lambda == 0.1
-    splits = load_splits(DataConfig(data_dir=DATA_DIR))
+    splits = load_splits(AvmnistData(data_dir=DATA_DIR))
     report = classification_report(predict_subsets(model, splits.test), meta["modalities"])
     recorded = summary["methods"]["simmlm"]["subsets"]["image+audio"]["accuracy"][1]
     assert report["subsets"]["image+audio"]["accuracy"] == pytest.approx(recorded)

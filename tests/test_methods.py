@@ -8,10 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from conftest import INPUT_SHAPES, MODALITIES, NUM_CLASSES, random_inputs
+from conftest import INPUT_SHAPES, MODALITIES, NUM_CLASSES, check_gate_weights, random_inputs
 from simmlm.data.base import TensorMultimodalDataset
+from simmlm.inferers import predict_subsets
 from simmlm.methods import DMoME, ModelOutput, create_method, get_method, list_methods
-from simmlm.methods.predict import outputs_for_subsets, predict_subsets
+from simmlm.methods.base import outputs_for_subsets
 from simmlm.subsets import all_subsets, bits_to_mask
 
 M = len(MODALITIES)
@@ -41,15 +42,6 @@ def _subset_mask(bits: int, batch: int) -> torch.Tensor:
     return bits_to_mask(torch.full((batch,), bits, dtype=torch.long), M)
 
 
-def _check_gate_weights(weights: torch.Tensor | None, mask: torch.Tensor) -> None:
-    if weights is None:
-        return
-    assert weights.shape[:2] == mask.shape
-    expanded = mask.reshape(*mask.shape, *([1] * (weights.ndim - 2))).expand_as(weights)
-    assert torch.all(weights[~expanded] == 0.0)
-    torch.testing.assert_close(weights.sum(1), torch.ones_like(weights.sum(1)), rtol=0, atol=1e-6)
-
-
 def test_registry_lists_known_methods() -> None:
     names = list_methods()
     assert names == sorted(names)
@@ -69,7 +61,7 @@ def test_forward_every_subset_shapes_and_gate_weights(method: nn.Module, bits: i
     assert isinstance(out, ModelOutput)
     assert out.logits.shape == (batch, NUM_CLASSES)
     assert torch.isfinite(out.logits).all()
-    _check_gate_weights(out.gate_weights, mask)
+    check_gate_weights(out.gate_weights, mask)
 
 
 def test_forward_mixed_masks_in_one_batch(method: nn.Module) -> None:
@@ -77,7 +69,7 @@ def test_forward_mixed_masks_in_one_batch(method: nn.Module) -> None:
     with torch.no_grad():
         out = method(random_inputs(4), mask)
     assert out.logits.shape == (4, NUM_CLASSES)
-    _check_gate_weights(out.gate_weights, mask)
+    check_gate_weights(out.gate_weights, mask)
 
 
 def test_forward_all_missing_row_raises(method: nn.Module) -> None:
@@ -118,7 +110,7 @@ def test_gate_channels_give_per_channel_weights() -> None:
         out = model(random_inputs(2), mask)
     assert out.gate_weights is not None
     assert out.gate_weights.shape == (2, M, NUM_CLASSES)
-    _check_gate_weights(out.gate_weights, mask)
+    check_gate_weights(out.gate_weights, mask)
 
 
 _special = st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 3.4e38, 0.0])

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from simmlm.cli import app
 from simmlm.data.example import example_modalities, write_example_dataset
 from simmlm.data.folder import load_folder
+from simmlm.data.folder import read_input as read_folder_input
 from simmlm.engine import load_checkpoint
-from simmlm.inference import read_folder_input
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")  # Lightning, `simmlm train`

@@ -13,9 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from simmlm.cli import app
-from simmlm.engine.checkpoint import save_checkpoint
 from simmlm.engine.config import RunConfig
-from simmlm.engine.train import build_model
+from simmlm.runs import build_model, save_checkpoint
 from test_end_to_end import DATA_DIR, needs_data
 
 SHAPES = {"image": (1, 28, 28), "audio": (1, 20, 20)}
@@ -112,7 +111,7 @@ def _fill(item: str, files: dict) -> str:
 @needs_data
 def test_predict_preprocessing_matches_training(tmp_path: Path) -> None:
     from simmlm.data.avmnist import load_arrays, load_avmnist
-    from simmlm.inference import read_avmnist_input
+    from simmlm.data.avmnist import read_input as read_avmnist_input
 
     splits = load_avmnist(DATA_DIR)
     first_test = int(np.flatnonzero(load_arrays(DATA_DIR)["is_test"])[0])  # 0_jackson_0.wav
@@ -124,3 +123,23 @@ def test_predict_preprocessing_matches_training(tmp_path: Path) -> None:
     matplotlib.image.imsave(png, np.stack([grey] * 3, axis=-1))  # uint8 RGB: stored exactly, no colormap
     image = read_avmnist_input("image", png, splits.preprocessing)
     torch.testing.assert_close(image, splits.test.inputs["image"][0], rtol=0, atol=1e-5)
+
+
+def test_core_and_predict_do_not_import_lightning(run_dir: Path, files: dict[str, Path]) -> None:
+    """The core is plain PyTorch, and `simmlm predict` on a saved run needs no Lightning (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import simmlm.methods, simmlm.losses, simmlm.metrics, simmlm.data, simmlm.subsets, simmlm.engine.config\n"
+        "assert 'lightning' not in sys.modules, 'importing the core loaded lightning'\n"
+        "from typer.testing import CliRunner\n"
+        "from simmlm.cli import app\n"
+        f"result = CliRunner().invoke(app, ['predict', {str(run_dir)!r}, '--input', 'image={files['one.png']}'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "assert 'lightning' not in sys.modules, 'simmlm predict loaded lightning'\n"
+        "assert 'pytorch_lightning' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -15,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from conftest import check_gate_weights
 from simmlm.data.base import TensorMultimodalDataset
 from simmlm.evaluate import classification_report
+from simmlm.inferers import predict_subsets
 from simmlm.methods import create_method, list_methods
-from simmlm.methods.predict import predict_subsets
 from simmlm.subsets import all_subsets, bits_to_mask, subset_name
 
 NUM_CLASSES = 4
@@ -53,15 +54,6 @@ def _inputs(num_modalities: int, batch: int, seed: int) -> dict[str, torch.Tenso
     return {k: torch.randn(batch, *s, generator=g) for k, s in _shapes(num_modalities).items()}
 
 
-def _check_weights(weights: torch.Tensor | None, mask: torch.Tensor) -> None:
-    if weights is None:
-        return
-    assert weights.shape[:2] == mask.shape
-    present = mask.reshape(*mask.shape, *([1] * (weights.ndim - 2))).expand_as(weights)
-    assert torch.all(weights[~present] == 0) and torch.all(weights >= 0)
-    torch.testing.assert_close(weights.sum(1), torch.ones_like(weights.sum(1)), rtol=0, atol=1e-5)
-
-
 @settings(max_examples=25)
 @given(case=_cases())
 def test_shapes_and_gate_weights_for_any_mask_and_batch(case: tuple[str, int, torch.Tensor, int]) -> None:
@@ -70,7 +62,7 @@ def test_shapes_and_gate_weights_for_any_mask_and_batch(case: tuple[str, int, to
         out = _model(name, num_modalities)(_inputs(num_modalities, len(mask), seed), mask)
     assert out.logits.shape == (len(mask), NUM_CLASSES)
     assert torch.isfinite(out.logits).all()
-    _check_weights(out.gate_weights, mask)
+    check_gate_weights(out.gate_weights, mask)
 
 
 @settings(max_examples=25)
@@ -116,7 +108,7 @@ def test_predict_subsets_is_real_exactly_where_the_sample_has_the_subset(
                 direct = model({k: v[has] for k, v in inputs.items()}, wanted[has])
             torch.testing.assert_close(preds.logits[s][has], direct.logits, rtol=1e-4, atol=1e-5)
             if preds.gate_weights is not None:
-                _check_weights(preds.gate_weights[s][has], wanted[has])
+                check_gate_weights(preds.gate_weights[s][has], wanted[has])
     report = classification_report(preds, list(_shapes(num_modalities)))
     for s, bits in enumerate(subsets):
         assert report["subsets"][subset_name(bits, list(_shapes(num_modalities)))]["samples"] == int(

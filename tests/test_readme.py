@@ -18,3 +18,35 @@ def test_readme_python_example_runs() -> None:
 def test_readme_opens_with_the_two_commands() -> None:
     head = "\n".join(README.read_text().splitlines()[:10])
     assert "make demo" in head and "make test" in head
+
+
+def _rows(section: str, results: str) -> tuple[list[list[str]], dict]:
+    """The table rows of the README section whose heading starts with ``section``, and ``results/<results>``."""
+    import json
+
+    text = README.read_text().split(f"\n## {section}", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip().strip("*").strip() for c in line.strip("|").split("|")] for line in text.splitlines()]
+    summary = json.loads((README.parent / "results" / results / "summary.json").read_text())
+    return [r for r in rows if len(r) > 1], summary
+
+
+def _check_accuracy_rows(section: str, results: str, label: dict[str, str]) -> None:
+    from simmlm.benchmark import _pm
+
+    rows, summary = _rows(section, results)
+    names = list(summary["modalities"])
+    subsets = [names[0], names[1], "+".join(names)]
+    for method, m in summary["methods"].items():
+        row = next((r for r in rows if r[0] == label.get(method, method)), None)
+        assert row is not None, f"README section {section!r} has no row for {method}"
+        expected = [_pm(m["subsets"][s]["accuracy"]) for s in subsets]
+        expected += [_pm(m["average_accuracy"]), _pm(m["counterintuitive_rate"])]
+        assert row[1:6] == expected, f"README row for {method} does not match results/{results}/summary.json"
+
+
+def test_readme_main_table_is_what_results_avmnist_holds() -> None:
+    _check_accuracy_rows("Results: avMNIST", "avmnist", {"simmlm": "simmlm (λ = 0.1)", "dmome": "dmome (λ = 0)"})
+
+
+def test_readme_comparison_table_is_what_results_avmnist_compare_holds() -> None:
+    _check_accuracy_rows("Comparison of all methods", "avmnist-compare", {})

@@ -9,25 +9,11 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
+from conftest import synthetic_splits
 from simmlm.cli import app
-from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.engine.config import RunConfig
 from simmlm.engine.train import quiet_lightning, train
 from simmlm.reproducibility import TRACKED_PACKAGES, provenance, source_state, summary_differences
-
-
-def _splits() -> Splits:
-    g = torch.Generator().manual_seed(0)
-
-    def part(n: int) -> TensorMultimodalDataset:
-        y = torch.randint(0, 3, (n,), generator=g)
-        return TensorMultimodalDataset(
-            {"a": torch.randn(n, 1, 12, 12, generator=g) + y.view(-1, 1, 1, 1), "b": torch.randn(n, 6, generator=g)},
-            torch.ones(n, 2, dtype=torch.bool),
-            y,
-        )
-
-    return Splits(part(48), part(16), part(16), num_classes=3, description="synthetic")
 
 
 def _weights(seed: int) -> dict[str, torch.Tensor]:
@@ -48,7 +34,7 @@ def _weights(seed: int) -> dict[str, torch.Tensor]:
             },
         }
     )
-    return train(cfg, _splits(), progress=False).model.state_dict()
+    return train(cfg, synthetic_splits(48), progress=False).model.state_dict()
 
 
 def test_same_seed_gives_identical_weights_and_another_seed_does_not() -> None:

@@ -8,30 +8,17 @@ from typing import Any
 import pytest
 import torch
 
-from simmlm.data.base import Splits, TensorMultimodalDataset
+from conftest import synthetic_splits
 from simmlm.engine.config import RunConfig
-from simmlm.engine.resume import atomic_torch_save, load_resume_file
+from simmlm.engine.resume import load_resume_file
 from simmlm.engine.stages import CooperativeStage, ExpertStage
-from simmlm.engine.train import RunResult, quiet_lightning, train
+from simmlm.engine.train import quiet_lightning, train
+from simmlm.runs import RunResult
+from simmlm.runs import torch_save_atomic as atomic_torch_save
 
 
 class Killed(Exception):
     """Stands for a kill in the middle of an epoch."""
-
-
-def _splits() -> Splits:
-    g = torch.Generator().manual_seed(0)
-
-    def part(n: int) -> TensorMultimodalDataset:
-        y = torch.randint(0, 3, (n,), generator=g)
-        mask = torch.ones(n, 2, dtype=torch.bool)
-        return TensorMultimodalDataset(
-            {"a": torch.randn(n, 1, 12, 12, generator=g) + y.view(-1, 1, 1, 1), "b": torch.randn(n, 6, generator=g)},
-            mask,
-            y,
-        )
-
-    return Splits(part(36), part(16), part(16), num_classes=3, description="synthetic")
 
 
 def _cfg(method: str, stage1: int, stage2: int) -> RunConfig:
@@ -89,7 +76,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, stage: type, epoch: int
 ) -> None:
     quiet_lightning()
-    splits, cfg = _splits(), _cfg(method, 3, 3) if method == "simmlm" else _cfg(method, 2, 2)
+    splits, cfg = synthetic_splits(36), _cfg(method, 3, 3) if method == "simmlm" else _cfg(method, 2, 2)
     reference = train(cfg, splits, progress=False)
     checkpoints = tmp_path / "run" / "checkpoints"
     with monkeypatch.context() as patch:
@@ -112,7 +99,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(
 
 def test_resume_refuses_another_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     quiet_lightning()
-    splits, cfg = _splits(), _cfg("simmlm", 1, 1)
+    splits, cfg = synthetic_splits(36), _cfg("simmlm", 1, 1)
     train(cfg, splits, progress=False, checkpoint_dir=tmp_path)
     other = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": 4})})
     with pytest.raises(ValueError, match=r"another config \(differs in train\.batch_size\)"):
@@ -137,12 +124,12 @@ def test_checkpoint_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.undo()
     blob = load_resume_file(path)  # the previous checkpoint, whole
     assert blob["epoch"] == 1 and torch.equal(blob["w"], torch.ones(3))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["stage1-last.ckpt", "stage1-last.ckpt.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stage1-last.ckpt"]  # the half-written temp is removed
 
 
 def test_truncated_checkpoint_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     quiet_lightning()
-    splits, cfg = _splits(), _cfg("simmlm", 3, 1)
+    splits, cfg = synthetic_splits(36), _cfg("simmlm", 3, 1)
     checkpoints = tmp_path / "checkpoints"
     with monkeypatch.context() as patch:
         _kill_at(patch, ExpertStage, 2)
@@ -163,7 +150,7 @@ def test_segmentation_resume_matches_an_uninterrupted_run(
 ) -> None:
     """Random crops and flips (MONAI) depend on (seed, epoch, index) only, so a resumed run redraws them exactly."""
     from simmlm.engine.config import load_config
-    from simmlm.engine.train import load_splits
+    from simmlm.engine.tasks import load_splits
     from test_brats import BRATS2018, write_case
 
     for split, seeds in (("train", (0, 1)), ("validation", (2,)), ("test", (3,))):

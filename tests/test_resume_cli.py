@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import synthetic_splits
 from simmlm.cli import app
 from simmlm.engine.stages import CooperativeStage
-from test_resume import Killed, _splits
+from test_resume import Killed
 
 CONFIG = """
 model: {expert: {a: lenet, b: mlp}}
@@ -28,9 +28,9 @@ train:
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    splits = _splits()
-    monkeypatch.setattr(importlib.import_module("simmlm.engine.train"), "load_splits", lambda data: splits)
-    monkeypatch.setattr("simmlm.benchmark.load_splits", lambda data: splits)
+    splits = synthetic_splits(36)
+    monkeypatch.setattr("simmlm.engine.tasks.load_splits", lambda data: splits)  # simmlm train
+    monkeypatch.setattr("simmlm.engine.tasks.ClassificationTask.load_splits", lambda self: splits)  # benchmark
     path = tmp_path / "config.yaml"
     path.write_text(CONFIG)
     return path

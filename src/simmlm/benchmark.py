@@ -4,85 +4,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
-
-from simmlm.data.base import Splits
-from simmlm.engine.checkpoint import load_checkpoint, save_checkpoint
-from simmlm.engine.config import RunConfig, load_config
-from simmlm.engine.resume import config_differences, is_global_zero, remove_checkpoints
-from simmlm.engine.tasks import ClassificationTask, Task, task_for
-from simmlm.engine.train import RunResult, load_splits, resolve_config, train
-from simmlm.evaluate import REGIONS
+from simmlm.data.brats import REGIONS
+from simmlm.engine.config import load_config
+from simmlm.engine.resume import remove_checkpoints
+from simmlm.engine.tasks import task_for
+from simmlm.engine.train import train
+from simmlm.evaluate import headline_keys
 from simmlm.reproducibility import provenance
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def full_modality_flops(model: nn.Module, splits: Splits, task: Task | None = None) -> int:
-    """FLOPs of one forward pass with every modality present (torch.utils.flop_counter): one test sample for
-    classification, one training-crop-sized volume for segmentation.
-
-    Counted with autograd enabled: under ``torch.no_grad`` the counter's module tracker fails on
-    ``nn.MultiheadAttention`` (torch 2.13). Only the forward pass runs.
-    """
-    inputs, mask = (task or ClassificationTask()).example_inputs(splits)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(inputs, mask)
-    return int(counter.get_total_flops())
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]:
-    """Evaluate a trained run on every subset; write ``model.pt``, ``metrics.json`` and ``predictions.npz``.
-
-    ``predictions.npz`` (classification only) holds the test-set class probabilities per subset (``probs``
-    ``[S, N, K]``, NaN for samples lacking a modality of the subset; ``subsets``, ``targets``), from which reports
-    draw reliability diagrams. Returns the metrics: test report, validation average score, training time,
-    selections and MoFe stats. Only the global rank 0 writes (under DDP every rank holds the same trained model).
-    """
-    task = task_for(result.config)
-    report, arrays = task.report(result.model, splits.test, splits.modalities)
-    val_report, _ = task.report(result.model, splits.val, splits.modalities)
-    metrics = {
-        "test": report,
-        f"val_{task.average_key}": val_report[task.average_key],
-        "train_seconds": result.train_seconds,
-        "selected": result.selected,
-        "mofe": result.mofe,
-    }
-    if not is_global_zero():
-        return metrics
-    save_checkpoint(
-        run_dir / "model.pt",
-        result.model,
-        result.config,
-        input_shapes={k: list(v) for k, v in task.input_shapes(splits).items()},
-        num_classes=splits.num_classes,
-        modalities=splits.modalities,
-        preprocessing=splits.preprocessing,
-    )
-    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-    if arrays:
-        tmp = run_dir / "predictions.tmp.npz"
-        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, run_dir / "predictions.npz")
-    return metrics
+from simmlm.runs import count_params, full_modality_flops, is_global_zero, load_run, save_run, write_text_atomic
 
 
 def run_benchmark(
@@ -102,7 +36,8 @@ def run_benchmark(
     """
     base = load_config(config, overrides)
     source = provenance()  # before anything is written
-    splits = load_splits(base.data)  # before creating ``out``: bad data leaves nothing behind
+    task = task_for(base)
+    splits = task.load_splits()  # before creating ``out``: bad data leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
         "dataset": base.data.dataset,
@@ -135,7 +70,7 @@ def run_benchmark(
             run = {"method": method, "seed": seed, **save_run(run_dir, result, splits)}
             remove_checkpoints(run_dir)
             report = run["test"]
-            key = _headline(report)
+            key, _ = headline_keys(report)
             accs = ", ".join(f"{k} {v[key]:.2%}" for k, v in report["subsets"].items())
             reused = " (stage 1 reused)" if result.selected.get("stage1_reused") else ""
             log(
@@ -144,7 +79,7 @@ def run_benchmark(
             )
             runs.append((run, result))
         resolved = runs[0][1].config
-        score_name = _SCORE[_headline(runs[0][0]["test"])]
+        score_name = task.score_name
         summary["protocol"] = (
             f"{splits.description} Expert mixtures (simmlm, dmome, late_fusion) train in two stages "
             f"(stage 1: {resolved.train.stage1.epochs} epochs per expert, stage 2: {resolved.train.stage2.epochs} "
@@ -154,70 +89,25 @@ def run_benchmark(
             "mean over every subset), never on test data. Test metrics: every non-empty modality subset, each over "
             "the test samples that have all of its modalities; ECE/SCE with 20 bins."
         )
-        if base.data.dataset == "brats":
-            b = resolved.data.brats
-            summary["protocol"] += (
-                f" Segmentation: {b.crops_per_epoch} random {'x'.join(map(str, b.crop_size))} crops per epoch "
-                f"({b.pos_fraction:.0%} centred on tumour, random flips: {b.flip}), Dice + BCE; whole volumes by "
-                f"sliding window (overlap {b.overlap}, Gaussian blending); Dice per region at the working "
-                "resolution, averaged over cases; voxel-wise ECE/SCE over brain voxels; CR with P = Dice per region "
-                "(mean over WT/TC/ET); FLOPs for one crop."
-            )
+        summary["protocol"] += task.protocol(resolved)
         summary["methods"][method] = _aggregate(
             [r for r, _ in runs],
             count_params(runs[0][1].model),
-            full_modality_flops(runs[0][1].model, splits, task_for(resolved)),
+            full_modality_flops(runs[0][1].model, splits, resolved),
             {s: r.config.train.mofe_lambda for s, (_, r) in zip(seeds, runs, strict=True)},
         )
         # Written after every method, so an interruption keeps what is finished.
         if is_global_zero():
-            if base.data.dataset == "brats":
-                _segmentation_figures(out, method, runs[0][1], splits)
-            write_atomic(out / "summary.json", json.dumps(summary, indent=2))
-            write_atomic(out / "summary.md", summary_markdown(summary))
-            if base.data.dataset == "brats":
-                from simmlm.segmentation_figures import population_gates_figure
-
-                population_gates_figure(summary, out / "figures" / "population_gates.png")
+            task.figures(out, method, runs[0][1].model, resolved, splits)
+            write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+            write_text_atomic(out / "summary.md", summary_markdown(summary))
+            task.summary_figures(summary, out)
     return summary
-
-
-def load_run(run_dir: Path, cfg: RunConfig) -> tuple[dict[str, Any], RunResult]:
-    """The metrics and model of a finished run folder; an error if it was trained with another config."""
-    model, saved, _ = load_checkpoint(run_dir / "model.pt")
-    differ = config_differences(saved.model_dump(mode="json"), resolve_config(cfg).model_dump(mode="json"))
-    if differ:
-        raise ValueError(
-            f"{run_dir} was trained with another config (differs in {', '.join(differ)}); "
-            "drop --resume or choose another --out"
-        )
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return metrics, RunResult(model, saved, metrics["train_seconds"], metrics["selected"], metrics["mofe"])
-
-
-_SCORE = {"accuracy": "accuracy", "dice_mean": "mean Dice"}
-
-
-def _headline(report: dict[str, Any]) -> str:
-    """The per-subset headline key of a report: ``accuracy`` (classification) or ``dice_mean`` (segmentation)."""
-    return "dice_mean" if "average_dice" in report else "accuracy"
-
-
-def _segmentation_figures(out: Path, method: str, result: RunResult, splits: Splits) -> None:
-    """The first test case under every subset (first seed's model) and, so far, the population gate weights."""
-    from simmlm.segmentation_figures import case_figure
-
-    b = result.config.data.brats
-    case = splits.test.cases[0]  # type: ignore[attr-defined]
-    (out / "figures").mkdir(exist_ok=True)
-    title = f"{method} (seed {result.config.train.seed}), test case {case.case_id}"
-    path = out / "figures" / f"case-{method}.png"
-    case_figure(result.model, case, splits.modalities, b.crop_size, path, b.overlap, title)
 
 
 def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dict[int, Any]) -> dict[str, Any]:
     tests = [r["test"] for r in runs]
-    average = "average_dice" if "average_dice" in tests[0] else "average_accuracy"
+    _, average = headline_keys(tests[0])
     subsets = {
         name: {key: [t["subsets"][name][key] for t in tests] for key in tests[0]["subsets"][name]}
         for name in tests[0]["subsets"]
@@ -266,8 +156,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     methods = summary["methods"]
     first = next(iter(methods.values()))
     names = list(first["subsets"])
-    segmentation = "average_dice" in first
-    key, average = ("dice_mean", "average_dice") if segmentation else ("accuracy", "average_accuracy")
+    key, average = headline_keys(first)
+    segmentation = key == "dice_mean"
     lines = [
         f"# {summary['dataset']}: {', '.join(methods)} (seeds {', '.join(map(str, summary['seeds']))})",
         "",

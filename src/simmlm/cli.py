@@ -104,9 +104,9 @@ def benchmark(
     from rich.console import Console
 
     from simmlm.benchmark import run_benchmark
-    from simmlm.engine.resume import is_global_zero
     from simmlm.engine.train import quiet_lightning
     from simmlm.methods import get_method
+    from simmlm.runs import is_global_zero
 
     console = Console()
     out = out if out is not None else Path("results") / dataset
@@ -152,7 +152,7 @@ def data(
     from pydantic import ValidationError
 
     from simmlm.engine.config import load_config
-    from simmlm.engine.train import load_splits
+    from simmlm.engine.tasks import load_splits
 
     try:
         splits = load_splits(load_config(config, _overrides(data_dir, set_, **{"data.dataset": dataset})).data)
@@ -237,11 +237,12 @@ def train(
     """
     from pydantic import ValidationError
 
-    from simmlm.benchmark import save_run
     from simmlm.engine.config import load_config
-    from simmlm.engine.resume import is_global_zero, remove_checkpoints
-    from simmlm.engine.train import load_splits
+    from simmlm.engine.resume import remove_checkpoints
+    from simmlm.engine.tasks import load_splits
     from simmlm.engine.train import train as train_run
+    from simmlm.evaluate import headline_keys
+    from simmlm.runs import is_global_zero, save_run
 
     try:
         settings = {"train.seed": seed, **_placement(devices, strategy, num_nodes)}
@@ -254,13 +255,12 @@ def train(
     remove_checkpoints(out)
     if not is_global_zero():
         return
-    key = "dice_mean" if "average_dice" in report else "accuracy"
+    key, average_key = headline_keys(report)
     for name, values in report["subsets"].items():
         extra = "".join(f"  {k} {values[k]:.2%}" for k in ("dice_wt", "dice_tc", "dice_et") if k in values)
         samples = f"  ({values['samples']} samples)" if "samples" in values else ""
         typer.echo(f"{name:>20}: {key} {values[key]:.2%}{extra}  ECE {values['ece']:.2%}{samples}")
-    average = report.get("average_dice", report.get("average_accuracy"))
-    typer.echo(f"average {average:.2%}  CR {report['counterintuitive_rate']:.2%}  -> {out}")
+    typer.echo(f"average {report[average_key]:.2%}  CR {report['counterintuitive_rate']:.2%}  -> {out}")
 
 
 @app.command()

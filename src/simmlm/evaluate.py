@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from simmlm.methods.predict import SubsetPredictions, sliding_window_subsets
+from simmlm.data.brats import REGIONS
+from simmlm.inferers import SubsetPredictions, sliding_window_subsets
 from simmlm.metrics import (
     accuracy,
     counterintuitive_rate,
@@ -72,7 +73,10 @@ def _cr_or_nan(scores: Tensor, subsets: Sequence[int], available: Tensor) -> flo
     return counterintuitive_rate(scores, subsets, available).item() if has_pair else math.nan
 
 
-REGIONS = ("wt", "tc", "et")
+def headline_keys(report: dict[str, Any]) -> tuple[str, str]:
+    """The per-subset headline key and the average's key of a report (or of one method of a summary):
+    ``("accuracy", "average_accuracy")`` for classification, ``("dice_mean", "average_dice")`` for segmentation."""
+    return ("dice_mean", "average_dice") if "average_dice" in report else ("accuracy", "average_accuracy")
 
 
 def region_gate_weights(weights: Tensor) -> Tensor:

@@ -1,11 +1,12 @@
-"""Predict from files with a trained run: the preprocessing fitted in training is read from the checkpoint.
+"""``simmlm predict``: a trained run on files, with any subset of the modalities (the others are marked missing).
 
-Supported inputs. avMNIST runs: ``image`` as PNG (28x28, grey or RGB) or NPY (28x28 grey levels 0..255, as
-MNIST); ``audio`` as WAV (any rate; it is decimated by 3 and turned into the 20x20 MFCC map of training) or NPY (a
-raw, unscaled 20x20 MFCC map). Folder-dataset runs (your own data): one ``.npy`` per modality, raw as in the dataset
-folder (the training standardisation is applied here). BraTS runs: one NIfTI volume per MRI sequence (optionally a
-``brain_mask`` NIfTI; otherwise the brain is where any sequence is non-zero), preprocessed as in training and
-segmented by sliding window. Any subset of the modalities may be given; the others are marked missing.
+The preprocessing fitted in training is read from the checkpoint, and each dataset reads its own files (the task's
+reader: ``simmlm.data.avmnist.read_input``, ``simmlm.data.folder.read_input``, NIfTI via ``simmlm.data.brats``).
+avMNIST runs: ``image`` as PNG (28x28, grey or RGB) or NPY (28x28 grey levels 0..255, as MNIST); ``audio`` as WAV
+(any rate; the run's front end turns it into the 20x20 MFCC map of training) or NPY (a raw, unscaled 20x20 MFCC
+map). Folder-dataset runs (your own data): one ``.npy`` per modality, raw as in the dataset folder (the training
+standardisation is applied here). BraTS runs: one NIfTI volume per MRI sequence (optionally a ``brain_mask`` NIfTI;
+otherwise the brain is where any sequence is non-zero), preprocessed as in training and segmented by sliding window.
 """
 
 from __future__ import annotations
@@ -16,103 +17,40 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from simmlm.engine.checkpoint import load_checkpoint
-
-
-def _finite(array: np.ndarray, path: Path) -> np.ndarray:
-    if not np.isfinite(array).all():
-        raise ValueError(f"{path}: contains NaN or infinite values")
-    return array
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    try:
-        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
-    except (OSError, ValueError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npy array ({err})") from err
-
-
-def read_avmnist_input(name: str, path: Path, preprocessing: dict[str, Any]) -> torch.Tensor:
-    """One modality file -> the model's input tensor ``[1, ...]`` (without batch axis), scaled as in training."""
-    from simmlm.data.avmnist import AUDIO_FRONTENDS, AudioFrontend, mfcc_map, scale_audio, scale_image
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{name}: file {path} does not exist")
-    suffix = path.suffix.lower()
-    if name == "image":
-        if suffix == ".png":
-            import matplotlib.image
-
-            try:
-                pixels = np.asarray(matplotlib.image.imread(path), dtype=np.float32)
-            except (OSError, ValueError, SyntaxError) as err:
-                raise ValueError(f"{path}: not a readable PNG ({err})") from err
-            if pixels.ndim == 3:
-                pixels = pixels[..., :3].mean(-1)
-            grey = pixels * 255.0 if pixels.max() <= 1.0 else pixels
-        elif suffix == ".npy":
-            grey = _read_npy(path).squeeze()
-        else:
-            raise ValueError(f"{path}: images must be .png or .npy, got {suffix or 'no suffix'!r}")
-        if grey.shape != (28, 28):
-            raise ValueError(f"{path}: image must be 28x28, got {list(grey.shape)}")
-        return torch.from_numpy(scale_image(_finite(grey, path))).unsqueeze(0)
-    if name == "audio":
-        if suffix == ".wav":
-            # runs saved before the front end was an option used the anti-aliased one
-            stored = preprocessing.get("audio_frontend")
-            mfcc, _ = mfcc_map(path, AudioFrontend(**stored) if stored else AUDIO_FRONTENDS["antialiased"])
-        elif suffix == ".npy":
-            mfcc = _read_npy(path).squeeze()
-            if mfcc.shape != (20, 20):
-                raise ValueError(f"{path}: an MFCC map must be 20x20, got {list(mfcc.shape)}")
-        else:
-            raise ValueError(f"{path}: audio must be .wav or .npy, got {suffix or 'no suffix'!r}")
-        return torch.from_numpy(scale_audio(_finite(mfcc, path), preprocessing)).unsqueeze(0)
-    raise ValueError(f"unknown modality {name!r} for avMNIST; known: image, audio")
-
-
-def read_folder_input(name: str, path: Path, preprocessing: dict[str, Any]) -> torch.Tensor:
-    """One raw ``.npy`` of a folder-dataset modality -> the model's input tensor, standardised as in training."""
-    from simmlm.data.folder import apply_standardization, read_npy
-
-    path = Path(path)
-    if path.suffix.lower() != ".npy":
-        raise ValueError(
-            f"{path}: inputs of folder-dataset runs must be .npy files, got {path.suffix or 'no suffix'!r}"
-        )
-    array = read_npy(path)
-    expected = (preprocessing.get("shapes") or {}).get(name)
-    if expected is not None and list(array.shape) != list(expected):
-        raise ValueError(f"{path}: {name} has shape {list(array.shape)}, the model expects {list(expected)}")
-    stats = (preprocessing.get("standardize") or {}).get(name)
-    return torch.from_numpy(apply_standardization(array, stats) if stats else array)
+from simmlm.engine.config import BratsConfig
+from simmlm.metrics.entropy import binary_entropy, categorical_entropy
+from simmlm.runs import atomic_path, load_checkpoint
 
 
 def predict_files(run_dir: str | Path, files: dict[str, Path], output: Path | None = None) -> dict[str, Any]:
     """Prediction, class probabilities (or region volumes), gate weights and entropy for the given files.
 
-    ``output`` (segmentation runs only) receives the predicted label map as NIfTI, in the input's space.
+    The run's task reads the files (each dataset's own reader) and predicts; ``output`` (segmentation runs only)
+    receives the predicted label map as NIfTI, in the input's space.
     """
+    from simmlm.engine.tasks import task_for
+
     model, cfg, meta = load_checkpoint(Path(run_dir) / "model.pt")
+    task = task_for(cfg)
     modalities: list[str] = list(meta["modalities"])
-    extra = {"brain_mask"} if cfg.data.dataset == "brats" else set()
-    unknown = sorted(set(files) - set(modalities) - extra)
+    unknown = sorted(set(files) - set(modalities) - task.extra_inputs)
     if unknown:
         raise ValueError(f"unknown modality {unknown}; this model takes {modalities}")
-    if not set(files) - extra:
+    if not set(files) - task.extra_inputs:
         raise ValueError(f"give at least one input; this model takes {modalities}")
-    if cfg.data.dataset == "brats":
-        return predict_volume(model, cfg, modalities, files, output)
-    if output is not None:
-        raise ValueError("--output is for segmentation runs (a predicted NIfTI label map)")
-    preprocessing = meta.get("preprocessing") or {}
-    readers = {"avmnist": read_avmnist_input, "folder": read_folder_input}
-    reader = readers.get(preprocessing.get("dataset", ""))
-    if reader is None:
-        raise ValueError("this run stores no known preprocessing; predict supports avMNIST and folder-dataset runs")
+    return task.predict(model, cfg, meta, files, output)
+
+
+@torch.no_grad()
+def classify_files(
+    model: nn.Module, method: str, meta: dict[str, Any], files: dict[str, Path], reader: Any
+) -> dict[str, Any]:
+    """Classify one sample given as files of any subset of the modalities, each read by ``reader(name, path,
+    preprocessing)`` (the dataset's reader); the other modalities are marked missing."""
+    preprocessing = meta["preprocessing"]
+    modalities: list[str] = list(meta["modalities"])
     shapes = {name: tuple(shape) for name, shape in meta["input_shapes"].items()}
     inputs = {name: torch.zeros(1, *shapes[name]) for name in modalities}
     for name, path in files.items():
@@ -121,17 +59,15 @@ def predict_files(run_dir: str | Path, files: dict[str, Path], output: Path | No
             raise ValueError(f"{path}: gives {list(tensor.shape)}, the model expects {list(shapes[name])}")
         inputs[name] = tensor.unsqueeze(0)
     mask = torch.tensor([[name in files for name in modalities]])
-    with torch.no_grad():
-        out = model(inputs, mask)
+    out = model(inputs, mask)
     probs = out.logits.softmax(-1)[0]
-    entropy = -(probs * probs.clamp_min(1e-12).log()).sum().item()
     result: dict[str, Any] = {
-        "method": cfg.method,
+        "method": method,
         "modalities": [name for name in modalities if name in files],
         "prediction": int(probs.argmax()),
         "class_name": (preprocessing.get("classes") or [None] * len(probs))[int(probs.argmax())],
         "probabilities": [round(p, 6) for p in probs.tolist()],
-        "entropy": entropy,
+        "entropy": categorical_entropy(probs).item(),
         "max_entropy": math.log(len(probs)),
         "gate_weights": None,
     }
@@ -142,8 +78,13 @@ def predict_files(run_dir: str | Path, files: dict[str, Path], output: Path | No
 
 
 @torch.no_grad()
-def predict_volume(
-    model: torch.nn.Module, cfg: Any, modalities: list[str], files: dict[str, Path], output: Path | None = None
+def segment_files(
+    model: nn.Module,
+    method: str,
+    b: BratsConfig,
+    modalities: list[str],
+    files: dict[str, Path],
+    output: Path | None = None,
 ) -> dict[str, Any]:
     """Segment one case given as NIfTI files (any subset of the sequences, optionally ``brain_mask``).
 
@@ -157,10 +98,8 @@ def predict_volume(
 
     from simmlm.data.brats import REGIONS, brain_region, preprocess_volumes, read_nifti, regions_to_labels
     from simmlm.evaluate import region_gate_weights
-    from simmlm.methods.predict import sliding_window_subsets
-    from simmlm.segmentation_figures import binary_entropy
+    from simmlm.inferers import sliding_window_subsets
 
-    b = cfg.data.brats
     arrays = {}
     for name, path in files.items():
         if not Path(path).is_file():
@@ -183,7 +122,7 @@ def predict_volume(
     entropy = binary_entropy(probs)
     tumour = predicted[0] & brain_small
     result: dict[str, Any] = {
-        "method": cfg.method,
+        "method": method,
         "modalities": [name for name in modalities if name in volumes],
         "region_volumes_ml": {
             r: round(float(predicted[k][brain_small].sum()) * voxel_ml, 3) for k, r in enumerate(REGIONS)
@@ -204,9 +143,7 @@ def predict_volume(
         full = F.interpolate(probs.unsqueeze(0), size=size, mode="trilinear", align_corners=False)[0]
         labels = torch.zeros(reference.shape, dtype=torch.uint8)
         labels[box] = regions_to_labels(full, b.label_convention)
-        output = Path(output)
-        tmp = output.with_name("tmp-" + output.name)  # keeps the .nii.gz suffix; renamed when complete
-        nib.save(nib.Nifti1Image(labels.numpy(), affine), str(tmp))
-        tmp.replace(output)
+        with atomic_path(output) as tmp:  # keeps the .nii.gz suffix; renamed when complete
+            nib.save(nib.Nifti1Image(labels.numpy(), affine), str(tmp))
         result["output"] = str(output)
     return result

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 import simmlm
+from simmlm.evaluate import headline_keys
 from simmlm.subsets import subset_name
 
 
@@ -148,7 +149,7 @@ def write_report(directory: str | Path) -> Path:
     summary = json.loads(summary_path.read_text())
     if not summary.get("methods"):
         raise ValueError(f"{summary_path} holds no method results")
-    segmentation = "average_dice" in next(iter(summary["methods"].values()))
+    segmentation = headline_keys(next(iter(summary["methods"].values())))[0] == "dice_mean"
     figures = []
     if segmentation:
         for key in ("dice_mean", "dice_wt", "dice_tc", "dice_et"):

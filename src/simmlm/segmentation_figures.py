@@ -12,17 +12,12 @@ from torch import nn
 
 from simmlm.data.brats import REGIONS, VolumeCase
 from simmlm.evaluate import region_gate_weights
-from simmlm.methods.predict import sliding_window_subsets
+from simmlm.inferers import sliding_window_subsets
+from simmlm.metrics.entropy import binary_entropy
 from simmlm.report import _pyplot
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits, subset_name
 
 REGION_COLOURS = {"wt": "gold", "tc": "tab:red", "et": "deepskyblue"}
-
-
-def binary_entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Per-voxel entropy (nats) of independent sigmoid outputs, summed over regions: ``[C, *S]`` -> ``[*S]``."""
-    p = probs.double().clamp(1e-7, 1 - 1e-7)
-    return (-(p * p.log() + (1 - p) * (1 - p).log())).sum(0)
 
 
 def _axial(volume: torch.Tensor, z: int) -> np.ndarray:

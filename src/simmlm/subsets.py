@@ -63,7 +63,9 @@ def nested_pairs(num_modalities: int) -> tuple[tuple[int, int], ...]:
     return tuple((minus, plus) for plus in subsets for minus in subsets if minus != plus and minus & plus == minus)
 
 
-def sample_nested_pairs(available: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def sample_nested_pairs(
+    available: Tensor, generator: torch.Generator | None = None, validate_args: bool = True
+) -> tuple[Tensor, Tensor]:
     """Draw one pair ``S- ⊊ S+ ⊆ available`` per sample, uniformly over the valid pairs.
 
     Drawing uniformly over pairs makes every non-empty subset of the available modalities appear during
@@ -74,11 +76,13 @@ def sample_nested_pairs(available: Tensor, generator: torch.Generator | None = N
     Args:
         available: boolean ``[B, M]`` availability mask (every row non-empty).
         generator: optional random generator (on ``available``'s device) for reproducible draws.
+        validate_args: check ``available`` (a device sync on GPU); ``False`` when the caller has.
 
     Returns:
         ``(minus_mask, plus_mask)``, two boolean ``[B, M]`` masks.
     """
-    check_mask(available)
+    if validate_args:
+        check_mask(available)
     num_modalities = available.shape[1]
     pairs = torch.tensor(nested_pairs(num_modalities), device=available.device).reshape(-1, 2)
     avail_bits = mask_to_bits(available)

@@ -24,12 +24,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.utils.data import Dataset
 
 REGIONS = ("wt", "tc", "et")
@@ -41,8 +42,7 @@ Batch = tuple[dict[str, Tensor], Tensor, Tensor]
 BRATS2018_FILES = {name: f"{{case}}_{name}.nii.gz" for name in ("flair", "t1", "t1ce", "t2")}  # 2018-2021 names
 
 
-@dataclass(frozen=True)
-class NiftiLayout:
+class NiftiLayout(BaseModel):
     """File names of one case (``{case}`` = the case folder's name) and the label convention.
 
     Attributes:
@@ -55,17 +55,22 @@ class NiftiLayout:
             (mask ``False``) instead of raising. The label file is always required.
     """
 
-    modalities: dict[str, str] = field(default_factory=lambda: dict(BRATS2018_FILES))
+    model_config = ConfigDict(extra="forbid")
+    modalities: dict[str, str] = Field(
+        default_factory=lambda: dict(BRATS2018_FILES),
+        description="modality -> file name pattern ({case} = the case folder's name), in modality order",
+    )
     label: str = "{case}_seg.nii.gz"
-    brain_mask: str | None = None
-    label_convention: str = "brats2018"
-    allow_missing: bool = False
+    brain_mask: str | None = Field(None, description="brain mask file pattern (None: voxels where any sequence != 0)")
+    label_convention: Literal["brats2015", "brats2018"] = "brats2018"
+    allow_missing: bool = Field(False, description="a missing sequence file marks the modality missing, not an error")
 
-    def __post_init__(self) -> None:
-        if self.label_convention not in LABEL_REGIONS:
-            raise ValueError(f"label_convention must be one of {sorted(LABEL_REGIONS)}, got {self.label_convention!r}")
-        if len(self.modalities) < 1:
+    @field_validator("modalities")
+    @classmethod
+    def _some_modality(cls, modalities: dict[str, str]) -> dict[str, str]:
+        if len(modalities) < 1:
             raise ValueError("a NIfTI layout needs at least one modality file")
+        return modalities
 
 
 def label_to_regions(labels: Tensor, convention: str) -> Tensor:
@@ -348,13 +353,14 @@ def load_brats(data_dir: Path, cfg: Any) -> Any:
     from simmlm.data.base import Splits
 
     root = data_dir / cfg.subdir if cfg.subdir else data_dir
-    layout = NiftiLayout(dict(cfg.modalities), cfg.label, cfg.brain_mask, cfg.label_convention, cfg.allow_missing)
+    layout = NiftiLayout(**cfg.model_dump(include=set(NiftiLayout.model_fields)))
     datasets = {
         split: load_brats_split(root / cfg.splits[split], layout, cfg.downsample) for split in ("train", "val", "test")
     }
     counts = ", ".join(f"{split} {len(d)}" for split, d in datasets.items())
     description = (
-        f"BraTS-style NIfTI cases from {root} ({counts} cases; modalities {', '.join(layout.modalities)}; "
+        f"BraTS-style NIfTI cases from {cfg.subdir or 'the data directory'} ({counts} cases; modalities "
+        f"{', '.join(layout.modalities)}; "
         f"{layout.label_convention} labels -> WT/TC/ET; z-scored inside the brain, cropped to the brain, "
         f"downsampled x{cfg.downsample})."
     )

@@ -281,9 +281,24 @@ def load_folder(
     shape_text = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
     present_pct = ", ".join(f"{name} {mask[is_train, m].mean():.0%}" for m, name in enumerate(modalities))
     description = (
-        f"Folder dataset {root} ({manifest}): {len(rows)} samples, {len(classes)} classes, modalities {shape_text}; "
+        f"Folder dataset {Path(root).name} ({manifest}): {len(rows)} samples, {len(classes)} classes, modalities {shape_text}; "
         f"splits from the manifest (train {len(parts['train'])}, val {len(parts['val'])}, test {len(parts['test'])}); "
         f"present in training: {present_pct}; "
         + ("standardised with training statistics." if standardize else "not standardised.")
     )
     return Splits(parts["train"], parts["val"], parts["test"], len(classes), description, preprocessing)
+
+
+def read_input(name: str, path: Path, preprocessing: dict[str, Any]) -> torch.Tensor:
+    """One raw ``.npy`` of a folder-dataset modality -> the model's input tensor, standardised as in training."""
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        raise ValueError(
+            f"{path}: inputs of folder-dataset runs must be .npy files, got {path.suffix or 'no suffix'!r}"
+        )
+    array = read_npy(path)
+    expected = (preprocessing.get("shapes") or {}).get(name)
+    if expected is not None and list(array.shape) != list(expected):
+        raise ValueError(f"{path}: {name} has shape {list(array.shape)}, the model expects {list(expected)}")
+    stats = (preprocessing.get("standardize") or {}).get(name)
+    return torch.from_numpy(apply_standardization(array, stats) if stats else array)

@@ -3,35 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from simmlm.data.augment import AugmentSpec
-from simmlm.data.brats import BRATS2018_FILES
+from simmlm.data.brats import NiftiLayout
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class BratsConfig(StrictModel):
-    """BraTS-style NIfTI cases (``simmlm.data.brats``): file names, labels, resolution, crops, sliding window."""
+class BratsConfig(NiftiLayout):
+    """BraTS-style NIfTI cases (``simmlm.data.brats``): the file layout (:class:`~simmlm.data.brats.NiftiLayout`'s
+    fields: ``modalities``, ``label``, ``brain_mask``, ``label_convention``, ``allow_missing``), where the splits
+    are, resolution, crops and the sliding window."""
 
     subdir: str | None = Field(None, description="folder under data_dir holding the split folders (None: data_dir)")
     splits: dict[str, str] = Field(
         default_factory=lambda: {"train": "train", "val": "validation", "test": "test"},
         description="split -> sub-folder of case folders",
     )
-    modalities: dict[str, str] = Field(
-        default_factory=lambda: dict(BRATS2018_FILES),
-        description="modality -> file name pattern ({case} = the case folder's name), in modality order",
-    )
-    label: str = "{case}_seg.nii.gz"
-    brain_mask: str | None = Field(None, description="brain mask file pattern (None: voxels where any sequence != 0)")
-    label_convention: Literal["brats2015", "brats2018"] = "brats2018"
-    allow_missing: bool = Field(False, description="a missing sequence file marks the modality missing, not an error")
     downsample: int = Field(1, ge=1, description="average-pool volumes by this factor (CPU work)")
     crop_size: tuple[int, int, int] = (128, 128, 128)
     crops_per_epoch: int = Field(250, ge=1, description="random training crops per epoch")
@@ -47,24 +41,53 @@ class BratsConfig(StrictModel):
         return splits
 
 
-class DataConfig(StrictModel):
-    """Which dataset and how it is split and scaled."""
+DATA_DIR_FIELD = Field(None, description="default: $SIMMLM_DATA_DIR, then ../shared/data")
 
-    dataset: Literal["avmnist", "brats", "folder"] = "avmnist"
-    data_dir: Path | None = Field(None, description="default: $SIMMLM_DATA_DIR, then ../shared/data")
+
+class AvmnistData(StrictModel):
+    """avMNIST (``simmlm.data.avmnist``): split, audio front end and scaling."""
+
+    dataset: Literal["avmnist"] = "avmnist"
+    data_dir: Path | None = DATA_DIR_FIELD
     val_fraction: float = Field(0.15, gt=0, lt=1)
-    audio_scaling: Literal["standardize", "minmax"] = "standardize"
-    audio_frontend: Literal["literature", "antialiased"] = Field(
-        "literature", description="avMNIST MFCC front end (README: literature = what the published numbers use)"
-    )
-    mfcc_rate: float | None = Field(None, gt=0, description="avMNIST: rate told to the MFCC (None: the front end's)")
-    mfcc_pad: Literal["reflect", "constant"] | None = Field(None, description="avMNIST: STFT frame padding")
     val_split: Literal["stratified", "recording_index"] = "stratified"
+    audio_frontend: Literal["literature", "antialiased"] = Field(
+        "literature", description="MFCC front end (README: literature = what the published numbers use)"
+    )
+    mfcc_rate: float | None = Field(None, gt=0, description="rate told to the MFCC (None: the front end's)")
+    mfcc_pad: Literal["reflect", "constant"] | None = Field(None, description="STFT frame padding (None: front end's)")
+    audio_scaling: Literal["standardize", "minmax"] = "standardize"
+
+
+class FolderData(StrictModel):
+    """Your own data: a folder with a CSV manifest (``simmlm.data.folder``)."""
+
+    dataset: Literal["folder"] = "folder"
+    data_dir: Path | None = DATA_DIR_FIELD
+    manifest: str = Field("manifest.csv", description="the manifest's file name inside data_dir")
+    standardize: bool = Field(True, description="standardise each modality with training statistics")
+    num_classes: int | None = Field(None, ge=2, description="number of classes (default: from the labels)")
+
+
+class BratsData(StrictModel):
+    """BraTS-style NIfTI cases (``simmlm.data.brats``), options under ``brats``."""
+
+    dataset: Literal["brats"] = "brats"
+    data_dir: Path | None = DATA_DIR_FIELD
     brats: BratsConfig = BratsConfig()
-    # folder datasets (simmlm.data.folder): your own data; the options above are avMNIST's
-    manifest: str = Field("manifest.csv", description="folder: the manifest's file name inside data_dir")
-    standardize: bool = Field(True, description="folder: standardise each modality with training statistics")
-    num_classes: int | None = Field(None, ge=2, description="folder: number of classes (default: from the labels)")
+
+
+#: Which dataset and its own options: the ``dataset`` key picks the section, so an option of another dataset
+#: (or a typo) is an error at load time.
+def _dataset_of(value: Any) -> str:
+    """The tag of a data section: its ``dataset`` (avMNIST when left out)."""
+    return str(value.get("dataset", "avmnist") if isinstance(value, dict) else getattr(value, "dataset", "avmnist"))
+
+
+DataConfig = Annotated[
+    Annotated[AvmnistData, Tag("avmnist")] | Annotated[FolderData, Tag("folder")] | Annotated[BratsData, Tag("brats")],
+    Discriminator(_dataset_of),
+]
 
 
 class ModelConfig(StrictModel):
@@ -75,11 +98,13 @@ class ModelConfig(StrictModel):
         description="expert kind (auto: lenet for square [C, S, S] inputs, S >= 12, else mlp), or one per modality",
     )
     expert_options: dict[str, Any] = Field(default_factory=dict)
+    # the gate of simmlm / dmome (and of dream's scorer); methods without a gate do not use these
     gate_width: int = Field(8, ge=1)
     gate_hidden: int = Field(32, ge=1)
     gate_channels: int | None = Field(None, ge=1, description="K gates per modality (None: one per modality)")
     method_options: dict[str, Any] = Field(
-        default_factory=dict, description="extra options of the method's builder, e.g. mmp: {dim: 32, heads: 4}"
+        default_factory=dict,
+        description="the method's own options, e.g. mmp: {dim: 32, heads: 4}; checked against the method's builder",
     )
 
 
@@ -113,9 +138,17 @@ class RunConfig(StrictModel):
     """Everything that defines one training run."""
 
     method: str = "simmlm"
-    data: DataConfig = DataConfig()
+    data: DataConfig = AvmnistData()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _method_and_its_options(self) -> RunConfig:
+        """The method exists and ``model.method_options`` are its own (checked at load time, not at build time)."""
+        from simmlm.methods import get_method
+
+        get_method(self.method).check_options(self.model.method_options)
+        return self
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -139,3 +172,38 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             node = child
         node[leaf] = value
     return RunConfig.model_validate(raw)
+
+
+def resolve_config(cfg: RunConfig) -> RunConfig:
+    """Fill what the method defines (e.g. its MoFe lambda) where the config left it open."""
+    from simmlm.methods import get_method
+
+    entry = get_method(cfg.method)
+    train = cfg.train.model_copy(
+        update={k: v for k, v in entry.train_defaults.items() if getattr(cfg.train, k) is None}
+    )
+    if train.mofe_lambda is None:
+        train = train.model_copy(update={"mofe_lambda": 0.0})
+    return cfg.model_copy(update={"train": train})
+
+
+# Settings that may change between an interrupted run and its resume (where it runs, not what it computes).
+PLACEMENT_KEYS = ("accelerator", "devices", "strategy", "num_nodes")
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted keys in which two dumped run configs differ, ignoring where the run executes and reads its data."""
+    import json
+
+    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
+    for cfg in (saved, current):
+        for key in PLACEMENT_KEYS:
+            cfg.get("train", {}).pop(key, None)
+        cfg.get("data", {}).pop("data_dir", None)
+    return sorted(_diff(saved, current))
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]

@@ -7,7 +7,8 @@ A run folder's ``checkpoints/`` holds, while the run is unfinished:
   optimizer, loop counters, the stage's best-on-validation weights and MoFe sums, the global RNG states and
   the loader's shuffling generator); removed once the phase is finished;
 - ``<phase>-done.pt``: the result of a finished phase (``stage1``, ``stage2``), which a resume loads instead of
-  training the phase again. A DREAM run keeps its scorer's folder under ``checkpoints/scorer/``.
+  training the phase again. A run whose method pre-trains another (DREAM's scorer) keeps that run's folder under
+  ``checkpoints/pretrain-<method>/``.
 
 Every file is written to a temporary file in the same folder and renamed over the target, so a kill leaves
 the previous file or the new one, never half of one. Only the global rank 0 writes.
@@ -16,7 +17,6 @@ the previous file or the new one, never half of one. Only the global rank 0 writ
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 import shutil
@@ -30,28 +30,9 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.utilities import rank_zero_only
 
-from simmlm.engine.config import RunConfig
-
-# Settings that may change between an interrupted run and its resume (where it runs, not what it computes).
-PLACEMENT_KEYS = ("accelerator", "devices", "strategy", "num_nodes")
-
-
-def is_global_zero() -> bool:
-    """Whether this process is the global rank 0 (the only one that writes files)."""
-    return getattr(rank_zero_only, "rank", 0) == 0
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+from simmlm.engine.config import RunConfig, config_differences
+from simmlm.runs import is_global_zero, torch_save_atomic, write_text_atomic
 
 
 def load_resume_file(path: Path) -> dict[str, Any]:
@@ -76,7 +57,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        atomic_torch_save(checkpoint, Path(path))
+        torch_save_atomic(checkpoint, Path(path))
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> Any:
         return load_resume_file(Path(path))
@@ -199,7 +180,7 @@ class RunCheckpoints:
     def save_done(self, phase: str, result: dict[str, Any]) -> None:
         """Record ``phase`` as finished and drop its per-epoch checkpoint."""
         if is_global_zero():
-            atomic_torch_save(result, self.directory / f"{phase}-done.pt")
+            torch_save_atomic(result, self.directory / f"{phase}-done.pt")
             self.last(phase).unlink(missing_ok=True)
 
     def sub(self, name: str, cfg: RunConfig) -> RunCheckpoints:
@@ -213,22 +194,6 @@ def remove_checkpoints(run_dir: Path) -> None:
         shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Dotted keys in which two dumped run configs differ, ignoring where the run executes and reads its data."""
-    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
-    for cfg in (saved, current):
-        for key in PLACEMENT_KEYS:
-            cfg.get("train", {}).pop(key, None)
-        cfg.get("data", {}).pop("data_dir", None)
-    return sorted(_diff(saved, current))
-
-
 def _check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
     differ = config_differences(saved, current)
     if differ:
@@ -236,9 +201,3 @@ def _check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Pa
             f"{where} belongs to a run with another config (differs in {', '.join(differ)}); "
             "resume with the same config, or drop --resume to start over"
         )
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]

@@ -20,8 +20,7 @@ from simmlm.data.augment import AugmentSpec, augment_inputs
 from simmlm.data.base import Batch, IndexedBatch
 from simmlm.engine.tasks import ClassificationTask, Task
 from simmlm.losses.mofe import mofe_terms
-from simmlm.methods.base import ExpertMixture
-from simmlm.methods.predict import outputs_for_subsets
+from simmlm.methods.base import ExpertMixture, outputs_for_subsets
 from simmlm.subsets import all_subsets, sample_nested_pairs
 
 
@@ -56,7 +55,8 @@ class ExpertStage(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         inputs, mask, target = batch
-        logits = self.model.expert_logits(augment_inputs(inputs, self.augment), mask)
+        # masks were validated once by the dataset: no per-step checks (each would be a device sync)
+        logits = self.model.expert_logits(augment_inputs(inputs, self.augment), mask, validate_args=False)
         losses = [
             self.task.loss(logits[mask[:, m], m], target[mask[:, m]]).mean()
             for m in range(mask.shape[1])
@@ -121,25 +121,27 @@ class CooperativeStage(L.LightningModule):
         self.model, self.val_set, self.lr, self.weight_decay = model, val_set, lr, weight_decay
         self.augment, self.mofe_lambda, self.views = augment, mofe_lambda, views
         self.best: tuple[tuple[float, float], int, dict[str, Tensor]] | None = None
-        self.hinge_sum = self.active_sum = 0.0
+        self.mofe_sums: Tensor | None = None  # [hinge, active fraction] summed over steps, kept on the device
         self.steps = 0
 
     def training_step(self, batch: Batch | IndexedBatch, batch_idx: int) -> Tensor:
         inputs, mask, target = batch[0], batch[1], batch[2]
         index = batch[3] if len(batch) > 3 else None  # loaders built with_index add the batch's row indices
-        minus, plus = sample_nested_pairs(mask)
+        minus, plus = sample_nested_pairs(mask, validate_args=False)  # the dataset validated every mask
         view = augment_inputs(inputs, self.augment)
         if self.views == "shared":
-            out_plus, out_minus = outputs_for_subsets(self.model, view, mask, [plus, minus], target, index)
+            out_plus, out_minus = outputs_for_subsets(self.model, view, mask, [plus, minus], target, index, False)
         else:
-            (out_plus,) = outputs_for_subsets(self.model, view, mask, [plus], target, index)
+            (out_plus,) = outputs_for_subsets(self.model, view, mask, [plus], target, index, False)
             second = augment_inputs(inputs, self.augment)
-            (out_minus,) = outputs_for_subsets(self.model, second, mask, [minus], target, index)
+            (out_minus,) = outputs_for_subsets(self.model, second, mask, [minus], target, index, False)
         terms = mofe_terms(out_plus.logits, out_minus.logits, target, self.mofe_lambda, self.task.loss)
         aux = [loss for out in (out_plus, out_minus) for loss in out.aux_losses.values()]
         loss = terms.total + (torch.stack(aux).sum() if aux else 0.0)
-        self.hinge_sum += terms.hinge.item()
-        self.active_sum += terms.active_fraction.item()
+        # Summed on the device (no host sync per step), in float64 like the Python floats they replace.
+        step = torch.stack([terms.hinge.detach(), terms.active_fraction.detach()])
+        step = step.to(torch.float32 if step.device.type == "mps" else torch.float64)  # MPS has no float64
+        self.mofe_sums = step if self.mofe_sums is None else self.mofe_sums.to(step) + step
         self.steps += 1
         n = len(target)
         self.log("stage2/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
@@ -158,17 +160,26 @@ class CooperativeStage(L.LightningModule):
         if self.best is not None:
             self.model.load_state_dict(self.best[2])
         if self.trainer.world_size > 1:  # every rank saw its own shard: average the MoFe sums over ranks
-            sums = torch.tensor([self.hinge_sum, self.active_sum, float(self.steps)], device=self.device)
-            self.hinge_sum, self.active_sum, steps = self.trainer.strategy.reduce(sums, reduce_op="mean").tolist()
-            self.steps = round(steps)
+            hinge, active = self._sums()
+            sums = torch.tensor([hinge, active, float(self.steps)], device=self.device)
+            hinge, active, steps = self.trainer.strategy.reduce(sums, reduce_op="mean").tolist()
+            self.mofe_sums, self.steps = torch.tensor([hinge, active], dtype=torch.float64), round(steps)
+
+    def _sums(self) -> tuple[float, float]:
+        """The summed hinge and active fraction as Python floats."""
+        if self.mofe_sums is None:
+            return 0.0, 0.0
+        hinge, active = self.mofe_sums.tolist()
+        return hinge, active
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"best": self.best, "mofe_sums": [self.hinge_sum, self.active_sum, self.steps]}
+        return {"best": self.best, "mofe_sums": [*self._sums(), self.steps]}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         best = state["best"]
         self.best = None if best is None else (tuple(best[0]), best[1], best[2])
-        self.hinge_sum, self.active_sum, self.steps = state["mofe_sums"]
+        hinge, active, self.steps = state["mofe_sums"]
+        self.mofe_sums = torch.tensor([hinge, active], dtype=torch.float64)  # moved to the device at the next step
 
     def selected(self) -> dict[str, Any]:
         if self.best is None:
@@ -177,8 +188,8 @@ class CooperativeStage(L.LightningModule):
 
     def mofe_stats(self) -> dict[str, float]:
         """Mean hinge ``max(0, l+ - l-)`` and fraction of samples where it was active, over all of stage 2."""
-        steps = max(self.steps, 1)
-        return {"hinge_mean": self.hinge_sum / steps, "active_fraction": self.active_sum / steps}
+        steps, (hinge, active) = max(self.steps, 1), self._sums()
+        return {"hinge_mean": hinge / steps, "active_fraction": active / steps}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)

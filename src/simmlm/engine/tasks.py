@@ -1,13 +1,17 @@
-"""What differs between classification and segmentation, behind one small interface used by the engine.
+"""What differs between datasets and between classification and segmentation, behind one interface.
 
-A task gives the training loader, the per-sample task loss ``l`` of eq. 4, the validation score used to select
-epochs, the test report and the input shapes the model is built for. Everything else (stages, MoFe, seeds,
-checkpoints, benchmark) is shared.
+A task gives the splits of its dataset, the training loader, the per-sample task loss ``l`` of eq. 4, the validation
+score used to select epochs, the test report, the input shapes the model is built for, its headline metric and
+protocol text, the figures a benchmark draws and how ``simmlm predict`` reads files. Everything else (stages,
+MoFe, seeds, checkpoints, benchmark) is shared. :data:`DATASETS` maps a dataset name to its task; a new dataset
+is one entry there and its loader in ``simmlm.data``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,14 +21,42 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from simmlm.data.base import ShardedBatchSampler, Splits, TensorMultimodalDataset, make_loader
-from simmlm.engine.config import BratsConfig, RunConfig
+from simmlm.engine.config import AvmnistData, BratsData, DataConfig, FolderData, RunConfig
 from simmlm.evaluate import classification_report, segmentation_report
+from simmlm.inferers import predict_subsets
 from simmlm.losses.mofe import per_sample_cross_entropy
-from simmlm.methods.predict import predict_subsets
 
 
 class Task(Protocol):
     average_key: str  # the report's headline key: "average_accuracy" or "average_dice"
+    score_name: str  # what selects epochs, in words: "accuracy" or "mean Dice"
+    extra_inputs: frozenset[str]  # files ``simmlm predict`` accepts beside the modalities
+
+    def load_splits(self) -> Splits:
+        """Train / validation / test splits of the configured dataset."""
+        ...
+
+    def check_method(self, model: nn.Module, method: str) -> None:
+        """Raise ``ValueError`` when the task cannot train this kind of model."""
+        ...
+
+    def protocol(self, cfg: RunConfig) -> str:
+        """What the benchmark's protocol text adds for this task (may be empty)."""
+        ...
+
+    def figures(self, out: Path, method: str, model: nn.Module, cfg: RunConfig, splits: Splits) -> None:
+        """Figures of one trained model that a benchmark writes under ``out`` (may be none)."""
+        ...
+
+    def summary_figures(self, summary: dict[str, Any], out: Path) -> None:
+        """Figures of the whole summary that a benchmark writes under ``out`` (may be none)."""
+        ...
+
+    def predict(
+        self, model: nn.Module, cfg: RunConfig, meta: dict[str, Any], files: dict[str, Path], output: Path | None
+    ) -> dict[str, Any]:
+        """``simmlm predict``: the model's output for the given files (any subset of the modalities)."""
+        ...
 
     def input_shapes(self, splits: Splits) -> dict[str, tuple[int, ...]]: ...
 
@@ -57,10 +89,90 @@ def _accuracy_and_nll(logits: Tensor, targets: Tensor) -> tuple[float, float]:
     return (logits.argmax(-1) == targets).float().mean().item(), -F.cross_entropy(logits, targets).item()
 
 
+def resolve_data_dir(data_dir: Path | None) -> Path:
+    """The data directory: the config/option value, else ``$SIMMLM_DATA_DIR``; a clear error otherwise."""
+    if data_dir is None:
+        env = os.environ.get("SIMMLM_DATA_DIR")
+        if not env:
+            raise FileNotFoundError("no data directory given: pass --data-dir DIR or set SIMMLM_DATA_DIR")
+        data_dir = Path(env)
+    if not Path(data_dir).is_dir():
+        raise FileNotFoundError(f"data directory {data_dir} does not exist")
+    return Path(data_dir)
+
+
+def _load_avmnist(data: AvmnistData) -> Splits:
+    from simmlm.data.avmnist import load_avmnist, resolve_frontend
+
+    frontend = resolve_frontend(data.audio_frontend, data.mfcc_rate, data.mfcc_pad)
+    return load_avmnist(
+        resolve_data_dir(data.data_dir), data.val_fraction, data.audio_scaling, data.val_split, frontend=frontend
+    )
+
+
+def _load_folder(data: FolderData) -> Splits:
+    from simmlm.data.folder import load_folder
+
+    return load_folder(resolve_data_dir(data.data_dir), data.manifest, data.standardize, data.num_classes)
+
+
+def _read_avmnist(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
+    from simmlm.data.avmnist import read_input
+
+    return read_input(name, path, preprocessing)
+
+
+def _read_folder(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
+    from simmlm.data.folder import read_input
+
+    return read_input(name, path, preprocessing)
+
+
+Loader = Callable[[Any], Splits]
+Reader = Callable[[str, Path, dict[str, Any]], Tensor]
+
+
 class ClassificationTask:
-    """Cross-entropy; epochs selected on (accuracy, -NLL), so accuracy ties go to the lower loss."""
+    """Cross-entropy; epochs selected on (accuracy, -NLL), so accuracy ties go to the lower loss.
+
+    Args:
+        data: the dataset's config; ``loader`` reads its splits, ``reader`` one file of one modality for predict.
+    """
 
     average_key = "average_accuracy"
+    score_name = "accuracy"
+    extra_inputs: frozenset[str] = frozenset()
+
+    def __init__(self, data: DataConfig | None = None, loader: Loader | None = None, reader: Reader | None = None):
+        self.data, self.loader, self.reader = data or AvmnistData(), loader, reader
+
+    def load_splits(self) -> Splits:
+        if self.loader is None:
+            raise ValueError(f"dataset {self.data.dataset!r} has no loader")
+        return self.loader(self.data)
+
+    def check_method(self, model: nn.Module, method: str) -> None:
+        pass
+
+    def protocol(self, cfg: RunConfig) -> str:
+        return ""
+
+    def figures(self, out: Path, method: str, model: nn.Module, cfg: RunConfig, splits: Splits) -> None:
+        pass
+
+    def summary_figures(self, summary: dict[str, Any], out: Path) -> None:
+        pass
+
+    def predict(
+        self, model: nn.Module, cfg: RunConfig, meta: dict[str, Any], files: dict[str, Path], output: Path | None
+    ) -> dict[str, Any]:
+        from simmlm.inference import classify_files
+
+        if output is not None:
+            raise ValueError("--output is for segmentation runs (a predicted NIfTI label map)")
+        if self.reader is None or not meta.get("preprocessing"):
+            raise ValueError("this run stores no known preprocessing; predict supports avMNIST and folder-dataset runs")
+        return classify_files(model, cfg.method, meta, files, self.reader)
 
     def input_shapes(self, splits: Splits) -> dict[str, tuple[int, ...]]:
         return {name: tuple(x.shape[1:]) for name, x in splits.train.inputs.items()}
@@ -101,9 +213,55 @@ class SegmentationTask:
     """Dice + BCE on random crops; whole volumes by sliding window; epochs selected on mean Dice (WT/TC/ET)."""
 
     average_key = "average_dice"
+    score_name = "mean Dice"
+    extra_inputs = frozenset({"brain_mask"})
 
-    def __init__(self, cfg: BratsConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, data: BratsData) -> None:
+        self.data, self.cfg = data, data.brats
+
+    def load_splits(self) -> Splits:
+        from simmlm.data.brats import load_brats
+
+        return load_brats(resolve_data_dir(self.data.data_dir), self.cfg)
+
+    def check_method(self, model: nn.Module, method: str) -> None:
+        from simmlm.methods import ExpertMixture
+
+        if not isinstance(model, ExpertMixture):
+            raise ValueError(f"segmentation supports the expert mixtures (simmlm, dmome, late_fusion), not {method!r}")
+
+    def protocol(self, cfg: RunConfig) -> str:
+        b = self.cfg
+        return (
+            f" Segmentation: {b.crops_per_epoch} random {'x'.join(map(str, b.crop_size))} crops per epoch "
+            f"({b.pos_fraction:.0%} centred on tumour, random flips: {b.flip}), Dice + BCE; whole volumes by "
+            f"sliding window (overlap {b.overlap}, Gaussian blending); Dice per region at the working "
+            "resolution, averaged over cases; voxel-wise ECE/SCE over brain voxels; CR with P = Dice per region "
+            "(mean over WT/TC/ET); FLOPs for one crop."
+        )
+
+    def figures(self, out: Path, method: str, model: nn.Module, cfg: RunConfig, splits: Splits) -> None:
+        """The first test case under every subset (the paper's Fig. 2)."""
+        from simmlm.segmentation_figures import case_figure
+
+        case = splits.test.cases[0]  # type: ignore[attr-defined]
+        (out / "figures").mkdir(exist_ok=True)
+        title = f"{method} (seed {cfg.train.seed}), test case {case.case_id}"
+        path = out / "figures" / f"case-{method}.png"
+        case_figure(model, case, splits.modalities, self.cfg.crop_size, path, self.cfg.overlap, title)
+
+    def summary_figures(self, summary: dict[str, Any], out: Path) -> None:
+        """The population gate weights per subset and region (the paper's Fig. 3)."""
+        from simmlm.segmentation_figures import population_gates_figure
+
+        population_gates_figure(summary, out / "figures" / "population_gates.png")
+
+    def predict(
+        self, model: nn.Module, cfg: RunConfig, meta: dict[str, Any], files: dict[str, Path], output: Path | None
+    ) -> dict[str, Any]:
+        from simmlm.inference import segment_files
+
+        return segment_files(model, cfg.method, self.cfg, list(meta["modalities"]), files, output)
 
     def input_shapes(self, splits: Splits) -> dict[str, tuple[int, ...]]:
         case = splits.train.cases[0]  # type: ignore[attr-defined]
@@ -147,8 +305,19 @@ class SegmentationTask:
         return {n: torch.zeros(1, *s) for n, s in shapes.items()}, torch.ones(1, len(shapes), dtype=torch.bool)
 
 
+#: dataset name -> its task, built from the dataset's config.
+DATASETS: dict[str, Callable[[Any], Task]] = {
+    "avmnist": lambda data: ClassificationTask(data, _load_avmnist, _read_avmnist),
+    "folder": lambda data: ClassificationTask(data, _load_folder, _read_folder),
+    "brats": SegmentationTask,
+}
+
+
 def task_for(cfg: RunConfig) -> Task:
     """The task of the configured dataset."""
-    if cfg.data.dataset == "brats":
-        return SegmentationTask(cfg.data.brats)
-    return ClassificationTask()
+    return DATASETS[cfg.data.dataset](cfg.data)
+
+
+def load_splits(data: DataConfig) -> Splits:
+    """Train / validation / test splits of the configured dataset."""
+    return DATASETS[data.dataset](data).load_splits()

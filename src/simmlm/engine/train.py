@@ -6,10 +6,9 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,81 +17,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from simmlm.data.base import Splits
-from simmlm.engine.config import DataConfig, RunConfig, TrainConfig
+from simmlm.engine.config import RunConfig, TrainConfig, resolve_config
 from simmlm.engine.resume import AtomicCheckpointIO, EpochCheckpoint, RunCheckpoints
 from simmlm.engine.stages import CooperativeStage, ExpertStage
 from simmlm.engine.tasks import Task, task_for
-from simmlm.methods import DREAM, ExpertMixture, create_method, get_method
-
-
-def resolve_data_dir(data_dir: Path | None) -> Path:
-    """The data directory: the config/option value, else ``$SIMMLM_DATA_DIR``; a clear error otherwise."""
-    if data_dir is None:
-        env = os.environ.get("SIMMLM_DATA_DIR")
-        if not env:
-            raise FileNotFoundError("no data directory given: pass --data-dir DIR or set SIMMLM_DATA_DIR")
-        data_dir = Path(env)
-    if not Path(data_dir).is_dir():
-        raise FileNotFoundError(f"data directory {data_dir} does not exist")
-    return Path(data_dir)
-
-
-def load_splits(data: DataConfig) -> Splits:
-    """Train / validation / test splits of the configured dataset."""
-    if data.dataset == "avmnist":
-        from simmlm.data.avmnist import load_avmnist, resolve_frontend
-
-        frontend = resolve_frontend(data.audio_frontend, data.mfcc_rate, data.mfcc_pad)
-        return load_avmnist(
-            resolve_data_dir(data.data_dir), data.val_fraction, data.audio_scaling, data.val_split, frontend=frontend
-        )
-    if data.dataset == "brats":
-        from simmlm.data.brats import load_brats
-
-        return load_brats(resolve_data_dir(data.data_dir), data.brats)
-    if data.dataset == "folder":
-        from simmlm.data.folder import load_folder
-
-        return load_folder(resolve_data_dir(data.data_dir), data.manifest, data.standardize, data.num_classes)
-    raise ValueError(f"unknown dataset {data.dataset!r}")  # pragma: no cover - pydantic rejects it first
-
-
-def resolve_config(cfg: RunConfig) -> RunConfig:
-    """Fill what the method defines (e.g. its MoFe lambda) where the config left it open."""
-    entry = get_method(cfg.method)
-    train = cfg.train.model_copy(
-        update={k: v for k, v in entry.train_defaults.items() if getattr(cfg.train, k) is None}
-    )
-    if train.mofe_lambda is None:
-        train = train.model_copy(update={"mofe_lambda": 0.0})
-    return cfg.model_copy(update={"train": train})
-
-
-def build_model(cfg: RunConfig, input_shapes: dict[str, tuple[int, ...]], num_classes: int) -> nn.Module:
-    """Instantiate the configured method for inputs of the given shapes."""
-    m = cfg.model
-    return create_method(
-        cfg.method,
-        input_shapes=input_shapes,
-        num_classes=num_classes,
-        expert=m.expert,
-        expert_options=m.expert_options,
-        gate_width=m.gate_width,
-        gate_hidden=m.gate_hidden,
-        gate_channels=m.gate_channels,
-        **m.method_options,
-    )
-
-
-@dataclass
-class RunResult:
-    """A trained model and what its training measured."""
-
-    model: nn.Module
-    config: RunConfig
-    train_seconds: float
-    selected: dict[str, Any] = field(default_factory=dict)
-    mofe: dict[str, float] = field(default_factory=dict)
+from simmlm.methods import ExpertMixture, get_method
+from simmlm.runs import RunResult, build_model
 
 
 class EpochLog(L.Callback):
@@ -253,23 +183,27 @@ def train(
     task = task_for(cfg)
     L.seed_everything(t.seed, workers=True, verbose=False)
     model = build_model(cfg, task.input_shapes(splits), splits.num_classes)
-    if cfg.data.dataset == "brats" and not isinstance(model, ExpertMixture):
-        raise ValueError(f"segmentation supports the expert mixtures (simmlm, dmome, late_fusion), not {cfg.method!r}")
+    task.check_method(model, cfg.method)
     unknown = sorted(set(t.augment) - set(splits.modalities))
     if unknown:
         raise ValueError(f"augment names unknown modalities {unknown}; known: {splits.modalities}")
+    entry = get_method(cfg.method)
     selected: dict[str, Any] = {}
-    prior_seconds = 0.0  # scorer and stage 1 (measured even when reused from the cache)
-    if isinstance(model, DREAM):  # DREAM scores modalities with a pre-trained model: train that first
-        scorer_cfg = cfg.model_copy(
-            update={"method": model.scorer_method, "model": cfg.model.model_copy(update={"method_options": {}})}
-        )
-        scorer_dir = store.directory / "scorer" if store is not None else None
-        scorer = train(scorer_cfg, splits, progress, stage1_cache, scorer_dir, resume)
-        model.scorer.load_state_dict(scorer.model.state_dict())
-        model.cache_scorer_predictions(splits.train)
-        selected["scorer"] = {"method": model.scorer_method, **scorer.selected}
-        prior_seconds += scorer.train_seconds
+    prior_seconds = 0.0  # pre-training (e.g. DREAM's scorer) and stage 1 (measured even when reused from the cache)
+    if entry.pretrain is not None:
+
+        def train_method(method: str) -> tuple[nn.Module, dict[str, Any]]:
+            """The same run with another method (and its default options), checkpointed in a sub-folder."""
+            nonlocal prior_seconds
+            nested_cfg = cfg.model_copy(
+                update={"method": method, "model": cfg.model.model_copy(update={"method_options": {}})}
+            )
+            nested_dir = store.directory / f"pretrain-{method}" if store is not None else None
+            nested = train(nested_cfg, splits, progress, stage1_cache, nested_dir, resume)
+            prior_seconds += nested.train_seconds
+            return nested.model, nested.selected
+
+        selected.update(entry.pretrain(model, train_method, splits.train))
     if t.stage1.epochs > 0 and isinstance(model, ExpertMixture):
         stage1 = _stage_one(cfg, splits, model, task, progress, stage1_cache, store)
         selected.update(stage1.selected)
@@ -297,7 +231,7 @@ def train(
         seconds = 0.0
         if epochs > 0:
             loader = task.train_loader(
-                splits.train, t.batch_size, _stage_seed(t.seed, 2), with_index=isinstance(model, DREAM)
+                splits.train, t.batch_size, _stage_seed(t.seed, 2), with_index=entry.needs_sample_index
             )
             seconds = _fit(stage2, loader, epochs, t, progress, store, "stage2")
             selected["stage2"] = stage2.selected()
@@ -306,8 +240,8 @@ def train(
             stage2_selected = {"stage2": selected["stage2"]} if "stage2" in selected else {}
             record = {"model": model.state_dict(), "selected": stage2_selected, "mofe": mofe, "seconds": seconds}
             store.save_done("stage2", record)
-    if isinstance(model, DREAM):
-        model.prediction_cache = None  # training-set cache only: evaluation scores the actual input
+    if entry.after_training is not None:
+        entry.after_training(model)
     model.cpu().eval()
     return RunResult(model, cfg, prior_seconds + seconds, selected, mofe)
 

@@ -44,6 +44,15 @@ def validate_inputs(inputs: dict[str, Tensor], mask: Tensor, modalities: Sequenc
             raise ValueError(f"modality {name!r} has batch size {len(inputs[name])}, mask has {len(mask)}")
 
 
+def validate_subsets(
+    inputs: dict[str, Tensor], available: Tensor, subset_masks: Sequence[Tensor], modalities: Sequence[str]
+) -> None:
+    """:func:`validate_inputs` for ``available`` and every subset mask of ``forward_subsets``, in one place."""
+    validate_inputs(inputs, available, modalities)
+    for subset in subset_masks:
+        validate_inputs(inputs, subset, modalities)
+
+
 def zero_fill(inputs: dict[str, Tensor], mask: Tensor, modalities: Sequence[str]) -> dict[str, Tensor]:
     """Replace every missing modality's content by zeros (``torch.where``, so even NaN content is dropped)."""
     filled = {}
@@ -74,9 +83,11 @@ class ExpertMixture(nn.Module):
     def modalities(self) -> list[str]:
         return list(self.experts)
 
-    def expert_logits(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
-        """Stacked expert outputs ``[B, M, T, ...]`` on the zero-filled inputs."""
-        validate_inputs(inputs, mask, self.modalities)
+    def expert_logits(self, inputs: dict[str, Tensor], mask: Tensor, validate_args: bool = True) -> Tensor:
+        """Stacked expert outputs ``[B, M, T, ...]`` on the zero-filled inputs (``validate_args=False``: the caller
+        has validated ``inputs`` and ``mask``; skips the checks and their device syncs)."""
+        if validate_args:
+            validate_inputs(inputs, mask, self.modalities)
         filled = zero_fill(inputs, mask, self.modalities)
         return torch.stack([expert(filled[name]) for name, expert in self.experts.items()], dim=1)
 
@@ -84,9 +95,13 @@ class ExpertMixture(nn.Module):
         """Weights ``[B, M]`` or ``[B, M, K]``: 0 for missing modalities, summing to 1 over the available ones."""
         raise NotImplementedError
 
-    def mix(self, expert_logits: Tensor, inputs: dict[str, Tensor], mask: Tensor) -> ModelOutput:
-        """Weigh precomputed expert outputs for the subset given by ``mask``."""
-        validate_inputs(inputs, mask, self.modalities)
+    def mix(
+        self, expert_logits: Tensor, inputs: dict[str, Tensor], mask: Tensor, validate_args: bool = True
+    ) -> ModelOutput:
+        """Weigh precomputed expert outputs for the subset given by ``mask`` (a validated mask: see
+        :meth:`expert_logits`)."""
+        if validate_args:
+            validate_inputs(inputs, mask, self.modalities)
         weights = self.fusion_weights(inputs, mask)
         present = mask.reshape(*mask.shape, *([1] * (expert_logits.ndim - 2)))
         outputs = torch.where(present, expert_logits, expert_logits.new_zeros(()))
@@ -100,13 +115,44 @@ class ExpertMixture(nn.Module):
         subset_masks: Sequence[Tensor],
         targets: Tensor | None = None,
         sample_index: Tensor | None = None,
+        validate_args: bool = True,
     ) -> list[ModelOutput]:
         """Outputs for several subsets of ``available`` with one expert pass.
 
         ``targets`` and ``sample_index`` (training context of the protocol) are unused here.
         """
-        experts = self.expert_logits(inputs, available)
-        return [self.mix(experts, inputs, mask) for mask in subset_masks]
+        if validate_args:
+            validate_subsets(inputs, available, subset_masks, self.modalities)
+        experts = self.expert_logits(inputs, available, validate_args=False)
+        return [self.mix(experts, inputs, mask, validate_args=False) for mask in subset_masks]
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> ModelOutput:
-        return self.mix(self.expert_logits(inputs, mask), inputs, mask)
+        validate_inputs(inputs, mask, self.modalities)
+        return self.mix(self.expert_logits(inputs, mask, validate_args=False), inputs, mask, validate_args=False)
+
+
+def outputs_for_subsets(
+    model: nn.Module,
+    inputs: dict[str, Tensor],
+    available: Tensor,
+    subset_masks: Sequence[Tensor],
+    targets: Tensor | None = None,
+    sample_index: Tensor | None = None,
+    validate_args: bool = True,
+) -> list[ModelOutput]:
+    """Outputs of ``model`` for each ``[B, M]`` subset mask (each ANDed with ``available`` by the caller).
+
+    Methods with a ``forward_subsets(inputs, available, subset_masks)`` method (expert mixtures, MMP) encode
+    each available modality once and redo only the cheap part per subset; others run once per subset.
+    ``targets`` and ``sample_index`` (training only: labels, and the batch's rows in the training set) reach
+    methods that need them (DREAM's distillation and its cache of scorer predictions). ``validate_args=False``
+    (the engine, whose datasets validated every mask once) skips the per-call checks and their device syncs.
+    """
+    forward_subsets = getattr(model, "forward_subsets", None)
+    if callable(forward_subsets):
+        return list(
+            forward_subsets(
+                inputs, available, subset_masks, targets=targets, sample_index=sample_index, validate_args=validate_args
+            )
+        )
+    return [model(inputs, mask) for mask in subset_masks]

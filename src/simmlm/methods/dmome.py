@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from simmlm.methods.base import ExpertMixture, zero_fill
+from simmlm.methods.registry import register_method
+from simmlm.nn.experts import build_experts
 from simmlm.nn.functional import masked_softmax
-from simmlm.nn.gating import GatingNetwork
+from simmlm.nn.gating import GatingNetwork, build_gate_encoder
 
 
 class DMoME(ExpertMixture):
@@ -28,4 +32,29 @@ class DMoME(ExpertMixture):
         self.gate = gate
 
     def fusion_weights(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
-        return masked_softmax(self.gate(zero_fill(inputs, mask, self.modalities)), mask)
+        # called by ``mix``, which validated the mask (or was told its caller did)
+        return masked_softmax(self.gate(zero_fill(inputs, mask, self.modalities)), mask, validate_args=False)
+
+
+def build_dmome(
+    input_shapes: dict[str, tuple[int, ...]],
+    num_classes: int,
+    expert: str | dict[str, str] = "lenet",
+    expert_options: dict[str, Any] | None = None,
+    gate_width: int = 8,
+    gate_hidden: int = 32,
+    gate_channels: int | None = None,
+) -> DMoME:
+    """DMoME with one expert per modality (by name, or one name per modality) and a conv/linear gate."""
+    experts = build_experts(input_shapes, num_classes, expert, expert_options)
+    encoders = {name: build_gate_encoder(tuple(shape), gate_width) for name, shape in input_shapes.items()}
+    return DMoME(experts, GatingNetwork(encoders, num_channels=gate_channels, hidden=gate_hidden))
+
+
+register_method(
+    "simmlm",
+    build_dmome,
+    "DMoME trained in two stages with the More-vs-Fewer ranking loss (lambda 0.1)",
+    mofe_lambda=0.1,
+)
+register_method("dmome", build_dmome, "DMoME without MoFe (the paper's lambda = 0 ablation)", mofe_lambda=0.0)

@@ -22,16 +22,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simmlm.data.base import TensorMultimodalDataset
-from simmlm.methods.base import ModelOutput, validate_inputs, zero_fill
-from simmlm.methods.predict import outputs_for_subsets
+from simmlm.methods.base import ModelOutput, outputs_for_subsets, validate_subsets, zero_fill
+from simmlm.methods.mmp import token_encoders
+from simmlm.methods.registry import create_method, register_method
 from simmlm.metrics.shapley import ShapleyScores, shapley_contributions
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits
 
@@ -124,7 +125,7 @@ class DREAM(nn.Module):
         return self
 
     @torch.no_grad()
-    def scorer_predictions(self, inputs: dict[str, Tensor], available: Tensor) -> Tensor:
+    def scorer_predictions(self, inputs: dict[str, Tensor], available: Tensor, validate_args: bool = True) -> Tensor:
         """The frozen scorer's predicted class ``[B, 2^M]`` for every subset code (of ``available``; -1 for ∅)."""
         num_modalities = available.shape[1]
         codes = all_subsets(num_modalities)
@@ -132,7 +133,7 @@ class DREAM(nn.Module):
         for code in codes:
             mask = bits_to_mask(torch.full_like(available[:, 0], code, dtype=torch.long), num_modalities) & available
             masks.append(torch.where(mask.any(1, keepdim=True), mask, available))  # placeholder rows, never read
-        outputs = outputs_for_subsets(self.scorer, inputs, available, masks)
+        outputs = outputs_for_subsets(self.scorer, inputs, available, masks, validate_args=validate_args)
         table = torch.full((len(available), 2**num_modalities), -1, dtype=torch.long, device=available.device)
         for code, out in zip(codes, outputs, strict=True):
             table[:, code] = out.logits.argmax(-1)
@@ -163,15 +164,17 @@ class DREAM(nn.Module):
     ) -> list[ShapleyScores]:
         """PSS and PAS of every subset mask in ``subsets`` from the scorer's predictions ``table`` (or a new pass)."""
         num_modalities = available.shape[1]
-        if table is None:
-            table = self.scorer_predictions(inputs, available)
+        if table is None:  # called by forward_subsets, which validated the masks
+            table = self.scorer_predictions(inputs, available, validate_args=False)
         rows = torch.arange(len(available), device=available.device)
 
         def predict(mask: Tensor) -> Tensor:
             return table[rows, mask_to_bits(mask)]
 
         return [
-            shapley_contributions(predict, len(available), num_modalities, targets, subset, self.mc_permutations)
+            shapley_contributions(
+                predict, len(available), num_modalities, targets, subset, self.mc_permutations, validate_args=False
+            )
             for subset in subsets
         ]
 
@@ -218,16 +221,16 @@ class DREAM(nn.Module):
         subset_masks: Sequence[Tensor],
         targets: Tensor | None = None,
         sample_index: Tensor | None = None,
+        validate_args: bool = True,
     ) -> list[ModelOutput]:
         """Outputs for several subsets of ``available``: tokens and scorer predictions are computed once.
 
         With ``sample_index`` (dataset rows of the batch) and a filled :meth:`cache_scorer_predictions`, the
         scorer's cached predictions are used instead of running it again.
         """
-        validate_inputs(inputs, available, self.modalities)
         subsets = [s & available for s in subset_masks]
-        for subset in subsets:
-            validate_inputs(inputs, subset, self.modalities)
+        if validate_args:
+            validate_subsets(inputs, available, subsets, self.modalities)
         table = None
         if sample_index is not None and self.prediction_cache is not None:
             table = self.prediction_cache[sample_index.cpu()].to(available.device)
@@ -241,3 +244,66 @@ class DREAM(nn.Module):
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> ModelOutput:
         return self.forward_subsets(inputs, mask, [mask])[0]
+
+
+def pretrain_scorer(
+    model: DREAM, train_method: Callable[[str], tuple[nn.Module, dict[str, Any]]], train_set: Any
+) -> dict[str, Any]:
+    """The engine's pre-training hook: DREAM scores modalities with a pre-trained model, so train that first (same
+    seed and data), load it, and cache its predictions on the training set for every subset."""
+    scorer, selected = train_method(model.scorer_method)
+    model.scorer.load_state_dict(scorer.state_dict())
+    model.cache_scorer_predictions(train_set)
+    return {"scorer": {"method": model.scorer_method, **selected}}
+
+
+def drop_training_cache(model: DREAM) -> None:
+    """The engine's after-training hook: the cache covers the training set only; evaluation scores the input."""
+    model.prediction_cache = None
+
+
+def build_dream(
+    input_shapes: dict[str, tuple[int, ...]],
+    num_classes: int,
+    expert: str | dict[str, str] = "lenet",
+    expert_options: dict[str, Any] | None = None,
+    scorer: str = "late_fusion",
+    dim: int = 32,
+    heads: int = 4,
+    depth: int = 2,
+    distill_weight: float = 0.1,
+    mc_permutations: int | None = None,
+    gate_width: int = 8,
+    gate_hidden: int = 32,
+    gate_channels: int | None = None,
+) -> DREAM:
+    """DREAM with token encoders like MMP's and an (untrained) ``scorer`` method of the same shapes.
+
+    The engine trains the scorer first and loads its weights (:func:`pretrain_scorer`); the gate options go to the
+    scorer (used if it has a gate).
+    """
+    if scorer == "dream":
+        raise ValueError("DREAM's scorer cannot be DREAM itself")
+    encoders = token_encoders(input_shapes, expert, expert_options, dim)
+    scorer_model = create_method(
+        scorer,
+        input_shapes=input_shapes,
+        num_classes=num_classes,
+        expert=expert,
+        expert_options=expert_options,
+        gate_width=gate_width,
+        gate_hidden=gate_hidden,
+        gate_channels=gate_channels,
+    )
+    return DREAM(encoders, scorer_model, num_classes, dim, heads, depth, distill_weight, mc_permutations, scorer)
+
+
+register_method(
+    "dream",
+    build_dream,
+    "Shapley contributions of a frozen pre-trained model drive enhancement and soft-masked fusion (lambda 0)",
+    pretrain=pretrain_scorer,  # type: ignore[arg-type]
+    needs_sample_index=True,  # its cache of the scorer's training-set predictions is looked up by row
+    after_training=drop_training_cache,  # type: ignore[arg-type]
+    mofe_lambda=0.0,
+)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from simmlm.methods.base import ExpertMixture
+from simmlm.methods.registry import register_method
+from simmlm.nn.experts import build_experts
 
 
 class LateFusion(ExpertMixture):
@@ -18,3 +22,21 @@ class LateFusion(ExpertMixture):
     def fusion_weights(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
         weights = mask.float()
         return weights / weights.sum(1, keepdim=True)
+
+
+def build_late_fusion(
+    input_shapes: dict[str, tuple[int, ...]],
+    num_classes: int,
+    expert: str | dict[str, str] = "lenet",
+    expert_options: dict[str, Any] | None = None,
+) -> LateFusion:
+    """Late fusion with the same experts as DMoME's (:func:`~simmlm.methods.dmome.build_dmome`)."""
+    return LateFusion(build_experts(input_shapes, num_classes, expert, expert_options))
+
+
+register_method(
+    "late_fusion",
+    build_late_fusion,
+    "mean of the available experts' logits, trained with random modality dropout (lambda 0)",
+    mofe_lambda=0.0,
+)

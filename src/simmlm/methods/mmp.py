@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from simmlm.methods.base import ModelOutput, validate_inputs, zero_fill
-from simmlm.nn.experts import BNConvNet, LeNet5, build_expert, resolve_expert_kind
+from simmlm.methods.base import ModelOutput, validate_inputs, validate_subsets, zero_fill
+from simmlm.methods.registry import register_method
+from simmlm.nn.experts import BNConvNet, LeNet5, build_expert, expert_kinds, expert_options_for, resolve_expert_kind
 
 
 class ConvTokenEncoder(nn.Module):
@@ -121,9 +122,10 @@ class MMP(nn.Module):
     def modalities(self) -> list[str]:
         return list(self.encoders)
 
-    def tokens(self, inputs: dict[str, Tensor], available: Tensor) -> dict[str, Tensor]:
+    def tokens(self, inputs: dict[str, Tensor], available: Tensor, validate_args: bool = True) -> dict[str, Tensor]:
         """Real tokens ``X_m`` of every modality, computed on the zero-filled inputs (eq. 1)."""
-        validate_inputs(inputs, available, self.modalities)
+        if validate_args:
+            validate_inputs(inputs, available, self.modalities)
         filled = zero_fill(inputs, available, self.modalities)
         return {name: encoder(filled[name]) for name, encoder in self.encoders.items()}
 
@@ -178,17 +180,55 @@ class MMP(nn.Module):
         subset_masks: Sequence[Tensor],
         targets: Tensor | None = None,
         sample_index: Tensor | None = None,
+        validate_args: bool = True,
     ) -> list[ModelOutput]:
         """Outputs for several subsets of ``available``; tokens are encoded once.
 
         ``targets`` and ``sample_index`` (training context of the protocol) are unused here.
         """
-        tokens = self.tokens(inputs, available)
-        outputs = []
-        for subset in subset_masks:
-            validate_inputs(inputs, subset, self.modalities)
-            outputs.append(self._outputs(tokens, available, subset & available))
-        return outputs
+        if validate_args:
+            validate_subsets(inputs, available, subset_masks, self.modalities)
+        tokens = self.tokens(inputs, available, validate_args=False)
+        return [self._outputs(tokens, available, subset & available) for subset in subset_masks]
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> ModelOutput:
         return self.forward_subsets(inputs, mask, [mask])[0]
+
+
+def token_encoders(
+    input_shapes: dict[str, tuple[int, ...]],
+    expert: str | dict[str, str],
+    expert_options: dict[str, Any] | None,
+    dim: int,
+) -> dict[str, nn.Module]:
+    """Token encoders built from the expert kinds (the experts' dropout applies to their classifiers only)."""
+    kinds = expert_kinds(input_shapes, expert)
+    encoders = {}
+    for name, shape in input_shapes.items():
+        options = expert_options_for(name, list(input_shapes), expert_options)
+        options.pop("dropout", None)
+        encoders[name] = build_token_encoder(kinds[name], tuple(shape), dim, **options)
+    return encoders
+
+
+def build_mmp(
+    input_shapes: dict[str, tuple[int, ...]],
+    num_classes: int,
+    expert: str | dict[str, str] = "lenet",
+    expert_options: dict[str, Any] | None = None,
+    dim: int = 32,
+    num_aggregated: int = 8,
+    heads: int = 4,
+    alignment_weight: float = 1.0,
+) -> MMP:
+    """MMP whose token encoders are the experts' feature extractors."""
+    encoders = token_encoders(input_shapes, expert, expert_options, dim)
+    return MMP(encoders, num_classes, dim, num_aggregated, heads, alignment_weight)
+
+
+register_method(
+    "mmp",
+    build_mmp,
+    "masked modality projection: tokens of missing modalities projected from available ones (lambda 0)",
+    mofe_lambda=0.0,
+)

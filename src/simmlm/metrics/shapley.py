@@ -71,6 +71,7 @@ def shapley_contributions(
     available: Tensor | None = None,
     mc_permutations: int | None = None,
     generator: torch.Generator | None = None,
+    validate_args: bool = True,
 ) -> ShapleyScores:
     """PSS and PAS of every modality for every sample (DREAM eqs. 1-4, see the module docstring).
 
@@ -84,6 +85,8 @@ def shapley_contributions(
         mc_permutations: ``None`` for exact values (``M <= 6``); a number of random permutations for a
             Monte-Carlo estimate.
         generator: random generator for the Monte-Carlo permutations.
+        validate_args: check that ``available`` has no all-missing row (a device sync on GPU); ``False`` when
+            the caller has.
 
     Returns:
         :class:`ShapleyScores` with ``[N, M]`` tensors (default float dtype) on ``available``'s device, else
@@ -99,7 +102,8 @@ def shapley_contributions(
     if available is not None:
         if tuple(available.shape) != (num_samples, num_modalities):
             raise ValueError(f"available must be [{num_samples}, {num_modalities}], got {tuple(available.shape)}")
-        check_mask(available)
+        if validate_args:
+            check_mask(available)
     if mc_permutations is None:
         if num_modalities > MAX_EXACT_MODALITIES:
             raise ValueError(

@@ -174,3 +174,41 @@ def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **op
             raise ValueError(f"expert 'unet3d' needs a [C, D, H, W] input, got {list(input_shape)}")
         return unet3d(input_shape[0], num_classes, **options)
     raise ValueError(f"unknown expert kind {kind!r}; choose one of {', '.join(map(repr, EXPERT_KINDS))}")
+
+
+def expert_kinds(input_shapes: dict[str, tuple[int, ...]], expert: str | dict[str, str]) -> dict[str, str]:
+    """The expert kind of every modality (``expert``: one kind for all, or one per modality)."""
+    kinds = expert if isinstance(expert, dict) else dict.fromkeys(input_shapes, expert)
+    missing = [name for name in input_shapes if name not in kinds]
+    if missing:
+        raise ValueError(f"no expert kind given for modalities {missing}")
+    return kinds
+
+
+def expert_options_for(name: str, modalities: Sequence[str], expert_options: dict[str, Any] | None) -> dict[str, Any]:
+    """The options of modality ``name``'s expert: ``expert_options`` is either one set of options for every
+    expert, or (when every key is a modality name) one set per modality, e.g. ``{image: {width: 2}, audio: {}}``."""
+    options = expert_options or {}
+    if options and set(options) <= set(modalities):
+        own = options.get(name, {})
+        if not isinstance(own, dict):
+            raise ValueError(f"expert_options[{name!r}] must be a mapping of options, got {own!r}")
+        return dict(own)
+    return dict(options)
+
+
+def build_experts(
+    input_shapes: dict[str, tuple[int, ...]],
+    num_classes: int,
+    expert: str | dict[str, str],
+    expert_options: dict[str, Any] | None,
+) -> dict[str, nn.Module]:
+    """One expert per modality: ``expert`` is one kind for all or one per modality, options as in
+    :func:`expert_options_for`."""
+    kinds = expert_kinds(input_shapes, expert)
+    return {
+        name: build_expert(
+            kinds[name], tuple(shape), num_classes, **expert_options_for(name, list(input_shapes), expert_options)
+        )
+        for name, shape in input_shapes.items()
+    }

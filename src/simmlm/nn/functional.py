@@ -8,12 +8,13 @@ from torch import Tensor
 from simmlm.subsets import check_mask
 
 
-def masked_softmax(gate_logits: Tensor, mask: Tensor) -> Tensor:
+def masked_softmax(gate_logits: Tensor, mask: Tensor, validate_args: bool = True) -> Tensor:
     """Softmax over the modality axis with missing modalities' gates set to ``-inf`` (SimMLM eq. 2).
 
     Args:
         gate_logits: ``[B, M]`` or ``[B, M, K]`` gate values ``g``.
         mask: boolean ``[B, M]`` availability.
+        validate_args: check ``mask`` and the shapes (a device sync on GPU); ``False`` when the caller has.
 
     Returns:
         Weights of the same shape as ``gate_logits``; exactly 0 for missing modalities, summing to 1 over
@@ -22,9 +23,10 @@ def masked_softmax(gate_logits: Tensor, mask: Tensor) -> Tensor:
     Raises:
         ValueError: if a sample has no available modality (instead of silently producing NaN).
     """
-    check_mask(mask)
-    if gate_logits.shape[:2] != mask.shape:
-        raise ValueError(f"gate logits {tuple(gate_logits.shape)} do not match mask {tuple(mask.shape)}")
+    if validate_args:
+        check_mask(mask)
+        if gate_logits.shape[:2] != mask.shape:
+            raise ValueError(f"gate logits {tuple(gate_logits.shape)} do not match mask {tuple(mask.shape)}")
     expanded = mask.reshape(*mask.shape, *([1] * (gate_logits.ndim - 2)))
     neg_inf = torch.tensor(float("-inf"), dtype=gate_logits.dtype, device=gate_logits.device)
     return torch.softmax(torch.where(expanded, gate_logits, neg_inf), dim=1)

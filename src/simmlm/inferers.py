@@ -1,4 +1,6 @@
-"""Run a method on every modality subset of a dataset, computing each expert once when it can."""
+"""Inference under modality subsets at the dataset level: every sample under every subset, and whole volumes by
+sliding window. (The per-batch protocol, ``forward_subsets``, belongs to the methods: ``simmlm.methods.base``;
+this module runs it over datasets, as MONAI keeps ``inferers`` apart from ``networks``.)"""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from simmlm.methods.base import ModelOutput
+from simmlm.methods.base import ModelOutput, outputs_for_subsets
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits
 
 
@@ -38,27 +40,6 @@ class SubsetPredictions:
         """``[S, N]`` boolean: sample ``n`` has every modality of subset ``s`` (its row ``s, n`` is a prediction)."""
         codes = torch.tensor(self.subsets, dtype=self.available.dtype).unsqueeze(1)
         return (codes & ~self.available.unsqueeze(0)) == 0
-
-
-def outputs_for_subsets(
-    model: nn.Module,
-    inputs: dict[str, Tensor],
-    available: Tensor,
-    subset_masks: Sequence[Tensor],
-    targets: Tensor | None = None,
-    sample_index: Tensor | None = None,
-) -> list[ModelOutput]:
-    """Outputs of ``model`` for each ``[B, M]`` subset mask (each ANDed with ``available`` by the caller).
-
-    Methods with a ``forward_subsets(inputs, available, subset_masks)`` method (expert mixtures, MMP) encode
-    each available modality once and redo only the cheap part per subset; others run once per subset.
-    ``targets`` and ``sample_index`` (training only: labels, and the batch's rows in the training set) reach
-    methods that need them (DREAM's distillation and its cache of scorer predictions).
-    """
-    forward_subsets = getattr(model, "forward_subsets", None)
-    if callable(forward_subsets):
-        return list(forward_subsets(inputs, available, subset_masks, targets=targets, sample_index=sample_index))
-    return [model(inputs, mask) for mask in subset_masks]
 
 
 @torch.no_grad()

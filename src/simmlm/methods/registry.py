@@ -1,0 +1,118 @@
+"""The method registry (timm-style): each method's file registers its builder, training defaults and hooks.
+
+A builder takes the common arguments (``input_shapes``, ``num_classes``, ``expert``, ``expert_options`` and, for
+methods with a gate, ``gate_width``, ``gate_hidden``, ``gate_channels``) plus its own keyword options. Those options
+(``model.method_options`` in a run config) are validated against a model derived from the builder's signature, so
+an unknown option or a wrong type fails when the config is loaded, naming the method.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from torch import nn
+
+#: ``train_method(name)``: train the same run with the registered method ``name``; returns (model, selections).
+TrainMethod = Callable[[str], tuple[nn.Module, dict[str, Any]]]
+COMMON_ARGS = ("input_shapes", "num_classes", "expert", "expert_options")
+GATE_ARGS = ("gate_width", "gate_hidden", "gate_channels")
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """A registered method: how to build it, the training settings that define it, and the engine's hooks.
+
+    Attributes:
+        gate: the builder takes the gate options (``gate_width``, ``gate_hidden``, ``gate_channels``).
+        options: the method's own options (``model.method_options``), derived from the builder's signature.
+        pretrain: ``pretrain(model, train_method, train_set) -> selections``, run before the model trains (DREAM
+            trains its scorer with ``train_method`` and caches its predictions on ``train_set``).
+        needs_sample_index: training batches carry each sample's row in the training set (``sample_index``).
+        after_training: ``after_training(model)``, run once training is over (e.g. drop training-only caches).
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    description: str
+    train_defaults: dict[str, Any] = field(default_factory=dict)
+    gate: bool = False
+    options: type[BaseModel] | None = None
+    pretrain: Callable[[nn.Module, TrainMethod, Any], dict[str, Any]] | None = None
+    needs_sample_index: bool = False
+    after_training: Callable[[nn.Module], None] | None = None
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Raise ``ValueError`` naming the method when ``options`` are not this method's (unknown or mistyped)."""
+        model = self.options or create_model(f"{self.name}_options", __config__=ConfigDict(extra="forbid"))
+        try:
+            model.model_validate(options)
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            known = ", ".join(model.model_fields) or "none"
+            raise ValueError(f"method_options of {self.name!r}: {problems} (its options: {known})") from None
+
+
+_REGISTRY: dict[str, MethodEntry] = {}
+
+
+def _options_model(name: str, builder: Callable[..., nn.Module]) -> type[BaseModel]:
+    """A strict pydantic model of the builder's own keyword options (types and defaults from its signature)."""
+    hints = typing.get_type_hints(builder)
+    fields: dict[str, Any] = {
+        arg: (hints.get(arg, Any), param.default)
+        for arg, param in inspect.signature(builder).parameters.items()
+        if arg not in COMMON_ARGS + GATE_ARGS and param.kind is not inspect.Parameter.VAR_KEYWORD
+    }
+    return create_model(f"{name}_options", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def register_method(
+    name: str,
+    builder: Callable[..., nn.Module],
+    description: str,
+    *,
+    pretrain: Callable[[nn.Module, TrainMethod, Any], dict[str, Any]] | None = None,
+    needs_sample_index: bool = False,
+    after_training: Callable[[nn.Module], None] | None = None,
+    **train_defaults: Any,
+) -> None:
+    """Add a method to the registry (``train_defaults`` override the training config, e.g. ``mofe_lambda``; the
+    hooks are described in :class:`MethodEntry`)."""
+    if name in _REGISTRY:
+        raise ValueError(f"method {name!r} is already registered")
+    gate = all(arg in inspect.signature(builder).parameters for arg in GATE_ARGS)
+    _REGISTRY[name] = MethodEntry(
+        name,
+        builder,
+        description,
+        dict(train_defaults),
+        gate,
+        _options_model(name, builder),
+        pretrain,
+        needs_sample_index,
+        after_training,
+    )
+
+
+def list_methods() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> MethodEntry:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(list_methods())}")
+    return _REGISTRY[name]
+
+
+def create_method(name: str, **cfg: Any) -> nn.Module:
+    """Build a registered method, e.g. ``create_method("simmlm", input_shapes=..., num_classes=10)``; gate options
+    are dropped for methods without a gate."""
+    entry = get_method(name)
+    if not entry.gate:
+        cfg = {k: v for k, v in cfg.items() if k not in GATE_ARGS}
+    return entry.builder(**cfg)

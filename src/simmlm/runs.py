@@ -1,0 +1,192 @@
+"""Run folders without Lightning: atomic writes, checkpoints (``model.pt``), ``metrics.json``, ``predictions.npz``.
+
+A run folder (``simmlm train --out DIR`` or ``DIR/runs/<method>-seed<k>`` of a benchmark) holds:
+
+- ``model.pt``: ``{"state_dict", "config", "input_shapes", "num_classes", "modalities", "preprocessing"}``, loaded
+  with ``weights_only=True`` and rebuilt by :func:`load_checkpoint` from the config alone;
+- ``metrics.json``: the test report under every subset, the validation average, training time, the epochs each
+  stage selected and the MoFe statistics;
+- ``predictions.npz`` (classification): test-set class probabilities per subset, for reliability diagrams.
+
+Every file is written to a temporary file beside its target and renamed over it (:func:`atomic_path`), so a kill
+leaves the old file or the new one, never half of one. Under DDP only the global rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from simmlm.data.base import Splits
+from simmlm.engine.config import RunConfig, resolve_config
+
+
+def is_global_zero() -> bool:
+    """Whether this process is the global rank 0 (the only one that writes files).
+
+    Lightning sets the rank on ``lightning_utilities``' ``rank_zero_only`` (the object it re-exports), so this needs
+    no Lightning import: outside a distributed run the rank is 0.
+    """
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+@contextmanager
+def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix, so writers that read it keep working) to write to.
+
+    When the block ends without an error the file is flushed to disk and renamed over ``path``; otherwise it is
+    removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def torch_save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+
+
+def build_model(cfg: RunConfig, input_shapes: dict[str, tuple[int, ...]], num_classes: int) -> nn.Module:
+    """Instantiate the configured method for inputs of the given shapes."""
+    from simmlm.methods import create_method
+
+    m = cfg.model  # gate options reach only methods with a gate (create_method)
+    return create_method(
+        cfg.method,
+        input_shapes=input_shapes,
+        num_classes=num_classes,
+        expert=m.expert,
+        expert_options=m.expert_options,
+        gate_width=m.gate_width,
+        gate_hidden=m.gate_hidden,
+        gate_channels=m.gate_channels,
+        **m.method_options,
+    )
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, cfg: RunConfig, **meta: Any) -> None:
+    """Write ``{"state_dict", "config", **meta}`` to ``path`` atomically."""
+    torch_save_atomic({"state_dict": model.state_dict(), "config": cfg.model_dump(mode="json"), **meta}, path)
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig, dict[str, Any]]:
+    """Rebuild the model of a checkpoint written by :func:`save_checkpoint`; returns (model, config, meta)."""
+    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    cfg = RunConfig.model_validate(blob.pop("config"))
+    state = blob.pop("state_dict")
+    model = build_model(cfg, {k: tuple(v) for k, v in blob["input_shapes"].items()}, blob["num_classes"])
+    model.load_state_dict(state)
+    return model.eval(), cfg, blob
+
+
+@dataclass
+class RunResult:
+    """A trained model and what its training measured."""
+
+    model: nn.Module
+    config: RunConfig
+    train_seconds: float
+    selected: dict[str, Any] = field(default_factory=dict)
+    mofe: dict[str, float] = field(default_factory=dict)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def full_modality_flops(model: nn.Module, splits: Splits, cfg: RunConfig | None = None) -> int:
+    """FLOPs of one forward pass with every modality present (torch.utils.flop_counter): one test sample for
+    classification, one training-crop-sized volume for segmentation (the task's example input).
+
+    Counted with autograd enabled: under ``torch.no_grad`` the counter's module tracker fails on
+    ``nn.MultiheadAttention`` (torch 2.13). Only the forward pass runs.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from simmlm.engine.tasks import task_for
+
+    inputs, mask = task_for(cfg or RunConfig()).example_inputs(splits)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(inputs, mask)
+    return int(counter.get_total_flops())
+
+
+def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]:
+    """Evaluate a trained run on every subset; write ``model.pt``, ``metrics.json`` and ``predictions.npz``.
+
+    ``predictions.npz`` (classification only) holds the test-set class probabilities per subset (``probs``
+    ``[S, N, K]``, NaN for samples lacking a modality of the subset; ``subsets``, ``targets``), from which reports
+    draw reliability diagrams. Returns the metrics: test report, validation average score, training time,
+    selections and MoFe stats. Only the global rank 0 writes (under DDP every rank holds the same trained model).
+    """
+    from simmlm.engine.tasks import task_for
+
+    task = task_for(result.config)
+    report, arrays = task.report(result.model, splits.test, splits.modalities)
+    val_report, _ = task.report(result.model, splits.val, splits.modalities)
+    metrics = {
+        "test": report,
+        f"val_{task.average_key}": val_report[task.average_key],
+        "train_seconds": result.train_seconds,
+        "selected": result.selected,
+        "mofe": result.mofe,
+    }
+    if not is_global_zero():
+        return metrics
+    save_checkpoint(
+        run_dir / "model.pt",
+        result.model,
+        result.config,
+        input_shapes={k: list(v) for k, v in task.input_shapes(splits).items()},
+        num_classes=splits.num_classes,
+        modalities=splits.modalities,
+        preprocessing=splits.preprocessing,
+    )
+    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    if arrays:
+        with atomic_path(run_dir / "predictions.npz") as tmp:
+            np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+    return metrics
+
+
+def load_run(run_dir: Path, cfg: RunConfig) -> tuple[dict[str, Any], RunResult]:
+    """The metrics and model of a finished run folder; an error if it was trained with another config."""
+    from simmlm.engine.resume import config_differences
+
+    model, saved, _ = load_checkpoint(run_dir / "model.pt")
+    differ = config_differences(saved.model_dump(mode="json"), resolve_config(cfg).model_dump(mode="json"))
+    if differ:
+        raise ValueError(
+            f"{run_dir} was trained with another config (differs in {', '.join(differ)}); "
+            "drop --resume or choose another --out"
+        )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return metrics, RunResult(model, saved, metrics["train_seconds"], metrics["selected"], metrics["mofe"])
