@@ -15,8 +15,9 @@ from simmlm.engine.resume import remove_checkpoints
 from simmlm.engine.tasks import task_for
 from simmlm.engine.train import train
 from simmlm.evaluate import headline_keys
+from simmlm.fileio import write_text_atomic
 from simmlm.reproducibility import provenance
-from simmlm.runs import count_params, full_modality_flops, is_global_zero, load_run, save_run, write_text_atomic
+from simmlm.runs import count_params, full_modality_flops, is_global_zero, load_run, save_run
 
 
 def run_benchmark(

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from simmlm.engine.config import BratsConfig
+from simmlm.fileio import atomic_path
 from simmlm.metrics.entropy import binary_entropy, categorical_entropy
-from simmlm.runs import atomic_path, load_checkpoint
+from simmlm.runs import load_checkpoint
 
 
 def predict_files(run_dir: str | Path, files: dict[str, Path], output: Path | None = None) -> dict[str, Any]:

@@ -8,16 +8,14 @@ A run folder (``simmlm train --out DIR`` or ``DIR/runs/<method>-seed<k>`` of a b
   stage selected and the MoFe statistics;
 - ``predictions.npz`` (classification): test-set class probabilities per subset, for reliability diagrams.
 
-Every file is written to a temporary file beside its target and renamed over it (:func:`atomic_path`), so a kill
-leaves the old file or the new one, never half of one. Under DDP only the global rank 0 writes.
+Every file is written to a temporary file beside its target and renamed over it
+(:func:`simmlm.fileio.atomic_path`), so a kill leaves the old file or the new one, never half of one. Under DDP
+only the global rank 0 writes.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from torch import nn
 
 from simmlm.data.base import Splits
 from simmlm.engine.config import RunConfig, resolve_config
+from simmlm.fileio import atomic_path, torch_save_atomic, write_text_atomic
 
 
 def is_global_zero() -> bool:
@@ -39,38 +38,6 @@ def is_global_zero() -> bool:
     from lightning_utilities.core.rank_zero import rank_zero_only
 
     return getattr(rank_zero_only, "rank", 0) == 0
-
-
-@contextmanager
-def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
-    """A temporary path beside ``path`` (same suffix, so writers that read it keep working) to write to.
-
-    When the block ends without an error the file is flushed to disk and renamed over ``path``; otherwise it is
-    removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")
-    try:
-        yield tmp
-        if fsync:
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`atomic_path`)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def torch_save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` atomically (:func:`atomic_path`)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(obj, handle)
 
 
 def build_model(cfg: RunConfig, input_shapes: dict[str, tuple[int, ...]], num_classes: int) -> nn.Module:

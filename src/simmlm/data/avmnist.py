@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from simmlm.data.base import Splits, TensorMultimodalDataset
+from simmlm.fileio import atomic_path
 
 SPEAKERS = ("jackson", "nicolas", "theo")
 RECORDINGS_PER_DIGIT = 50
@@ -235,9 +236,8 @@ def load_arrays(
             return {k: npz[k] for k in npz.files}
     arrays = build_arrays(root, frontend)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, path)  # atomic: a killed build never leaves half a cache file
+    with atomic_path(path) as tmp:  # a killed build never leaves half a cache file
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
     return arrays
 
 
