@@ -79,7 +79,9 @@ def _fail(err: Exception) -> typer.Exit:
 
 @app.command()
 def benchmark(
-    dataset: Annotated[str, typer.Argument(help="Dataset to benchmark: avmnist, or folder (your own data).")],
+    dataset: Annotated[
+        str, typer.Argument(help="Dataset to benchmark: avmnist, mvmnist, brats, or folder (your own data).")
+    ],
     methods: Annotated[str, typer.Option(help="Comma-separated methods (see `simmlm methods`).")] = "simmlm,dmome",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
     out: Annotated[

@@ -22,15 +22,15 @@ brats2018   1 necrosis/non-enhancing, 2 oedema, 4 enhancing     1,2,4      1,4  
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import Tensor
 from torch.utils.data import Dataset
 
 REGIONS = ("wt", "tc", "et")

@@ -281,7 +281,8 @@ def load_folder(
     shape_text = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
     present_pct = ", ".join(f"{name} {mask[is_train, m].mean():.0%}" for m, name in enumerate(modalities))
     description = (
-        f"Folder dataset {Path(root).name} ({manifest}): {len(rows)} samples, {len(classes)} classes, modalities {shape_text}; "
+        f"Folder dataset {Path(root).name} ({manifest}): {len(rows)} samples, {len(classes)} classes, "
+        f"modalities {shape_text}; "
         f"splits from the manifest (train {len(parts['train'])}, val {len(parts['val'])}, test {len(parts['test'])}); "
         f"present in training: {present_pct}; "
         + ("standardised with training statistics." if standardize else "not standardised.")

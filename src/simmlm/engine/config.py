@@ -69,6 +69,16 @@ class FolderData(StrictModel):
     num_classes: int | None = Field(None, ge=2, description="number of classes (default: from the labels)")
 
 
+class MvmnistData(StrictModel):
+    """Multi-view MNIST (``simmlm.data.mvmnist``): six feature views of very different strength."""
+
+    dataset: Literal["mvmnist"] = "mvmnist"
+    data_dir: Path | None = DATA_DIR_FIELD
+    train_size: int = Field(1200, ge=20, description="training images (class-stratified, from MNIST-train)")
+    val_size: int = Field(300, ge=10, description="validation images (from MNIST-train, disjoint)")
+    test_size: int = Field(2000, ge=10, description="test images (from MNIST-test)")
+
+
 class BratsData(StrictModel):
     """BraTS-style NIfTI cases (``simmlm.data.brats``), options under ``brats``."""
 
@@ -85,7 +95,10 @@ def _dataset_of(value: Any) -> str:
 
 
 DataConfig = Annotated[
-    Annotated[AvmnistData, Tag("avmnist")] | Annotated[FolderData, Tag("folder")] | Annotated[BratsData, Tag("brats")],
+    Annotated[AvmnistData, Tag("avmnist")]
+    | Annotated[FolderData, Tag("folder")]
+    | Annotated[MvmnistData, Tag("mvmnist")]
+    | Annotated[BratsData, Tag("brats")],
     Discriminator(_dataset_of),
 ]
 
@@ -128,6 +141,12 @@ class TrainConfig(StrictModel):
         "shared", description="x+ and x- from one augmented view, or two independently augmented views"
     )
     augment: dict[str, AugmentSpec] = Field(default_factory=dict)
+    gate_init: Literal["default", "uniform"] = Field(
+        "default", description="stage 2 starts the gate at PyTorch's init, or at uniform weights (zeroed output layer)"
+    )
+    gate_shrinkage: float = Field(
+        0.0, ge=0, description="stage 2 adds this times KL(gate weights || uniform) for x+ and x- (README: the gate)"
+    )
     accelerator: str = "auto"
     devices: int | Literal["auto"] = Field(1, description="devices per node (Lightning's `devices`)")
     strategy: str = Field("auto", description='Lightning strategy, e.g. "ddp", "ddp_spawn" (README: multiple GPUs)')

@@ -19,6 +19,7 @@ from torch import Tensor
 from simmlm.data.augment import AugmentSpec, augment_inputs
 from simmlm.data.base import Batch, IndexedBatch
 from simmlm.engine.tasks import ClassificationTask, Task
+from simmlm.losses.gate import gate_kl_to_uniform
 from simmlm.losses.mofe import mofe_terms
 from simmlm.methods.base import ExpertMixture, outputs_for_subsets
 from simmlm.subsets import all_subsets, sample_nested_pairs
@@ -115,11 +116,13 @@ class CooperativeStage(L.LightningModule):
         mofe_lambda: float,
         views: str = "shared",
         task: Task | None = None,
+        gate_shrinkage: float = 0.0,
     ) -> None:
         super().__init__()
         self.task = task or ClassificationTask()
         self.model, self.val_set, self.lr, self.weight_decay = model, val_set, lr, weight_decay
         self.augment, self.mofe_lambda, self.views = augment, mofe_lambda, views
+        self.gate_shrinkage = gate_shrinkage
         self.best: tuple[tuple[float, float], int, dict[str, Tensor]] | None = None
         self.mofe_sums: Tensor | None = None  # [hinge, active fraction] summed over steps, kept on the device
         self.steps = 0
@@ -137,6 +140,10 @@ class CooperativeStage(L.LightningModule):
             (out_minus,) = outputs_for_subsets(self.model, second, mask, [minus], target, index, False)
         terms = mofe_terms(out_plus.logits, out_minus.logits, target, self.mofe_lambda, self.task.loss)
         aux = [loss for out in (out_plus, out_minus) for loss in out.aux_losses.values()]
+        if self.gate_shrinkage > 0:  # pull the gate toward the plain mean of the available experts
+            for out, subset in ((out_plus, plus), (out_minus, minus)):
+                if out.gate_weights is not None:
+                    aux.append(self.gate_shrinkage * gate_kl_to_uniform(out.gate_weights, subset).mean())
         loss = terms.total + (torch.stack(aux).sum() if aux else 0.0)
         # Summed on the device (no host sync per step), in float64 like the Python floats they replace.
         step = torch.stack([terms.hinge.detach(), terms.active_fraction.detach()])

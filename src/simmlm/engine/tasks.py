@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from simmlm.data.base import ShardedBatchSampler, Splits, TensorMultimodalDataset, make_loader
-from simmlm.engine.config import AvmnistData, BratsData, DataConfig, FolderData, RunConfig
+from simmlm.engine.config import AvmnistData, BratsData, DataConfig, FolderData, MvmnistData, RunConfig
 from simmlm.evaluate import classification_report, segmentation_report
 from simmlm.inferers import predict_subsets
 from simmlm.losses.mofe import per_sample_cross_entropy
@@ -114,6 +114,12 @@ def _load_folder(data: FolderData) -> Splits:
     from simmlm.data.folder import load_folder
 
     return load_folder(resolve_data_dir(data.data_dir), data.manifest, data.standardize, data.num_classes)
+
+
+def _load_mvmnist(data: MvmnistData) -> Splits:
+    from simmlm.data.mvmnist import load_mvmnist
+
+    return load_mvmnist(resolve_data_dir(data.data_dir), data.train_size, data.val_size, data.test_size)
 
 
 def _read_avmnist(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
@@ -309,6 +315,7 @@ class SegmentationTask:
 DATASETS: dict[str, Callable[[Any], Task]] = {
     "avmnist": lambda data: ClassificationTask(data, _load_avmnist, _read_avmnist),
     "folder": lambda data: ClassificationTask(data, _load_folder, _read_folder),
+    "mvmnist": lambda data: ClassificationTask(data, _load_mvmnist),
     "brats": SegmentationTask,
 }
 

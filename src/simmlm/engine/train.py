@@ -225,7 +225,10 @@ def train(
             float(t.mofe_lambda or 0.0),
             t.mofe_views,
             task,
+            t.gate_shrinkage,
         )
+        if t.gate_init == "uniform" and isinstance(model, ExpertMixture):
+            model.reset_fusion_to_uniform()
         # Methods without per-modality experts have no stage 1: they get the whole epoch budget in one stage.
         epochs = t.stage2.epochs + (0 if isinstance(model, ExpertMixture) else t.stage1.epochs)
         seconds = 0.0

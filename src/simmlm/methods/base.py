@@ -95,6 +95,9 @@ class ExpertMixture(nn.Module):
         """Weights ``[B, M]`` or ``[B, M, K]``: 0 for missing modalities, summing to 1 over the available ones."""
         raise NotImplementedError
 
+    def reset_fusion_to_uniform(self) -> None:
+        """Start the fusion weights at the plain mean of the available experts (a no-op where they are fixed)."""
+
     def mix(
         self, expert_logits: Tensor, inputs: dict[str, Tensor], mask: Tensor, validate_args: bool = True
     ) -> ModelOutput:

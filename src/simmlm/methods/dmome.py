@@ -31,6 +31,9 @@ class DMoME(ExpertMixture):
             raise ValueError(f"gate modalities {list(gate.encoders)} differ from experts {list(experts)}")
         self.gate = gate
 
+    def reset_fusion_to_uniform(self) -> None:
+        self.gate.reset_to_uniform()
+
     def fusion_weights(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
         # called by ``mix``, which validated the mask (or was told its caller did)
         return masked_softmax(self.gate(zero_fill(inputs, mask, self.modalities)), mask, validate_args=False)

@@ -64,6 +64,14 @@ class GatingNetwork(nn.Module):
             nn.Linear(hidden, self.num_modalities * (num_channels or 1)),
         )
 
+    @torch.no_grad()
+    def reset_to_uniform(self) -> None:
+        """Zero the output layer: every gate logit is 0, so the weights start uniform over the present modalities."""
+        last = self.head[-1]
+        assert isinstance(last, nn.Linear)
+        last.weight.zero_()
+        last.bias.zero_()
+
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         features = torch.cat([encoder(inputs[name]) for name, encoder in self.encoders.items()], dim=1)
         logits = self.head(features)

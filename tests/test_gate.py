@@ -1,0 +1,70 @@
+"""Gate regularisation: uniform initialisation and the KL shrinkage toward the plain mean of the experts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import synthetic_splits
+from simmlm.engine.config import RunConfig
+from simmlm.engine.train import quiet_lightning, train
+from simmlm.losses.gate import gate_kl_to_uniform
+from simmlm.methods import create_method
+from simmlm.nn.functional import masked_softmax
+
+
+def test_kl_to_uniform_is_zero_at_the_plain_mean_and_positive_elsewhere() -> None:
+    mask = torch.tensor([[True, True, False], [True, False, False], [True, True, True]])
+    uniform = masked_softmax(torch.zeros(3, 3), mask)
+    torch.testing.assert_close(gate_kl_to_uniform(uniform, mask), torch.zeros(3))
+    peaked = masked_softmax(torch.tensor([[3.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 2.0]]), mask)
+    kl = gate_kl_to_uniform(peaked, mask)
+    assert kl[1] == 0 and kl[0] > 0 and kl[2] > 0  # a single available modality has nothing to shrink
+    p = peaked[0, :2]
+    assert kl[0].item() == pytest.approx((p * (p * 2).log()).sum().item(), rel=1e-6)
+    per_channel = torch.stack([uniform, peaked], dim=-1)  # [B, M, K=2]: K divergences averaged
+    torch.testing.assert_close(gate_kl_to_uniform(per_channel, mask), kl / 2)
+
+
+def test_kl_gradient_is_finite_with_missing_modalities() -> None:
+    logits = torch.randn(4, 3, requires_grad=True)
+    mask = torch.tensor([[True, False, False], [True, True, False], [False, True, True], [True, True, True]])
+    gate_kl_to_uniform(masked_softmax(logits, mask), mask).sum().backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+
+
+def test_uniform_gate_initialisation_gives_the_plain_mean() -> None:
+    shapes = {"a": (1, 12, 12), "b": (6,), "c": (4,)}
+    model = create_method("simmlm", input_shapes=shapes, num_classes=3, expert="auto")
+    model.reset_fusion_to_uniform()
+    inputs = {k: torch.randn(5, *s) for k, s in shapes.items()}
+    mask = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 1, 1]], dtype=torch.bool)
+    weights = model(inputs, mask).gate_weights
+    torch.testing.assert_close(weights, mask.float() / mask.sum(1, keepdim=True))
+
+
+def test_shrinkage_pulls_the_trained_gate_toward_uniform() -> None:
+    quiet_lightning()
+    splits = synthetic_splits(48)
+
+    def gate_spread(shrinkage: float) -> float:
+        cfg = RunConfig.model_validate(
+            {
+                "model": {"expert": "auto"},
+                "train": {
+                    "batch_size": 16,
+                    "stage1": {"epochs": 2},
+                    "stage2": {"epochs": 3, "lr": 0.05},
+                    "gate_shrinkage": shrinkage,
+                },
+            }
+        )
+        model = train(cfg, splits, progress=False).model
+        inputs, mask, _ = splits.val[list(range(len(splits.val)))]
+        weights = model(inputs, mask).gate_weights
+        return gate_kl_to_uniform(weights, mask).mean().item()
+
+    free, shrunk = gate_spread(0.0), gate_spread(100.0)
+    assert shrunk < free and shrunk < 0.05 * math.log(2)
