@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -50,3 +51,18 @@ def test_readme_main_table_is_what_results_avmnist_holds() -> None:
 
 def test_readme_comparison_table_is_what_results_avmnist_compare_holds() -> None:
     _check_accuracy_rows("Comparison of all methods", "avmnist-compare", {})
+
+
+def test_readme_multiview_table_is_what_results_mvmnist_holds() -> None:
+    """Rows of the multi-view table: all six views, mean over subsets and CR, from the two results folders."""
+    from simmlm.benchmark import _pm
+
+    rows, _ = _rows("The gate on many views", "mvmnist")
+    for folder, label in (("mvmnist", "gate_shrinkage: 1.0"), ("mvmnist-no-shrinkage", "gate_shrinkage: 0")):
+        summary = json.loads((README.parent / "results" / folder / "summary.json").read_text())
+        full = "+".join(summary["modalities"])
+        for method, m in summary["methods"].items():
+            wanted = [_pm(m["subsets"][full]["accuracy"]), _pm(m["average_accuracy"]), _pm(m["counterintuitive_rate"])]
+            tag = "" if method == "late_fusion" else label
+            row = next(r for r in rows if r[1] == method and (tag in r[0]))
+            assert row[2:5] == wanted, (folder, method)
