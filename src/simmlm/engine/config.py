@@ -144,6 +144,9 @@ class TrainConfig(StrictModel):
     gate_init: Literal["default", "uniform"] = Field(
         "default", description="stage 2 starts the gate at PyTorch's init, or at uniform weights (zeroed output layer)"
     )
+    pairs_per_sample: int = Field(
+        1, ge=1, description="stage 2 draws this many nested pairs per sample and averages eq. 4 over them"
+    )
     gate_shrinkage: float = Field(
         0.0, ge=0, description="stage 2 adds this times KL(gate weights || uniform) for x+ and x- (README: the gate)"
     )

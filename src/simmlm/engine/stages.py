@@ -20,7 +20,7 @@ from simmlm.data.augment import AugmentSpec, augment_inputs
 from simmlm.data.base import Batch, IndexedBatch
 from simmlm.engine.tasks import ClassificationTask, Task
 from simmlm.losses.gate import gate_kl_to_uniform
-from simmlm.losses.mofe import mofe_terms
+from simmlm.losses.mofe import mean_terms, mofe_terms
 from simmlm.methods.base import ExpertMixture, outputs_for_subsets
 from simmlm.subsets import all_subsets, sample_nested_pairs
 
@@ -117,12 +117,13 @@ class CooperativeStage(L.LightningModule):
         views: str = "shared",
         task: Task | None = None,
         gate_shrinkage: float = 0.0,
+        pairs_per_sample: int = 1,
     ) -> None:
         super().__init__()
         self.task = task or ClassificationTask()
         self.model, self.val_set, self.lr, self.weight_decay = model, val_set, lr, weight_decay
         self.augment, self.mofe_lambda, self.views = augment, mofe_lambda, views
-        self.gate_shrinkage = gate_shrinkage
+        self.gate_shrinkage, self.pairs_per_sample = gate_shrinkage, pairs_per_sample
         self.best: tuple[tuple[float, float], int, dict[str, Tensor]] | None = None
         self.mofe_sums: Tensor | None = None  # [hinge, active fraction] summed over steps, kept on the device
         self.steps = 0
@@ -130,20 +131,36 @@ class CooperativeStage(L.LightningModule):
     def training_step(self, batch: Batch | IndexedBatch, batch_idx: int) -> Tensor:
         inputs, mask, target = batch[0], batch[1], batch[2]
         index = batch[3] if len(batch) > 3 else None  # loaders built with_index add the batch's row indices
-        minus, plus = sample_nested_pairs(mask, validate_args=False)  # the dataset validated every mask
+        # the dataset validated every mask: no checks (each would be a device sync)
+        pairs = [sample_nested_pairs(mask, validate_args=False) for _ in range(self.pairs_per_sample)]
+        minus, plus = [m for m, _ in pairs], [p for _, p in pairs]
         view = augment_inputs(inputs, self.augment)
-        if self.views == "shared":
-            out_plus, out_minus = outputs_for_subsets(self.model, view, mask, [plus, minus], target, index, False)
+        if self.views == "shared":  # every expert runs once for all the pairs
+            outs = outputs_for_subsets(
+                self.model, view, mask, [s for m, p in pairs for s in (p, m)], target, index, False
+            )
+            out_plus, out_minus = outs[0::2], outs[1::2]
         else:
-            (out_plus,) = outputs_for_subsets(self.model, view, mask, [plus], target, index, False)
+            out_plus = outputs_for_subsets(self.model, view, mask, plus, target, index, False)
             second = augment_inputs(inputs, self.augment)
-            (out_minus,) = outputs_for_subsets(self.model, second, mask, [minus], target, index, False)
-        terms = mofe_terms(out_plus.logits, out_minus.logits, target, self.mofe_lambda, self.task.loss)
-        aux = [loss for out in (out_plus, out_minus) for loss in out.aux_losses.values()]
+            out_minus = outputs_for_subsets(self.model, second, mask, minus, target, index, False)
+        terms = mean_terms(
+            [
+                mofe_terms(o_plus.logits, o_minus.logits, target, self.mofe_lambda, self.task.loss)
+                for o_plus, o_minus in zip(out_plus, out_minus, strict=True)
+            ]
+        )
+        scale = 1.0 / len(pairs)  # auxiliary losses are averaged over the pairs too (one pair: unchanged)
+        aux = [
+            loss if len(pairs) == 1 else scale * loss
+            for out in (*out_plus, *out_minus)
+            for loss in out.aux_losses.values()
+        ]
         if self.gate_shrinkage > 0:  # pull the gate toward the plain mean of the available experts
-            for out, subset in ((out_plus, plus), (out_minus, minus)):
+            for out, subset in zip((*out_plus, *out_minus), (*plus, *minus), strict=True):
                 if out.gate_weights is not None:
-                    aux.append(self.gate_shrinkage * gate_kl_to_uniform(out.gate_weights, subset).mean())
+                    kl = gate_kl_to_uniform(out.gate_weights, subset).mean()
+                    aux.append(scale * self.gate_shrinkage * kl)
         loss = terms.total + (torch.stack(aux).sum() if aux else 0.0)
         # Summed on the device (no host sync per step), in float64 like the Python floats they replace.
         step = torch.stack([terms.hinge.detach(), terms.active_fraction.detach()])

@@ -226,6 +226,7 @@ def train(
             t.mofe_views,
             task,
             t.gate_shrinkage,
+            t.pairs_per_sample,
         )
         if t.gate_init == "uniform" and isinstance(model, ExpertMixture):
             model.reset_fusion_to_uniform()

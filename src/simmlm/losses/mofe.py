@@ -7,8 +7,9 @@ sample's modalities, and ``L = l(o+, y) + l(o-, y) + lambda * l_MoFe`` (eq. 4).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -29,6 +30,13 @@ class MoFeTerms:
     task_minus: Tensor
     hinge: Tensor
     active_fraction: Tensor
+
+
+def mean_terms(terms: list[MoFeTerms]) -> MoFeTerms:
+    """The mean of several pairs' terms (one pair: that pair's terms, unchanged)."""
+    if len(terms) == 1:
+        return terms[0]
+    return MoFeTerms(*(torch.stack(parts).mean() for parts in zip(*(astuple(t) for t in terms), strict=True)))
 
 
 def _mofe_kernel(loss_plus: Tensor, loss_minus: Tensor, lam: float) -> MoFeTerms:
