@@ -176,3 +176,39 @@ def test_hinge_gradient_by_hand() -> None:
     scale_minus = torch.tensor([1 - lam, 1.0], dtype=torch.float64).unsqueeze(1) / 2
     torch.testing.assert_close(plus.grad, grad_ce_plus * scale_plus)
     torch.testing.assert_close(minus.grad, grad_ce_minus * scale_minus)
+
+
+def test_mean_terms_averages_pairs_and_keeps_one_pair_unchanged() -> None:
+    from simmlm.losses.mofe import mean_terms, mofe_terms
+
+    target = torch.tensor([0, 1, 2])
+    a = mofe_terms(torch.randn(3, 3, requires_grad=True), torch.randn(3, 3), target, 0.1)
+    b = mofe_terms(torch.randn(3, 3), torch.randn(3, 3), target, 0.1)
+    assert mean_terms([a]) is a
+    both = mean_terms([a, b])
+    torch.testing.assert_close(both.total, (a.total + b.total) / 2)
+    torch.testing.assert_close(both.active_fraction, (a.active_fraction + b.active_fraction) / 2)
+    both.total.backward()  # the average keeps the graph
+
+
+def test_pairs_per_sample_trains_and_one_pair_is_the_default_behaviour() -> None:
+    from conftest import synthetic_splits
+    from simmlm.engine.config import RunConfig
+    from simmlm.engine.train import quiet_lightning, train
+
+    quiet_lightning()
+    splits = synthetic_splits(36)
+
+    def weights(**train_options: object) -> dict[str, torch.Tensor]:
+        cfg = RunConfig.model_validate(
+            {
+                "model": {"expert": "auto"},
+                "train": {"batch_size": 12, "stage1": {"epochs": 1}, "stage2": {"epochs": 2}, **train_options},
+            }
+        )
+        return train(cfg, splits, progress=False).model.state_dict()
+
+    default, one, three = weights(), weights(pairs_per_sample=1), weights(pairs_per_sample=3)
+    assert all(torch.equal(default[k], one[k]) for k in default)
+    assert any(not torch.equal(default[k], three[k]) for k in default)
+    assert all(torch.isfinite(v).all() for v in three.values() if v.is_floating_point())

@@ -7,7 +7,7 @@ sample's modalities, and ``L = l(o+, y) + l(o-, y) + lambda * l_MoFe`` (eq. 4).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,7 @@ def mean_terms(terms: list[MoFeTerms]) -> MoFeTerms:
     """The mean of several pairs' terms (one pair: that pair's terms, unchanged)."""
     if len(terms) == 1:
         return terms[0]
-    return MoFeTerms(*(torch.stack(parts).mean() for parts in zip(*(astuple(t) for t in terms), strict=True)))
+    return MoFeTerms(**{f.name: torch.stack([getattr(t, f.name) for t in terms]).mean() for f in fields(MoFeTerms)})
 
 
 def _mofe_kernel(loss_plus: Tensor, loss_minus: Tensor, lam: float) -> MoFeTerms:
