@@ -114,3 +114,12 @@ def test_compare_command_says_whether_a_rerun_reproduced(tmp_path: Path) -> None
     assert "NOT reproduced" in bad.output and "dataset: 'avmnist' -> 'other'" in bad.output
     missing = CliRunner().invoke(app, ["compare", str(reference), str(tmp_path / "none.json")])
     assert missing.exit_code == 2 and "cannot read a summary" in missing.output
+
+
+def test_costs_measures_positive_ratios_for_every_subset() -> None:
+    from simmlm.costs import measure
+
+    costs = measure({"a": (1, 12, 12), "b": (6,), "c": (4,)}, "auto", batch=8, repeats=1)
+    assert costs.subsets == 7 and costs.all_subsets_ratio > 0 and costs.mofe_step_ratio > 0
+    result = CliRunner().invoke(app, ["costs", "--help"])
+    assert result.exit_code == 0 and "full pass" in result.output

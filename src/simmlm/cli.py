@@ -193,6 +193,23 @@ def compare(
 
 
 @app.command()
+def costs(
+    batch: Annotated[int, typer.Option(help="Samples per batch.")] = 450,
+    repeats: Annotated[int, typer.Option(help="Timed repeats per operation (the median is kept).")] = 20,
+) -> None:
+    """Print what every subset and a MoFe step cost relative to one full pass (run it on an idle machine)."""
+    import torch
+
+    from simmlm.costs import SETTINGS, measure
+
+    typer.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, median of {repeats}")
+    typer.echo(f"{'setting':<40} {'subsets':>7} {'all subsets / full pass':>24} {'MoFe step / plain step':>23}")
+    for name, (shapes, expert) in SETTINGS.items():
+        c = measure(shapes, expert, batch, repeats, name)
+        typer.echo(f"{name:<40} {c.subsets:>7} {c.all_subsets_ratio:>23.2f}x {c.mofe_step_ratio:>22.2f}x")
+
+
+@app.command()
 def download(
     dataset: Annotated[str, typer.Argument(help="Dataset whose raw files to fetch from their public homes: avmnist.")],
     data_dir: DataDir = None,
