@@ -326,6 +326,7 @@ def test_cli_reports_bad_data_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     result = runner.invoke(app, ["benchmark", "folder", "--data-dir", str(root), "--seeds", "0", "--out", str(out)])
     assert result.exit_code == 2 and "sample 's5'" in result.output
+    assert "config: configs/folder.yaml" in result.output  # says which config it uses (tests run from the repo root)
     assert not out.exists()
     result = runner.invoke(app, ["train", "--set", "data.dataset=folder", "--data-dir", str(root), "--out", str(out)])
     assert result.exit_code == 2 and not out.exists()

@@ -120,6 +120,10 @@ def benchmark(
         if config is None:
             default = Path("configs") / f"{dataset}.yaml"
             config = default if default.is_file() else None
+        console.print(
+            f"config: {config}" if config is not None else f"config: the library defaults (no {default} here)",
+            markup=False,
+        )
         extra = {"data.dataset": dataset, "train.mofe_lambda": mofe_lambda, **_placement(devices, strategy, num_nodes)}
         overrides = _overrides(data_dir, set_, **extra)
         quiet_lightning()
