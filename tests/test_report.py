@@ -108,3 +108,11 @@ def test_report_and_tables_show_a_subset_no_test_sample_has_as_a_dash(tmp_path: 
     (tmp_path / "summary.md").write_text(markdown)
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 0, result.output
+
+
+def test_gate_evenness_shows_a_collapsing_gate() -> None:
+    from simmlm.benchmark import gate_evenness
+
+    assert gate_evenness([0.25] * 4) == pytest.approx(1.0)
+    assert gate_evenness([1.0, 0.0, 0.0]) == 0.0
+    assert 0.0 < gate_evenness([0.56, 0.18, 0.12, 0.04, 0.07, 0.03]) < gate_evenness([0.19, 0.17, 0.17, 0.15, 0.17, 0.15])

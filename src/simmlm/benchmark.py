@@ -144,6 +144,12 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
     return out
 
 
+def gate_evenness(weights: Sequence[float]) -> float:
+    """Entropy of a weight vector over ``n >= 2`` modalities divided by ``log n``: 1 uniform, 0 one-hot."""
+    entropy = -sum(w * math.log(w) for w in weights if w > 0)
+    return entropy / math.log(len(weights))
+
+
 def _pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
     if any(math.isnan(v) for v in values):
         return "–"  # e.g. a subset that no test sample has
@@ -206,17 +212,22 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "",
         "## Mean gate weights (test set, mean over seeds)",
         "",
-        "| method | subset | weights |",
-        "|---|---|---|",
+        "Evenness = entropy of the mean weights / log(number of modalities in the subset): 1 is the plain mean of the",
+        "experts, 0 a gate that uses one modality only (a collapsing gate shows here).",
+        "",
+        "| method | subset | weights | evenness |",
+        "|---|---|---|---|",
     ]
     for method, m in methods.items():
         for subset, weights in m["gate_weights"].items():
+            evenness = f"{gate_evenness(list(weights.values())):.2f}" if len(weights) > 1 else "–"
             if segmentation:
                 per_region = m["gate_weights_regions"][subset]
                 cells = [f"{k} " + "/".join(f"{per_region[k][r]:.2f}" for r in REGIONS) for k in weights]
-                lines.append(f"| {method} | {subset} | " + ", ".join(cells) + " (WT/TC/ET) |")
+                lines.append(f"| {method} | {subset} | " + ", ".join(cells) + f" (WT/TC/ET) | {evenness} |")
             else:
-                lines.append(f"| {method} | {subset} | " + ", ".join(f"{k} {v:.3f}" for k, v in weights.items()) + " |")
+                cells = [f"{k} {v:.3f}" for k, v in weights.items()]
+                lines.append(f"| {method} | {subset} | " + ", ".join(cells) + f" | {evenness} |")
     lines += [
         "",
         "## MoFe hinge during stage 2 (mean over steps)",
