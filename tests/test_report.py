@@ -115,4 +115,6 @@ def test_gate_evenness_shows_a_collapsing_gate() -> None:
 
     assert gate_evenness([0.25] * 4) == pytest.approx(1.0)
     assert gate_evenness([1.0, 0.0, 0.0]) == 0.0
-    assert 0.0 < gate_evenness([0.56, 0.18, 0.12, 0.04, 0.07, 0.03]) < gate_evenness([0.19, 0.17, 0.17, 0.15, 0.17, 0.15])
+    assert (
+        0.0 < gate_evenness([0.56, 0.18, 0.12, 0.04, 0.07, 0.03]) < gate_evenness([0.19, 0.17, 0.17, 0.15, 0.17, 0.15])
+    )
