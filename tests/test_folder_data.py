@@ -338,3 +338,13 @@ def test_cli_data_folder_prints_the_splits(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "train 8  val 4  test 4" in result.output
     assert "vec [4], img [1, 12, 12]" in result.output and "not standardised" in result.output
+    assert "config: configs/folder.yaml" in result.output
+    # 8 training samples, batch 32, 15 stage-1 epochs: 15 optimiser steps, far too few
+    assert (
+        "warning: 8 training samples with batch 32 make 1 optimiser step(s) per epoch, 15 in stage 1" in result.output
+    )
+    fine = CliRunner().invoke(
+        app,
+        ["data", "folder", "--data-dir", str(root), "--set", "train.batch_size=2", "--set", "train.stage1.epochs=25"],
+    )
+    assert fine.exit_code == 0 and "warning" not in fine.output  # 4 steps x 25 epochs = 100

@@ -48,6 +48,14 @@ def _overrides(data_dir: Path | None, sets: list[str] | None, **extra: Any) -> d
     return out
 
 
+def _default_config(dataset: str, config: Path | None) -> Path | None:
+    """The given config, else ``configs/DATASET.yaml`` when it exists here, else ``None`` (library defaults)."""
+    if config is not None:
+        return config
+    default = Path("configs") / f"{dataset}.yaml"
+    return default if default.is_file() else None
+
+
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -117,11 +125,11 @@ def benchmark(
         for m in method_list:
             get_method(m)
         seed_list = [int(s) for s in _csv(seeds)]
-        if config is None:
-            default = Path("configs") / f"{dataset}.yaml"
-            config = default if default.is_file() else None
+        config = _default_config(dataset, config)
         console.print(
-            f"config: {config}" if config is not None else f"config: the library defaults (no {default} here)",
+            f"config: {config}"
+            if config is not None
+            else f"config: the library defaults (no configs/{dataset}.yaml here)",
             markup=False,
         )
         extra = {"data.dataset": dataset, "train.mofe_lambda": mofe_lambda, **_placement(devices, strategy, num_nodes)}
@@ -157,15 +165,22 @@ def data(
     """Build (or find in the cache) a dataset's arrays, or read and check its files, and print its splits."""
     from pydantic import ValidationError
 
-    from simmlm.engine.config import load_config
-    from simmlm.engine.tasks import load_splits
+    from simmlm.engine.config import load_config, schedule_warning
+    from simmlm.engine.tasks import task_for
 
+    config = _default_config(dataset, config)
+    typer.echo(f"config: {config}" if config is not None else "config: the library defaults")
     try:
-        splits = load_splits(load_config(config, _overrides(data_dir, set_, **{"data.dataset": dataset})).data)
+        cfg = load_config(config, _overrides(data_dir, set_, **{"data.dataset": dataset}))
+        task = task_for(cfg)
+        splits = task.load_splits()
     except (ValueError, FileNotFoundError, ValidationError) as err:
         raise _fail(err) from err
     typer.echo(splits.description)
     typer.echo(f"train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
+    warning = schedule_warning(task.samples_per_epoch(splits), cfg.train)
+    if warning:
+        typer.echo(f"warning: {warning}")
 
 
 @app.command()

@@ -229,3 +229,20 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]
+
+
+#: Fewer optimiser steps than this in stage 1 (experts alone) usually leave the experts undertrained.
+MIN_STAGE1_STEPS = 100
+
+
+def schedule_warning(samples_per_epoch: int, train: TrainConfig) -> str | None:
+    """A warning when the schedule makes too few optimiser steps for the data (``None`` when it is fine)."""
+    per_epoch = -(-samples_per_epoch // train.batch_size)
+    steps = per_epoch * train.stage1.epochs
+    if steps >= MIN_STAGE1_STEPS:
+        return None
+    return (
+        f"{samples_per_epoch} training samples with batch {train.batch_size} make {per_epoch} optimiser step(s) per "
+        f"epoch, {steps} in stage 1 ({train.stage1.epochs} epochs): small data usually needs at least "
+        f"{MIN_STAGE1_STEPS}, e.g. --set train.batch_size=8 and more epochs (README, Bring your own data)"
+    )

@@ -40,6 +40,10 @@ class Task(Protocol):
         """Raise ``ValueError`` when the task cannot train this kind of model."""
         ...
 
+    def samples_per_epoch(self, splits: Splits) -> int:
+        """How many training samples one epoch draws (the training split, or the random crops of an epoch)."""
+        ...
+
     def protocol(self, cfg: RunConfig) -> str:
         """What the benchmark's protocol text adds for this task (may be empty)."""
         ...
@@ -160,6 +164,9 @@ class ClassificationTask:
     def check_method(self, model: nn.Module, method: str) -> None:
         pass
 
+    def samples_per_epoch(self, splits: Splits) -> int:
+        return len(splits.train)
+
     def protocol(self, cfg: RunConfig) -> str:
         return ""
 
@@ -235,6 +242,9 @@ class SegmentationTask:
 
         if not isinstance(model, ExpertMixture):
             raise ValueError(f"segmentation supports the expert mixtures (simmlm, dmome, late_fusion), not {method!r}")
+
+    def samples_per_epoch(self, splits: Splits) -> int:
+        return self.cfg.crops_per_epoch
 
     def protocol(self, cfg: RunConfig) -> str:
         b = self.cfg
