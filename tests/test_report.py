@@ -118,3 +118,14 @@ def test_gate_evenness_shows_a_collapsing_gate() -> None:
     assert (
         0.0 < gate_evenness([0.56, 0.18, 0.12, 0.04, 0.07, 0.03]) < gate_evenness([0.19, 0.17, 0.17, 0.15, 0.17, 0.15])
     )
+
+
+def test_summary_markdown_becomes_html_tables() -> None:
+    from simmlm.report import markdown_to_html
+
+    page = markdown_to_html("# title\n\nsome <text>\nmore\n\n| a | b |\n|---|---|\n| 1 | x<y |\n| 2 | z |\n\n## next\n")
+    assert "<h2>title</h2>" in page and "<h3>next</h3>" in page
+    assert "<p>some &lt;text&gt; more</p>" in page
+    assert '<table class="sortable"><thead><tr><th>a</th><th>b</th></tr></thead>' in page
+    assert "<tr><td>1</td><td>x&lt;y</td></tr><tr><td>2</td><td>z</td></tr>" in page
+    assert "---" not in page and "<pre>" not in page

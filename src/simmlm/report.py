@@ -93,6 +93,61 @@ def _cr(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+_SORT_SCRIPT = """<script>
+document.querySelectorAll("table.sortable th").forEach((th, col) => th.addEventListener("click", () => {
+  const body = th.closest("table").tBodies[0], rows = Array.from(body.rows);
+  const key = r => { const t = r.cells[col].textContent, v = parseFloat(t); return isNaN(v) ? t : v; };
+  const up = th.dataset.order !== "up"; th.dataset.order = up ? "up" : "down";
+  rows.sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (up ? 1 : -1));
+  rows.forEach(r => body.appendChild(r));
+}));
+</script>"""
+
+
+def markdown_to_html(markdown: str) -> str:
+    """The subset of Markdown that ``summary.md`` uses (headings, paragraphs, pipe tables) as HTML; tables are
+    sortable by clicking a column header and scroll sideways when wide."""
+    out: list[str] = []
+    table: list[list[str]] = []
+    paragraph: list[str] = []
+
+    def flush() -> None:
+        if paragraph:
+            out.append(f"<p>{html.escape(' '.join(paragraph))}</p>")
+            paragraph.clear()
+        if table:
+            head, *rows = table
+            cells = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+            out.append(
+                f'<div class="wide"><table class="sortable"><thead><tr>{cells}</tr></thead>'
+                f"<tbody>{body}</tbody></table></div>"
+            )
+            table.clear()
+
+    for line in markdown.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("|"):
+            if paragraph:
+                flush()
+            cells = [c.strip() for c in stripped.strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):  # skip the |---| separator row
+                table.append(cells)
+            continue
+        if table:
+            flush()
+        if stripped.startswith("#"):
+            flush()
+            level = min(len(stripped) - len(stripped.lstrip("#")) + 1, 4)  # "#" -> h2 under the page's h1
+            out.append(f"<h{level}>{html.escape(stripped.lstrip('#').strip())}</h{level}>")
+        elif stripped:
+            paragraph.append(stripped)
+        else:
+            flush()
+    flush()
+    return "\n".join(out)
+
+
 def reliability_bins(probs: np.ndarray, targets: np.ndarray, n_bins: int = 20) -> tuple[np.ndarray, ...]:
     """Per equal-width confidence bin: mean confidence, accuracy and count (bins as in the ECE of simmlm.metrics)."""
     confidence = probs.max(-1)
@@ -184,13 +239,15 @@ def write_report(directory: str | Path) -> Path:
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>simmlm report: {html.escape(summary["dataset"])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}}
-img{{max-width:100%}}pre{{white-space:pre-wrap;background:#f6f6f6;padding:1em;font-size:12px}}</style></head>
+img{{max-width:100%}}.wide{{overflow-x:auto}}table{{border-collapse:collapse;font-size:13px;margin:.5em 0}}
+th,td{{border:1px solid #ccc;padding:.2em .5em;text-align:left;white-space:nowrap}}
+th{{background:#f0f0f0;cursor:pointer}}</style></head>
 <body><h1>simmlm report: {html.escape(summary["dataset"])}</h1>
 <h2>Protocol</h2><p>{html.escape(summary.get("protocol", ""))}</p>
 <p>Methods: {html.escape(", ".join(summary["methods"]))}. Seeds: {html.escape(", ".join(map(str, summary["seeds"])))}.
 Modalities: {html.escape(", ".join(summary["modalities"]))}. simmlm {simmlm.__version__}.</p>
 <h2>Figures</h2>{body}
-<h2>Tables</h2><pre>{html.escape(markdown)}</pre></body></html>
+<h2>Tables</h2>{markdown_to_html(markdown)}{_SORT_SCRIPT}</body></html>
 """
     out = directory / "report.html"
     out.write_text(page)
