@@ -46,3 +46,11 @@ def test_splits_are_fixed_stratified_and_disjoint() -> None:
     train_rows = {tuple(r) for r in splits.train.inputs["pixels"].numpy().round(5).tolist()}
     val_rows = {tuple(r) for r in splits.val.inputs["pixels"].numpy().round(5).tolist()}
     assert not train_rows & val_rows
+
+
+@needs_data
+def test_needs_only_the_mnist_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    shutil.copytree(DATA_DIR / "avmnist" / "mnist", tmp_path / "avmnist" / "mnist")  # no FSDD recordings
+    assert len(load_mvmnist(tmp_path, train_size=100, val_size=50, test_size=50).train) == 100

@@ -48,12 +48,13 @@ def _overrides(data_dir: Path | None, sets: list[str] | None, **extra: Any) -> d
     return out
 
 
-def _default_config(dataset: str, config: Path | None) -> Path | None:
-    """The given config, else ``configs/DATASET.yaml`` when it exists here, else ``None`` (library defaults)."""
-    if config is not None:
-        return config
-    default = Path("configs") / f"{dataset}.yaml"
-    return default if default.is_file() else None
+def _default_config(dataset: str, config: Path | None) -> tuple[Path | None, str]:
+    """The given config, else ``configs/DATASET.yaml`` when it exists here, else ``None`` (library defaults); and
+    the line that says which one is used."""
+    if config is None:
+        default = Path("configs") / f"{dataset}.yaml"
+        config = default if default.is_file() else None
+    return config, f"config: {config}" if config is not None else f"config: the library defaults (no {default} here)"
 
 
 def _csv(text: str) -> list[str]:
@@ -125,13 +126,8 @@ def benchmark(
         for m in method_list:
             get_method(m)
         seed_list = [int(s) for s in _csv(seeds)]
-        config = _default_config(dataset, config)
-        console.print(
-            f"config: {config}"
-            if config is not None
-            else f"config: the library defaults (no configs/{dataset}.yaml here)",
-            markup=False,
-        )
+        config, line = _default_config(dataset, config)
+        console.print(line, markup=False)
         extra = {"data.dataset": dataset, "train.mofe_lambda": mofe_lambda, **_placement(devices, strategy, num_nodes)}
         overrides = _overrides(data_dir, set_, **extra)
         quiet_lightning()
@@ -168,8 +164,8 @@ def data(
     from simmlm.engine.config import load_config, schedule_warning
     from simmlm.engine.tasks import task_for
 
-    config = _default_config(dataset, config)
-    typer.echo(f"config: {config}" if config is not None else "config: the library defaults")
+    config, line = _default_config(dataset, config)
+    typer.echo(line)
     try:
         cfg = load_config(config, _overrides(data_dir, set_, **{"data.dataset": dataset}))
         task = task_for(cfg)

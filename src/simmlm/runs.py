@@ -1,4 +1,4 @@
-"""Run folders without Lightning: atomic writes, checkpoints (``model.pt``), ``metrics.json``, ``predictions.npz``.
+"""Run folders without Lightning: checkpoints (``model.pt``), ``metrics.json``, ``predictions.npz``, params/FLOPs.
 
 A run folder (``simmlm train --out DIR`` or ``DIR/runs/<method>-seed<k>`` of a benchmark) holds:
 

@@ -62,15 +62,19 @@ def _recording_names() -> list[str]:
     ]
 
 
+def mnist_files(root: Path) -> list[Path]:
+    """The four MNIST files under ``root`` (the ``avmnist`` folder)."""
+    return [root / "mnist" / name for pair in MNIST_FILES.values() for name in pair]
+
+
 def required_files(root: Path) -> list[Path]:
     """Every raw file the avMNIST build reads, under ``root`` (the ``avmnist`` folder)."""
-    mnist = [root / "mnist" / name for pair in MNIST_FILES.values() for name in pair]
-    return mnist + [root / "fsdd" / "recordings" / name for name in _recording_names()]
+    return mnist_files(root) + [root / "fsdd" / "recordings" / name for name in _recording_names()]
 
 
-def check_files(root: Path) -> list[Path]:
-    """Return the required files, or raise ``FileNotFoundError`` naming what is missing."""
-    files = required_files(root)
+def check_files(root: Path, files: list[Path] | None = None) -> list[Path]:
+    """Return ``files`` (default: every required file), or raise ``FileNotFoundError`` naming what is missing."""
+    files = required_files(root) if files is None else files
     missing = [f for f in files if not f.is_file()]
     if missing:
         shown = "\n  ".join(str(f) for f in missing[:10])

@@ -125,10 +125,10 @@ def _stratified(labels: np.ndarray, sizes: tuple[int, ...], rng: np.random.Gener
 
 def load_mvmnist(data_dir: str | Path, train_size: int = 1200, val_size: int = 300, test_size: int = 2000) -> Splits:
     """Multi-view MNIST splits (module docstring); sizes are rounded down to multiples of 10 (class-stratified)."""
-    from simmlm.data.avmnist import check_files
+    from simmlm.data.avmnist import check_files, mnist_files
 
     root = Path(data_dir) / "avmnist"
-    check_files(root)
+    check_files(root, mnist_files(root))  # the MNIST files only: the recordings are avMNIST's
     rng = np.random.default_rng(SPLIT_SEED)
     images = {split: read_idx(root / "mnist" / files[0]) for split, files in MNIST_FILES.items()}
     labels = {split: read_idx(root / "mnist" / files[1]).astype(np.int64) for split, files in MNIST_FILES.items()}
