@@ -386,9 +386,7 @@ def test_figures_summary_and_report_for_a_segmentation_run(tmp_path: Path) -> No
 
 
 def test_brats_config_rejects_incomplete_splits() -> None:
-    from pydantic import ValidationError
-
     from simmlm.engine.config import load_config
 
-    with pytest.raises(ValidationError, match="splits must map exactly train, val and test"):
+    with pytest.raises(ValueError, match="splits must map exactly train, val and test"):
         load_config("configs/brats_cpu.yaml", {"data.brats.splits": {"train": "train", "test": "test"}})

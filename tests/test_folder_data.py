@@ -244,10 +244,31 @@ def test_label_outside_configured_classes(tmp_path: Path) -> None:
 
 
 def test_more_class_names_than_classes(tmp_path: Path) -> None:
-    root = write_folder(tmp_path / "d")
-    edit_manifest(root, 2, "label", "cat")
+    root = write_folder(tmp_path / "d", num_classes=3)
+    table = read_manifest(root)
+    column = table[0].index("label")
+    write_manifest(root, table[0], [[*r[:column], "abc"[int(r[column])], *r[column + 1 :]] for r in table[1:]])
     with pytest.raises(ValueError, match="3 class names .* but num_classes is 2"):
         load_folder(root, num_classes=2)
+
+
+@pytest.mark.parametrize("typo", ["l", "1.0", "one"])
+def test_a_label_typo_among_integers_names_the_rows_instead_of_adding_a_class(tmp_path: Path, typo: str) -> None:
+    root = write_folder(tmp_path / "d")
+    edit_manifest(root, 4, "label", typo)
+    with pytest.raises(ValueError, match="labels are integers and 1 are not") as caught:
+        load_folder(root)
+    assert f"line 6 (sample 's4'): {typo!r}" in str(caught.value)
+
+
+def test_2d_shape_errors_quote_the_files_shape(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d")
+    good = np.load(root / "img" / "s0.npy")
+    np.save(root / "img" / "s3.npy", np.zeros((good.shape[0], good.shape[1] + 1), np.float32))
+    with pytest.raises(ValueError, match="modality 'img'") as caught:
+        load_folder(root)
+    wrong, right = [good.shape[0], good.shape[1] + 1], list(good.shape)
+    assert f"has shape {wrong}, but sample 's0' has {right}" in str(caught.value)
 
 
 def test_listed_file_is_missing(tmp_path: Path) -> None:
@@ -258,15 +279,20 @@ def test_listed_file_is_missing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "content",
-    [b"this is not an array", b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }"],
-    ids=["garbage", "truncated"],
+    ("content", "message"),
+    [
+        (b"0.5, 1.5, 2.5, 3.5\n", "not a NumPy .npy file (it does not start with the .npy header; it looks like text"),
+        (b"\x00\xff\xfe binary", "not a NumPy .npy file (it does not start with the .npy header)"),
+        (b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", "not a readable numeric"),
+    ],
+    ids=["text", "binary", "truncated"],
 )
-def test_corrupt_or_truncated_npy(tmp_path: Path, content: bytes) -> None:
+def test_corrupt_or_truncated_npy(tmp_path: Path, content: bytes, message: str) -> None:
     root = write_folder(tmp_path / "d")
     (root / "vec" / "s2.npy").write_bytes(content)
-    with pytest.raises(ValueError, match=r"sample 's2', modality 'vec'\): .*s2.npy: not a readable numeric .npy"):
+    with pytest.raises(ValueError, match=r"sample 's2', modality 'vec'\): .*s2.npy: ") as caught:
         load_folder(root)
+    assert message in str(caught.value) and "allow_pickle" not in str(caught.value)
 
 
 def test_truncated_npy_data(tmp_path: Path) -> None:
@@ -288,7 +314,7 @@ def test_inconsistent_shape(tmp_path: Path) -> None:
     ("array", "message"),
     [
         (np.array(["a", "b", "c", "d"]), "dtype <U1 is not numeric"),
-        (np.array([1, None, 2, 3], dtype=object), "not a readable numeric .npy"),
+        (np.array([1, None, 2, 3], dtype=object), r"holds Python objects \(a pickled object array\), not numbers"),
         (np.array([1.0, np.nan, 0.0, 0.0]), "1 NaN or infinite"),
         (np.array([np.inf, 0.0, -np.inf, 0.0]), "2 NaN or infinite"),
         (np.array(3.0), "a scalar"),
@@ -326,7 +352,7 @@ def test_cli_reports_bad_data_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     result = runner.invoke(app, ["benchmark", "folder", "--data-dir", str(root), "--seeds", "0", "--out", str(out)])
     assert result.exit_code == 2 and "sample 's5'" in result.output
-    assert "config: configs/folder.yaml" in result.output  # says which config it uses (tests run from the repo root)
+    assert "simmlm/configs/folder.yaml (simmlm's own for folder" in result.output  # says which config it uses
     assert not out.exists()
     result = runner.invoke(app, ["train", "--set", "data.dataset=folder", "--data-dir", str(root), "--out", str(out)])
     assert result.exit_code == 2 and not out.exists()
@@ -338,13 +364,26 @@ def test_cli_data_folder_prints_the_splits(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "train 8  val 4  test 4" in result.output
     assert "vec [4], img [1, 12, 12]" in result.output and "not standardised" in result.output
-    assert "config: configs/folder.yaml" in result.output
+    assert "simmlm/configs/folder.yaml (simmlm's own for folder" in result.output
+    assert "warning" not in result.output  # min_steps: 300 steps per stage, whatever the size
+    result = CliRunner().invoke(app, ["data", "folder", "--data-dir", str(root), "--set", "train.min_steps=0"])
     # 8 training samples, batch 32, 15 stage-1 epochs: 15 optimiser steps, far too few
     assert (
         "warning: 8 training samples with batch 32 make 1 optimiser step(s) per epoch, 15 in stage 1" in result.output
     )
     fine = CliRunner().invoke(
         app,
-        ["data", "folder", "--data-dir", str(root), "--set", "train.batch_size=2", "--set", "train.stage1.epochs=25"],
+        [
+            "data",
+            "folder",
+            "--data-dir",
+            str(root),
+            "--set",
+            "train.batch_size=2",
+            "--set",
+            "train.stage1.epochs=25",
+            "--set",
+            "train.min_steps=0",
+        ],
     )
     assert fine.exit_code == 0 and "warning" not in fine.output  # 4 steps x 25 epochs = 100

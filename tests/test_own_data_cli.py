@@ -17,9 +17,8 @@ from simmlm.data.folder import load_folder
 from simmlm.data.folder import read_input as read_folder_input
 from simmlm.engine import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")  # Lightning, `simmlm train`
-TINY = ["--set", "train.stage1.epochs=1", "--set", "train.stage2.epochs=1"]
+TINY = ["--set", "train.stage1.epochs=1", "--set", "train.stage2.epochs=1", "--set", "train.min_steps=0"]
 
 
 def _invoke(*args: str) -> str:
@@ -85,10 +84,10 @@ def test_example_data_is_learnable_and_shows_the_benefit_of_more_modalities(tmp_
 def test_walkthrough_train_predict_benchmark_report(
     example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(REPO)  # benchmark finds configs/folder.yaml here
+    monkeypatch.chdir(tmp_path)  # outside the repository: benchmark uses the packaged folder config
     run = tmp_path / "run"
     output = _invoke(
-        "train", "-c", "configs/folder.yaml", "--set", "data.dataset=folder", "--data-dir", str(example),
+        "train", "-c", "folder", "--set", "data.dataset=folder", "--data-dir", str(example),
         "--out", str(run), *TINY,
     )  # fmt: skip
     assert "image+sensor1+sensor2: accuracy" in output and "samples)" in output

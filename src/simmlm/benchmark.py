@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from simmlm.data.brats import REGIONS
-from simmlm.engine.config import load_config
+from simmlm.engine.config import load_config, stage_epochs
 from simmlm.engine.resume import remove_checkpoints
 from simmlm.engine.tasks import task_for
 from simmlm.engine.train import train
@@ -59,7 +59,7 @@ def run_benchmark(
                 run, result = load_run(run_dir, cfg)
                 runs.append(({"method": method, "seed": seed, **run}, result))
                 continue
-            log(f"{method} seed {seed}: training ({cfg.train.stage1.epochs}+{cfg.train.stage2.epochs} epochs)")
+            log(f"{method} seed {seed}: training")
             result = train(
                 cfg,
                 splits,
@@ -73,18 +73,22 @@ def run_benchmark(
             report = run["test"]
             key, _ = headline_keys(report)
             accs = ", ".join(f"{k} {v[key]:.2%}" for k, v in report["subsets"].items())
-            reused = " (stage 1 reused)" if result.selected.get("stage1_reused") else ""
+            own = result.train_seconds - result.shared_seconds
+            shared = f" (+ {result.shared_seconds:.1f} s reused)" if result.shared_seconds else ""
             log(
-                f"{method} seed {seed}: {result.train_seconds:.1f}s{reused}  test: {accs}  "
+                f"{method} seed {seed}: trained in {own:.1f} s{shared}  test: {accs}  "
                 f"CR {report['counterintuitive_rate']:.2%}"
             )
             runs.append((run, result))
         resolved = runs[0][1].config
         score_name = task.score_name
+        t, n = resolved.train, task.samples_per_epoch(splits)
+        steps = f", each stage at least {t.min_steps} optimiser steps" if t.min_steps else ""
         summary["protocol"] = (
             f"{splits.description} Expert mixtures (simmlm, dmome, late_fusion) train in two stages "
-            f"(stage 1: {resolved.train.stage1.epochs} epochs per expert, stage 2: {resolved.train.stage2.epochs} "
-            "epochs; stage 1 is shared between methods with identical experts); methods without per-modality "
+            f"(stage 1: {stage_epochs(t.stage1.epochs, n, t)} epochs per expert, stage 2: "
+            f"{stage_epochs(t.stage2.epochs, n, t)} epochs{steps}; stage 1 is shared between methods with "
+            "identical experts); methods without per-modality "
             "experts (mmp, dream) train in one stage for the same total number of epochs, dream after its "
             f"scorer. Adam; every stage keeps its best epoch on validation {score_name} (stage 2: "
             "mean over every subset), never on test data. Test metrics: every non-empty modality subset, each over "
@@ -123,6 +127,7 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
         "counterintuitive_rate": [t["counterintuitive_rate"] for t in tests],
         "gate_weights": gate_weights,
         "train_seconds": [r["train_seconds"] for r in runs],
+        "shared_seconds": [r.get("shared_seconds", 0.0) for r in runs],
         "params": params,
         "flops_full": flops,
         "mofe_lambda": next(iter(lambdas.values())),
@@ -158,6 +163,13 @@ def _pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _seconds(m: dict[str, Any]) -> str:
+    """Mean training seconds of a method: its own, and the reused (shared) part when there is one."""
+    total = statistics.fmean(m["train_seconds"])
+    shared = statistics.fmean(m.get("shared_seconds") or [0.0])  # absent from summaries of older versions
+    return f"{total - shared:.1f}" + (f" (+{shared:.1f} reused)" if shared else "")
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """Render ``summary.json`` as Markdown tables (mean ± std over seeds, percentages)."""
     methods = summary["methods"]
@@ -185,9 +197,13 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             f"| {method} | "
             + " | ".join(cells)
             + f" | {_pm(m[average])} | {_pm(m['counterintuitive_rate'])} | {_pm(ece)} | "
-            + f"{m['params']:,} | {m['flops_full'] / 1e6:.2f} | {statistics.fmean(m['train_seconds']):.1f} |"
+            + f"{m['params']:,} | {m['flops_full'] / 1e6:.2f} | {_seconds(m)} |"
         )
-    lines += ["", "ECE in this table is the mean over subsets; FLOPs are for one full-modality sample."]
+    lines += [
+        "",
+        "ECE in this table is the mean over subsets; FLOPs are for one full-modality sample; train s is the method's "
+        "own training time, plus (in brackets) the stage 1 it reused from a method before it.",
+    ]
     if segmentation:
         lines += ["", "## Test Dice (%) per region: WT / TC / ET", "", "| method | " + " | ".join(names) + " |"]
         lines += ["|---" * (len(names) + 1) + "|"]
@@ -220,7 +236,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for method, m in methods.items():
         for subset, weights in m["gate_weights"].items():
-            evenness = f"{gate_evenness(list(weights.values())):.2f}" if len(weights) > 1 else "–"
+            real = len(weights) > 1 and not any(math.isnan(v) for v in weights.values())  # NaN: no test sample
+            evenness = f"{gate_evenness(list(weights.values())):.2f}" if real else "–"
             if segmentation:
                 per_region = m["gate_weights_regions"][subset]
                 cells = [f"{k} " + "/".join(f"{per_region[k][r]:.2f}" for r in REGIONS) for k in weights]

@@ -3,87 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from simmlm.cli_common import (
+    ConfigOpt,
+    DataDir,
+    DevicesOpt,
+    NodesOpt,
+    ResumeOpt,
+    SetOpt,
+    StrategyOpt,
+    config_overrides,
+    csv_items,
+    default_config_line,
+    fail,
+    parse_seeds,
+    placement,
+    say,
+    show_epochs,
+)
+
 app = typer.Typer(help="Multimodal learning with missing modalities (SimMLM, DMoME, ...).", no_args_is_help=True)
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", envvar="SIMMLM_DATA_DIR", help="Folder holding the raw data (see DATA.md)."),
-]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config (configs/*.yaml).")]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set train.stage2.epochs=10.")
-]
-ResumeOpt = Annotated[
-    bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoints (same config and seed).")
-]
-DevicesOpt = Annotated[
-    str | None, typer.Option("--devices", help='Devices per node: a number or "auto" (default: the config\'s, 1).')
-]
-StrategyOpt = Annotated[
-    str | None, typer.Option("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, ... (README).")
-]
-NodesOpt = Annotated[int | None, typer.Option("--num-nodes", help="Number of nodes (multi-node DDP; README).")]
-
-
-def _placement(devices: str | None, strategy: str | None, num_nodes: int | None) -> dict[str, Any]:
-    """``--devices/--strategy/--num-nodes`` as config overrides."""
-    return {"train.devices": devices, "train.strategy": strategy, "train.num_nodes": num_nodes}  # None: not set
-
-
-def _overrides(data_dir: Path | None, sets: list[str] | None, **extra: Any) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
-    if data_dir is not None:
-        out["data.data_dir"] = str(data_dir)
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"--set expects KEY=VALUE, got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
-def _default_config(dataset: str, config: Path | None) -> tuple[Path | None, str]:
-    """The given config, else ``configs/DATASET.yaml`` when it exists here, else ``None`` (library defaults); and
-    the line that says which one is used."""
-    if config is None:
-        default = Path("configs") / f"{dataset}.yaml"
-        config = default if default.is_file() else None
-    return config, f"config: {config}" if config is not None else f"config: the library defaults (no {default} here)"
-
-
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _show_epochs(console: Any) -> None:
-    """Print the engine's per-epoch lines (logger ``simmlm``) on ``console``; benchmarks run without progress bars."""
-    import logging
-
-    class _Console(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            console.print(record.getMessage(), markup=False, soft_wrap=True, style="dim")
-
-    logger = logging.getLogger("simmlm")
-    for old in [h for h in logger.handlers if getattr(h, "simmlm_console", False)]:
-        logger.removeHandler(old)  # one handler, on the latest console (tests call the CLI many times)
-    handler = _Console()
-    handler.simmlm_console = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
-def _fail(err: Exception) -> typer.Exit:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(err))}")
-    return typer.Exit(code=2)
 
 
 @app.command()
@@ -122,30 +64,33 @@ def benchmark(
     console = Console()
     out = out if out is not None else Path("results") / dataset
     try:
-        method_list = _csv(methods)
+        method_list = csv_items(methods)
         for m in method_list:
             get_method(m)
-        seed_list = [int(s) for s in _csv(seeds)]
-        config, line = _default_config(dataset, config)
-        console.print(line, markup=False)
-        extra = {"data.dataset": dataset, "train.mofe_lambda": mofe_lambda, **_placement(devices, strategy, num_nodes)}
-        overrides = _overrides(data_dir, set_, **extra)
+        seed_list = parse_seeds(seeds)
+        config, line = default_config_line(dataset, config)
+        say(console, line)
+        extra = {"data.dataset": dataset, "train.mofe_lambda": mofe_lambda, **placement(devices, strategy, num_nodes)}
+        settings = config_overrides(data_dir, set_, **extra)
         quiet_lightning()
-        _show_epochs(console)
+        show_epochs(console)
         summary = run_benchmark(
             method_list,
             seed_list,
             out,
             config,
-            overrides,
-            log=lambda s: console.print(s, markup=False, soft_wrap=True),
+            settings,
+            log=lambda line: say(console, line),
             resume=resume,
         )
     except (ValueError, FileNotFoundError, ValidationError) as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     if not is_global_zero():
         return
-    console.print((out / "summary.md").read_text(), markup=False, soft_wrap=True)
+    text = (out / "summary.md").read_text()
+    if len(summary["modalities"]) > 3:  # dozens of subsets: the headline table here, the rest in the files
+        text = text[: text.index("\n## ", text.index("## ") + 3)] + f"\n(all tables: {out / 'summary.md'})\n"
+    console.print(text, markup=False, soft_wrap=True)
     console.print(f"wrote {out / 'summary.json'} ({len(summary['methods'])} methods x {len(seed_list)} seeds)")
 
 
@@ -164,14 +109,14 @@ def data(
     from simmlm.engine.config import load_config, schedule_warning
     from simmlm.engine.tasks import task_for
 
-    config, line = _default_config(dataset, config)
-    typer.echo(line)
     try:
-        cfg = load_config(config, _overrides(data_dir, set_, **{"data.dataset": dataset}))
+        config, line = default_config_line(dataset, config)
+        typer.echo(line)
+        cfg = load_config(config, config_overrides(data_dir, set_, **{"data.dataset": dataset}))
         task = task_for(cfg)
         splits = task.load_splits()
     except (ValueError, FileNotFoundError, ValidationError) as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     typer.echo(splits.description)
     typer.echo(f"train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
     warning = schedule_warning(task.samples_per_epoch(splits), cfg.train)
@@ -195,7 +140,7 @@ def compare(
     try:
         summaries = [json.loads(Path(p).read_text()) for p in (reference, new)]
     except (OSError, ValueError) as err:
-        raise _fail(ValueError(f"cannot read a summary: {err}")) from err
+        raise fail(ValueError(f"cannot read a summary: {err}")) from err
     differences = summary_differences(*summaries)
     if differences:
         typer.echo(f"NOT reproduced: {len(differences)} values of {new} differ from {reference}:")
@@ -238,16 +183,16 @@ def download(
     from simmlm.data.download import DATASETS, DownloadError, download_dataset
 
     if dataset not in DATASETS:
-        raise _fail(ValueError(f"cannot download {dataset!r}: choose one of {', '.join(sorted(DATASETS))}"))
+        raise fail(ValueError(f"cannot download {dataset!r}: choose one of {', '.join(sorted(DATASETS))}"))
     if data_dir is None:
-        raise _fail(ValueError("--data-dir is required (or set SIMMLM_DATA_DIR): the folder to download into"))
+        raise fail(ValueError("--data-dir is required (or set SIMMLM_DATA_DIR): the folder to download into"))
     try:
         download_dataset(dataset, data_dir)
     except DownloadError as err:
-        _fail(err)  # prints the one-line error, as for the other commands; a failed download exits with 1
+        fail(err)  # prints the one-line error, as for the other commands; a failed download exits with 1
         raise typer.Exit(code=1) from err
     except ValueError as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     typer.echo(f"next: simmlm data {dataset} --data-dir {data_dir}")
 
 
@@ -269,22 +214,32 @@ def train(
     Every epoch is checkpointed under OUT/checkpoints (removed when the run is finished); --resume continues
     an interrupted run from there and ends with the same model and metrics as an uninterrupted run.
     """
-    from pydantic import ValidationError
+    import sys
 
-    from simmlm.engine.config import load_config
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from simmlm.engine.config import find_config, load_config
     from simmlm.engine.resume import remove_checkpoints
     from simmlm.engine.tasks import load_splits
+    from simmlm.engine.train import quiet_lightning
     from simmlm.engine.train import train as train_run
     from simmlm.evaluate import headline_keys
     from simmlm.runs import is_global_zero, save_run
 
+    # progress bars on a terminal; piped to a file or another program, one flushed line per epoch instead
+    progress = sys.stderr.isatty()
     try:
-        settings = {"train.seed": seed, **_placement(devices, strategy, num_nodes)}
-        cfg = load_config(config, _overrides(data_dir, set_, method=method, **settings))
+        settings = {"train.seed": seed, **placement(devices, strategy, num_nodes)}
+        cfg = load_config(config, config_overrides(data_dir, set_, method=method, **settings))
+        typer.echo(f"config: {find_config(config)}" if config else "config: the library defaults (no --config)")
         splits = load_splits(cfg.data)
-        result = train_run(cfg, splits, progress=True, checkpoint_dir=out / "checkpoints", resume=resume)
+        if not progress:
+            quiet_lightning()
+            show_epochs(Console())
+        result = train_run(cfg, splits, progress=progress, checkpoint_dir=out / "checkpoints", resume=resume)
     except (ValueError, FileNotFoundError, ValidationError) as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     report = save_run(out, result, splits)["test"]
     remove_checkpoints(out)
     if not is_global_zero():
@@ -325,14 +280,14 @@ def predict(
     for item in input_:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise _fail(ValueError(f"--input expects MODALITY=FILE, got {item!r}"))
+            raise fail(ValueError(f"--input expects MODALITY=FILE, got {item!r}"))
         if name in files:
-            raise _fail(ValueError(f"modality {name!r} given twice"))
+            raise fail(ValueError(f"modality {name!r} given twice"))
         files[name] = Path(path)
     try:
         result = predict_files(run_dir, files, output)
     except (ValueError, FileNotFoundError) as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -353,7 +308,8 @@ def predict(
     typer.echo(
         f"prediction: {result['prediction']}{label}  (from {', '.join(result['modalities'])}; {result['method']})"
     )
-    typer.echo("probabilities: " + "  ".join(f"{k}:{p:.3f}" for k, p in enumerate(result["probabilities"])))
+    probabilities = zip(result["class_names"], result["probabilities"], strict=True)
+    typer.echo("probabilities: " + "  ".join(f"{name}:{p:.3f}" for name, p in probabilities))
     if result["gate_weights"] is not None:
         typer.echo("gate weights: " + "  ".join(f"{k} {w:.3f}" for k, w in result["gate_weights"].items()))
     typer.echo(f"predictive entropy: {result['entropy']:.3f} nats (max {result['max_entropy']:.3f})")
@@ -367,7 +323,7 @@ def report(directory: Annotated[Path, typer.Argument(help="A benchmark folder ho
     try:
         path = write_report(directory)
     except (ValueError, FileNotFoundError) as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     typer.echo(f"wrote {path}")
 
 
@@ -386,7 +342,7 @@ def example_data(
     try:
         write_example_dataset(directory, modalities, samples, classes, missing, seed)
     except ValueError as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     typer.echo(f"wrote {directory} ({samples} samples, {modalities} modalities); next:")
     typer.echo(f"  simmlm data folder --data-dir {directory}")
 
@@ -397,7 +353,8 @@ def methods() -> None:
     from simmlm.methods import get_method, list_methods
 
     for name in list_methods():
-        typer.echo(f"{name:>10}  {get_method(name).description}")
+        entry = get_method(name)
+        typer.echo(f"{name:>11}  {entry.description}" + (f"\n{'':>11}  cost: {entry.cost}" if entry.cost else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

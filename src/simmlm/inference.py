@@ -33,7 +33,14 @@ def predict_files(run_dir: str | Path, files: dict[str, Path], output: Path | No
     """
     from simmlm.engine.tasks import task_for
 
-    model, cfg, meta = load_checkpoint(Path(run_dir) / "model.pt")
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.pt").is_file():
+        unfinished = " (it holds checkpoints/: an unfinished run; finish it with --resume)"
+        raise FileNotFoundError(
+            f"{run_dir} holds no model.pt{unfinished if (run_dir / 'checkpoints').is_dir() else ''}: give the folder "
+            "of a finished run, where train or benchmark wrote model.pt (e.g. results/avmnist/runs/simmlm-seed0)"
+        )
+    model, cfg, meta = load_checkpoint(run_dir / "model.pt")
     task = task_for(cfg)
     modalities: list[str] = list(meta["modalities"])
     unknown = sorted(set(files) - set(modalities) - task.extra_inputs)
@@ -62,12 +69,14 @@ def classify_files(
     mask = torch.tensor([[name in files for name in modalities]])
     out = model(inputs, mask)
     probs = out.logits.softmax(-1)[0]
+    classes = preprocessing.get("classes") or [str(k) for k in range(len(probs))]
     result: dict[str, Any] = {
         "method": method,
         "modalities": [name for name in modalities if name in files],
         "prediction": int(probs.argmax()),
-        "class_name": (preprocessing.get("classes") or [None] * len(probs))[int(probs.argmax())],
+        "class_name": classes[int(probs.argmax())],
         "probabilities": [round(p, 6) for p in probs.tolist()],
+        "class_names": classes,
         "entropy": categorical_entropy(probs).item(),
         "max_entropy": math.log(len(probs)),
         "gate_weights": None,

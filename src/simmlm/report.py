@@ -5,93 +5,18 @@ from __future__ import annotations
 import html
 import json
 import math
-import statistics
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import simmlm
+from simmlm import report_figures as rf
 from simmlm.evaluate import headline_keys
 from simmlm.subsets import subset_name
 
-
-def _pyplot() -> Any:
-    """matplotlib's pyplot on the file-only Agg backend (imported lazily: the CLI starts fast)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    if any(math.isnan(v) for v in values):
-        return math.nan, math.nan  # a subset that no test sample has: no bar
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _bars(summary: dict[str, Any], key: str, ylabel: str, path: Path) -> None:
-    """Grouped bars: one group per subset, one bar per method, error bars = std over seeds."""
-    plt = _pyplot()
-    methods = summary["methods"]
-    subsets = list(next(iter(methods.values()))["subsets"])
-    width = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(subsets) * max(1, len(methods) / 3), 3.6))
-    for i, (name, m) in enumerate(methods.items()):
-        stats = [_mean_std([100 * v for v in m["subsets"][s][key]]) for s in subsets]
-        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(subsets))]
-        ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] for s in stats], capsize=3, label=name)
-    ax.set_xticks(range(len(subsets)), subsets)
-    ax.set_ylabel(ylabel)
-    ax.set_xlabel("available modalities at test time")
-    if key == "accuracy":
-        low = min(100 * min(v) for m in methods.values() for s in subsets for v in [m["subsets"][s][key]])
-        ax.set_ylim(max(0.0, low - 5), 100)
-    ax.legend(fontsize=8, ncol=min(len(methods), 5), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _gates(summary: dict[str, Any], path: Path) -> bool:
-    """Stacked bars of the mean gate weight of each modality per subset, one panel per method with gates."""
-    plt = _pyplot()
-    with_gates = {n: m["gate_weights"] for n, m in summary["methods"].items() if m.get("gate_weights")}
-    if not with_gates:
-        return False
-    fig, axes = plt.subplots(1, len(with_gates), figsize=(3.2 * len(with_gates), 3.2), squeeze=False, sharey=True)
-    for ax, (name, gates) in zip(axes[0], with_gates.items(), strict=True):
-        bottom = [0.0] * len(gates)
-        for modality in summary["modalities"]:
-            values = [g.get(modality, 0.0) for g in gates.values()]
-            ax.bar(list(gates), values, bottom=bottom, label=modality)
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        ax.set_title(name)
-        ax.set_ylim(0, 1)
-        ax.tick_params(axis="x", labelrotation=30)
-    axes[0][0].set_ylabel("mean gate weight (test set)")
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-def _cr(summary: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
-    names = list(summary["methods"])
-    stats = [_mean_std([100 * v for v in summary["methods"][n]["counterintuitive_rate"]]) for n in names]
-    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(names), 3.2))
-    ax.bar(names, [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=3, color="tab:red")
-    ax.set_ylabel("counterintuitive rate (%) ↓")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
+_DICE = ("dice_mean", "dice_wt", "dice_tc", "dice_et")
+_pyplot = rf.pyplot  # matplotlib on the Agg backend (simmlm.segmentation_figures draws with it)
 
 _SORT_SCRIPT = """<script>
 document.querySelectorAll("table.sortable th").forEach((th, col) => th.addEventListener("click", () => {
@@ -159,40 +84,111 @@ def reliability_bins(probs: np.ndarray, targets: np.ndarray, n_bins: int = 20) -
     return conf, acc, count
 
 
-def _reliability(directory: Path, summary: dict[str, Any], path: Path) -> bool:
-    """Reliability diagrams per subset, one line per method, test predictions pooled over seeds."""
-    pooled: dict[str, dict[str, list[np.ndarray]]] = {}
-    names: list[str] = []
+def _reliability(directory: Path, summary: dict[str, Any], path: Path) -> str | None:
+    """Reliability diagrams, one line per method, test predictions of all seeds pooled: one panel per subset up to
+    ``MAX_BAR_SUBSETS`` subsets, else one per subset size k; returns the caption's tail (None without predictions)."""
+    modalities = summary["modalities"]
+    runs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    bits: list[int] = []
     for method in summary["methods"]:
         for seed in summary["seeds"]:
             file = directory / "runs" / f"{method}-seed{seed}" / "predictions.npz"
             if not file.is_file():
-                return False
+                return None
             with np.load(file) as npz:
-                names = [subset_name(int(b), summary["modalities"]) for b in npz["subsets"]]
-                entry = pooled.setdefault(method, {"probs": [], "targets": []})
-                entry["probs"].append(npz["probs"])
-                entry["targets"].append(npz["targets"])
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.4), squeeze=False)
-    for s, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+                bits = [int(b) for b in npz["subsets"]]
+                runs.setdefault(method, []).append((npz["probs"], npz["targets"]))
+    if len(bits) <= rf.MAX_BAR_SUBSETS:
+        groups = [(subset_name(b, modalities), [s]) for s, b in enumerate(bits)]
+        tail = "one panel per subset."
+    else:
+        sizes = sorted({b.bit_count() for b in bits})
+        groups = []
+        for k in sizes:
+            members = [s for s, b in enumerate(bits) if b.bit_count() == k]
+            groups.append((f"k = {k} ({len(members)} subset{'s' if len(members) > 1 else ''})", members))
+        tail = "one panel per number k of available modalities, pooling the predictions under every subset of size k."
+    ncols = min(4, len(groups))
+    nrows = math.ceil(len(groups) / ncols)
+    panel = min(3.0, (rf.MAX_WIDTH - 0.4) / ncols)
+    fig, axes = rf.figure(nrows, ncols, panel * ncols + 0.4, panel * nrows + 0.6)
+    for n, (ax, (title, members)) in enumerate(zip(axes.flat, groups, strict=False)):
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
-        for method, entry in pooled.items():
-            probs = np.concatenate([p[s] for p in entry["probs"]])
+        for method, seeds in runs.items():
+            probs = np.concatenate([p[s] for p, _ in seeds for s in members])
+            targets = np.concatenate([t for _, t in seeds for _ in members])
             real = np.isfinite(probs).all(-1)  # NaN rows: samples without every modality of the subset
-            conf, acc, count = reliability_bins(probs[real], np.concatenate(entry["targets"])[real])
+            conf, acc, count = reliability_bins(probs[real], targets[real])
             used = count > 0
             ax.plot(conf[used], acc[used], marker="o", markersize=3, label=method)
-        ax.set_title(name)
-        ax.set_xlabel("confidence (max probability)")
+        ax.set_title(title, fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
-    axes[0][0].set_ylabel("accuracy in bin")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+        ax.set_xlabel("confidence" if n + ncols >= len(groups) else "")
+        ax.set_ylabel("accuracy in bin" if n % ncols == 0 else "")
+    for ax in axes.flat[len(groups) :]:
+        fig.delaxes(ax)
+    rf.legend(fig, axes.flat[0])
+    rf.save(fig, path)
+    return tail
+
+
+def _figures(directory: Path, summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """Draw the figures (rules in :mod:`simmlm.report_figures`); returns (file, caption) pairs in page order."""
+    segmentation = headline_keys(next(iter(summary["methods"].values())))[0] == "dice_mean"
+    if segmentation:
+        scores = [(k, "Dice (%), " + ("mean over WT, TC, ET" if k == "dice_mean" else k[5:].upper())) for k in _DICE]
+        gains = [(k, "Dice, " + label.split(", ", 1)[1]) for k, label in scores]
+        name = "Dice"
+    else:
+        scores = [("accuracy", "test accuracy (%)")]
+        gains = [("accuracy", "test accuracy")]
+        name = "Accuracy"
+    head_key, head_label = scores[0]
+    few = len(rf.subsets_of(summary)) <= rf.MAX_BAR_SUBSETS
+    seeds = "mean ± std over seeds"
+    figures = []
+    if few:
+        for key, label in scores:
+            rf.grouped_bars(summary, key, label, directory / f"{key}.png")
+            what = f"Dice ({label.split(', ', 1)[1]})" if segmentation else "Accuracy"
+            figures.append((f"{key}.png", f"{what} per subset of available modalities ({seeds})"))
+    rf.by_size_figure(summary, [*scores, ("ece", "ECE (%) ↓")], directory / "by_size.png")
+    figures.append(
+        (
+            "by_size.png",
+            f"{name} and ECE by number k of available modalities: per seed, the mean over the subsets of size k "
+            "(subsets without test samples skipped); line: mean over seeds, band: ± std over seeds",
+        )
+    )
+    if not few:
+        tail = rf.score_heatmap(summary, head_key, head_label, directory / f"{head_key}_heatmap.png")
+        what = "Dice (mean over WT, TC, ET" if segmentation else "Accuracy ("
+        caption = f"{what}%, mean over seeds) per subset (rows) and method (columns), rows sorted by "
+        caption += "the mean over methods, best first. "
+        figures.append((f"{head_key}_heatmap.png", caption + tail))
+    rf.added_value_figure(summary, gains, directory / "added_value.png")
+    caption = (
+        f"Added value of each modality m: per seed, the mean over the subsets S that contain m (S minus m non-empty) "
+        f"of {'Dice' if segmentation else 'accuracy'}(S) − {'Dice' if segmentation else 'accuracy'}(S minus m), in "
+        f"percentage points; bars: {seeds}; subsets without test samples skipped"
+    )
+    figures.append(("added_value.png", caption + ("; one panel per Dice" if segmentation else "")))
+    if few:
+        rf.grouped_bars(summary, "ece", "ECE (%) ↓", directory / "ece.png")
+        ece = f"Expected calibration error per subset (20 bins{', voxel-wise' if segmentation else ''}; {seeds})"
+        figures.append(("ece.png", ece))
+    rf.cr_bars(summary, directory / "counterintuitive_rate.png")
+    figures.append(("counterintuitive_rate.png", "Counterintuitive rate: fewer modalities score better than more"))
+    gates = rf.gate_heatmap(summary, directory / "gate_weights.png")
+    if gates is not None:
+        caption = "Mean gate weight (test set) of each modality (columns) per subset (rows), one panel per method "
+        figures.append(("gate_weights.png", caption + "with a gate. " + gates))
+    reliability = _reliability(directory, summary, directory / "reliability.png")
+    if reliability is not None:
+        caption = "Reliability diagrams (20 bins; test predictions of all seeds pooled; dashed: perfect calibration): "
+        figures.append(("reliability.png", caption + reliability))
+    return figures
 
 
 def write_report(directory: str | Path) -> Path:
@@ -204,29 +200,8 @@ def write_report(directory: str | Path) -> Path:
     summary = json.loads(summary_path.read_text())
     if not summary.get("methods"):
         raise ValueError(f"{summary_path} holds no method results")
-    segmentation = headline_keys(next(iter(summary["methods"].values())))[0] == "dice_mean"
-    figures = []
-    if segmentation:
-        for key in ("dice_mean", "dice_wt", "dice_tc", "dice_et"):
-            label = "mean over WT, TC, ET" if key == "dice_mean" else key[5:].upper()
-            _bars(summary, key, f"test Dice (%), {label}", directory / f"{key}.png")
-            figures.append((f"{key}.png", f"Dice ({label}) per subset of available modalities (mean ± std over seeds)"))
-    else:
-        _bars(summary, "accuracy", "test accuracy (%)", directory / "accuracy.png")
-        figures.append(("accuracy.png", "Accuracy per subset of available modalities (mean ± std over seeds)"))
-    _bars(summary, "ece", "ECE (%) ↓", directory / "ece.png")
-    _cr(summary, directory / "counterintuitive_rate.png")
-    has_gates = _gates(summary, directory / "gate_weights.png")
-    has_reliability = _reliability(directory, summary, directory / "reliability.png")
+    figures = _figures(directory, summary)
     markdown = (directory / "summary.md").read_text() if (directory / "summary.md").is_file() else ""
-    figures += [
-        ("ece.png", f"Expected calibration error per subset (20 bins{', voxel-wise' if segmentation else ''})"),
-        ("counterintuitive_rate.png", "Counterintuitive rate: fewer modalities score better than more"),
-    ]
-    if has_gates:
-        figures.append(("gate_weights.png", "Mean gate weight of each modality per subset"))
-    if has_reliability:
-        figures.append(("reliability.png", "Reliability diagrams (20 bins; test predictions of all seeds pooled)"))
     if (directory / "figures" / "population_gates.png").is_file():
         figures.append(("figures/population_gates.png", "Mean gate weight per subset, modality and region (test set)"))
     for case in sorted((directory / "figures").glob("case-*.png")):
@@ -239,7 +214,7 @@ def write_report(directory: str | Path) -> Path:
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>simmlm report: {html.escape(summary["dataset"])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}}
-img{{max-width:100%}}.wide{{overflow-x:auto}}table{{border-collapse:collapse;font-size:13px;margin:.5em 0}}
+img{{max-width:100%;height:auto}}.wide{{overflow-x:auto}}table{{border-collapse:collapse;font-size:13px;margin:.5em 0}}
 th,td{{border:1px solid #ccc;padding:.2em .5em;text-align:left;white-space:nowrap}}
 th{{background:#f0f0f0;cursor:pointer}}</style></head>
 <body><h1>simmlm report: {html.escape(summary["dataset"])}</h1>

@@ -14,7 +14,7 @@ from typing import Any
 #: Packages whose versions can change the numbers; recorded in every summary.
 TRACKED_PACKAGES = ("torch", "lightning", "numpy", "scipy", "librosa", "soundfile", "monai", "torchmetrics")
 #: Summary keys that are measurements of the machine, not results: never compared.
-UNCOMPARED = frozenset({"provenance", "train_seconds"})
+UNCOMPARED = frozenset({"provenance", "train_seconds", "shared_seconds"})
 
 
 def _git(*args: str, cwd: Path) -> str | None:

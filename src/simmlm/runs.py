@@ -79,9 +79,10 @@ class RunResult:
 
     model: nn.Module
     config: RunConfig
-    train_seconds: float
+    train_seconds: float  #: everything this model's training took, including phases reused from another run
     selected: dict[str, Any] = field(default_factory=dict)
     mofe: dict[str, float] = field(default_factory=dict)
+    shared_seconds: float = 0.0  #: the part of ``train_seconds`` reused (trained once for several methods)
 
 
 def count_params(model: nn.Module) -> int:
@@ -123,6 +124,7 @@ def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]
         "test": report,
         f"val_{task.average_key}": val_report[task.average_key],
         "train_seconds": result.train_seconds,
+        "shared_seconds": result.shared_seconds,
         "selected": result.selected,
         "mofe": result.mofe,
     }
@@ -156,4 +158,5 @@ def load_run(run_dir: Path, cfg: RunConfig) -> tuple[dict[str, Any], RunResult]:
             "drop --resume or choose another --out"
         )
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return metrics, RunResult(model, saved, metrics["train_seconds"], metrics["selected"], metrics["mofe"])
+    shared = metrics.get("shared_seconds", 0.0)  # absent from runs written before it was recorded
+    return metrics, RunResult(model, saved, metrics["train_seconds"], metrics["selected"], metrics["mofe"], shared)

@@ -8,12 +8,13 @@ Layout (all paths relative to the folder)::
 
 - ``sample_id``: unique, non-empty. ``split``: ``train``, ``val`` or ``test``; every split needs at least one row.
 - ``label``: if every label is an integer, the labels are the class indices ``0..K-1`` (``K`` = largest + 1, or
-  ``num_classes``); otherwise every label is a class name and the names, sorted, become indices ``0..K-1``.
+  ``num_classes``); otherwise every label is a class name and the names, sorted, become indices ``0..K-1``. Labels
+  that mix the two (a typo ``l`` or ``1.0`` among integers) are an error naming the odd rows.
 - Every other column is a modality, in column order. A cell holds the file of that modality for that sample:
   a ``.npy`` path, or a ``.npz`` path whose array under the key ``sample_id`` is the sample. An empty cell means
   the modality is missing for that sample (at least one per sample must be present).
-- Arrays are numeric and finite, and every sample of a modality has the same shape. 2-D arrays ``[H, W]`` are read as
-  one-channel images ``[1, H, W]``; other ranks are kept.
+- Arrays are numeric and finite, and every sample of a modality has the same shape (messages quote the files' own
+  shapes). 2-D arrays ``[H, W]`` are read as one-channel images ``[1, H, W]``; other ranks are kept.
 - ``standardize``: each modality is standardised with a mean and standard deviation fitted on the training samples
   that have it (per feature for 1-D inputs, per channel ``[C, ...]`` otherwise); the statistics are kept in
   ``Splits.preprocessing`` and travel with checkpoints, so ``simmlm predict`` applies the same scaling.
@@ -107,10 +108,16 @@ def _read_manifest(path: Path) -> tuple[list[str], list[_Row]]:
 
 def _class_indices(rows: list[_Row], num_classes: int | None, path: Path) -> tuple[list[int], list[str]]:
     """Integer labels (all labels integers) or sorted class names -> indices; also the class names."""
-    try:
-        indices = [int(r.label) for r in rows]
-    except ValueError:
-        indices = []
+    integer = [r.label.lstrip("-").isdigit() for r in rows]
+    if any(integer) and not all(integer):  # e.g. a typo `l` or `1.0` among integer labels
+        minority = [r for r, i in zip(rows, integer, strict=True) if i != (sum(integer) * 2 >= len(rows))]
+        named = ", ".join(f"line {r.line} (sample {r.sample_id!r}): {r.label!r}" for r in minority[:5])
+        more = f" and {len(minority) - 5} more" if len(minority) > 5 else ""
+        raise ValueError(
+            f"{path}: {sum(integer)} labels are integers and {len(rows) - sum(integer)} are not; the odd ones out: "
+            f"{named}{more}. Use class indices 0..K-1 for every sample, or class names for every sample"
+        )
+    indices = [int(r.label) for r in rows] if all(integer) else []
     if indices:
         for row, index in zip(rows, indices, strict=True):
             if index < 0 or (num_classes is not None and index >= num_classes):
@@ -128,7 +135,7 @@ def _class_indices(rows: list[_Row], num_classes: int | None, path: Path) -> tup
 
 
 def check_array(array: object, where: str) -> np.ndarray:
-    """A numeric, finite array as ``float32``; 2-D ``[H, W]`` becomes ``[1, H, W]`` (a one-channel image)."""
+    """A numeric, finite array as ``float32``, shape unchanged (:func:`as_model_input` adds the image channel)."""
     if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise ValueError(f"{where}: dtype {getattr(array, 'dtype', type(array).__name__)} is not numeric")
     if np.iscomplexobj(array):
@@ -138,18 +145,42 @@ def check_array(array: object, where: str) -> np.ndarray:
     values = array.astype(np.float32)
     if not np.isfinite(values).all():
         raise ValueError(f"{where}: contains {int((~np.isfinite(values)).sum())} NaN or infinite value(s)")
-    return values[None] if values.ndim == 2 else values
+    return values
+
+
+def as_model_input(array: np.ndarray) -> np.ndarray:
+    """A file's array as the model reads it: 2-D ``[H, W]`` becomes ``[1, H, W]`` (a one-channel image)."""
+    return array[None] if array.ndim == 2 else array
 
 
 def read_npy(path: Path) -> np.ndarray:
     """One ``.npy`` file through :func:`check_array`; unreadable, truncated or pickled files raise ``ValueError``."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
+    with path.open("rb") as handle:
+        magic = handle.read(6)
+    if magic != b"\x93NUMPY":
+        hint = "; it looks like text: save arrays with numpy.save" if _is_text(path) else ""
+        raise ValueError(f"{path}: not a NumPy .npy file (it does not start with the .npy header{hint})")
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError) as err:
+    except ValueError as err:
+        if "allow_pickle" in str(err) or "pickled" in str(err):
+            raise ValueError(f"{path}: holds Python objects (a pickled object array), not numbers") from err
         raise ValueError(f"{path}: not a readable numeric .npy array ({err})") from err
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path}: a damaged or truncated .npy file ({err})") from err
     return check_array(array, str(path))
+
+
+def _is_text(path: Path) -> bool:
+    """Whether a file's first KiB decodes as UTF-8 text."""
+    try:
+        with path.open("rb") as handle:
+            handle.read(1024).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _Archives:
@@ -218,7 +249,7 @@ def _load_modality(root: Path, name: str, rows: list[_Row], manifest: Path) -> t
     assert first is not None  # the caller checks that every modality has a training sample
     present = np.array([a is not None for a in arrays])
     zeros = np.zeros(first[1], dtype=np.float32)
-    return np.stack([zeros if a is None else a for a in arrays]), present
+    return np.stack([as_model_input(zeros if a is None else a) for a in arrays]), present
 
 
 def fit_standardization(values: np.ndarray) -> dict[str, list[Any]]:
@@ -297,9 +328,12 @@ def read_input(name: str, path: Path, preprocessing: dict[str, Any]) -> torch.Te
         raise ValueError(
             f"{path}: inputs of folder-dataset runs must be .npy files, got {path.suffix or 'no suffix'!r}"
         )
-    array = read_npy(path)
+    raw = read_npy(path)
+    array = as_model_input(raw)
     expected = (preprocessing.get("shapes") or {}).get(name)
     if expected is not None and list(array.shape) != list(expected):
-        raise ValueError(f"{path}: {name} has shape {list(array.shape)}, the model expects {list(expected)}")
+        image = len(expected) == 3 and expected[0] == 1
+        files = f" (or a 2-D {list(expected[1:])} array, read as one channel)" if image else ""
+        raise ValueError(f"{path}: {name} has shape {list(raw.shape)}, the model expects {list(expected)}{files}")
     stats = (preprocessing.get("standardize") or {}).get(name)
     return torch.from_numpy(apply_standardization(array, stats) if stats else array)

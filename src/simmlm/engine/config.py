@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
+import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from simmlm.data.augment import AugmentSpec
 from simmlm.data.brats import NiftiLayout
+from simmlm.nn.experts import EXPERT_KINDS
 
 
 class StrictModel(BaseModel):
@@ -120,6 +124,15 @@ class ModelConfig(StrictModel):
         description="the method's own options, e.g. mmp: {dim: 32, heads: 4}; checked against the method's builder",
     )
 
+    @field_validator("expert")
+    @classmethod
+    def _known_kinds(cls, expert: str | dict[str, str]) -> str | dict[str, str]:
+        unknown = sorted(({expert} if isinstance(expert, str) else set(expert.values())) - set(EXPERT_KINDS))
+        if unknown:
+            choices = ", ".join(EXPERT_KINDS)
+            raise ValueError(f"unknown expert kind {', '.join(map(repr, unknown))}; choose one of {choices}")
+        return expert
+
 
 class StageConfig(StrictModel):
     """One training stage (Adam)."""
@@ -147,6 +160,12 @@ class TrainConfig(StrictModel):
     pairs_per_sample: int = Field(
         1, ge=1, description="stage 2 draws this many nested pairs per sample and averages eq. 4 over them"
     )
+    min_steps: int = Field(
+        0,
+        ge=0,
+        description="every stage makes at least this many optimiser steps: small datasets get more epochs than "
+        "stage1/stage2 say (0: the epochs as given)",
+    )
     gate_shrinkage: float = Field(
         0.0, ge=0, description="stage 2 adds this times KL(gate weights || uniform) for x+ and x- (README: the gate)"
     )
@@ -173,11 +192,98 @@ class RunConfig(StrictModel):
         return self
 
 
+class ConfigError(ValueError):
+    """A run config that does not validate, explained key by key (unknown keys with a "did you mean")."""
+
+
+def _config_keys(model: type[BaseModel], loc: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every key path of a config model as pydantic locates it (a dataset section's tag included)."""
+    keys: list[tuple[str, ...]] = []
+    for name, info in model.model_fields.items():
+        keys.append((*loc, name))
+        members = typing.get_args(info.annotation) or (info.annotation,)
+        for member in members:
+            tag = next((m.tag for m in typing.get_args(member)[1:] if isinstance(m, Tag)), None)
+            inner = typing.get_args(member)[0] if tag is not None else member
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                keys += _config_keys(inner, (*loc, name, tag) if tag is not None else (*loc, name))
+    return keys
+
+
+def explain_config_error(err: ValidationError) -> str:
+    """One line per problem, keys dotted as in YAML; an unknown key gets the nearest known ones."""
+    known = _config_keys(RunConfig)
+    tags = [
+        t.tag
+        for m in typing.get_args(typing.get_args(DataConfig)[0])
+        for t in typing.get_args(m)[1:]
+        if isinstance(t, Tag)
+    ]
+
+    def dotted(loc: Sequence[Any]) -> str:
+        return ".".join(str(part) for part in loc if part not in tags)
+
+    lines = []
+    for error in err.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        where = dotted(loc) or "config"
+        if error["type"] == "extra_forbidden":
+            siblings = [k[-1] for k in known if k[:-1] == loc[:-1]]
+            close = [dotted((*loc[:-1], name)) for name in difflib.get_close_matches(loc[-1], siblings, n=3)]
+            if not close:  # the same name elsewhere, e.g. train.epochs -> train.stage1.epochs
+                leaves = difflib.get_close_matches(loc[-1], sorted({k[-1] for k in known}), n=2, cutoff=0.8)
+                close = [dotted(k) for k in known if k[-1] in leaves][:4]
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            options = ", ".join(siblings)
+            lines.append(f"unknown key {where}{hint}; the keys here are: {options}")
+        elif error["type"] == "union_tag_invalid":
+            lines.append(f"{where}.dataset: unknown dataset {error['ctx']['tag']!r}; choose one of {', '.join(tags)}")
+        elif error["type"] == "value_error":  # our own validators: the message says it all
+            lines.append(f"{where}: {error['ctx']['error']}" if loc else str(error["ctx"]["error"]))
+        else:
+            got = "" if isinstance(error.get("input"), dict) else f" (got {error['input']!r})"
+            lines.append(f"{where}: {error['msg']}{got}")
+    return "invalid run config: " + "; ".join(lines)
+
+
+#: The run configs shipped with the package (``avmnist``, ``folder``, ...), also ``configs/`` in the repository.
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped with simmlm (usable as ``--config NAME``)."""
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def find_config(config: str | Path) -> Path:
+    """A config file: ``config`` itself when it is a file, else the packaged config of that name (``folder``)."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_CONFIGS / f"{path.stem}.yaml"
+    if path.name == str(config) and packaged.is_file():
+        return packaged
+    raise FileNotFoundError(
+        f"config {str(config)!r} not found: give a YAML file, or one of simmlm's own: {', '.join(packaged_configs())}"
+    )
+
+
+def default_config(dataset: str) -> Path | None:
+    """The packaged config of ``dataset`` (``benchmark``/``data`` use it when no ``--config`` is given), if any."""
+    packaged = PACKAGED_CONFIGS / f"{dataset}.yaml"
+    return packaged if packaged.is_file() else None
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a YAML run config (or the defaults) and apply dotted-key ``overrides``, e.g. ``{"train.seed": 1}``."""
+    """Read a YAML run config (a file, or a packaged config's name; ``None``: the library defaults) and apply
+    dotted-key ``overrides``, e.g. ``{"train.seed": 1}``.
+
+    Raises :class:`ConfigError` (a ``ValueError``) naming every bad key or value.
+    """
     raw: dict[str, Any] = {}
     if path is not None:
-        text = Path(path).read_text()
+        path = find_config(path)
+        text = path.read_text()
         raw = yaml.safe_load(text) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: a run config must be a YAML mapping")
@@ -193,7 +299,10 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
                 raise ValueError(f"cannot set {key!r}: {where!r} is {child!r}, not a mapping")
             node = child
         node[leaf] = value
-    return RunConfig.model_validate(raw)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(explain_config_error(err)) from None
 
 
 def resolve_config(cfg: RunConfig) -> RunConfig:
@@ -235,14 +344,23 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 MIN_STAGE1_STEPS = 100
 
 
+def stage_epochs(epochs: int, samples_per_epoch: int, train: TrainConfig) -> int:
+    """The epochs a stage runs: ``epochs``, raised so that the stage makes ``train.min_steps`` optimiser steps (a
+    stage with 0 epochs stays off)."""
+    per_epoch = -(-samples_per_epoch // train.batch_size)
+    return max(epochs, -(-train.min_steps // per_epoch)) if epochs > 0 else 0
+
+
 def schedule_warning(samples_per_epoch: int, train: TrainConfig) -> str | None:
     """A warning when the schedule makes too few optimiser steps for the data (``None`` when it is fine)."""
     per_epoch = -(-samples_per_epoch // train.batch_size)
-    steps = per_epoch * train.stage1.epochs
+    epochs = stage_epochs(train.stage1.epochs, samples_per_epoch, train)
+    steps = per_epoch * epochs
     if steps >= MIN_STAGE1_STEPS:
         return None
     return (
         f"{samples_per_epoch} training samples with batch {train.batch_size} make {per_epoch} optimiser step(s) per "
-        f"epoch, {steps} in stage 1 ({train.stage1.epochs} epochs): small data usually needs at least "
-        f"{MIN_STAGE1_STEPS}, e.g. --set train.batch_size=8 and more epochs (README, Bring your own data)"
+        f"epoch, {steps} in stage 1 ({epochs} epochs): small data usually needs at least {MIN_STAGE1_STEPS}, e.g. "
+        f"--set train.min_steps=300 (the folder config's), or a smaller batch and more epochs (README, Bring your "
+        "own data)"
     )

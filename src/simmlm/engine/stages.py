@@ -118,8 +118,10 @@ class CooperativeStage(L.LightningModule):
         task: Task | None = None,
         gate_shrinkage: float = 0.0,
         pairs_per_sample: int = 1,
+        phase: str = "stage2",
     ) -> None:
         super().__init__()
+        self.phase = phase  # the prefix of logged values: "stage2", or "train" for a method trained in one stage
         self.task = task or ClassificationTask()
         self.model, self.val_set, self.lr, self.weight_decay = model, val_set, lr, weight_decay
         self.augment, self.mofe_lambda, self.views = augment, mofe_lambda, views
@@ -168,8 +170,8 @@ class CooperativeStage(L.LightningModule):
         self.mofe_sums = step if self.mofe_sums is None else self.mofe_sums.to(step) + step
         self.steps += 1
         n = len(target)
-        self.log("stage2/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
-        self.log("stage2/mofe_active", terms.active_fraction, on_step=False, on_epoch=True, batch_size=n)
+        self.log(f"{self.phase}/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
+        self.log(f"{self.phase}/mofe_active", terms.active_fraction, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -178,7 +180,7 @@ class CooperativeStage(L.LightningModule):
         score = (sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores))
         if _rank_zero_says(self, self.best is None or score > self.best[0]):
             self.best = (score, self.current_epoch + 1, copy.deepcopy(self.model.state_dict()))
-        self.log("stage2/val_mean_score", score[0], prog_bar=True)
+        self.log(f"{self.phase}/val_mean_score", score[0], prog_bar=True)
 
     def on_fit_end(self) -> None:
         if self.best is not None:

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from simmlm.data.base import Splits
-from simmlm.engine.config import RunConfig, TrainConfig, resolve_config
+from simmlm.engine.config import RunConfig, TrainConfig, resolve_config, stage_epochs
 from simmlm.engine.resume import AtomicCheckpointIO, EpochCheckpoint, RunCheckpoints
 from simmlm.engine.stages import CooperativeStage, ExpertStage
 from simmlm.engine.tasks import Task, task_for
@@ -143,7 +143,17 @@ def stage1_key(cfg: RunConfig, splits: Splits, model: ExpertMixture) -> str:
         "splits": [len(splits.train), len(splits.val), splits.description],
         "train": t.model_dump(
             mode="json",
-            include={"seed", "batch_size", "stage1", "augment", "accelerator", "devices", "strategy", "num_nodes"},
+            include={
+                "seed",
+                "batch_size",
+                "stage1",
+                "min_steps",
+                "augment",
+                "accelerator",
+                "devices",
+                "strategy",
+                "num_nodes",
+            },
         ),
     }
     return json.dumps(parts, sort_keys=True)
@@ -171,7 +181,7 @@ def train(
     With ``stage1_cache`` (a dict the caller keeps), stage 1 runs once per :func:`stage1_key` and later runs
     reuse its experts (the paper's point (b) of Sec. 3.3; simmlm, dmome and late_fusion share them). Results
     are identical either way, because each stage is seeded on its own; ``train_seconds`` always counts stage
-    1's measured time.
+    1's measured time, and ``shared_seconds`` says how much of it was reused rather than trained by this run.
 
     With ``checkpoint_dir`` every epoch is checkpointed there and every finished phase recorded
     (:mod:`simmlm.engine.resume`); with ``resume`` too, finished phases are loaded and an interrupted one
@@ -179,7 +189,6 @@ def train(
     """
     cfg = resolve_config(cfg)
     t = cfg.train
-    store = RunCheckpoints(checkpoint_dir, cfg, resume) if checkpoint_dir is not None else None
     task = task_for(cfg)
     L.seed_everything(t.seed, workers=True, verbose=False)
     model = build_model(cfg, task.input_shapes(splits), splits.num_classes)
@@ -187,20 +196,24 @@ def train(
     unknown = sorted(set(t.augment) - set(splits.modalities))
     if unknown:
         raise ValueError(f"augment names unknown modalities {unknown}; known: {splits.modalities}")
+    # only now, with the config, data and model known to be good, is anything written
+    store = RunCheckpoints(checkpoint_dir, cfg, resume) if checkpoint_dir is not None else None
     entry = get_method(cfg.method)
     selected: dict[str, Any] = {}
     prior_seconds = 0.0  # pre-training (e.g. DREAM's scorer) and stage 1 (measured even when reused from the cache)
+    shared_seconds = 0.0  # the part of it reused from the cache
     if entry.pretrain is not None:
 
         def train_method(method: str) -> tuple[nn.Module, dict[str, Any]]:
             """The same run with another method (and its default options), checkpointed in a sub-folder."""
-            nonlocal prior_seconds
+            nonlocal prior_seconds, shared_seconds
             nested_cfg = cfg.model_copy(
                 update={"method": method, "model": cfg.model.model_copy(update={"method_options": {}})}
             )
             nested_dir = store.directory / f"pretrain-{method}" if store is not None else None
             nested = train(nested_cfg, splits, progress, stage1_cache, nested_dir, resume)
             prior_seconds += nested.train_seconds
+            shared_seconds += nested.shared_seconds
             return nested.model, nested.selected
 
         selected.update(entry.pretrain(model, train_method, splits.train))
@@ -208,6 +221,7 @@ def train(
         stage1 = _stage_one(cfg, splits, model, task, progress, stage1_cache, store)
         selected.update(stage1.selected)
         prior_seconds += stage1.seconds
+        shared_seconds += stage1.seconds if stage1.selected.get("stage1_reused") else 0.0
     done = store.done("stage2") if store is not None else None
     mofe: dict[str, float] = {}
     if done is not None:
@@ -216,6 +230,7 @@ def train(
         mofe, seconds = done["mofe"], done["seconds"]
     else:
         L.seed_everything(_stage_seed(t.seed, 2), workers=True, verbose=False)
+        two_stage = isinstance(model, ExpertMixture)
         stage2 = CooperativeStage(
             model,
             splits.val,
@@ -227,11 +242,15 @@ def train(
             task,
             t.gate_shrinkage,
             t.pairs_per_sample,
+            "stage2" if two_stage else "train",
         )
         if t.gate_init == "uniform" and isinstance(model, ExpertMixture):
             model.reset_fusion_to_uniform()
         # Methods without per-modality experts have no stage 1: they get the whole epoch budget in one stage.
-        epochs = t.stage2.epochs + (0 if isinstance(model, ExpertMixture) else t.stage1.epochs)
+        n = task.samples_per_epoch(splits)
+        epochs = stage_epochs(t.stage2.epochs, n, t) + (0 if two_stage else stage_epochs(t.stage1.epochs, n, t))
+        what = "stage 2 (experts + gate)" if two_stage else "one stage (no per-modality experts to train first)"
+        logging.getLogger("simmlm").info("  %s: %d epochs", what, epochs)
         seconds = 0.0
         if epochs > 0:
             loader = task.train_loader(
@@ -247,7 +266,7 @@ def train(
     if entry.after_training is not None:
         entry.after_training(model)
     model.cpu().eval()
-    return RunResult(model, cfg, prior_seconds + seconds, selected, mofe)
+    return RunResult(model, cfg, prior_seconds + seconds, selected, mofe, shared_seconds)
 
 
 def _stage_one(
@@ -275,13 +294,16 @@ def _stage_one(
         L.seed_everything(_stage_seed(t.seed, 1), workers=True, verbose=False)
         stage = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment, task)
         loader = task.train_loader(splits.train, t.batch_size, seed=_stage_seed(t.seed, 1))
-        seconds = _fit(stage, loader, t.stage1.epochs, t, progress, store, "stage1")
+        epochs = stage_epochs(t.stage1.epochs, task.samples_per_epoch(splits), t)
+        logging.getLogger("simmlm").info("  stage 1 (each expert alone): %d epochs", epochs)
+        seconds = _fit(stage, loader, epochs, t, progress, store, "stage1")
         cached = StageOneResult(copy.deepcopy(model.experts.state_dict()), stage.selected(), seconds)
         if stage1_cache is not None:
             stage1_cache[key] = cached
         report: dict[str, Any] = {"stage1": cached.selected}
     else:
         model.experts.load_state_dict(cached.expert_state)
+        logging.getLogger("simmlm").info("  stage 1: the same experts as a run before (reused, not retrained)")
         report = {"stage1_reused": True, "stage1": cached.selected}
     result = StageOneResult(cached.expert_state, report, cached.seconds)
     if store is not None:

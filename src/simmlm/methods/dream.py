@@ -305,5 +305,7 @@ register_method(
     pretrain=pretrain_scorer,  # type: ignore[arg-type]
     needs_sample_index=True,  # its cache of the scorer's training-set predictions is looked up by row
     after_training=drop_training_cache,  # type: ignore[arg-type]
+    cost="about 6x simmlm's training time with 2 modalities (avMNIST), about 50x with 6 (a user's trial: 7-8 min a "
+    "seed against 9 s on 2 CPU cores): it trains its scorer first and its Shapley scores use all 2^M subsets",
     mofe_lambda=0.0,
 )

@@ -230,5 +230,7 @@ register_method(
     "mmp",
     build_mmp,
     "masked modality projection: tokens of missing modalities projected from available ones (lambda 0)",
+    cost="about 2x simmlm's training time with 2 modalities (avMNIST), about 45x with 6 (mvmnist: ~5 min a seed "
+    "against 7 s on 2 CPU cores)",
     mofe_lambda=0.0,
 )

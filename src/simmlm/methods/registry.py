@@ -8,6 +8,7 @@ an unknown option or a wrong type fails when the config is loaded, naming the me
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import typing
 from collections.abc import Callable
@@ -34,6 +35,7 @@ class MethodEntry:
             trains its scorer with ``train_method`` and caches its predictions on ``train_set``).
         needs_sample_index: training batches carry each sample's row in the training set (``sample_index``).
         after_training: ``after_training(model)``, run once training is over (e.g. drop training-only caches).
+        cost: what training costs relative to simmlm, when that matters for choosing (``simmlm methods`` shows it).
     """
 
     name: str
@@ -45,6 +47,7 @@ class MethodEntry:
     pretrain: Callable[[nn.Module, TrainMethod, Any], dict[str, Any]] | None = None
     needs_sample_index: bool = False
     after_training: Callable[[nn.Module], None] | None = None
+    cost: str = ""
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Raise ``ValueError`` naming the method when ``options`` are not this method's (unknown or mistyped)."""
@@ -52,9 +55,18 @@ class MethodEntry:
         try:
             model.model_validate(options)
         except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            problems = "; ".join(_problem(e, list(model.model_fields)) for e in err.errors())
             known = ", ".join(model.model_fields) or "none"
             raise ValueError(f"method_options of {self.name!r}: {problems} (its options: {known})") from None
+
+
+def _problem(error: Any, known: list[str]) -> str:
+    """One validation error of a method's options as text; an unknown option gets the nearest known ones."""
+    where = ".".join(map(str, error["loc"]))
+    if error["type"] != "extra_forbidden":
+        return f"{where}: {error['msg']}"
+    close = difflib.get_close_matches(str(error["loc"][-1]), known, n=2)
+    return f"unknown option {where}" + (f" (did you mean {' or '.join(close)}?)" if close else "")
 
 
 _REGISTRY: dict[str, MethodEntry] = {}
@@ -79,6 +91,7 @@ def register_method(
     pretrain: Callable[[nn.Module, TrainMethod, Any], dict[str, Any]] | None = None,
     needs_sample_index: bool = False,
     after_training: Callable[[nn.Module], None] | None = None,
+    cost: str = "",
     **train_defaults: Any,
 ) -> None:
     """Add a method to the registry (``train_defaults`` override the training config, e.g. ``mofe_lambda``; the
@@ -96,6 +109,7 @@ def register_method(
         pretrain,
         needs_sample_index,
         after_training,
+        cost,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -141,6 +142,8 @@ def unet3d(
 
 
 EXPERT_KINDS = ("auto", "lenet", "bncnn", "mlp", "unet3d")
+#: Arguments of the expert builders that come from the data, not from ``expert_options``.
+_SET_FROM_THE_DATA = ("num_classes", "input_size", "in_channels", "in_features", "out_channels")
 
 
 def resolve_expert_kind(kind: str, input_shape: tuple[int, ...]) -> str:
@@ -154,8 +157,14 @@ def resolve_expert_kind(kind: str, input_shape: tuple[int, ...]) -> str:
 def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
     """An expert by name: ``"lenet"`` or ``"bncnn"`` for ``[C, S, S]`` inputs, ``"mlp"`` for any shape (flattened),
     ``"unet3d"`` for ``[C, D, H, W]`` volumes (``num_classes`` output channels per voxel); ``"auto"`` picks lenet
-    or mlp from the shape (:func:`resolve_expert_kind`)."""
+    or mlp from the shape (:func:`resolve_expert_kind`). Unknown options are a ``ValueError`` naming the known ones."""
     kind = resolve_expert_kind(kind, input_shape)
+    builders: dict[str, Any] = {"lenet": LeNet5, "bncnn": BNConvNet, "mlp": MLPExpert, "unet3d": unet3d}
+    if kind in builders:
+        own = [p for p in inspect.signature(builders[kind]).parameters if p not in _SET_FROM_THE_DATA]
+        unknown = sorted(set(options) - set(own))
+        if unknown:
+            raise ValueError(f"expert {kind!r} has no option {', '.join(map(repr, unknown))}; its options: {own}")
     if kind == "lenet":
         if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
             raise ValueError(f"expert 'lenet' needs a [C, S, S] input, got {list(input_shape)}")
