@@ -68,3 +68,44 @@ def test_shrinkage_pulls_the_trained_gate_toward_uniform() -> None:
 
     free, shrunk = gate_spread(0.0), gate_spread(100.0)
     assert shrunk < free and shrunk < 0.05 * math.log(2)
+
+
+@pytest.mark.parametrize("channels", [None, 3])
+def test_all_subsets_at_once_equal_the_gate_on_each_zero_filled_subset(channels: int | None) -> None:
+    """The batched gate (encoders once, enc(0) for absent modalities, the head's first layer split per modality)
+    is the paper's gate on each subset's zero-filled inputs, values and gradients."""
+    from simmlm.methods.base import zero_fill
+    from simmlm.subsets import all_subsets, bits_to_mask
+
+    torch.manual_seed(0)
+    shapes = {"a": (1, 12, 12), "b": (6,), "c": (2, 8, 8)}
+    model = create_method("simmlm", input_shapes=shapes, num_classes=3, expert="auto", gate_channels=channels)
+    inputs = {name: torch.randn(5, *shape) for name, shape in shapes.items()}
+    available = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    masks = [bits_to_mask(torch.full((5,), code), 3) & available for code in all_subsets(3)]
+    masks = [m for m in masks if m.any(1).all()]
+    filled = zero_fill(inputs, available, model.modalities)
+    batched = model.gate.subset_logits(filled, torch.stack(masks))
+    one_by_one = torch.stack([model.gate(zero_fill(inputs, m, model.modalities)) for m in masks])
+    torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-6)
+    grads = [torch.autograd.grad(x.square().sum(), list(model.gate.parameters())) for x in (batched, one_by_one)]
+    for g_batched, g_each in zip(*grads, strict=True):
+        torch.testing.assert_close(g_batched, g_each, rtol=1e-4, atol=1e-5)
+
+
+def test_per_sample_evenness_is_one_for_the_plain_mean_and_zero_for_one_expert() -> None:
+    from simmlm.evaluate import classification_report
+    from simmlm.inferers import SubsetPredictions
+
+    weights = torch.tensor([[[0.5, 0.5], [1.0, 0.0], [0.0, 1.0], [0.9, 0.1]]])  # one subset (a+b), four samples
+    preds = SubsetPredictions(
+        logits=torch.zeros(1, 4, 2),
+        targets=torch.zeros(4, dtype=torch.long),
+        subsets=[3],
+        available=torch.full((4,), 3),
+        gate_weights=weights,
+    )
+    report = classification_report(preds, ["a", "b"])
+    one_sample = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1)) / math.log(2)
+    assert report["gate_evenness"]["a+b"] == pytest.approx((1 + 0 + 0 + one_sample) / 4, rel=1e-5)
+    assert report["gate_weights"]["a+b"] == {"a": pytest.approx(0.6), "b": pytest.approx(0.4)}  # mean: fairly even

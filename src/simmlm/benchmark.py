@@ -121,11 +121,13 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
         name: {m: statistics.fmean(t["gate_weights"][name][m] for t in tests) for m in weights}
         for name, weights in tests[0]["gate_weights"].items()
     }
+    evenness = {name: [t["gate_evenness"][name] for t in tests] for name in tests[0].get("gate_evenness", {})}
     out: dict[str, Any] = {
         "subsets": subsets,
         average: [t[average] for t in tests],
         "counterintuitive_rate": [t["counterintuitive_rate"] for t in tests],
         "gate_weights": gate_weights,
+        **({"gate_evenness": evenness} if "gate_evenness" in tests[0] else {}),
         "train_seconds": [r["train_seconds"] for r in runs],
         "shared_seconds": [r.get("shared_seconds", 0.0) for r in runs],
         "params": params,
@@ -228,16 +230,19 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "",
         "## Mean gate weights (test set, mean over seeds)",
         "",
-        "Evenness = entropy of the mean weights / log(number of modalities in the subset): 1 is the plain mean of the",
-        "experts, 0 a gate that uses one modality only (a collapsing gate shows here).",
+        "Evenness = entropy / log(number of modalities in the subset): 1 is the plain mean of the experts, 0 a gate",
+        "that uses one modality only. Of the mean weights, and per sample (mean ± std over seeds of the mean over",
+        "test samples): a gate can be even on average yet pick one expert per sample. A collapsing gate shows here.",
         "",
-        "| method | subset | weights | evenness |",
-        "|---|---|---|---|",
+        "| method | subset | weights | evenness of the mean | per-sample evenness |",
+        "|---|---|---|---|---|",
     ]
     for method, m in methods.items():
         for subset, weights in m["gate_weights"].items():
             real = len(weights) > 1 and not any(math.isnan(v) for v in weights.values())  # NaN: no test sample
             evenness = f"{gate_evenness(list(weights.values())):.2f}" if real else "–"
+            per_sample = m.get("gate_evenness", {}).get(subset)  # absent: one modality, or a segmentation summary
+            evenness += f" | {_pm(per_sample, scale=1.0)}" if per_sample else " | –"
             if segmentation:
                 per_region = m["gate_weights_regions"][subset]
                 cells = [f"{k} " + "/".join(f"{per_region[k][r]:.2f}" for r in REGIONS) for k in weights]

@@ -32,12 +32,16 @@ def classification_report(preds: SubsetPredictions, modalities: Sequence[str], n
 
     Returns:
         ``{"subsets": {name: {"accuracy", "ece", "sce", "samples"}}, "average_accuracy", "counterintuitive_rate",
-        "gate_weights": {name: {modality: mean weight}}}``; CR uses correctness (0/1) as the score P.
+        "gate_weights": {name: {modality: mean weight}}, "gate_evenness": {name: mean per-sample evenness}}``;
+        CR uses correctness (0/1) as the score P. A sample's evenness is the entropy of its gate weights over the
+        subset's modalities divided by its maximum, ``log |S|`` (1: the plain mean of the experts, 0: one expert);
+        subsets of one modality have none.
     """
     probs = preds.logits.float().softmax(-1)  # [S, N, K]
     covered = preds.covered  # [S, N]
     subsets: dict[str, dict[str, float]] = {}
     gate_weights: dict[str, dict[str, float]] = {}
+    gate_evenness: dict[str, float] = {}
     for s, bits in enumerate(preds.subsets):
         name = subset_name(bits, modalities)
         rows = covered[s]
@@ -52,6 +56,8 @@ def classification_report(preds: SubsetPredictions, modalities: Sequence[str], n
         if preds.gate_weights is not None:
             mean = preds.gate_weights[s][rows].float().mean(0)  # [M] or [M, K]; NaN if no sample
             gate_weights[name] = {m: mean[i].mean().item() for i, m in enumerate(modalities) if bits >> i & 1}
+            if bits.bit_count() > 1:
+                gate_evenness[name] = _evenness(preds.gate_weights[s][rows].float(), bits) if n else math.nan
     correct = (probs.argmax(-1) == preds.targets.unsqueeze(0)).float().T  # [N, S]; uncovered pairs are not counted
     evaluated = [v["accuracy"] for v in subsets.values() if v["samples"]]
     report: dict[str, Any] = {
@@ -60,7 +66,17 @@ def classification_report(preds: SubsetPredictions, modalities: Sequence[str], n
         "counterintuitive_rate": _cr_or_nan(correct, preds.subsets, preds.available),
         "gate_weights": gate_weights,
     }
+    if preds.gate_weights is not None:
+        report["gate_evenness"] = gate_evenness
     return report
+
+
+def _evenness(weights: Tensor, bits: int) -> float:
+    """Mean over samples (and gate channels) of the entropy of the weights ``[n, M(, K)]`` over the modalities of
+    subset ``bits``, divided by ``log |S|``."""
+    inside = weights[:, [m for m in range(weights.shape[1]) if bits >> m & 1]]
+    entropy = -(inside * inside.clamp_min(1e-12).log()).sum(1)  # [n(, K)]
+    return (entropy / math.log(bits.bit_count())).mean().item()
 
 
 def _cr_or_nan(scores: Tensor, subsets: Sequence[int], available: Tensor) -> float:

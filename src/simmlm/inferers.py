@@ -138,4 +138,4 @@ def sliding_window_subsets(
         stacked, list(roi_size), sw_batch_size, experts, overlap=overlap, mode="gaussian"
     )
     expert_logits = torch.as_tensor(stitched).reshape(1, len(names), -1, *stacked.shape[2:])
-    return [model.mix(expert_logits, inputs, mask) for mask in subset_masks]
+    return model.mix_subsets(expert_logits, inputs, available, subset_masks)

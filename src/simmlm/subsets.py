@@ -73,6 +73,9 @@ def sample_nested_pairs(
     A sample with exactly one available modality has no valid pair; it gets ``S- = S+ = available``
     (its MoFe hinge is then exactly zero).
 
+    One uniform number per sample picks its pair from a table of the valid pairs of every availability pattern
+    (:func:`_pairs_by_availability`), so a draw costs O(B) whatever the number of modalities.
+
     Args:
         available: boolean ``[B, M]`` availability mask (every row non-empty).
         generator: optional random generator (on ``available``'s device) for reproducible draws.
@@ -84,18 +87,28 @@ def sample_nested_pairs(
     if validate_args:
         check_mask(available)
     num_modalities = available.shape[1]
-    pairs = torch.tensor(nested_pairs(num_modalities), device=available.device).reshape(-1, 2)
+    counts, table = (t.to(available.device) for t in _pairs_by_availability(num_modalities))
     avail_bits = mask_to_bits(available)
-    if len(pairs) == 0:
-        return available.clone(), available.clone()
-    valid = (pairs[:, 1].unsqueeze(0) & ~avail_bits.unsqueeze(1)) == 0  # [B, P]: S+ ⊆ available
-    has_pair = valid.any(1)
-    weights = valid.float()
-    weights[~has_pair] = 1.0  # placeholder row, replaced below
-    choice = torch.multinomial(weights, 1, generator=generator).squeeze(1)
-    minus_bits = torch.where(has_pair, pairs[choice, 0], avail_bits)
-    plus_bits = torch.where(has_pair, pairs[choice, 1], avail_bits)
+    n = counts[avail_bits]  # [B]: how many pairs each sample's modalities hold
+    u = torch.rand(len(available), device=available.device, generator=generator)
+    choice = table[avail_bits, torch.minimum((u * n).long(), (n - 1).clamp(min=0))]  # [B, 2]
+    has_pair = n > 0
+    minus_bits = torch.where(has_pair, choice[:, 0], avail_bits)
+    plus_bits = torch.where(has_pair, choice[:, 1], avail_bits)
     return bits_to_mask(minus_bits, num_modalities), bits_to_mask(plus_bits, num_modalities)
+
+
+@cache
+def _pairs_by_availability(num_modalities: int) -> tuple[Tensor, Tensor]:
+    """For every availability code ``a < 2**M``: the number of nested pairs with ``S+ ⊆ a`` (``[2**M]``) and those
+    pairs as ``(S-, S+)`` codes, first in :func:`nested_pairs` order, then padding (``[2**M, P_max, 2]``)."""
+    pairs = torch.tensor(nested_pairs(num_modalities), dtype=torch.long).reshape(-1, 2)
+    codes = torch.arange(2**num_modalities)
+    valid = (pairs[:, 1].unsqueeze(0) & ~codes.unsqueeze(1)) == 0  # [C, P]
+    counts = valid.sum(1)
+    order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, : max(int(counts.max()), 1)]
+    table = pairs[order] if len(pairs) else torch.zeros(len(codes), 1, 2, dtype=torch.long)
+    return counts, table
 
 
 def check_mask(mask: Tensor) -> None:

@@ -49,8 +49,12 @@ def validate_subsets(
 ) -> None:
     """:func:`validate_inputs` for ``available`` and every subset mask of ``forward_subsets``, in one place."""
     validate_inputs(inputs, available, modalities)
-    for subset in subset_masks:
-        validate_inputs(inputs, subset, modalities)
+    if not subset_masks:
+        return
+    stacked = torch.stack(list(subset_masks)) if len({m.shape for m in subset_masks}) == 1 else None
+    if stacked is None or stacked.shape[1:] != available.shape:
+        raise ValueError(f"every subset mask must have the availability mask's shape {tuple(available.shape)}")
+    check_mask(stacked.flatten(0, 1))  # all subsets at once: one device sync, not one per subset
 
 
 def zero_fill(inputs: dict[str, Tensor], mask: Tensor, modalities: Sequence[str]) -> dict[str, Tensor]:
@@ -66,10 +70,11 @@ def zero_fill(inputs: dict[str, Tensor], mask: Tensor, modalities: Sequence[str]
 class ExpertMixture(nn.Module):
     """Base of methods whose output is a weighted sum of per-modality experts' task outputs.
 
-    ``o = sum_m w^m o^m`` with ``w^m = 0`` for missing modalities. Subclasses define the weights
-    (:meth:`fusion_weights`); this class computes each expert once (:meth:`expert_logits`) and mixes the
-    precomputed outputs for any subset (:meth:`mix`), so MoFe pairs and the evaluation of all subsets cost one
-    expert pass. An expert's output depends only on its own modality, so the reuse is exact.
+    ``o = sum_m w^m o^m`` with ``w^m = 0`` for missing modalities. Subclasses define the weights of many subsets
+    at once (:meth:`subset_fusion_weights`); this class computes each expert once (:meth:`expert_logits`) and
+    mixes the precomputed outputs for any subsets (:meth:`mix_subsets`, :meth:`mix`), so MoFe pairs and the
+    evaluation of all subsets cost one expert pass. An expert's output depends only on its own modality, so the
+    reuse is exact.
 
     Args:
         experts: modality name -> expert network (dataset modality order); each maps its input to ``[B, T, ...]``.
@@ -91,9 +96,16 @@ class ExpertMixture(nn.Module):
         filled = zero_fill(inputs, mask, self.modalities)
         return torch.stack([expert(filled[name]) for name, expert in self.experts.items()], dim=1)
 
-    def fusion_weights(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
-        """Weights ``[B, M]`` or ``[B, M, K]``: 0 for missing modalities, summing to 1 over the available ones."""
+    def subset_fusion_weights(self, filled: dict[str, Tensor], subset_masks: Tensor) -> Tensor:
+        """Weights ``[S, B, M]`` or ``[S, B, M, K]`` of ``S`` subsets (``subset_masks``: ``[S, B, M]``) of one batch
+        whose inputs are zero-filled where no subset has the modality: 0 for a modality outside the subset, summing
+        to 1 over the subset's modalities."""
         raise NotImplementedError
+
+    def fusion_weights(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
+        """Weights ``[B, M]`` or ``[B, M, K]`` of one subset: 0 for missing modalities, summing to 1 over the
+        available ones."""
+        return self.subset_fusion_weights(zero_fill(inputs, mask, self.modalities), mask.unsqueeze(0))[0]
 
     def reset_fusion_to_uniform(self) -> None:
         """Start the fusion weights at the plain mean of the available experts (a no-op where they are fixed)."""
@@ -105,11 +117,19 @@ class ExpertMixture(nn.Module):
         :meth:`expert_logits`)."""
         if validate_args:
             validate_inputs(inputs, mask, self.modalities)
-        weights = self.fusion_weights(inputs, mask)
-        present = mask.reshape(*mask.shape, *([1] * (expert_logits.ndim - 2)))
-        outputs = torch.where(present, expert_logits, expert_logits.new_zeros(()))
-        w = weights.reshape(*weights.shape, *([1] * (expert_logits.ndim - weights.ndim)))
-        return ModelOutput(logits=(w * outputs).sum(1), gate_weights=weights)
+        return _weigh(expert_logits, self.fusion_weights(inputs, mask), mask)
+
+    def mix_subsets(
+        self, expert_logits: Tensor, inputs: dict[str, Tensor], available: Tensor, subset_masks: Sequence[Tensor]
+    ) -> list[ModelOutput]:
+        """:meth:`mix` for several subsets of ``available`` (validated masks), their weights in one call."""
+        masks = torch.stack(list(subset_masks))
+        weights = self.subset_fusion_weights(zero_fill(inputs, available, self.modalities), masks)
+        if expert_logits.ndim == 3 and weights.ndim == 3:  # [B, M, T] class logits: every subset in one product
+            outputs = torch.where(masks.unsqueeze(-1), expert_logits, expert_logits.new_zeros(()))  # [S, B, M, T]
+            logits = torch.einsum("sbm,sbmt->sbt", weights, outputs)
+            return [ModelOutput(logits=o, gate_weights=w) for o, w in zip(logits, weights, strict=True)]
+        return [_weigh(expert_logits, w, mask) for w, mask in zip(weights, masks, strict=True)]  # e.g. volumes
 
     def forward_subsets(
         self,
@@ -127,11 +147,19 @@ class ExpertMixture(nn.Module):
         if validate_args:
             validate_subsets(inputs, available, subset_masks, self.modalities)
         experts = self.expert_logits(inputs, available, validate_args=False)
-        return [self.mix(experts, inputs, mask, validate_args=False) for mask in subset_masks]
+        return self.mix_subsets(experts, inputs, available, subset_masks)
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> ModelOutput:
         validate_inputs(inputs, mask, self.modalities)
         return self.mix(self.expert_logits(inputs, mask, validate_args=False), inputs, mask, validate_args=False)
+
+
+def _weigh(expert_logits: Tensor, weights: Tensor, mask: Tensor) -> ModelOutput:
+    """``sum_m w^m o^m`` over the modalities of ``mask`` (other experts' outputs, even NaN, are never read)."""
+    present = mask.reshape(*mask.shape, *([1] * (expert_logits.ndim - 2)))
+    outputs = torch.where(present, expert_logits, expert_logits.new_zeros(()))
+    w = weights.reshape(*weights.shape, *([1] * (expert_logits.ndim - weights.ndim)))
+    return ModelOutput(logits=(w * outputs).sum(1), gate_weights=weights)
 
 
 def outputs_for_subsets(

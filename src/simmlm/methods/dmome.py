@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from simmlm.methods.base import ExpertMixture, zero_fill
+from simmlm.methods.base import ExpertMixture
 from simmlm.methods.registry import register_method
 from simmlm.nn.experts import build_experts
 from simmlm.nn.functional import masked_softmax
@@ -17,8 +17,8 @@ class DMoME(ExpertMixture):
     """One expert per modality producing task logits ``o^m``, mixed by gate weights ``w``.
 
     ``o = sum_m w^m o^m`` with ``w = softmax(g)``, ``g^m = -inf`` for missing modalities (eq. 2); the gate
-    ``g = G(x)`` sees the zero-filled inputs of all modalities. Experts run once per batch
-    (:meth:`expert_logits`); only the cheap gate is recomputed per subset (:meth:`mix`).
+    ``g = G(x)`` sees the zero-filled inputs of all modalities. Experts and the gate's encoders run once per batch;
+    only the gate's head runs per subset, for all subsets at once (:meth:`subset_fusion_weights`).
 
     Args:
         experts: modality name -> expert network (dataset modality order); each maps its input to ``[B, T, ...]``.
@@ -34,9 +34,11 @@ class DMoME(ExpertMixture):
     def reset_fusion_to_uniform(self) -> None:
         self.gate.reset_to_uniform()
 
-    def fusion_weights(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
-        # called by ``mix``, which validated the mask (or was told its caller did)
-        return masked_softmax(self.gate(zero_fill(inputs, mask, self.modalities)), mask, validate_args=False)
+    def subset_fusion_weights(self, filled: dict[str, Tensor], subset_masks: Tensor) -> Tensor:
+        # every encoder once, the gate's head once for all subsets (GatingNetwork.subset_logits)
+        logits = self.gate.subset_logits(filled, subset_masks)
+        flat = masked_softmax(logits.flatten(0, 1), subset_masks.flatten(0, 1), validate_args=False)
+        return flat.reshape(logits.shape)
 
 
 def build_dmome(

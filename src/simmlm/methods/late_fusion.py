@@ -19,9 +19,9 @@ class LateFusion(ExpertMixture):
     plug-in). The uniform fusion weights are returned as ``gate_weights``.
     """
 
-    def fusion_weights(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
-        weights = mask.float()
-        return weights / weights.sum(1, keepdim=True)
+    def subset_fusion_weights(self, filled: dict[str, Tensor], subset_masks: Tensor) -> Tensor:
+        weights = subset_masks.float()
+        return weights / weights.sum(-1, keepdim=True)
 
 
 def build_late_fusion(

@@ -74,10 +74,37 @@ class GatingNetwork(nn.Module):
 
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         features = torch.cat([encoder(inputs[name]) for name, encoder in self.encoders.items()], dim=1)
-        logits = self.head(features)
+        return self._shape(self.head(features))
+
+    def subset_logits(self, inputs: dict[str, Tensor], subset_masks: Tensor) -> Tensor:
+        """Gate logits ``[S, B, M(, K)]`` for ``S`` subsets of one batch (``subset_masks``: ``[S, B, M]``).
+
+        A modality outside a subset is zero-filled, so its encoding is ``enc(0)``, the same for every sample: each
+        encoder runs once on the batch and once on a single zero input. The head's first layer is linear in the
+        concatenated encodings, ``W [f_1; ...; f_M] + b = b + sum_m W_m f_m``, so each modality's term is computed
+        once present (``W_m enc(x_m)``) and once absent (``W_m enc(0)``), and a subset's pre-activation is their
+        masked sum; only the rest of the head runs per subset (all subsets in one call). Equal to :meth:`forward`
+        on each subset's zero-filled inputs up to float rounding, when ``inputs`` are zero-filled for the
+        modalities no subset has.
+        """
+        first = self.head[0]
+        assert isinstance(first, nn.Linear)
+        present, absent, start = [], [], 0
+        for name, encoder in self.encoders.items():
+            x, width = inputs[name], int(encoder.out_features)  # type: ignore[arg-type]
+            weight = first.weight[:, start : start + width]  # W_m: [H, F_m]
+            start += width
+            present.append(encoder(x) @ weight.T)  # [B, H]
+            absent.append(encoder(x.new_zeros(1, *x.shape[1:])) @ weight.T)  # [1, H]
+        on, off = torch.stack(present, 1), torch.stack(absent, 1)  # [B, M, H], [1, M, H]
+        hidden = off.sum(1) + first.bias + torch.einsum("sbm,bmh->sbh", subset_masks.to(on.dtype), on - off)
+        return self._shape(self.head[1:](hidden))
+
+    def _shape(self, logits: Tensor) -> Tensor:
+        """``[..., M * K]`` head outputs as ``[..., M]`` or ``[..., M, K]``."""
         if self.num_channels is None:
             return logits
-        return logits.reshape(len(logits), self.num_modalities, self.num_channels)
+        return logits.reshape(*logits.shape[:-1], self.num_modalities, self.num_channels)
 
 
 def build_gate_encoder(input_shape: tuple[int, ...], width: int = 8) -> nn.Module:
