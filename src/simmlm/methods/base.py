@@ -126,8 +126,10 @@ class ExpertMixture(nn.Module):
         masks = torch.stack(list(subset_masks))
         weights = self.subset_fusion_weights(zero_fill(inputs, available, self.modalities), masks)
         if expert_logits.ndim == 3 and weights.ndim == 3:  # [B, M, T] class logits: every subset in one product
-            outputs = torch.where(masks.unsqueeze(-1), expert_logits, expert_logits.new_zeros(()))  # [S, B, M, T]
-            logits = torch.einsum("sbm,sbmt->sbt", weights, outputs)
+            # a weight is exactly 0 outside its subset, and the outputs of modalities a sample lacks are zeroed
+            # (never read), so one product over the available experts serves every subset
+            present = torch.where(available.unsqueeze(-1), expert_logits, expert_logits.new_zeros(()))
+            logits = torch.einsum("sbm,bmt->sbt", weights, present)
             return [ModelOutput(logits=o, gate_weights=w) for o, w in zip(logits, weights, strict=True)]
         return [_weigh(expert_logits, w, mask) for w, mask in zip(weights, masks, strict=True)]  # e.g. volumes
 
