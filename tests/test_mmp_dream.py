@@ -80,11 +80,12 @@ def test_dream_rejects_itself_as_scorer() -> None:
         create_method("dream", input_shapes=SHAPES, num_classes=10, scorer="dream")
 
 
-def test_dream_cached_scorer_predictions_equal_live_ones() -> None:
+@pytest.mark.parametrize("method", ["dream", "dream_paper"])
+def test_dream_cached_scorer_predictions_equal_live_ones(method: str) -> None:
     from simmlm.data.base import TensorMultimodalDataset, make_loader
 
     torch.manual_seed(0)
-    model = create_method("dream", input_shapes=SHAPES, num_classes=10).eval()
+    model = create_method(method, input_shapes=SHAPES, num_classes=10).eval()
     assert isinstance(model, DREAM)
     n = 12
     mask = torch.ones(n, 2, dtype=torch.bool)
@@ -101,3 +102,40 @@ def test_dream_cached_scorer_predictions_equal_live_ones() -> None:
         for a, b in zip(cached, live, strict=True):
             torch.testing.assert_close(a.logits, b.logits)
             assert a.aux_losses.keys() == b.aux_losses.keys()
+
+
+def test_dream_paper_reads_no_annotation_of_what_is_missing() -> None:
+    """Without annotation, the mask only says which inputs the harness zero-filled: the same zero-filled inputs
+    with every modality marked present give the same output, scores included."""
+    torch.manual_seed(0)
+    model = create_method("dream_paper", input_shapes=SHAPES, num_classes=10).eval()
+    assert isinstance(model, DREAM) and not model.annotated
+    assert create_method("dream_paper", input_shapes=SHAPES, num_classes=10, annotation="mask").annotated
+    mask = torch.tensor([[True, False], [False, True], [True, True], [True, False]])
+    x = {k: torch.where(mask[:, m].view(-1, 1, 1, 1), v, 0.0) for m, (k, v) in enumerate(_inputs(4).items())}
+    everything = torch.ones_like(mask)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, mask).logits, model(x, everything).logits)
+        (told,), (untold,) = (
+            model.contributions(x, mask, [mask], None),
+            model.contributions(x, everything, [everything], None),
+        )
+    torch.testing.assert_close(told.pss, untold.pss)
+    annotated = create_method("dream", input_shapes=SHAPES, num_classes=10).eval()
+    annotated.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        (scores,) = annotated.contributions(x, mask, [mask], None)
+    assert torch.all(scores.pss[~mask] == 0)  # the mask-aware variant is told, and scores missing ones 0
+
+
+def test_dream_paper_can_score_a_present_modality_zero_so_it_gets_enhanced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scorer whose prediction never changes (here: constant) gives every modality PSS 0 without annotation,
+    where the mask-aware variant's "no prediction" for ∅ gives each present modality 1/|A|."""
+    torch.manual_seed(0)
+    x, full = _inputs(3), torch.ones(3, 2, dtype=torch.bool)
+    constant = torch.zeros(3, 4, dtype=torch.long)
+    for method, expected in (("dream_paper", 0.0), ("dream", 0.5)):
+        model = create_method(method, input_shapes=SHAPES, num_classes=10).eval()
+        monkeypatch.setattr(model, "scorer_predictions", lambda inputs, available, validate_args=True: constant)
+        (scores,) = model.contributions(x, full, [full], None)
+        torch.testing.assert_close(scores.pss, torch.full((3, 2), expected))

@@ -36,6 +36,8 @@ class MethodEntry:
         needs_sample_index: training batches carry each sample's row in the training set (``sample_index``).
         after_training: ``after_training(model)``, run once training is over (e.g. drop training-only caches).
         cost: what training costs relative to simmlm, when that matters for choosing (``simmlm methods`` shows it).
+        option_defaults: the builder's options this entry presets (a named variant of another method, e.g. DREAM
+            as its paper sets it up); options given in the config still win.
     """
 
     name: str
@@ -48,6 +50,7 @@ class MethodEntry:
     needs_sample_index: bool = False
     after_training: Callable[[nn.Module], None] | None = None
     cost: str = ""
+    option_defaults: dict[str, Any] = field(default_factory=dict)
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Raise ``ValueError`` naming the method when ``options`` are not this method's (unknown or mistyped)."""
@@ -92,6 +95,7 @@ def register_method(
     needs_sample_index: bool = False,
     after_training: Callable[[nn.Module], None] | None = None,
     cost: str = "",
+    option_defaults: dict[str, Any] | None = None,
     **train_defaults: Any,
 ) -> None:
     """Add a method to the registry (``train_defaults`` override the training config, e.g. ``mofe_lambda``; the
@@ -110,6 +114,7 @@ def register_method(
         needs_sample_index,
         after_training,
         cost,
+        dict(option_defaults or {}),
     )
 
 
@@ -129,4 +134,4 @@ def create_method(name: str, **cfg: Any) -> nn.Module:
     entry = get_method(name)
     if not entry.gate:
         cfg = {k: v for k, v in cfg.items() if k not in GATE_ARGS}
-    return entry.builder(**cfg)
+    return entry.builder(**{**entry.option_defaults, **cfg})

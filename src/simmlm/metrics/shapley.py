@@ -12,9 +12,13 @@ with the marginal contribution
 
 Two choices DREAM leaves open, made here:
 
-- **The empty set.** A model makes no prediction from no modality, so ``ŷ(∅)`` is a sentinel "no prediction"
-  that differs from every class: ``m^PSS(∅, i) = 1`` (the first modality always shifts the prediction) and
-  ``V(∅) = 0``. PAS is then efficient: ``sum_i PAS_i = V(M)``.
+- **The empty set.** By default a model makes no prediction from no modality, so ``ŷ(∅)`` is a sentinel "no
+  prediction" that differs from every class: ``m^PSS(∅, i) = 1`` (the first modality always shifts the
+  prediction), so every available modality gets ``PSS >= 1/|A|``. With ``predict_empty=True``, ``ŷ(∅)`` is what
+  the model predicts from nothing (``predict`` receives an all-missing mask once: e.g. the prediction on an all-zero
+  input), so a modality whose presence never changes the prediction gets ``PSS = 0``, as DREAM's §3.4 needs to flag
+  uninformative modalities without being told which are missing. Either way ``V(∅) = 0``, and PAS is efficient:
+  ``sum_i PAS_i = V(M)``.
 - **Missing modalities.** With an availability mask ``A`` the game is played on what the sample has: ``ŷ(S)``
   is the prediction from ``S ∩ A`` (an empty intersection counts as ``∅``) and ``V(S) = |S ∩ A|`` if
   ``ŷ(S ∩ A) = y`` else ``0``. Adding a missing modality changes neither, so it gets PSS 0 and PAS 0 (a null
@@ -72,6 +76,7 @@ def shapley_contributions(
     mc_permutations: int | None = None,
     generator: torch.Generator | None = None,
     validate_args: bool = True,
+    predict_empty: bool = False,
 ) -> ShapleyScores:
     """PSS and PAS of every modality for every sample (DREAM eqs. 1-4, see the module docstring).
 
@@ -87,6 +92,8 @@ def shapley_contributions(
         generator: random generator for the Monte-Carlo permutations.
         validate_args: check that ``available`` has no all-missing row (a device sync on GPU); ``False`` when
             the caller has.
+        predict_empty: ``ŷ(∅)`` from ``predict`` on an all-missing mask instead of the "no prediction" sentinel
+            (see the module docstring); use without ``available``.
 
     Returns:
         :class:`ShapleyScores` with ``[N, M]`` tensors (default float dtype) on ``available``'s device, else
@@ -118,7 +125,9 @@ def shapley_contributions(
         device = generator.device if generator is not None else None
         perms = torch.rand(mc_permutations, num_modalities, generator=generator, device=device).argsort(1)
         coalitions = _permutation_coalitions(perms)
-    return _shapley_from_coalitions(predict, coalitions, num_samples, num_modalities, targets, available)
+    if predict_empty and available is not None:
+        raise ValueError("predict_empty plays the game without an availability mask: pass available=None")
+    return _shapley_from_coalitions(predict, coalitions, num_samples, num_modalities, targets, available, predict_empty)
 
 
 def _exact_coalitions(num_modalities: int) -> _Coalitions:
@@ -155,6 +164,7 @@ def _shapley_from_coalitions(
     num_modalities: int,
     targets: Tensor | None,
     available: Tensor | None,
+    predict_empty: bool = False,
 ) -> ShapleyScores:
     """Sum ``weight * m(S, i)`` per sample and modality for PSS (eq. 1) and PAS (eqs. 3-4)."""
     device = torch.device("cpu")
@@ -166,7 +176,7 @@ def _shapley_from_coalitions(
     with_ = without | (1 << modality)
     needed, inverse = torch.unique(torch.cat([without, with_]), return_inverse=True)
     idx_without, idx_with = inverse[: len(modality)], inverse[len(modality) :]
-    table, effective = _prediction_table(predict, needed, num_samples, num_modalities, available)
+    table, effective = _prediction_table(predict, needed, num_samples, num_modalities, available, predict_empty)
 
     shift = (table[:, idx_with] != table[:, idx_without]).double()  # [N, T]
     pss = torch.zeros(num_samples, num_modalities, dtype=torch.float64, device=device)
@@ -186,6 +196,7 @@ def _prediction_table(
     num_samples: int,
     num_modalities: int,
     available: Tensor | None,
+    predict_empty: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """``ŷ_n(S ∩ A_n)`` for every sample ``n`` and subset code ``S`` in ``needed`` ``[J]``.
 
@@ -193,8 +204,8 @@ def _prediction_table(
     ``S`` with the same intersection (so a missing modality never changes a prediction).
 
     Returns:
-        ``(table, effective)``: predictions ``[N, J]`` (``_NO_PREDICTION`` where ``S ∩ A_n = ∅``) and the
-        codes of ``S ∩ A_n`` ``[N, J]``.
+        ``(table, effective)``: predictions ``[N, J]`` (``_NO_PREDICTION`` where ``S ∩ A_n = ∅``, unless
+        ``predict_empty``) and the codes of ``S ∩ A_n`` ``[N, J]``.
     """
     if available is None:
         effective = needed.unsqueeze(0).expand(num_samples, -1)
@@ -203,7 +214,7 @@ def _prediction_table(
     calls, where = torch.unique(effective, return_inverse=True)
     raw = torch.full((num_samples, len(calls)), _NO_PREDICTION, dtype=torch.long, device=needed.device)
     for column, code in enumerate(calls.tolist()):
-        if code == 0:
+        if code == 0 and not predict_empty:
             continue
         mask = bits_to_mask(torch.full((num_samples,), code, device=needed.device), num_modalities)
         if available is not None:
