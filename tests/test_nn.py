@@ -15,6 +15,7 @@ from simmlm.nn import (
     build_gate_encoder,
     masked_softmax,
 )
+from simmlm.nn.sequence import SequenceGateEncoder
 
 MASK = torch.tensor(
     [
@@ -125,7 +126,8 @@ def test_build_expert_bad_kind_or_shape_raises(kind: str, shape: tuple[int, ...]
 
 def test_build_gate_encoder_kinds() -> None:
     assert isinstance(build_gate_encoder((1, 28, 28)), ConvGateEncoder)
-    assert isinstance(build_gate_encoder((2, 16)), ConvGateEncoder)  # 1-D signal
+    sequence = build_gate_encoder((5, 16), width=4)  # [T, D] feature sequence: frames averaged
+    assert isinstance(sequence, SequenceGateEncoder) and sequence(torch.randn(3, 5, 16)).shape == (3, 8)
     assert isinstance(build_gate_encoder((1, 8, 8, 8)), ConvGateEncoder)  # volume
     flat = build_gate_encoder((12,), width=4)
     assert isinstance(flat, FlatGateEncoder)

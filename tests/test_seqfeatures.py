@@ -140,7 +140,14 @@ def test_description_names_what_was_loaded(path: Path) -> None:
     text = load_seqfeatures(path, task="classes7", missing_rate=0.25, intra_missing_ratio=0.4, seed=3).description
     for part in ("mosi.pkl", "train 12, val 8, test 6", "text (T=5, D=3)", "audio (T=5, D=4)", "vision (T=5, D=2)"):
         assert part in text
-    for part in ("'regression_labels'", "classes7", "rate 0.25", "ratio 0.4", "Seed 3", "No non-finite"):
+    for part in (
+        "'regression_labels'",
+        "classes7",
+        "rate 0.25",
+        "by split: train 0.4, val 0.4, test 0.4",
+        "Seed 3",
+        "No non-finite",
+    ):
         assert part in text
 
 

@@ -31,7 +31,8 @@ app = typer.Typer(help="Multimodal learning with missing modalities (SimMLM, DMo
 @app.command()
 def benchmark(
     dataset: Annotated[
-        str, typer.Argument(help="Dataset to benchmark: avmnist, mvmnist, brats, or folder (your own data).")
+        str,
+        typer.Argument(help="Dataset to benchmark: avmnist, mvmnist, seqfeatures, brats, or folder (your own data)."),
     ],
     methods: Annotated[str, typer.Option(help="Comma-separated methods (see `simmlm methods`).")] = "simmlm,dmome",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
@@ -97,7 +98,11 @@ def benchmark(
 @app.command()
 def data(
     dataset: Annotated[
-        str, typer.Argument(help="Dataset to build or check: avmnist, brats (NIfTI cases), or folder (your own data).")
+        str,
+        typer.Argument(
+            help="Dataset to build or check: avmnist, mvmnist, seqfeatures, brats (NIfTI cases), or folder (your own "
+            "data)."
+        ),
     ] = "avmnist",
     data_dir: DataDir = None,
     config: ConfigOpt = None,

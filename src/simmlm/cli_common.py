@@ -13,7 +13,8 @@ DataDir = Annotated[
         "--data-dir",
         envvar="SIMMLM_DATA_DIR",
         help="The dataset's folder: your manifest.csv and arrays (folder), the MNIST and FSDD files (avmnist, mvmnist; "
-        "`simmlm download avmnist` fetches them) or the NIfTI case folders (brats).",
+        "`simmlm download avmnist` fetches them), the folder of the feature pickle (seqfeatures) or the NIfTI case "
+        "folders (brats).",
     ),
 ]
 ConfigOpt = Annotated[
@@ -21,8 +22,8 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="YAML run config: a file, or one shipped with simmlm by name (avmnist, folder, mvmnist, brats_cpu, "
-        "brats2018_gpu).",
+        help="YAML run config: a file, or one shipped with simmlm by name (avmnist, folder, mvmnist, seqfeatures, "
+        "brats_cpu, brats2018_gpu).",
     ),
 ]
 SetOpt = Annotated[

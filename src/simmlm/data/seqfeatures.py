@@ -15,17 +15,15 @@ read from ``label_key``, or from the first of :data:`LABEL_KEYS` present in the 
 
 Tasks (the usual MOSI / MOSEI conventions):
 
-- ``"binary"`` (Acc-2): class 1 if the score is ``> 0``, else class 0. Zero (neutral) scores go to class 0, i.e.
-  "positive vs non-positive" over all samples (the "has-0" variant; the "non-0" variant, which drops neutral
-  samples, is not applied here).
+- ``"binary"`` (Acc-2): class 1 if the score is ``> 0``, else 0: "positive vs non-positive" over all samples
+  (the "has-0" variant; the "non-0" variant, dropping neutral samples, is not applied here).
 - ``"classes7"`` (Acc-7): ``round(clip(score, -3, 3)) + 3`` in 0..6, with NumPy's round-half-to-even, as in
   the MulT and MMSA evaluation code (so 0.5 -> class 3, 1.5 -> class 5, -2.5 -> class 1).
 - ``"regression"``: the score itself as a float32 target; ``num_classes`` is 1.
 
-Non-finite feature values: MOSI / MOSEI files contain ``-inf`` in some audio (COVAREP) frames. With
-``nan_to_num=True`` (default) every NaN / +inf / -inf in a feature array is replaced by 0 and the counts are
-reported in ``Splits.description``; with ``nan_to_num=False`` the loader raises naming the split and modality.
-Non-finite labels always raise.
+Non-finite feature values (MOSI / MOSEI have ``-inf`` in some COVAREP frames): with ``nan_to_num=True`` (default)
+each is replaced by 0, counted in ``Splits.description``; with ``False`` the loader raises naming the split and
+modality. Non-finite labels always raise.
 
 Simulated missingness (applied to every split, each with its own independent draws, deterministic given
 ``seed``; the inter- and intra-modal draws use separate random streams, so changing one leaves the other as is):
@@ -40,8 +38,8 @@ Simulated missingness (applied to every split, each with its own independent dra
   frame is kept, all False for a dropped modality. At ``r = 1`` (or when ``k == T``) every frame of a present
   modality is zeroed while its modality mask stays True; only the frame mask tells.
 
-Both layouts zero-pad sequences to a fixed length; this loader does not read MMSA's ``audio_lengths`` /
-``vision_lengths``, so padding frames count towards ``T`` and are marked as kept in the frame masks.
+Padding frames (both layouts zero-pad; MMSA's ``*_lengths`` are not read) are marked kept in the frame masks;
+the sequence experts (:mod:`simmlm.nn.sequence`) treat any all-zero frame as absent.
 
 Using the real MOSI/MOSEI files
 -------------------------------
@@ -130,7 +128,7 @@ def load_seqfeatures(
     task: Task = "binary",
     missing_rate: float = 0.0,
     missing_modalities: Literal["random"] | Sequence[str] | None = None,
-    intra_missing_ratio: float = 0.0,
+    intra_missing_ratio: float | Mapping[str, float] = 0.0,
     seed: int = 0,
     nan_to_num: bool = True,
 ) -> Splits:
@@ -144,7 +142,8 @@ def load_seqfeatures(
         missing_rate: per-sample, per-modality drop probability in [0, 1) (at least one modality kept).
         missing_modalities: ``"random"`` or None to use ``missing_rate``; or modality names dropped everywhere
             (``missing_rate`` must then be 0).
-        intra_missing_ratio: fraction in [0, 1] of each present modality's frames zeroed per sample (DREAM).
+        intra_missing_ratio: fraction in [0, 1] of each present modality's frames zeroed per sample (DREAM); or
+            one fraction per split (``{"train": 0.3, "val": 0.3, "test": 0.0}``; a split left out gets 0).
         seed: seed of the simulated missingness (non-negative).
         nan_to_num: replace non-finite feature values by 0 (True) or raise (False).
 
@@ -157,8 +156,7 @@ def load_seqfeatures(
         raise ValueError(f"task must be one of {sorted(NUM_CLASSES)}, got {task!r}")
     if not 0.0 <= missing_rate < 1.0:
         raise ValueError(f"missing_rate must be in [0, 1), got {missing_rate}")
-    if not 0.0 <= intra_missing_ratio <= 1.0:
-        raise ValueError(f"intra_missing_ratio must be in [0, 1], got {intra_missing_ratio}")
+    ratios = _split_ratios(intra_missing_ratio)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     dropped = _fixed_missing(missing_modalities, names, missing_rate)
@@ -188,9 +186,7 @@ def load_seqfeatures(
         mask = _modality_mask(n, names, missing_rate, dropped, inter)
         frame_masks = {
             name: torch.from_numpy(
-                _frame_mask(
-                    n, array.shape[1], intra_missing_ratio, np.random.default_rng([seed, index, _INTRA_STREAM, m])
-                )
+                _frame_mask(n, array.shape[1], ratios[split], np.random.default_rng([seed, index, _INTRA_STREAM, m]))
             )
             for m, (name, array) in enumerate(features.items())
         }
@@ -206,12 +202,23 @@ def load_seqfeatures(
             shown = ", ".join(f"{splits[s][0]} {tuple(d)}" for s, d in dims.items())
             raise ValueError(f"{path}: modality {name!r} has a different feature size D per split ({shown})")
 
-    description = _describe(path, splits, datasets, label_key, task, missing_rate, dropped, intra_missing_ratio)
+    description = _describe(path, splits, datasets, label_key, task, missing_rate, dropped, ratios)
     description += f" Seed {seed}. " + (
         f"Non-finite feature values replaced by 0: {'; '.join(replaced)}." if replaced else "No non-finite values."
     )
     train, val, test = (datasets[s] for s in _SPLITS)
-    return Splits(train, val, test, num_classes=NUM_CLASSES[task], description=description)
+    classes = {"binary": ["non-positive", "positive"], "classes7": [str(k) for k in range(-3, 4)]}.get(task)
+    preprocessing = {"dataset": "seqfeatures", "task": task, "classes": classes}  # what predict needs (no scaling)
+    return Splits(train, val, test, NUM_CLASSES[task], description, preprocessing)
+
+
+def _split_ratios(ratio: float | Mapping[str, float]) -> dict[str, float]:
+    """The intra-modal missing ratio of every split, each checked to lie in [0, 1]."""
+    ratios = dict(ratio) if isinstance(ratio, Mapping) else dict.fromkeys(_SPLITS, ratio)
+    bad = {k: v for k, v in ratios.items() if k not in _SPLITS or not 0.0 <= v <= 1.0}
+    if bad:
+        raise ValueError(f"intra_missing_ratio must be in [0, 1] for splits {list(_SPLITS)}, got {bad}")
+    return {split: float(ratios.get(split, 0.0)) for split in _SPLITS}
 
 
 def _check_modalities(modalities: Sequence[str]) -> list[str]:
@@ -385,7 +392,7 @@ def _describe(
     task: Task,
     missing_rate: float,
     dropped: list[str],
-    intra_ratio: float,
+    intra_ratios: dict[str, float],
 ) -> str:
     counts = ", ".join(f"{s} {len(datasets[s])}" for s in _SPLITS)
     shapes = []
@@ -404,7 +411,8 @@ def _describe(
         inter = f"random, rate {missing_rate:g} per modality and sample, at least one modality kept"
     else:
         inter = "none"
-    intra = f"ratio {intra_ratio:g} of frames zeroed per present modality" if intra_ratio > 0 else "none"
+    shown = ", ".join(f"{split} {value:g}" for split, value in intra_ratios.items())
+    intra = f"frames zeroed per present modality, by split: {shown}" if any(intra_ratios.values()) else "none"
     return (
         f"Sequence features from {path.name} (MulT / MMSA pickle): {counts} (validation split "
         f"{splits['val'][0]!r}). Modalities {', '.join(shapes)}. Labels {label_key!r}, task {rule}. "

@@ -83,6 +83,26 @@ class MvmnistData(StrictModel):
     test_size: int = Field(2000, ge=10, description="test images (from MNIST-test)")
 
 
+class SeqfeaturesData(StrictModel):
+    """Utterance-level feature sequences (CMU-MOSI / MOSEI) in the MulT / MMSA pickle layout
+    (``simmlm.data.seqfeatures``), with simulated inter- and intra-modal missingness."""
+
+    dataset: Literal["seqfeatures"] = "seqfeatures"
+    data_dir: Path | None = DATA_DIR_FIELD
+    file: str = Field("mosi_data.pkl", description="the pickle, relative to data_dir (or an absolute path)")
+    modalities: list[str] = Field(default_factory=lambda: ["text", "audio", "vision"])
+    label_key: str | None = Field(None, description="key of the sentiment score (None: detected)")
+    task: Literal["binary", "classes7"] = Field("binary", description="Acc-2 (score > 0) or Acc-7 classes")
+    missing_rate: float = Field(0.0, ge=0, lt=1, description="inter-modal: per sample and modality drop rate")
+    missing_modalities: list[str] | None = Field(None, description="inter-modal: modalities dropped everywhere")
+    frame_missing: float = Field(0.0, ge=0, le=1, description="intra-modal: share of frames zeroed per modality")
+    frame_missing_splits: tuple[Literal["train", "val", "test"], ...] = Field(
+        ("train", "val", "test"), description="the splits frame_missing applies to"
+    )
+    missing_seed: int = Field(0, ge=0, description="seed of the simulated missingness")
+    nan_to_num: bool = Field(True, description="replace non-finite feature values (COVAREP -inf) by 0")
+
+
 class BratsData(StrictModel):
     """BraTS-style NIfTI cases (``simmlm.data.brats``), options under ``brats``."""
 
@@ -102,6 +122,7 @@ DataConfig = Annotated[
     Annotated[AvmnistData, Tag("avmnist")]
     | Annotated[FolderData, Tag("folder")]
     | Annotated[MvmnistData, Tag("mvmnist")]
+    | Annotated[SeqfeaturesData, Tag("seqfeatures")]
     | Annotated[BratsData, Tag("brats")],
     Discriminator(_dataset_of),
 ]
@@ -112,7 +133,8 @@ class ModelConfig(StrictModel):
 
     expert: str | dict[str, str] = Field(
         "auto",
-        description="expert kind (auto: lenet for square [C, S, S] inputs, S >= 12, else mlp), or one per modality",
+        description="expert kind (auto: lenet for square [C, S, S] inputs, S >= 12, gru for [T, D] sequences, else "
+        "mlp), or one per modality",
     )
     expert_options: dict[str, Any] = Field(default_factory=dict)
     # the gate of simmlm / dmome (and of dream's scorer); methods without a gate do not use these

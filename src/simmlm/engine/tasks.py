@@ -21,7 +21,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from simmlm.data.base import ShardedBatchSampler, Splits, TensorMultimodalDataset, make_loader
-from simmlm.engine.config import AvmnistData, BratsData, DataConfig, FolderData, MvmnistData, RunConfig
+from simmlm.engine.config import (
+    AvmnistData,
+    BratsData,
+    DataConfig,
+    FolderData,
+    MvmnistData,
+    RunConfig,
+    SeqfeaturesData,
+)
 from simmlm.evaluate import classification_report, segmentation_report
 from simmlm.inferers import predict_subsets
 from simmlm.losses.mofe import per_sample_cross_entropy
@@ -126,6 +134,34 @@ def _load_mvmnist(data: MvmnistData) -> Splits:
     return load_mvmnist(resolve_data_dir(data.data_dir), data.train_size, data.val_size, data.test_size)
 
 
+def _load_seqfeatures(data: SeqfeaturesData) -> Splits:
+    from simmlm.data.seqfeatures import load_seqfeatures
+
+    path = Path(data.file) if Path(data.file).is_absolute() else resolve_data_dir(data.data_dir) / data.file
+    ratios: dict[str, float] = {split: data.frame_missing for split in data.frame_missing_splits}  # others: none
+    return load_seqfeatures(
+        path,
+        data.modalities,
+        data.label_key,
+        data.task,
+        data.missing_rate,
+        data.missing_modalities,
+        ratios,
+        data.missing_seed,
+        data.nan_to_num,
+    )
+
+
+def _read_sequence(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
+    """One ``[T, D]`` feature sequence of a modality from a ``.npy`` file (zero frames count as absent)."""
+    from simmlm.data.folder import read_npy
+
+    array = read_npy(Path(path))
+    if array.ndim != 2:
+        raise ValueError(f"{path}: {name} must be a [T, D] feature sequence, got shape {list(array.shape)}")
+    return torch.from_numpy(array)
+
+
 def _read_avmnist(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
     from simmlm.data.avmnist import read_input
 
@@ -184,7 +220,7 @@ class ClassificationTask:
         if output is not None:
             raise ValueError("--output is for segmentation runs (a predicted NIfTI label map)")
         if self.reader is None or not meta.get("preprocessing"):
-            raise ValueError("this run stores no known preprocessing; predict supports avMNIST and folder-dataset runs")
+            raise ValueError("this run stores no known preprocessing (a run of an older version?); retrain it")
         return classify_files(model, cfg.method, meta, files, self.reader)
 
     def input_shapes(self, splits: Splits) -> dict[str, tuple[int, ...]]:
@@ -326,6 +362,7 @@ DATASETS: dict[str, Callable[[Any], Task]] = {
     "avmnist": lambda data: ClassificationTask(data, _load_avmnist, _read_avmnist),
     "folder": lambda data: ClassificationTask(data, _load_folder, _read_folder),
     "mvmnist": lambda data: ClassificationTask(data, _load_mvmnist),
+    "seqfeatures": lambda data: ClassificationTask(data, _load_seqfeatures, _read_sequence),
     "brats": SegmentationTask,
 }
 

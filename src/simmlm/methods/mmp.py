@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from simmlm.methods.base import ModelOutput, validate_inputs, validate_subsets, zero_fill
 from simmlm.methods.registry import register_method
 from simmlm.nn.experts import BNConvNet, LeNet5, build_expert, expert_kinds, expert_options_for, resolve_expert_kind
+from simmlm.nn.sequence import SEQUENCE_KINDS, FrameTokenEncoder
 
 
 class ConvTokenEncoder(nn.Module):
@@ -62,7 +63,8 @@ class FlatTokenEncoder(nn.Module):
 
 def build_token_encoder(kind: str, input_shape: tuple[int, ...], dim: int, **options: Any) -> nn.Module:
     """Token encoder for one modality: ``"lenet"`` / ``"bncnn"`` use the expert's convolutional feature map (one
-    token per position), ``"mlp"`` a linear map (``"auto"`` picks one by shape, as for experts). Options that
+    token per position), ``"mlp"`` a linear map, the sequence kinds one token per frame (``"auto"`` picks one by
+    shape, as for experts). Options that
     only shape an expert's classifier (``hidden``) do not apply here."""
     kind = resolve_expert_kind(kind, input_shape)
     if kind in ("lenet", "bncnn"):
@@ -72,7 +74,12 @@ def build_token_encoder(kind: str, input_shape: tuple[int, ...], dim: int, **opt
         return ConvTokenEncoder(expert.features, expert.feature_channels, expert.num_positions, dim)
     if kind == "mlp":
         return FlatTokenEncoder(math.prod(input_shape), num_tokens=4, dim=dim)
-    raise ValueError(f"unknown token encoder kind {kind!r}; choose one of 'auto', 'lenet', 'bncnn', 'mlp'")
+    if kind in SEQUENCE_KINDS and len(input_shape) == 2:  # tokens = frames
+        return FrameTokenEncoder(input_shape[1], num_tokens=input_shape[0], dim=dim)
+    raise ValueError(
+        f"no token encoder for expert kind {kind!r} on {list(input_shape)}; choose 'auto', 'lenet', 'bncnn', 'mlp', "
+        f"or {', '.join(SEQUENCE_KINDS)} for [T, D] sequences"
+    )
 
 
 class MMP(nn.Module):

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from simmlm.nn.sequence import SEQUENCE_KINDS, SequenceExpert
+
 
 class LeNet5(nn.Module):
     """LeNet-5 (LeCun et al. 1998) for one-channel square inputs (28x28 images, 20x20 MFCC maps).
@@ -141,17 +143,19 @@ def unet3d(
     )
 
 
-EXPERT_KINDS = ("auto", "lenet", "bncnn", "mlp", "unet3d")
-#: Arguments of the expert builders that come from the data, not from ``expert_options``.
-_SET_FROM_THE_DATA = ("num_classes", "input_size", "in_channels", "in_features", "out_channels")
+EXPERT_KINDS = ("auto", "lenet", "bncnn", "mlp", "unet3d", *SEQUENCE_KINDS)
+#: Arguments of the expert builders that come from the data or the kind, not from ``expert_options``.
+_SET_FROM_THE_DATA = ("num_classes", "input_size", "in_channels", "in_features", "out_channels", "kind")
 
 
 def resolve_expert_kind(kind: str, input_shape: tuple[int, ...]) -> str:
-    """``"auto"`` -> ``"lenet"`` for square ``[C, S, S]`` inputs with ``S >= 12``, else ``"mlp"``; others unchanged."""
+    """``"auto"`` -> ``"lenet"`` for square ``[C, S, S]`` inputs with ``S >= 12``, ``"gru"`` for ``[T, D]`` feature
+    sequences (2-D inputs: only sequence datasets give them; the folder dataset reads 2-D arrays as images),
+    else ``"mlp"``; others unchanged."""
     if kind != "auto":
         return kind
     square = len(input_shape) == 3 and input_shape[1] == input_shape[2] and input_shape[1] >= 12
-    return "lenet" if square else "mlp"
+    return "lenet" if square else "gru" if len(input_shape) == 2 else "mlp"
 
 
 def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
@@ -160,6 +164,7 @@ def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **op
     or mlp from the shape (:func:`resolve_expert_kind`). Unknown options are a ``ValueError`` naming the known ones."""
     kind = resolve_expert_kind(kind, input_shape)
     builders: dict[str, Any] = {"lenet": LeNet5, "bncnn": BNConvNet, "mlp": MLPExpert, "unet3d": unet3d}
+    builders.update(dict.fromkeys(SEQUENCE_KINDS, SequenceExpert))
     if kind in builders:
         own = [p for p in inspect.signature(builders[kind]).parameters if p not in _SET_FROM_THE_DATA]
         unknown = sorted(set(options) - set(own))
@@ -178,6 +183,10 @@ def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **op
         for size in input_shape:
             in_features *= size
         return MLPExpert(in_features, num_classes, **options)
+    if kind in SEQUENCE_KINDS:
+        if len(input_shape) != 2:
+            raise ValueError(f"expert {kind!r} needs a [T, D] feature sequence, got {list(input_shape)}")
+        return SequenceExpert(input_shape[1], num_classes, kind, **options)  # type: ignore[arg-type]
     if kind == "unet3d":
         if len(input_shape) != 4:
             raise ValueError(f"expert 'unet3d' needs a [C, D, H, W] input, got {list(input_shape)}")

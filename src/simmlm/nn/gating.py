@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from simmlm.nn.sequence import SequenceGateEncoder
+
 
 class ConvGateEncoder(nn.Module):
     """Lightweight strided CNN with global average pooling: one modality -> a feature vector.
@@ -108,8 +110,11 @@ class GatingNetwork(nn.Module):
 
 
 def build_gate_encoder(input_shape: tuple[int, ...], width: int = 8) -> nn.Module:
-    """A gate encoder for one modality: strided CNN for ``[C, *spatial]`` (1-3 spatial dims), else linear."""
-    if 2 <= len(input_shape) <= 4:
+    """A gate encoder for one modality: strided CNN for ``[C, *spatial]`` (2-3 spatial dims), a per-frame linear
+    map averaged over present frames for ``[T, D]`` sequences, else linear."""
+    if len(input_shape) == 2:
+        return SequenceGateEncoder(input_shape[1], 2 * width)
+    if 3 <= len(input_shape) <= 4:
         return ConvGateEncoder(input_shape[0], width, spatial_dims=len(input_shape) - 1)
     in_features = 1
     for size in input_shape:

@@ -1,0 +1,99 @@
+"""Feature sequences (CMU-MOSI / MOSEI layout) through the whole engine: sequence experts, frame tokens, the CLI."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from simmlm.cli import app
+from simmlm.engine.config import load_config
+from simmlm.engine.tasks import load_splits
+from simmlm.methods import create_method
+from simmlm.nn.sequence import SequenceExpert
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")
+DIMS = {"text": 5, "audio": 4, "vision": 3}
+FRAMES = 6
+
+
+def _split(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Scores in [-3, 3]; every frame of every modality carries the sign of the score, plus noise."""
+    scores = rng.uniform(-3, 3, n).astype(np.float32)
+    sign = np.where(scores > 0, 1.0, -1.0).astype(np.float32)[:, None, None]
+    out = {k: (0.8 * sign + rng.normal(size=(n, FRAMES, d))).astype(np.float32) for k, d in DIMS.items()}
+    return {**out, "regression_labels": scores}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("mosi")
+    rng = np.random.default_rng(0)
+    with (root / "mosi.pkl").open("wb") as handle:
+        pickle.dump({"train": _split(120, rng), "valid": _split(40, rng), "test": _split(60, rng)}, handle)
+    return root
+
+
+def _config(data_dir: Path, **overrides: object) -> dict[str, object]:
+    return {"data.dataset": "seqfeatures", "data.data_dir": str(data_dir), "data.file": "mosi.pkl", **overrides}
+
+
+@pytest.mark.parametrize("kind", ["gru", "transformer", "conv1d"])
+@pytest.mark.parametrize("pool", ["mean", "attention"])
+def test_sequence_experts_ignore_absent_frames_where_they_pool(kind: str, pool: str) -> None:
+    torch.manual_seed(0)
+    expert = SequenceExpert(4, 3, kind, hidden=8, pool=pool).eval()  # type: ignore[arg-type]
+    x = torch.randn(2, 5, 4)
+    missing = torch.zeros(1, 5, 4)  # a missing modality: every frame absent
+    with torch.no_grad():
+        out = expert(torch.cat([x, missing]))
+    assert out.shape == (3, 3) and torch.isfinite(out).all()
+    if kind == "transformer":  # attention never looks at absent frames: trailing padding changes nothing
+        padded = torch.cat([x, torch.zeros(2, 3, 4)], dim=1)
+        with torch.no_grad():
+            torch.testing.assert_close(expert(padded), out[:2], atol=1e-5, rtol=1e-5)
+
+
+def test_auto_picks_sequence_experts_frame_tokens_and_a_sequence_gate() -> None:
+    shapes = {"text": (6, 5), "audio": (6, 4)}
+    model = create_method("simmlm", input_shapes=shapes, num_classes=2, expert="auto")
+    assert all(isinstance(e, SequenceExpert) for e in model.experts.values())
+    mmp = create_method("mmp", input_shapes=shapes, num_classes=2, expert="transformer")
+    assert [e.num_tokens for e in mmp.encoders.values()] == [6, 6]  # tokens = frames
+
+
+def test_frame_missing_applies_to_the_splits_named(data_dir: Path) -> None:
+    cfg = load_config(None, _config(data_dir, **{"data.frame_missing": 0.5, "data.frame_missing_splits": ["test"]}))
+    splits = load_splits(cfg.data)
+    kept = {name: splits.test.frame_masks[name].float().mean().item() for name in DIMS}
+    assert all(v == pytest.approx(0.5) for v in kept.values())
+    assert all(splits.train.frame_masks[name].all() for name in DIMS)
+    assert "by split: train 0, val 0, test 0.5" in splits.description
+
+
+def test_benchmark_trains_and_evaluates_sequences_with_every_method_kind(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    sets = ["train.stage1.epochs=8", "train.stage2.epochs=2", "train.batch_size=16", "model.expert_options={}"]
+    args = ["benchmark", "seqfeatures", "--data-dir", str(data_dir), "--methods", "simmlm,mmp,dream_paper"]
+    args += ["--seeds", "0", "--out", str(out), "--set", "data.file=mosi.pkl"]
+    for item in sets:
+        args += ["--set", item]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "simmlm/configs/seqfeatures.yaml" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"] == "seqfeatures" and summary["modalities"] == list(DIMS)
+    simmlm = summary["methods"]["simmlm"]
+    assert len(simmlm["subsets"]) == 7
+    assert simmlm["subsets"]["text+audio+vision"]["accuracy"][0] > 0.8  # the sign is in every frame
+    np.save(tmp_path / "text.npy", _split(1, np.random.default_rng(1))["text"][0])
+    result = CliRunner().invoke(
+        app, ["predict", str(out / "runs" / "simmlm-seed0"), "--input", f"text={tmp_path / 'text.npy'}", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["modalities"] == ["text"]
