@@ -97,3 +97,38 @@ def test_benchmark_trains_and_evaluates_sequences_with_every_method_kind(data_di
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["modalities"] == ["text"]
+
+
+def write_motion_folder(root: Path, train: int = 40, val: int = 20, test: int = 40, seed: int = 0) -> Path:
+    """Two 3-axis sensors, 100 steps, 4 classes (a sinusoid of 1-4 cycles on one axis, random phase, noise): what
+    a newcomer's motion data looks like, as ``[T, D]`` arrays in the folder layout."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, 100, endpoint=False)
+    rows = ["sample_id,label,split,acc,gyro"]
+    for i, split in enumerate(["train"] * train + ["val"] * val + ["test"] * test):
+        label = i % 4
+        for sensor in ("acc", "gyro"):
+            signal = rng.normal(scale=0.7, size=(100, 3))
+            signal[:, label % 3] += np.sin(2 * np.pi * (label + 1) * t + rng.uniform(0, 2 * np.pi))
+            (root / sensor).mkdir(parents=True, exist_ok=True)
+            np.save(root / sensor / f"s{i}.npy", signal.astype(np.float32))
+        rows.append(f"s{i},{label},{split},acc/s{i}.npy,gyro/s{i}.npy")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_folder_series_are_read_as_sequences_when_listed(tmp_path: Path) -> None:
+    root = write_motion_folder(tmp_path / "motion", train=8, val=4, test=4)
+    images = load_splits(load_config(None, {"data.dataset": "folder", "data.data_dir": str(root)}).data)
+    assert tuple(images.train.inputs["acc"].shape[1:]) == (1, 100, 3)  # 2-D arrays: one-channel images by default
+    cfg = load_config(None, {"data.dataset": "folder", "data.data_dir": str(root), "data.sequences": ["acc", "gyro"]})
+    splits = load_splits(cfg.data)
+    assert tuple(splits.train.inputs["acc"].shape[1:]) == (100, 3)
+    means = splits.train.inputs["acc"].mean((0, 1))
+    torch.testing.assert_close(means, torch.zeros(3), atol=1e-5, rtol=0)  # standardised per feature (axis)
+    model = create_method("simmlm", input_shapes={"acc": (100, 3), "gyro": (100, 3)}, num_classes=4, expert="auto")
+    assert isinstance(model.experts["acc"], SequenceExpert)
+    with pytest.raises(ValueError, match="sequences names modalities the manifest does not have: \\['accel'\\]"):
+        load_splits(
+            load_config(None, {"data.dataset": "folder", "data.data_dir": str(root), "data.sequences": ["accel"]}).data
+        )

@@ -14,7 +14,9 @@ Layout (all paths relative to the folder)::
   a ``.npy`` path, or a ``.npz`` path whose array under the key ``sample_id`` is the sample. An empty cell means
   the modality is missing for that sample (at least one per sample must be present).
 - Arrays are numeric and finite, and every sample of a modality has the same shape (messages quote the files' own
-  shapes). 2-D arrays ``[H, W]`` are read as one-channel images ``[1, H, W]``; other ranks are kept.
+  shapes). 2-D arrays ``[H, W]`` are read as one-channel images ``[1, H, W]``, except for the modalities listed in
+  ``sequences``, whose 2-D arrays are ``[T, D]`` feature sequences (frames x features), kept as they are and
+  standardised per feature; other ranks are kept.
 - ``standardize``: each modality is standardised with a mean and standard deviation fitted on the training samples
   that have it (per feature for 1-D inputs, per channel ``[C, ...]`` otherwise); the statistics are kept in
   ``Splits.preprocessing`` and travel with checkpoints, so ``simmlm predict`` applies the same scaling.
@@ -27,7 +29,7 @@ from __future__ import annotations
 import csv
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,9 +150,10 @@ def check_array(array: object, where: str) -> np.ndarray:
     return values
 
 
-def as_model_input(array: np.ndarray) -> np.ndarray:
-    """A file's array as the model reads it: 2-D ``[H, W]`` becomes ``[1, H, W]`` (a one-channel image)."""
-    return array[None] if array.ndim == 2 else array
+def as_model_input(array: np.ndarray, sequence: bool = False) -> np.ndarray:
+    """A file's array as the model reads it: 2-D ``[H, W]`` becomes ``[1, H, W]`` (a one-channel image), unless it
+    is a ``[T, D]`` feature ``sequence``."""
+    return array[None] if array.ndim == 2 and not sequence else array
 
 
 def read_npy(path: Path) -> np.ndarray:
@@ -224,7 +227,9 @@ def _read_cell(root: Path, cell: str, sample_id: str, archives: _Archives) -> np
     raise ValueError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .npy, or .npz keyed by sample_id")
 
 
-def _load_modality(root: Path, name: str, rows: list[_Row], manifest: Path) -> tuple[np.ndarray, np.ndarray]:
+def _load_modality(
+    root: Path, name: str, rows: list[_Row], manifest: Path, sequence: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Stacked arrays ``[N, ...]`` (zeros where missing) and the presence vector ``[N]`` of one modality."""
     first: tuple[str, tuple[int, ...]] | None = None
     arrays: list[np.ndarray | None] = []
@@ -247,14 +252,20 @@ def _load_modality(root: Path, name: str, rows: list[_Row], manifest: Path) -> t
                 )
             arrays.append(array)
     assert first is not None  # the caller checks that every modality has a training sample
+    if sequence and len(first[1]) != 2:
+        raise ValueError(
+            f"{manifest}: modality {name!r} is listed in sequences, but its arrays have shape {list(first[1])}; a "
+            "feature sequence is a 2-D [T, D] array (frames x features)"
+        )
     present = np.array([a is not None for a in arrays])
     zeros = np.zeros(first[1], dtype=np.float32)
-    return np.stack([as_model_input(zeros if a is None else a) for a in arrays]), present
+    return np.stack([as_model_input(zeros if a is None else a, sequence) for a in arrays]), present
 
 
-def fit_standardization(values: np.ndarray) -> dict[str, list[Any]]:
-    """Mean and std of ``[N, ...]`` present samples: per feature for ``[N, D]``, per channel for ``[N, C, ...]``."""
-    axes = (0,) if values.ndim == 2 else (0, *range(2, values.ndim))
+def fit_standardization(values: np.ndarray, sequence: bool = False) -> dict[str, list[Any]]:
+    """Mean and std of ``[N, ...]`` present samples: per feature for ``[N, D]`` and for ``[N, T, D]`` sequences, per
+    channel for ``[N, C, ...]``."""
+    axes = (0,) if values.ndim == 2 else (0, 1) if sequence else (0, *range(2, values.ndim))
     mean = values.mean(axis=axes, keepdims=True)[0].astype(np.float64)
     std = values.std(axis=axes, keepdims=True)[0].astype(np.float64)
     std = np.where(std < 1e-8, 1.0, std)  # constant features are only centred
@@ -274,9 +285,14 @@ def _iter_splits(rows: list[_Row]) -> Iterator[tuple[str, np.ndarray]]:
 
 
 def load_folder(
-    root: str | Path, manifest: str = "manifest.csv", standardize: bool = True, num_classes: int | None = None
+    root: str | Path,
+    manifest: str = "manifest.csv",
+    standardize: bool = True,
+    num_classes: int | None = None,
+    sequences: Sequence[str] = (),
 ) -> Splits:
-    """Read a folder dataset (layout in the module docstring) into train / validation / test splits."""
+    """Read a folder dataset (layout in the module docstring) into train / validation / test splits; the modalities
+    in ``sequences`` are ``[T, D]`` feature sequences."""
     root = Path(root)
     if num_classes is not None and num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (or None: from the labels), got {num_classes}")
@@ -287,14 +303,23 @@ def load_folder(
     for name in modalities:
         if not any(r.cells[name] for r in train_rows):
             raise ValueError(f"{manifest_path}: modality {name!r} is missing for every training sample")
-    loaded = {name: _load_modality(root, name, rows, manifest_path) for name in modalities}
+    unknown = sorted(set(sequences) - set(modalities))
+    if unknown:
+        raise ValueError(f"sequences names modalities the manifest does not have: {unknown}; it has {modalities}")
+    loaded = {name: _load_modality(root, name, rows, manifest_path, name in sequences) for name in modalities}
     shapes = {name: list(values.shape[1:]) for name, (values, _) in loaded.items()}
-    preprocessing: dict[str, Any] = {"dataset": "folder", "classes": classes, "shapes": shapes, "standardize": {}}
+    preprocessing: dict[str, Any] = {
+        "dataset": "folder",
+        "classes": classes,
+        "shapes": shapes,
+        "standardize": {},
+        "sequences": list(sequences),
+    }
     is_train = np.array([r.split == "train" for r in rows])
     inputs: dict[str, np.ndarray] = {}
     for name, (values, present) in loaded.items():
         if standardize:
-            stats = fit_standardization(values[present & is_train])
+            stats = fit_standardization(values[present & is_train], name in sequences)
             preprocessing["standardize"][name] = stats
             values = np.where(present.reshape(-1, *[1] * (values.ndim - 1)), apply_standardization(values, stats), 0)
         inputs[name] = values.astype(np.float32)
@@ -329,7 +354,7 @@ def read_input(name: str, path: Path, preprocessing: dict[str, Any]) -> torch.Te
             f"{path}: inputs of folder-dataset runs must be .npy files, got {path.suffix or 'no suffix'!r}"
         )
     raw = read_npy(path)
-    array = as_model_input(raw)
+    array = as_model_input(raw, name in preprocessing.get("sequences", []))
     expected = (preprocessing.get("shapes") or {}).get(name)
     if expected is not None and list(array.shape) != list(expected):
         image = len(expected) == 3 and expected[0] == 1

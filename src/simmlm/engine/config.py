@@ -71,6 +71,11 @@ class FolderData(StrictModel):
     manifest: str = Field("manifest.csv", description="the manifest's file name inside data_dir")
     standardize: bool = Field(True, description="standardise each modality with training statistics")
     num_classes: int | None = Field(None, ge=2, description="number of classes (default: from the labels)")
+    sequences: list[str] = Field(
+        default_factory=list,
+        description="modalities whose 2-D arrays are [T, D] feature sequences (frames x features), for the sequence "
+        "experts; other 2-D arrays are one-channel images",
+    )
 
 
 class MvmnistData(StrictModel):

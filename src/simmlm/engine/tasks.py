@@ -125,7 +125,9 @@ def _load_avmnist(data: AvmnistData) -> Splits:
 def _load_folder(data: FolderData) -> Splits:
     from simmlm.data.folder import load_folder
 
-    return load_folder(resolve_data_dir(data.data_dir), data.manifest, data.standardize, data.num_classes)
+    return load_folder(
+        resolve_data_dir(data.data_dir), data.manifest, data.standardize, data.num_classes, data.sequences
+    )
 
 
 def _load_mvmnist(data: MvmnistData) -> Splits:
