@@ -218,3 +218,37 @@ def test_counterintuitive_rate_errors() -> None:
         counterintuitive_rate(torch.zeros(3, 2), [1, 2])
     with pytest.raises(ValueError, match="no sample"):
         counterintuitive_rate(torch.zeros(2, 3), [1, 2, 3], torch.tensor([1, 2]))
+
+
+def test_weighted_f1_and_sentiment_scores_match_scikit_learn_and_scipy() -> None:
+    """Against the references the sentiment literature computes with (MMSA: sklearn's f1_score, weighted)."""
+    import numpy as np
+    from scipy.stats import pearsonr
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from simmlm.metrics import sentiment_scores, weighted_f1
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 200)  # IEMOCAP-style four classes
+    guesses = np.where(rng.random(200) < 0.6, labels, rng.integers(0, 4, 200))
+    guesses[guesses == 3] = 2  # a class never predicted: F1 0 for it, still weighted by its support
+    expected = f1_score(labels, guesses, average="weighted")
+    assert weighted_f1(torch.tensor(guesses), torch.tensor(labels)).item() == pytest.approx(expected, abs=1e-12)
+
+    truth = np.round(rng.uniform(-3, 3, 300) * 5) / 5  # MOSI-style scores, some exactly 0
+    truth[:10] = 0.0
+    predicted = np.clip(truth + rng.normal(scale=1.0, size=300), -3.5, 3.5)
+    got = sentiment_scores(torch.tensor(predicted), torch.tensor(truth))
+    non0 = truth != 0
+    reference = {
+        "mae": np.abs(predicted - truth).mean(),
+        "corr": pearsonr(predicted, truth)[0],
+        "acc2_has0": accuracy_score(truth >= 0, predicted >= 0),
+        "f1_has0": f1_score(truth >= 0, predicted >= 0, average="weighted"),
+        "acc2_non0": accuracy_score(truth[non0] > 0, predicted[non0] > 0),
+        "f1_non0": f1_score(truth[non0] > 0, predicted[non0] > 0, average="weighted"),
+        "acc7": accuracy_score(np.round(np.clip(truth, -3, 3)), np.round(np.clip(predicted, -3, 3))),
+    }
+    assert got.keys() == reference.keys()
+    for key, value in reference.items():
+        assert got[key] == pytest.approx(value, abs=1e-9), key
