@@ -280,3 +280,18 @@ def test_predict_subsets_with_given_subsets_and_partial_availability(dmome: DMoM
     audio_only = predict_subsets(dmome, data, subsets=[2], batch_size=2)  # no longer raises
     assert audio_only.covered.tolist() == [[True, False, True, False]]
     assert torch.isfinite(audio_only.logits[0, [0, 2]]).all() and torch.isnan(audio_only.logits[0, [1, 3]]).all()
+
+
+def test_expert_mixtures_intersect_every_subset_with_the_available_modalities(dmome: DMoME) -> None:
+    """As MMP and DREAM do: a subset naming a modality the sample lacks is the subset of what the sample has."""
+    inputs = random_inputs(4)
+    available = torch.tensor([[True, False], [True, True], [False, True], [True, True]])
+    both = torch.ones(4, M, dtype=torch.bool)
+    poisoned = {k: v.clone() for k, v in inputs.items()}
+    for m, name in enumerate(dmome.modalities):
+        poisoned[name][~available[:, m]] = float("nan")  # what a sample lacks may hold anything
+    with torch.no_grad():
+        (out,) = outputs_for_subsets(dmome, poisoned, available, [both])
+        (expected,) = outputs_for_subsets(dmome, inputs, available, [available])
+    torch.testing.assert_close(out.logits, expected.logits)
+    assert out.gate_weights is not None and torch.all(out.gate_weights[~available] == 0)

@@ -139,3 +139,29 @@ def test_dream_paper_can_score_a_present_modality_zero_so_it_gets_enhanced(monke
         monkeypatch.setattr(model, "scorer_predictions", lambda inputs, available, validate_args=True: constant)
         (scores,) = model.contributions(x, full, [full], None)
         torch.testing.assert_close(scores.pss, torch.full((3, 2), expected))
+
+
+def test_dream_trains_its_scorer_with_the_scorers_own_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DREAM's λ = 0 must not leak into a simmlm scorer, which trains with its own λ = 0.1."""
+    import simmlm.engine.train as engine
+    from conftest import synthetic_splits
+    from simmlm.engine.config import RunConfig
+
+    seen: dict[str, float | None] = {}
+    original = engine.train
+
+    def recording(cfg: RunConfig, *args: object, **kwargs: object) -> object:
+        seen[cfg.method] = engine.resolve_config(cfg).train.mofe_lambda
+        return original(cfg, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "train", recording)
+    cfg = RunConfig.model_validate(
+        {
+            "method": "dream",
+            "model": {"expert": "mlp", "method_options": {"scorer": "simmlm"}},
+            "train": {"batch_size": 16, "stage1": {"epochs": 1}, "stage2": {"epochs": 1}},
+        }
+    )
+    engine.quiet_lightning()
+    recording(cfg, synthetic_splits(24), progress=False)
+    assert seen == {"dream": 0.0, "simmlm": 0.1}

@@ -187,7 +187,7 @@ def train(
     (:mod:`simmlm.engine.resume`); with ``resume`` too, finished phases are loaded and an interrupted one
     continues from its last epoch, ending exactly where an uninterrupted run with the same seed ends.
     """
-    cfg = resolve_config(cfg)
+    given, cfg = cfg, resolve_config(cfg)  # ``given``: what the caller set, before this method's defaults
     t = cfg.train
     task = task_for(cfg)
     L.seed_everything(t.seed, workers=True, verbose=False)
@@ -207,8 +207,9 @@ def train(
         def train_method(method: str) -> tuple[nn.Module, dict[str, Any]]:
             """The same run with another method (and its default options), checkpointed in a sub-folder."""
             nonlocal prior_seconds, shared_seconds
-            nested_cfg = cfg.model_copy(
-                update={"method": method, "model": cfg.model.model_copy(update={"method_options": {}})}
+            # from the config as given, so the other method gets its own defaults (e.g. simmlm's lambda), not ours
+            nested_cfg = given.model_copy(
+                update={"method": method, "model": given.model.model_copy(update={"method_options": {}})}
             )
             nested_dir = store.directory / f"pretrain-{method}" if store is not None else None
             nested = train(nested_cfg, splits, progress, stage1_cache, nested_dir, resume)

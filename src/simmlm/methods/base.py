@@ -122,8 +122,9 @@ class ExpertMixture(nn.Module):
     def mix_subsets(
         self, expert_logits: Tensor, inputs: dict[str, Tensor], available: Tensor, subset_masks: Sequence[Tensor]
     ) -> list[ModelOutput]:
-        """:meth:`mix` for several subsets of ``available`` (validated masks), their weights in one call."""
-        masks = torch.stack(list(subset_masks))
+        """:meth:`mix` for several subsets of ``available`` (validated masks), their weights in one call; each subset
+        is intersected with ``available``, so a modality a sample lacks is never mixed in."""
+        masks = torch.stack(list(subset_masks)) & available
         weights = self.subset_fusion_weights(zero_fill(inputs, available, self.modalities), masks)
         if expert_logits.ndim == 3 and weights.ndim == 3:  # [B, M, T] class logits: every subset in one product
             # a weight is exactly 0 outside its subset, and the outputs of modalities a sample lacks are zeroed
