@@ -132,3 +132,18 @@ def test_folder_series_are_read_as_sequences_when_listed(tmp_path: Path) -> None
         load_splits(
             load_config(None, {"data.dataset": "folder", "data.data_dir": str(root), "data.sequences": ["accel"]}).data
         )
+
+
+def test_example_data_writes_a_sentiment_pickle_the_sequence_path_reads(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["example-data", str(tmp_path / "try"), "--layout", "mmsa", "--samples", "60"])
+    assert result.exit_code == 0, result.output
+    assert f"simmlm data seqfeatures --data-dir {tmp_path / 'try'} --set data.file=mosi_example.pkl" in result.output
+    out = CliRunner().invoke(
+        app, ["data", "seqfeatures", "--data-dir", str(tmp_path / "try"), "--set", "data.file=mosi_example.pkl"]
+    )
+    assert out.exit_code == 0, out.output
+    assert "train 36  val 12  test 12" in out.output and "text (T=20, D=16), audio (T=30, D=8)" in out.output
+    again = CliRunner().invoke(app, ["example-data", str(tmp_path / "try"), "--layout", "mmsa"])
+    assert again.exit_code == 2 and "already exists and is not empty" in again.output
+    wrong = CliRunner().invoke(app, ["example-data", str(tmp_path / "x"), "--layout", "csv"])
+    assert wrong.exit_code == 2 and "--layout must be folder or mmsa" in wrong.output

@@ -340,14 +340,31 @@ def example_data(
     classes: Annotated[int, typer.Option(help="Number of classes.")] = 4,
     missing: Annotated[float, typer.Option(help="Probability that a modality is missing from a sample.")] = 0.25,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="folder (manifest.csv + .npy files) or mmsa (a MulT / MMSA feature pickle of text, audio and vision "
+            "sequences with sentiment scores; --modalities, --classes and --missing do not apply)."
+        ),
+    ] = "folder",
 ) -> None:
-    """Write a small synthetic dataset in the folder layout (manifest.csv + .npy files), some modalities missing."""
-    from simmlm.data.example import write_example_dataset
+    """Write a small synthetic dataset in the folder layout (manifest.csv + .npy files, some modalities missing), or
+    a sentiment feature pickle in the MulT / MMSA layout (--layout mmsa)."""
+    from simmlm.data.example import write_example_dataset, write_example_sequences
 
+    if layout not in ("folder", "mmsa"):
+        raise fail(ValueError(f"--layout must be folder or mmsa, got {layout!r}"))
     try:
-        write_example_dataset(directory, modalities, samples, classes, missing, seed)
+        if layout == "mmsa":
+            path = write_example_sequences(directory, samples, seed)
+        else:
+            write_example_dataset(directory, modalities, samples, classes, missing, seed)
     except ValueError as err:
         raise fail(err) from err
+    if layout == "mmsa":
+        typer.echo(f"wrote {path} ({samples} samples: text, audio, vision sequences); next:")
+        typer.echo(f"  simmlm data seqfeatures --data-dir {directory} --set data.file={path.name}")
+        return
     typer.echo(f"wrote {directory} ({samples} samples, {modalities} modalities); next:")
     typer.echo(f"  simmlm data folder --data-dir {directory}")
 
