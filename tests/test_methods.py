@@ -295,3 +295,10 @@ def test_expert_mixtures_intersect_every_subset_with_the_available_modalities(dm
         (expected,) = outputs_for_subsets(dmome, inputs, available, [available])
     torch.testing.assert_close(out.logits, expected.logits)
     assert out.gate_weights is not None and torch.all(out.gate_weights[~available] == 0)
+
+
+def test_gate_channels_other_than_the_output_channels_fail_at_build_time() -> None:
+    shapes = {"image": (1, 28, 28), "audio": (1, 20, 20)}
+    with pytest.raises(ValueError, match=r"gate_channels \(3\) must equal the experts' output channels \(10"):
+        create_method("simmlm", input_shapes=shapes, num_classes=10, gate_channels=3)
+    assert create_method("simmlm", input_shapes=shapes, num_classes=3, gate_channels=3) is not None

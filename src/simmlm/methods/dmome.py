@@ -51,6 +51,11 @@ def build_dmome(
     gate_channels: int | None = None,
 ) -> DMoME:
     """DMoME with one expert per modality (by name, or one name per modality) and a conv/linear gate."""
+    if gate_channels is not None and gate_channels != num_classes:
+        raise ValueError(
+            f"gate_channels ({gate_channels}) must equal the experts' output channels ({num_classes}: one gate per "
+            "modality and output channel, e.g. 3 tumour regions), or be None (one gate per modality)"
+        )
     experts = build_experts(input_shapes, num_classes, expert, expert_options)
     encoders = {name: build_gate_encoder(tuple(shape), gate_width) for name, shape in input_shapes.items()}
     return DMoME(experts, GatingNetwork(encoders, num_channels=gate_channels, hidden=gate_hidden))
