@@ -212,3 +212,22 @@ def test_pairs_per_sample_trains_and_one_pair_is_the_default_behaviour() -> None
     assert all(torch.equal(default[k], one[k]) for k in default)
     assert any(not torch.equal(default[k], three[k]) for k in default)
     assert all(torch.isfinite(v).all() for v in three.values() if v.is_floating_point())
+
+
+def test_a_degenerate_pair_counts_its_task_loss_once() -> None:
+    """A sample with one available modality gets S- = S+: its loss must not count twice (hinge 0 either way)."""
+    from simmlm.losses.mofe import mofe_terms
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    other = torch.randn(4, 3)
+    minus = torch.where(torch.tensor([True, False, False, True]).unsqueeze(1), logits, other)  # rows 0, 3: S- = S+
+    same = torch.tensor([True, False, False, True])
+    terms = mofe_terms(logits, minus, target, 0.1, same=same)
+    l_plus = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    l_minus = torch.nn.functional.cross_entropy(minus, target, reduction="none")
+    torch.testing.assert_close(terms.task_minus, torch.where(same, 0.0, l_minus).mean())
+    hinge = (l_plus - l_minus).clamp(min=0).mean()
+    torch.testing.assert_close(terms.total, l_plus.mean() + torch.where(same, 0.0, l_minus).mean() + 0.1 * hinge)
+    unmarked = mofe_terms(logits, minus, target, 0.1, same=torch.zeros(4, dtype=torch.bool))
+    torch.testing.assert_close(unmarked.total, mofe_terms(logits, minus, target, 0.1).total, rtol=0, atol=0)

@@ -148,8 +148,8 @@ class CooperativeStage(L.LightningModule):
             out_minus = outputs_for_subsets(self.model, second, mask, minus, target, index, False)
         terms = mean_terms(
             [
-                mofe_terms(o_plus.logits, o_minus.logits, target, self.mofe_lambda, self.task.loss)
-                for o_plus, o_minus in zip(out_plus, out_minus, strict=True)
+                mofe_terms(o_plus.logits, o_minus.logits, target, self.mofe_lambda, self.task.loss, (m == p).all(1))
+                for o_plus, o_minus, m, p in zip(out_plus, out_minus, minus, plus, strict=True)
             ]
         )
         scale = 1.0 / len(pairs)  # auxiliary losses are averaged over the pairs too (one pair: unchanged)

@@ -39,7 +39,7 @@ def mean_terms(terms: list[MoFeTerms]) -> MoFeTerms:
     return MoFeTerms(**{f.name: torch.stack([getattr(t, f.name) for t in terms]).mean() for f in fields(MoFeTerms)})
 
 
-def _mofe_kernel(loss_plus: Tensor, loss_minus: Tensor, lam: float) -> MoFeTerms:
+def _mofe_kernel(loss_plus: Tensor, loss_minus: Tensor, lam: float, same: Tensor | None = None) -> MoFeTerms:
     if loss_plus.shape != loss_minus.shape or loss_plus.ndim != 1:
         raise ValueError(
             f"per-sample losses must be two [B] tensors, got {tuple(loss_plus.shape)} and {tuple(loss_minus.shape)}"
@@ -48,6 +48,8 @@ def _mofe_kernel(loss_plus: Tensor, loss_minus: Tensor, lam: float) -> MoFeTerms
         raise ValueError(f"MoFe lambda must be >= 0, got {lam}")
     gap = loss_plus - loss_minus
     hinge = gap.clamp(min=0)
+    if same is not None:  # S- = S+ (one available modality): one task loss, not two; the hinge is 0 anyway
+        loss_minus = torch.where(same, torch.zeros_like(loss_minus), loss_minus)
     task_plus, task_minus = loss_plus.mean(), loss_minus.mean()
     return MoFeTerms(
         total=task_plus + task_minus + lam * hinge.mean(),
@@ -64,9 +66,11 @@ def mofe_terms(
     target: Tensor,
     lam: float = 0.1,
     task_loss: PerSampleLoss = per_sample_cross_entropy,
+    same: Tensor | None = None,
 ) -> MoFeTerms:
-    """All parts of eq. 4; ``task_loss`` must return one loss per sample (``[B]``)."""
-    return _mofe_kernel(task_loss(logits_plus, target), task_loss(logits_minus, target), lam)
+    """All parts of eq. 4; ``task_loss`` must return one loss per sample (``[B]``). ``same`` (``[B]`` bool) marks the
+    samples whose pair is degenerate (``S- = S+``, a sample with one modality): their task loss counts once."""
+    return _mofe_kernel(task_loss(logits_plus, target), task_loss(logits_minus, target), lam, same)
 
 
 def mofe_loss(
