@@ -87,7 +87,7 @@ def sample_nested_pairs(
     if validate_args:
         check_mask(available)
     num_modalities = available.shape[1]
-    counts, table = (t.to(available.device) for t in _pairs_by_availability(num_modalities))
+    counts, table = _pairs_by_availability(num_modalities, available.device)
     avail_bits = mask_to_bits(available)
     n = counts[avail_bits]  # [B]: how many pairs each sample's modalities hold
     u = torch.rand(len(available), device=available.device, generator=generator)
@@ -99,16 +99,17 @@ def sample_nested_pairs(
 
 
 @cache
-def _pairs_by_availability(num_modalities: int) -> tuple[Tensor, Tensor]:
+def _pairs_by_availability(num_modalities: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """For every availability code ``a < 2**M``: the number of nested pairs with ``S+ ⊆ a`` (``[2**M]``) and those
-    pairs as ``(S-, S+)`` codes, first in :func:`nested_pairs` order, then padding (``[2**M, P_max, 2]``)."""
+    pairs as ``(S-, S+)`` codes, first in :func:`nested_pairs` order, then padding (``[2**M, P_max, 2]``); built
+    once per device, so a training step copies nothing to it."""
     pairs = torch.tensor(nested_pairs(num_modalities), dtype=torch.long).reshape(-1, 2)
     codes = torch.arange(2**num_modalities)
     valid = (pairs[:, 1].unsqueeze(0) & ~codes.unsqueeze(1)) == 0  # [C, P]
     counts = valid.sum(1)
     order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, : max(int(counts.max()), 1)]
     table = pairs[order] if len(pairs) else torch.zeros(len(codes), 1, 2, dtype=torch.long)
-    return counts, table
+    return counts.to(device), table.to(device)
 
 
 def check_mask(mask: Tensor) -> None:

@@ -15,6 +15,11 @@
    preliminary weights ``w = Linear([h_1..h_M])``, ``w' = softmax(w * (PSS + 1))``, ``H = sum_i w'_i h_i``,
    logits ``= FC(H)``. Reconstructed modalities keep a (down-weighted) share: their ``w'`` is not zero, so
    ``gate_weights`` is ``None`` (the harness reserves gate weights for fusions that exclude missing modalities).
+4. **Distillation** (eq. 12): ``lambda * KL(p_PAS || softmax(w))`` with ``p_PAS = max(PAS, 0) / sum max(PAS, 0)``
+   (PAS can be negative for misleading modalities; those get no target mass). Samples whose clipped PAS is all
+   zero (no modality leads to a correct prediction) have no target and are left out of the mean. The direction
+   is the usual distillation one: the PAS distribution is the target, ``w`` the student.
+
 **Annotation.** The paper's point is that DREAM needs no annotation of which modalities are missing (its §3.4):
 with ``annotation="none"`` (the method ``dream_paper``) DREAM and its scorer see only zero-filled inputs. The
 scorer predicts every subset ``S`` from the input with the modalities outside ``S`` set to zero and every modality
@@ -24,11 +29,6 @@ default ``annotation="mask"`` (the method ``dream``) is this harness's first ada
 the enhancer's keys use the availability mask, ``ŷ(∅)`` is "no prediction", so every available modality has
 ``PSS >= 1/|A|`` and only missing modalities are enhanced. Both are kept: the first is the paper's claim, the
 second what a user with reliable availability flags may prefer.
-
-4. **Distillation** (eq. 12): ``lambda * KL(p_PAS || softmax(w))`` with ``p_PAS = max(PAS, 0) / sum max(PAS, 0)``
-   (PAS can be negative for misleading modalities; those get no target mass). Samples whose clipped PAS is all
-   zero (no modality leads to a correct prediction) have no target and are left out of the mean. The direction
-   is the usual distillation one: the PAS distribution is the target, ``w`` the student.
 """
 
 from __future__ import annotations
