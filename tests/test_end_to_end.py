@@ -120,10 +120,19 @@ def test_seeded_training_is_repeatable() -> None:
     # Reusing stage 1 from a cache (as the benchmark does for simmlm and dmome) changes nothing.
     cache: dict = {}
     dmome = cfg.model_copy(update={"method": "dmome"})
-    train(cfg, splits, progress=False, stage1_cache=cache)
+    train(cfg, splits, progress=False, cache=cache)
     fresh = train(dmome, splits, progress=False)
-    reused = train(dmome, splits, progress=False, stage1_cache=cache)
+    reused = train(dmome, splits, progress=False, cache=cache)
     assert reused.selected.get("stage1_reused") and not fresh.selected.get("stage1_reused")
+    for (k, v), (_, w) in zip(fresh.model.state_dict().items(), reused.model.state_dict().items(), strict=True):
+        assert torch.equal(v, w), k
+
+    # DREAM pre-trains its scorer (late fusion, same seed): from the cache, that run is reused, not retrained.
+    late, dream = (cfg.model_copy(update={"method": m}) for m in ("late_fusion", "dream"))
+    scorer = train(late, splits, progress=False, cache=cache)
+    fresh, reused = train(dream, splits, progress=False), train(dream, splits, progress=False, cache=cache)
+    assert reused.selected["scorer"].get("reused") and not fresh.selected["scorer"].get("reused")
+    assert reused.shared_seconds >= scorer.train_seconds and reused.selected["encoders_from_scorer"] == ["a"]
     for (k, v), (_, w) in zip(fresh.model.state_dict().items(), reused.model.state_dict().items(), strict=True):
         assert torch.equal(v, w), k
 

@@ -165,3 +165,41 @@ def test_dream_trains_its_scorer_with_the_scorers_own_defaults(monkeypatch: pyte
     engine.quiet_lightning()
     recording(cfg, synthetic_splits(24), progress=False)
     assert seen == {"dream": 0.0, "simmlm": 0.1}
+
+
+@pytest.mark.parametrize("method", ["dream", "dream_paper"])
+def test_dream_stacked_subsets_equal_one_subset_at_a_time(method: str) -> None:
+    """forward_subsets encodes once, stacks the subsets along the batch and enhances only rows with PSS = 0: each
+    subset's output must equal its own pass, and a sample's output must not depend on the rest of the batch."""
+    torch.manual_seed(0)
+    model = create_method(method, input_shapes=SHAPES, num_classes=10).eval()
+    n = 6
+    available = torch.ones(n, 2, dtype=torch.bool)
+    available[::3, 1] = False
+    x = {k: torch.where(available[:, m].view(-1, 1, 1, 1), v, 0.0) for m, (k, v) in enumerate(_inputs(n).items())}
+    subsets = [available, torch.tensor([[True, False]] * n), torch.tensor([[False, True]] * n) & available]
+    subsets[2][::3] = torch.tensor([True, False])  # keep every subset non-empty
+    target = torch.randint(0, 10, (n,))
+    with torch.no_grad():
+        together = model.forward_subsets(x, available, subsets, target)
+        for subset, out in zip(subsets, together, strict=True):
+            (alone,) = model.forward_subsets(x, available, [subset], target)
+            torch.testing.assert_close(out.logits, alone.logits, rtol=1e-4, atol=1e-5)
+            assert out.aux_losses.keys() == alone.aux_losses.keys()
+            for row in range(n):
+                one = {k: v[row : row + 1] for k, v in x.items()}
+                (single,) = model.forward_subsets(one, available[row : row + 1], [subset[row : row + 1]])
+                torch.testing.assert_close(out.logits[row : row + 1], single.logits, rtol=1e-4, atol=1e-5)
+
+
+def test_dream_warm_start_copies_the_scorers_convolutional_experts() -> None:
+    torch.manual_seed(0)
+    model = create_method("dream", input_shapes=SHAPES, num_classes=10, expert={"image": "lenet", "audio": "mlp"})
+    assert isinstance(model, DREAM)
+    assert model.warm_start() == ["image"]  # the MLP expert has no feature map to start tokens from
+    for (k, v), (_, w) in zip(
+        model.encoders["image"].features.state_dict().items(),  # type: ignore[union-attr]
+        model.scorer.experts["image"].features.state_dict().items(),  # type: ignore[union-attr, index]
+        strict=True,
+    ):
+        assert torch.equal(v, w), k

@@ -141,7 +141,7 @@ def test_shared_stage_one_time_is_reported_apart_from_own_training(tmp_path: Pat
     runs = {}
     for method in ("simmlm", "dmome"):
         cfg = load_config(None, {"method": method, "train.stage1.epochs": 1, "train.stage2.epochs": 1})
-        runs[method] = train(cfg, splits, progress=False, stage1_cache=cache)
+        runs[method] = train(cfg, splits, progress=False, cache=cache)
     assert runs["simmlm"].shared_seconds == 0.0
     assert 0 < runs["dmome"].shared_seconds < runs["dmome"].train_seconds
     method = {

@@ -112,6 +112,11 @@ def test_compare_command_says_whether_a_rerun_reproduced(tmp_path: Path) -> None
     bad = CliRunner().invoke(app, ["compare", str(reference), str(new)])
     assert bad.exit_code == 1
     assert "NOT reproduced" in bad.output and "dataset: 'avmnist' -> 'other'" in bad.output
+    assert "note:" not in bad.output  # same (unrecorded) processor: no note
+    cpu = {"cpu": "AMD EPYC", "cpu_capability": "AVX2"}
+    new.write_text(json.dumps({**SUMMARY, "dataset": "other", "provenance": cpu}))
+    other_cpu = CliRunner().invoke(app, ["compare", str(reference), str(new)])
+    assert other_cpu.exit_code == 1 and "this run on AMD EPYC (AVX2)" in other_cpu.output
     missing = CliRunner().invoke(app, ["compare", str(reference), str(tmp_path / "none.json")])
     assert missing.exit_code == 2 and "cannot read a summary" in missing.output
 

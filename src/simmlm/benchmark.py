@@ -13,7 +13,7 @@ from simmlm.data.brats import REGIONS
 from simmlm.engine.config import load_config, stage_epochs
 from simmlm.engine.resume import remove_checkpoints
 from simmlm.engine.tasks import task_for
-from simmlm.engine.train import train
+from simmlm.engine.train import run_key, train
 from simmlm.evaluate import headline_keys
 from simmlm.fileio import write_text_atomic
 from simmlm.reproducibility import provenance
@@ -48,7 +48,7 @@ def run_benchmark(
         "methods": {},
         "provenance": source,
     }
-    stage1_cache: dict = {}
+    cache: dict = {}  # stage 1 and finished runs shared between runs (see train)
     for method in methods:
         runs = []
         for seed in seeds:
@@ -57,6 +57,7 @@ def run_benchmark(
             if resume and (run_dir / "metrics.json").is_file():
                 log(f"{method} seed {seed}: finished before, loaded from {run_dir}")
                 run, result = load_run(run_dir, cfg)
+                cache[run_key(cfg, splits)] = result  # a later method may pre-train this run (DREAM's scorer)
                 runs.append(({"method": method, "seed": seed, **run}, result))
                 continue
             log(f"{method} seed {seed}: training")
@@ -64,7 +65,7 @@ def run_benchmark(
                 cfg,
                 splits,
                 progress=False,
-                stage1_cache=stage1_cache,
+                cache=cache,
                 checkpoint_dir=run_dir / "checkpoints",
                 resume=resume,
             )
@@ -88,9 +89,10 @@ def run_benchmark(
             f"{splits.description} Expert mixtures (simmlm, dmome, late_fusion) train in two stages "
             f"(stage 1: {stage_epochs(t.stage1.epochs, n, t)} epochs per expert, stage 2: "
             f"{stage_epochs(t.stage2.epochs, n, t)} epochs{steps}; stage 1 is shared between methods with "
-            "identical experts); methods without per-modality "
-            "experts (mmp, dream) train in one stage for the same total number of epochs, dream after its "
-            f"scorer. Adam; every stage keeps its best epoch on validation {score_name} (stage 2: "
+            "identical experts); mmp (no per-modality experts) trains in one stage for the same total number "
+            "of epochs; dream trains for stage 2's epochs after its scorer (the late-fusion run of the same seed, "
+            "reused when the benchmark has it), its convolutional token encoders starting from the scorer's "
+            "stage-1 experts. Adam; every stage keeps its best epoch on validation {score_name} (stage 2: "
             "mean over every subset), never on test data. Test metrics: every non-empty modality subset, each over "
             "the test samples that have all of its modalities; ECE/SCE with 20 bins."
         )

@@ -140,7 +140,7 @@ def compare(
     """
     import json
 
-    from simmlm.reproducibility import summary_differences
+    from simmlm.reproducibility import machine_note, summary_differences
 
     try:
         summaries = [json.loads(Path(p).read_text()) for p in (reference, new)]
@@ -153,6 +153,9 @@ def compare(
             typer.echo(f"  {line}")
         if len(differences) > 50:
             typer.echo(f"  ... and {len(differences) - 50} more")
+        note = machine_note(*summaries)
+        if note:
+            typer.echo(f"note: {note}")
         raise typer.Exit(code=1)
     typer.echo(f"reproduced exactly: every metric in {new} equals {reference} (timings and provenance not compared)")
 

@@ -56,8 +56,40 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
         "versions": versions,
         "threads": torch.get_num_threads(),
         "machine": f"{platform.system()} {platform.machine()}",
+        "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "command": shlex.join(args),
     }
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_note(reference: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """Why two summaries may differ although code and seeds agree: they were computed on different processors.
+
+    PyTorch's CPU kernels (oneDNN, MKL, its own vectorised loops) pick code paths by processor and instruction
+    set; their results differ in the last bits, and training amplifies that into different models. ``None`` when
+    both provenances name the same processor and instruction set.
+    """
+    ref, cur = reference.get("provenance", {}), new.get("provenance", {})
+    where = [(p.get("cpu"), p.get("cpu_capability")) for p in (ref, cur)]
+    if where[0] == where[1]:
+        return None
+    shown = [f"{cpu or 'an unrecorded processor'} ({isa or 'instruction set not recorded'})" for cpu, isa in where]
+    return (
+        f"the reference was computed on {shown[0]}, this run on {shown[1]}: PyTorch's CPU kernels differ between "
+        "processors and instruction sets in the last bits, and training turns that into other models. Exact "
+        "reproduction holds on the same kind of processor (README, \"Reproducing the numbers\")."
+    )
 
 
 def summary_differences(reference: Any, new: Any, path: str = "") -> list[str]:

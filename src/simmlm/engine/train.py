@@ -159,6 +159,15 @@ def stage1_key(cfg: RunConfig, splits: Splits, model: ExpertMixture) -> str:
     return json.dumps(parts, sort_keys=True)
 
 
+def run_key(cfg: RunConfig, splits: Splits) -> str:
+    """Everything a whole run depends on (runs are deterministic): equal keys, identical trained models."""
+    parts = {
+        "config": resolve_config(cfg).model_dump(mode="json"),
+        "splits": [len(splits.train), len(splits.val), splits.description],
+    }
+    return "run:" + json.dumps(parts, sort_keys=True)
+
+
 @dataclass
 class StageOneResult:
     """Experts after stage 1, kept so that methods sharing stage 1 (simmlm, dmome) train it once."""
@@ -172,16 +181,18 @@ def train(
     cfg: RunConfig,
     splits: Splits,
     progress: bool = True,
-    stage1_cache: dict[str, StageOneResult] | None = None,
+    cache: dict[str, StageOneResult | RunResult] | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
 ) -> RunResult:
     """Two-stage training of ``cfg.method`` on ``splits`` (test split untouched).
 
-    With ``stage1_cache`` (a dict the caller keeps), stage 1 runs once per :func:`stage1_key` and later runs
-    reuse its experts (the paper's point (b) of Sec. 3.3; simmlm, dmome and late_fusion share them). Results
-    are identical either way, because each stage is seeded on its own; ``train_seconds`` always counts stage
-    1's measured time, and ``shared_seconds`` says how much of it was reused rather than trained by this run.
+    With ``cache`` (a dict the caller keeps), stage 1 runs once per :func:`stage1_key` and later runs
+    reuse its experts (the paper's point (b) of Sec. 3.3; simmlm, dmome and late_fusion share them), and every
+    finished run is kept under its :func:`run_key`, so a method that pre-trains another (DREAM's scorer) reuses
+    that method's run of the same seed instead of training it again. Results are identical either way, because
+    runs and stages are seeded on their own; ``train_seconds`` always counts the reused phases' measured time,
+    and ``shared_seconds`` says how much of it was reused rather than trained by this run.
 
     With ``checkpoint_dir`` every epoch is checkpointed there and every finished phase recorded
     (:mod:`simmlm.engine.resume`); with ``resume`` too, finished phases are loaded and an interrupted one
@@ -211,15 +222,21 @@ def train(
             nested_cfg = given.model_copy(
                 update={"method": method, "model": given.model.model_copy(update={"method_options": {}})}
             )
+            done = cache.get(run_key(nested_cfg, splits)) if cache is not None else None
+            if isinstance(done, RunResult):
+                logging.getLogger("simmlm").info("  %s: the same run as before (reused, not retrained)", method)
+                prior_seconds += done.train_seconds
+                shared_seconds += done.train_seconds
+                return done.model, {**done.selected, "reused": True}
             nested_dir = store.directory / f"pretrain-{method}" if store is not None else None
-            nested = train(nested_cfg, splits, progress, stage1_cache, nested_dir, resume)
+            nested = train(nested_cfg, splits, progress, cache, nested_dir, resume)
             prior_seconds += nested.train_seconds
             shared_seconds += nested.shared_seconds
             return nested.model, nested.selected
 
         selected.update(entry.pretrain(model, train_method, splits.train))
     if t.stage1.epochs > 0 and isinstance(model, ExpertMixture):
-        stage1 = _stage_one(cfg, splits, model, task, progress, stage1_cache, store)
+        stage1 = _stage_one(cfg, splits, model, task, progress, cache, store)
         selected.update(stage1.selected)
         prior_seconds += stage1.seconds
         shared_seconds += stage1.seconds if stage1.selected.get("stage1_reused") else 0.0
@@ -247,10 +264,18 @@ def train(
         )
         if t.gate_init == "uniform" and isinstance(model, ExpertMixture):
             model.reset_fusion_to_uniform()
-        # Methods without per-modality experts have no stage 1: they get the whole epoch budget in one stage.
+        # Methods without per-modality experts have no stage 1: they get the whole epoch budget in one stage,
+        # unless their pre-training gave them stage-1 weights (DREAM's encoders from its scorer's experts).
         n = task.samples_per_epoch(splits)
-        epochs = stage_epochs(t.stage2.epochs, n, t) + (0 if two_stage else stage_epochs(t.stage1.epochs, n, t))
-        what = "stage 2 (experts + gate)" if two_stage else "one stage (no per-modality experts to train first)"
+        after_stage1 = two_stage or entry.stage1_in_pretrain
+        epochs = stage_epochs(t.stage2.epochs, n, t) + (0 if after_stage1 else stage_epochs(t.stage1.epochs, n, t))
+        what = (
+            "stage 2 (experts + gate)"
+            if two_stage
+            else "stage 2 (after its pre-training)"
+            if after_stage1
+            else "one stage (no per-modality experts to train first)"
+        )
         logging.getLogger("simmlm").info("  %s: %d epochs", what, epochs)
         seconds = 0.0
         if epochs > 0:
@@ -267,7 +292,10 @@ def train(
     if entry.after_training is not None:
         entry.after_training(model)
     model.cpu().eval()
-    return RunResult(model, cfg, prior_seconds + seconds, selected, mofe, shared_seconds)
+    result = RunResult(model, cfg, prior_seconds + seconds, selected, mofe, shared_seconds)
+    if cache is not None:
+        cache[run_key(given, splits)] = result
+    return result
 
 
 def _stage_one(
@@ -276,7 +304,7 @@ def _stage_one(
     model: ExpertMixture,
     task: Task,
     progress: bool,
-    stage1_cache: dict[str, StageOneResult] | None,
+    cache: dict[str, StageOneResult | RunResult] | None,
     store: RunCheckpoints | None,
 ) -> StageOneResult:
     """Stage 1 of ``model``'s experts: from a finished-phase record, the cache, or trained (resumably).
@@ -290,8 +318,8 @@ def _stage_one(
         result = StageOneResult(done["expert_state"], done["selected"], done["seconds"])
         model.experts.load_state_dict(result.expert_state)
         return result
-    cached = stage1_cache.get(key) if stage1_cache is not None else None
-    if cached is None:
+    cached = cache.get(key) if cache is not None else None
+    if not isinstance(cached, StageOneResult):
         L.seed_everything(_stage_seed(t.seed, 1), workers=True, verbose=False)
         stage = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment, task)
         loader = task.train_loader(splits.train, t.batch_size, seed=_stage_seed(t.seed, 1))
@@ -299,8 +327,8 @@ def _stage_one(
         logging.getLogger("simmlm").info("  stage 1 (each expert alone): %d epochs", epochs)
         seconds = _fit(stage, loader, epochs, t, progress, store, "stage1")
         cached = StageOneResult(copy.deepcopy(model.experts.state_dict()), stage.selected(), seconds)
-        if stage1_cache is not None:
-            stage1_cache[key] = cached
+        if cache is not None:
+            cache[key] = cached
         report: dict[str, Any] = {"stage1": cached.selected}
     else:
         model.experts.load_state_dict(cached.expert_state)

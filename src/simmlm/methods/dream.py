@@ -6,6 +6,10 @@
    (:func:`simmlm.metrics.shapley_contributions`; Monte-Carlo beyond 6 modalities). During training the
    scorer's predictions for every subset of every training sample are computed once, on the un-augmented data,
    and cached (:meth:`DREAM.cache_scorer_predictions`); at evaluation the scorer runs on the actual input.
+   In a benchmark the scorer is the late-fusion run of the same seed, reused rather than trained again, and the
+   token encoders start from its stage-1 experts where they share an architecture (:meth:`DREAM.warm_start`),
+   so DREAM then trains for stage 2's epochs, like the expert mixtures (a harness choice: the paper does not
+   say how its encoders start).
 2. **Enhancement** (eqs. 5-9): a modality with PSS = 0 (missing, uninformative or redundant for this sample) is
    rebuilt by cross-modal attention with itself as query: one global context ``Z_g`` (all modalities' tokens) and
    ``M - 1`` pairwise contexts ``Z_k = [x_m, x_k]``; ``x_m <- LN(x_m + I_g + sum_k I_k)``, repeated ``D = 2`` times.
@@ -171,6 +175,22 @@ class DREAM(nn.Module):
         return table
 
     @torch.no_grad()
+    def warm_start(self) -> list[str]:
+        """Start each token encoder's feature extractor from the scorer's trained expert of that modality where
+        both have one of the same shapes (LeNet / BN-CNN features); returns the modalities started so."""
+        experts = getattr(self.scorer, "experts", None)
+        started = []
+        for name, encoder in self.encoders.items():
+            target = getattr(encoder, "features", None)
+            source = getattr(experts[name], "features", None) if experts is not None else None
+            if isinstance(target, nn.Module) and isinstance(source, nn.Module):
+                theirs, ours = source.state_dict(), target.state_dict()
+                if theirs.keys() == ours.keys() and all(theirs[k].shape == ours[k].shape for k in ours):
+                    target.load_state_dict(theirs)
+                    started.append(name)
+        return started
+
+    @torch.no_grad()
     def cache_scorer_predictions(self, dataset: TensorMultimodalDataset, batch_size: int = 256) -> None:
         """Predict every subset of every sample of ``dataset`` once, so training reuses them (``sample_index``).
 
@@ -219,20 +239,38 @@ class DREAM(nn.Module):
             for subset in subsets
         ]
 
-    def _outputs(
-        self, tokens: dict[str, Tensor], subset: Tensor, scores: ShapleyScores, targets: Tensor | None
-    ) -> ModelOutput:
+    def _tokens(self, inputs: dict[str, Tensor], available: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Each modality's tokens ``[B, T_m, D]`` on the zero-filled input, and its tokens of absence (the encoding
+        of a zero input, ``[1, T_m, D]``), from one encoder pass (a zero row appended to the batch)."""
+        filled = zero_fill(inputs, available, self.modalities)
+        real, absent = {}, {}
+        for name, encoder in self.encoders.items():
+            x = filled[name]
+            tokens = encoder(torch.cat([x, x.new_zeros((1, *x.shape[1:]))]))
+            real[name], absent[name] = tokens[:-1], tokens[-1:]
+        return real, absent
+
+    def _enhance(self, tokens: dict[str, Tensor], subset: Tensor, pss: Tensor) -> dict[str, Tensor]:
+        """Eqs. 5-9, ``D`` times, on the rows where a modality has ``PSS = 0`` (only those rows are computed)."""
         names = self.modalities
-        pss = scores.pss.to(tokens[names[0]].dtype)
+        keys = subset if self.annotated else torch.ones_like(subset)  # without annotation: attend to all
+        rows = [torch.nonzero(pss[:, m] == 0).squeeze(1) for m in range(len(names))]  # one host sync per modality
         for layer in self.enhancers:
-            enhanced = {}
+            enhanced = dict(tokens)
             for m, name in enumerate(names):
-                others = [tokens[o] for o in names if o != name]
-                keys = subset if self.annotated else torch.ones_like(subset)  # without annotation: attend to all
-                present = [keys[:, i] for i, o in enumerate(names) if o != name]
-                rebuilt = cast(nn.ModuleDict, layer)[name](tokens[name], others, present)
-                enhanced[name] = torch.where((pss[:, m] == 0)[:, None, None], rebuilt, tokens[name])
+                if rows[m].numel() == 0:
+                    continue
+                r = rows[m]
+                others = [tokens[o][r] for o in names if o != name]
+                present = [keys[r, i] for i, o in enumerate(names) if o != name]
+                rebuilt = cast(nn.ModuleDict, layer)[name](tokens[name][r], others, present)
+                enhanced[name] = tokens[name].index_copy(0, r, rebuilt)
             tokens = enhanced
+        return tokens
+
+    def _fuse(self, tokens: dict[str, Tensor], pss: Tensor) -> tuple[Tensor, Tensor]:
+        """Eqs. 10-11: logits and the preliminary weights ``w``."""
+        names = self.modalities
         everything = torch.cat([tokens[n] for n in names], dim=1)
         h = torch.stack(
             [
@@ -245,16 +283,18 @@ class DREAM(nn.Module):
         )  # [B, M, 2D]
         w = self.weight_head(h.flatten(1))  # preliminary weights [B, M]
         fused = (torch.softmax(w * (pss + 1), dim=1).unsqueeze(-1) * h).sum(1)
-        aux: dict[str, Tensor] = {}
-        if targets is not None and self.distill_weight > 0:
-            mass = scores.pas.to(w.dtype).clamp(min=0)
-            total = mass.sum(1, keepdim=True)
-            has_target = total.squeeze(1) > 0
-            if bool(has_target.any()):
-                target_dist = mass[has_target] / total[has_target]
-                kl = F.kl_div(F.log_softmax(w[has_target], dim=1), target_dist, reduction="batchmean")
-                aux["distillation"] = self.distill_weight * kl
-        return ModelOutput(logits=self.classifier(fused), gate_weights=None, aux_losses=aux)
+        return self.classifier(fused), w
+
+    def _distillation(self, w: Tensor, pas: Tensor) -> dict[str, Tensor]:
+        """Eq. 12 (see the module docstring): ``lambda * KL(p_PAS || softmax(w))`` over samples with a target."""
+        mass = pas.to(w.dtype).clamp(min=0)
+        total = mass.sum(1, keepdim=True)
+        has_target = total.squeeze(1) > 0
+        if self.distill_weight <= 0 or not bool(has_target.any()):
+            return {}
+        target_dist = mass[has_target] / total[has_target]
+        kl = F.kl_div(F.log_softmax(w[has_target], dim=1), target_dist, reduction="batchmean")
+        return {"distillation": self.distill_weight * kl}
 
     def forward_subsets(
         self,
@@ -265,7 +305,8 @@ class DREAM(nn.Module):
         sample_index: Tensor | None = None,
         validate_args: bool = True,
     ) -> list[ModelOutput]:
-        """Outputs for several subsets of ``available``: tokens and scorer predictions are computed once.
+        """Outputs for several subsets of ``available``: one encoder pass and one scorer table for all of them, and
+        the subsets stacked along the batch axis through enhancement and fusion.
 
         With ``sample_index`` (dataset rows of the batch) and a filled :meth:`cache_scorer_predictions`, the
         scorer's cached predictions are used instead of running it again.
@@ -277,12 +318,23 @@ class DREAM(nn.Module):
         if sample_index is not None and self.prediction_cache is not None:
             table = self.prediction_cache[sample_index.cpu()].to(available.device)
         scores = self.contributions(inputs, available, subsets, targets, table)
-        outputs = []
-        for subset, score in zip(subsets, scores, strict=True):
-            filled = zero_fill(inputs, subset, self.modalities)
-            tokens = {name: encoder(filled[name]) for name, encoder in self.encoders.items()}
-            outputs.append(self._outputs(tokens, subset, score, targets))
-        return outputs
+        real, absent = self._tokens(inputs, available)
+        stacked = torch.cat(subsets)  # [S*B, M]: every subset's rows, one after another
+        tokens = {
+            name: torch.where(stacked[:, m, None, None], real[name].repeat(len(subsets), 1, 1), absent[name])
+            for m, name in enumerate(self.modalities)
+        }
+        pss = torch.cat([s.pss for s in scores]).to(real[self.modalities[0]].dtype)
+        logits, w = self._fuse(self._enhance(tokens, stacked, pss), pss)
+        batch = len(available)
+        return [
+            ModelOutput(
+                logits=logits[k * batch : (k + 1) * batch],
+                gate_weights=None,
+                aux_losses=self._distillation(w[k * batch : (k + 1) * batch], score.pas) if targets is not None else {},
+            )
+            for k, score in enumerate(scores)
+        ]
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> ModelOutput:
         return self.forward_subsets(inputs, mask, [mask])[0]
@@ -296,7 +348,7 @@ def pretrain_scorer(
     scorer, selected = train_method(model.scorer_method)
     model.scorer.load_state_dict(scorer.state_dict())
     model.cache_scorer_predictions(train_set)
-    return {"scorer": {"method": model.scorer_method, **selected}}
+    return {"scorer": {"method": model.scorer_method, **selected}, "encoders_from_scorer": model.warm_start()}
 
 
 def drop_training_cache(model: DREAM) -> None:
@@ -350,8 +402,9 @@ register_method(
     pretrain=pretrain_scorer,  # type: ignore[arg-type]
     needs_sample_index=True,  # its cache of the scorer's training-set predictions is looked up by row
     after_training=drop_training_cache,  # type: ignore[arg-type]
-    cost="about 6x simmlm's training time with 2 modalities (avMNIST), about 50x with 6 (a user's trial: 7-8 min a "
-    "seed against 9 s on 2 CPU cores): it trains its scorer first and its Shapley scores use all 2^M subsets",
+    stage1_in_pretrain=True,
+    cost="about simmlm's own training time on avMNIST when the benchmark also runs late_fusion (its scorer, "
+    "reused), plus that run otherwise; its Shapley scores use all 2^M subsets, so it grows fast with M",
     mofe_lambda=0.0,
 )
 register_method(
@@ -361,6 +414,7 @@ register_method(
     pretrain=pretrain_scorer,  # type: ignore[arg-type]
     needs_sample_index=True,
     after_training=drop_training_cache,  # type: ignore[arg-type]
+    stage1_in_pretrain=True,
     cost="as dream, and its scorer runs once per subset without sharing the experts' pass (2^M scorer passes)",
     option_defaults={"annotation": "none"},
     mofe_lambda=0.0,

@@ -38,6 +38,9 @@ class MethodEntry:
         cost: what training costs relative to simmlm, when that matters for choosing (``simmlm methods`` shows it).
         option_defaults: the builder's options this entry presets (a named variant of another method, e.g. DREAM
             as its paper sets it up); options given in the config still win.
+        stage1_in_pretrain: ``pretrain`` starts the model from stage-1 weights (DREAM: its token encoders from its
+            scorer's experts), so a method without per-modality experts trains for stage 2's epochs only, like
+            the expert mixtures, instead of both stages' total.
     """
 
     name: str
@@ -51,6 +54,7 @@ class MethodEntry:
     after_training: Callable[[nn.Module], None] | None = None
     cost: str = ""
     option_defaults: dict[str, Any] = field(default_factory=dict)
+    stage1_in_pretrain: bool = False
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Raise ``ValueError`` naming the method when ``options`` are not this method's (unknown or mistyped)."""
@@ -96,6 +100,7 @@ def register_method(
     after_training: Callable[[nn.Module], None] | None = None,
     cost: str = "",
     option_defaults: dict[str, Any] | None = None,
+    stage1_in_pretrain: bool = False,
     **train_defaults: Any,
 ) -> None:
     """Add a method to the registry (``train_defaults`` override the training config, e.g. ``mofe_lambda``; the
@@ -115,6 +120,7 @@ def register_method(
         after_training,
         cost,
         dict(option_defaults or {}),
+        stage1_in_pretrain,
     )
 
 
