@@ -88,7 +88,7 @@ def machine_note(reference: dict[str, Any], new: dict[str, Any]) -> str | None:
     return (
         f"the reference was computed on {shown[0]}, this run on {shown[1]}: PyTorch's CPU kernels differ between "
         "processors and instruction sets in the last bits, and training turns that into other models. Exact "
-        "reproduction holds on the same kind of processor (README, \"Reproducing the numbers\")."
+        'reproduction holds on the same kind of processor (README, "Reproducing the numbers").'
     )
 
 
