@@ -251,6 +251,10 @@ def test_voxel_calibration_is_classification_ece_on_two_classes() -> None:
     expected_sce = torch.stack([static_calibration_error(q, y.long()) for q, y in zip(two_class, target, strict=True)])
     assert ece == pytest.approx(expected_ece.mean().item())
     assert sce == pytest.approx(expected_sce.mean().item())
+    per_region = calibration.compute_regions()  # the paper's Table 4 reports each region
+    assert per_region[0] == pytest.approx(expected_ece.tolist()) and per_region[1] == pytest.approx(
+        expected_sce.tolist()
+    )
 
 
 def test_dice_bce_is_per_sample_and_small_for_confident_correct_logits() -> None:
@@ -324,6 +328,7 @@ def test_gpu_config_trains_one_step_on_a_tiny_four_modality_volume(tmp_path: Pat
     metrics = save_run(tmp_path / "run", result, splits)
     assert len(metrics["test"]["subsets"]) == 15
     keys = {"dice_wt", "dice_tc", "dice_et", "dice_mean", "ece", "sce", "samples"}
+    keys |= {f"{metric}_{region}" for metric in ("ece", "sce") for region in ("wt", "tc", "et")}
     assert set(metrics["test"]["subsets"]["flair+t1ce"]) == keys
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["average_dice"] >= 0
 

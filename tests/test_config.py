@@ -186,3 +186,12 @@ def test_config_errors_name_the_key_and_suggest_the_nearest(overrides: dict[str,
         load_config(None, overrides)
     assert message in str(caught.value)
     assert "Extra inputs are not permitted" not in str(caught.value) and "pydantic" not in str(caught.value)
+
+
+def test_frame_missing_on_avmnist_needs_the_sequence_layout() -> None:
+    from simmlm.engine.config import AvmnistData
+
+    with pytest.raises(ValueError, match="needs layout: sequences"):
+        AvmnistData(frame_missing=0.3)
+    data = AvmnistData(layout="sequences", frame_missing=0.3, frame_missing_splits=("test",))
+    assert data.frame_ratios() == {"test": 0.3}

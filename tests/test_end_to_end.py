@@ -159,3 +159,28 @@ def test_avmnist_splits_follow_the_protocol() -> None:
         audio = splits.train.inputs["audio"]
         assert audio.mean(dim=(0, 1, 3)).abs().max() < 1e-4  # standardised per coefficient on train
         assert splits.train.inputs["image"].min() >= -1 and splits.train.inputs["image"].max() <= 1
+
+
+@pytest.mark.slow
+@needs_data
+def test_avmnist_sequence_layout_is_the_maps_read_as_frames_with_frames_missing() -> None:
+    from simmlm.data.avmnist import load_avmnist
+    from simmlm.data.frames import SequenceFeatureDataset
+
+    maps = load_avmnist(DATA_DIR)
+    seq = load_avmnist(DATA_DIR, layout="sequences", frame_missing={"train": 0.5, "test": 0.7}, missing_seed=3)
+    assert "28 rows x 28 pixels" in seq.description and seq.preprocessing["layout"] == "sequences"
+    for split in ("train", "val", "test"):
+        a, b = getattr(maps, split), getattr(seq, split)
+        assert isinstance(b, SequenceFeatureDataset) and torch.equal(a.targets, b.targets)
+        image, audio = b.inputs["image"], b.inputs["audio"]
+        assert image.shape[1:] == (28, 28) and audio.shape[1:] == (20, 20)  # [T, D]
+        kept = {"image": b.frame_masks["image"], "audio": b.frame_masks["audio"]}
+        dropped = {"train": (14, 10), "val": (0, 0), "test": (20, 14)}[split]  # round(r * T), half up
+        assert (~kept["image"]).sum(1).eq(dropped[0]).all() and (~kept["audio"]).sum(1).eq(dropped[1]).all()
+        # kept frames are the maps' rows / frames, dropped ones are zeros; the modality mask never changes
+        torch.testing.assert_close(image, a.inputs["image"][:, 0] * kept["image"][..., None])
+        torch.testing.assert_close(audio, a.inputs["audio"][:, 0].transpose(1, 2) * kept["audio"][..., None])
+        assert b.mask.all()
+    with pytest.raises(ValueError, match="needs layout 'sequences'"):
+        load_avmnist(DATA_DIR, frame_missing=0.3)

@@ -111,7 +111,7 @@ def _fill(item: str, files: dict) -> str:
 @needs_data
 def test_predict_preprocessing_matches_training(tmp_path: Path) -> None:
     from simmlm.data.avmnist import load_arrays, load_avmnist
-    from simmlm.data.avmnist import read_input as read_avmnist_input
+    from simmlm.data.avmnist_input import read_input as read_avmnist_input
 
     splits = load_avmnist(DATA_DIR)
     first_test = int(np.flatnonzero(load_arrays(DATA_DIR)["is_test"])[0])  # 0_jackson_0.wav
@@ -123,6 +123,10 @@ def test_predict_preprocessing_matches_training(tmp_path: Path) -> None:
     matplotlib.image.imsave(png, np.stack([grey] * 3, axis=-1))  # uint8 RGB: stored exactly, no colormap
     image = read_avmnist_input("image", png, splits.preprocessing)
     torch.testing.assert_close(image, splits.test.inputs["image"][0], rtol=0, atol=1e-5)
+    # the sequence layout reads the same files as [T, D]: image rows, audio frames
+    seq = load_avmnist(DATA_DIR, layout="sequences")
+    torch.testing.assert_close(read_avmnist_input("audio", wav, seq.preprocessing), seq.test.inputs["audio"][0])
+    torch.testing.assert_close(read_avmnist_input("image", png, seq.preprocessing), seq.test.inputs["image"][0])
 
 
 def test_core_and_predict_do_not_import_lightning(run_dir: Path, files: dict[str, Path]) -> None:

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from simmlm.data.base import TensorMultimodalDataset, make_loader
-from simmlm.data.seqfeatures import SequenceFeatureDataset, load_seqfeatures
+from simmlm.data.frames import SequenceFeatureDataset
+from simmlm.data.seqfeatures import load_seqfeatures
 
 DIMS = {"text": 3, "audio": 4, "vision": 2}
 T = 5

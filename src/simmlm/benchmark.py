@@ -167,6 +167,14 @@ def _pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _over_subsets(m: dict[str, Any], key: str, names: Sequence[str]) -> list[float]:
+    """Per seed, the mean of a subset metric over the subsets some test sample has (NaN for the others)."""
+    return [
+        statistics.fmean(v for v in per_seed if not math.isnan(v))
+        for per_seed in zip(*(m["subsets"][n][key] for n in names), strict=True)
+    ]
+
+
 def _seconds(m: dict[str, Any]) -> str:
     """Mean training seconds of a method: its own, and the reused (shared) part when there is one."""
     total = statistics.fmean(m["train_seconds"])
@@ -193,10 +201,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for method, m in methods.items():
         cells = [_pm(m["subsets"][n][key]) for n in names]
-        ece = [
-            statistics.fmean(v for v in per_seed if not math.isnan(v))  # subsets some test sample has
-            for per_seed in zip(*(m["subsets"][n]["ece"] for n in names), strict=True)
-        ]
+        ece = _over_subsets(m, "ece", names)
         lines.append(
             f"| {method} | "
             + " | ".join(cells)
@@ -218,6 +223,19 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         for method, m in methods.items():
             cr = m["counterintuitive_rate_regions"]
             lines.append(f"| {method} | " + " | ".join(_pm(cr[r]) for r in REGIONS) + " |")
+        lines += [
+            "",
+            "## Voxel calibration (%) per region, mean over subsets: ECE / SCE (20 bins) ↓",
+            "",
+            "| method | WT | TC | ET |",
+            "|---|---|---|---|",
+        ]
+        for method, m in methods.items():
+            cells = [
+                f"{_pm(_over_subsets(m, f'ece_{r}', names))} / {_pm(_over_subsets(m, f'sce_{r}', names))}"
+                for r in REGIONS
+            ]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Calibration (%) per subset: ECE / SCE (20 bins) ↓",

@@ -22,8 +22,8 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="YAML run config: a file, or one shipped with simmlm by name (avmnist, folder, mvmnist, seqfeatures, "
-        "brats_cpu, brats2018_gpu).",
+        help="YAML run config: a file, or one shipped with simmlm by name (avmnist, avmnist_sequences, folder, "
+        "mvmnist, seqfeatures, brats_cpu, brats2018_gpu).",
     ),
 ]
 SetOpt = Annotated[

@@ -120,11 +120,12 @@ def segmentation_report(
     region's sigmoid exceeds 0.5.
 
     Returns:
-        ``{"subsets": {name: {"dice_wt", "dice_tc", "dice_et", "dice_mean", "ece", "sce"}}, "average_dice",
+        ``{"subsets": {name: {"dice_wt", "dice_tc", "dice_et", "dice_mean", "ece", "sce", "ece_wt", ..., "sce_et"}},
+        "average_dice",
         "counterintuitive_rate" (mean over regions), "counterintuitive_rate_regions", "gate_weights"
         {name: {modality: mean over regions}}, "gate_weights_regions", "cases" {case: {subset: [wt, tc, et]}}}``.
-        Dice is averaged over cases; ECE/SCE are voxel-wise over the brain voxels of all cases (mean over
-        regions); CR uses each case's Dice as P, per region.
+        Dice is averaged over cases; ECE/SCE are voxel-wise over the brain voxels of all cases, per region and
+        their mean over regions; CR uses each case's Dice as P, per region.
     """
     was_training = model.training
     model.eval()
@@ -163,12 +164,15 @@ def segmentation_report(
         name = subset_name(bits, modalities)
         n = int(counts[s])
         mean = dice[:, s].nanmean(0) if n else torch.full((len(REGIONS),), math.nan)
-        ece, sce = bins[s].compute() if n and bins is not None else (math.nan, math.nan)
+        nan = [math.nan] * len(REGIONS)
+        ece, sce = bins[s].compute_regions() if n and bins is not None else (nan, nan)
         report["subsets"][name] = {
             **{f"dice_{r}": mean[k].item() for k, r in enumerate(REGIONS)},
             "dice_mean": mean.mean().item(),
-            "ece": ece,
-            "sce": sce,
+            "ece": sum(ece) / len(ece),
+            "sce": sum(sce) / len(sce),
+            **{f"ece_{r}": ece[k] for k, r in enumerate(REGIONS)},
+            **{f"sce_{r}": sce[k] for k, r in enumerate(REGIONS)},
             "samples": n,
         }
         here = [(j, m) for j, m in enumerate(modalities) if bits >> j & 1]

@@ -1,7 +1,7 @@
 """``simmlm predict``: a trained run on files, with any subset of the modalities (the others are marked missing).
 
 The preprocessing fitted in training is read from the checkpoint, and each dataset reads its own files (the task's
-reader: ``simmlm.data.avmnist.read_input``, ``simmlm.data.folder.read_input``, NIfTI via ``simmlm.data.brats``).
+reader: ``simmlm.data.avmnist_input.read_input``, ``simmlm.data.folder.read_input``, NIfTI via ``simmlm.data.brats``).
 avMNIST runs: ``image`` as PNG (28x28, grey or RGB) or NPY (28x28 grey levels 0..255, as MNIST); ``audio`` as WAV
 (any rate; the run's front end turns it into the 20x20 MFCC map of training) or NPY (a raw, unscaled 20x20 MFCC
 map). Folder-dataset runs (your own data): one ``.npy`` per modality, raw as in the dataset folder (the training

@@ -30,6 +30,7 @@ import gzip
 import hashlib
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from simmlm.data.base import Splits, TensorMultimodalDataset
+from simmlm.data.frames import SequenceFeatureDataset, describe_ratios, frame_masks, split_ratios
 from simmlm.fileio import atomic_path
 
 SPEAKERS = ("jackson", "nicolas", "theo")
@@ -296,8 +298,16 @@ def load_avmnist(
     val_split: Literal["stratified", "recording_index"] = "stratified",
     cache: Path | None = None,
     frontend: AudioFrontend = AUDIO_FRONTENDS["literature"],
+    layout: Literal["maps", "sequences"] = "maps",
+    frame_missing: float | Mapping[str, float] = 0.0,
+    missing_seed: int = 0,
 ) -> Splits:
     """avMNIST train / validation / test splits, scaled and ready to train on.
+
+    ``layout="maps"``: the image ``[1, 28, 28]`` and the MFCC map ``[1, 20, 20]``, for 2-D experts;
+    ``"sequences"``: the image as 28 rows of 28 pixels and the MFCC map as 20 frames of 20 coefficients
+    (``[T, D]``), for the sequence experts, with ``frame_missing`` (a ratio, or one per split) of each sample's
+    frames zeroed (:mod:`simmlm.data.frames`, seeded by ``missing_seed``).
 
     ``val_split="stratified"``: a class-stratified ``val_fraction`` of the literature's train split, drawn with
     a fixed seed (the same for every training seed). ``"recording_index"``: the recordings with the indices
@@ -321,18 +331,29 @@ def load_avmnist(
     train_idx = np.setdiff1d(train_pool, val_idx)
     test_idx = np.flatnonzero(is_test)
 
-    preprocessing = {**fit_preprocessing(arrays["audio"][train_idx], audio_scaling), "audio_frontend": asdict(frontend)}
+    preprocessing = {
+        **fit_preprocessing(arrays["audio"][train_idx], audio_scaling),
+        "audio_frontend": asdict(frontend),
+        "layout": layout,
+    }
     image = scale_image(arrays["image"])
     audio = scale_audio(arrays["audio"], preprocessing)
 
-    def subset(idx: np.ndarray) -> TensorMultimodalDataset:
-        return TensorMultimodalDataset(
-            {
-                "image": torch.from_numpy(image[idx]).unsqueeze(1).contiguous(),
-                "audio": torch.from_numpy(audio[idx].astype(np.float32)).unsqueeze(1).contiguous(),
-            },
-            torch.ones(len(idx), len(MODALITIES), dtype=torch.bool),
-            torch.from_numpy(labels[idx]),
+    ratios = split_ratios(frame_missing)
+    if layout not in ("maps", "sequences"):
+        raise ValueError(f"layout must be 'maps' or 'sequences', got {layout!r}")
+    if layout == "maps" and any(ratios.values()):
+        raise ValueError("frame_missing needs layout 'sequences' (frames are the image's rows and the audio's frames)")
+
+    def subset(idx: np.ndarray, split: str) -> TensorMultimodalDataset:
+        inputs = {"image": torch.from_numpy(image[idx]), "audio": torch.from_numpy(audio[idx].astype(np.float32))}
+        mask, targets = torch.ones(len(idx), len(MODALITIES), dtype=torch.bool), torch.from_numpy(labels[idx])
+        if layout == "maps":
+            return TensorMultimodalDataset({k: v.unsqueeze(1).contiguous() for k, v in inputs.items()}, mask, targets)
+        inputs = as_sequences(inputs)
+        frames = {k: v.shape[1] for k, v in inputs.items()}
+        return SequenceFeatureDataset(
+            inputs, mask, targets, frame_masks(frames, len(idx), ratios[split], missing_seed, split)
         )
 
     description = (
@@ -342,63 +363,22 @@ def load_avmnist(
         f"{frontend.mfcc_rate or 'true'}, {frontend.pad_mode} frame padding, n_fft 2048, hop 512), "
         f"audio scaling {audio_scaling} (train statistics), images in [-1, 1]."
     )
+    if layout == "sequences":
+        description += (
+            " Sequence layout: image = 28 rows x 28 pixels, audio = 20 frames x 20 MFCCs; intra-modal "
+            f"missingness: {describe_ratios(ratios)} (seed {missing_seed})."
+        )
     return Splits(
-        subset(train_idx),
-        subset(val_idx),
-        subset(test_idx),
+        subset(train_idx, "train"),
+        subset(val_idx, "val"),
+        subset(test_idx, "test"),
         num_classes=10,
         description=description,
         preprocessing=preprocessing,
     )
 
 
-def _finite(array: np.ndarray, path: Path) -> np.ndarray:
-    if not np.isfinite(array).all():
-        raise ValueError(f"{path}: contains NaN or infinite values")
-    return array
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    try:
-        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
-    except (OSError, ValueError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npy array ({err})") from err
-
-
-def read_input(name: str, path: Path, preprocessing: dict[str, Any]) -> torch.Tensor:
-    """One modality file -> the model's input tensor ``[1, ...]`` (without batch axis), scaled as in training."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{name}: file {path} does not exist")
-    suffix = path.suffix.lower()
-    if name == "image":
-        if suffix == ".png":
-            import matplotlib.image
-
-            try:
-                pixels = np.asarray(matplotlib.image.imread(path), dtype=np.float32)
-            except (OSError, ValueError, SyntaxError) as err:
-                raise ValueError(f"{path}: not a readable PNG ({err})") from err
-            if pixels.ndim == 3:
-                pixels = pixels[..., :3].mean(-1)
-            grey = pixels * 255.0 if pixels.max() <= 1.0 else pixels
-        elif suffix == ".npy":
-            grey = _read_npy(path).squeeze()
-        else:
-            raise ValueError(f"{path}: images must be .png or .npy, got {suffix or 'no suffix'!r}")
-        if grey.shape != (28, 28):
-            raise ValueError(f"{path}: image must be 28x28, got {list(grey.shape)}")
-        return torch.from_numpy(scale_image(_finite(grey, path))).unsqueeze(0)
-    if name == "audio":
-        if suffix == ".wav":
-            # runs saved before the front end was an option used the anti-aliased one
-            stored = preprocessing.get("audio_frontend")
-            mfcc, _ = mfcc_map(path, AudioFrontend(**stored) if stored else AUDIO_FRONTENDS["antialiased"])
-        elif suffix == ".npy":
-            mfcc = _read_npy(path).squeeze()
-            if mfcc.shape != (20, 20):
-                raise ValueError(f"{path}: an MFCC map must be 20x20, got {list(mfcc.shape)}")
-        else:
-            raise ValueError(f"{path}: audio must be .wav or .npy, got {suffix or 'no suffix'!r}")
-        return torch.from_numpy(scale_audio(_finite(mfcc, path), preprocessing)).unsqueeze(0)
-    raise ValueError(f"unknown modality {name!r} for avMNIST; known: image, audio")
+def as_sequences(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Maps ``[..., 28, 28]`` / ``[..., 20, 20]`` (coefficients x frames) -> sequences ``[..., T, D]``: the image's
+    rows, the MFCC map's frames."""
+    return {k: (v.transpose(-1, -2) if k == "audio" else v).contiguous() for k, v in inputs.items()}

@@ -72,7 +72,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from simmlm.data.base import Splits, TensorMultimodalDataset
+from simmlm.data.base import Splits
+from simmlm.data.frames import SPLITS as _SPLITS
+from simmlm.data.frames import SequenceFeatureDataset, describe_ratios, frame_masks, split_ratios
 
 DEFAULT_MODALITIES = ("text", "audio", "vision")
 LABEL_KEYS = ("regression_labels", "labels", "label")
@@ -80,45 +82,7 @@ LABEL_KEYS = ("regression_labels", "labels", "label")
 VAL_SPLIT_NAMES = ("valid", "val", "dev")
 NUM_CLASSES = {"regression": 1, "binary": 2, "classes7": 7}
 Task = Literal["regression", "binary", "classes7"]
-_SPLITS = ("train", "val", "test")
-_INTER_STREAM, _INTRA_STREAM = 0, 1
-
-
-class SequenceFeatureDataset(TensorMultimodalDataset):
-    """A :class:`TensorMultimodalDataset` of ``[N, T, D]`` sequences with per-frame availability.
-
-    ``__getitem__`` still yields ``(inputs, mask, target)``; the frame masks live in :attr:`frame_masks`
-    (index them with the same indices). Frames whose mask is False, and every frame of a missing modality,
-    are zero-filled here, so the content always agrees with the masks.
-
-    Args:
-        inputs: modality name -> tensor ``[N, T, ...]``; the dict order is the modality order.
-        mask: boolean ``[N, M]`` modality availability.
-        targets: ``[N]`` targets.
-        frame_masks: modality name -> bool ``[N, T]``, True where a frame is present; None means all present.
-    """
-
-    def __init__(
-        self, inputs: dict[str, Tensor], mask: Tensor, targets: Tensor, frame_masks: dict[str, Tensor] | None = None
-    ) -> None:
-        super().__init__(inputs, mask, targets)
-        if frame_masks is None:
-            frame_masks = {k: torch.ones(v.shape[:2], dtype=torch.bool) for k, v in self.inputs.items()}
-        if set(frame_masks) != set(self.inputs):
-            raise ValueError(f"frame_masks has keys {sorted(frame_masks)}, expected the modalities {self.modalities}")
-        self.frame_masks: dict[str, Tensor] = {}
-        for m, (name, tensor) in enumerate(self.inputs.items()):
-            frames = frame_masks[name]
-            expected = tuple(tensor.shape[:2])
-            if tensor.ndim < 2 or frames.dtype != torch.bool or tuple(frames.shape) != expected:
-                raise ValueError(
-                    f"frame mask of {name!r} must be bool {list(expected)} for inputs of shape "
-                    f"{tuple(tensor.shape)}, got {frames.dtype} {tuple(frames.shape)}"
-                )
-            frames = frames & mask[:, m : m + 1]
-            # self.inputs[name] is the base class's own zero-filled copy: safe to modify in place.
-            tensor.masked_fill_(~frames.reshape(*expected, *([1] * (tensor.ndim - 2))), 0)
-            self.frame_masks[name] = frames
+_INTER_STREAM = 0  # the random stream of inter-modal draws (frames: simmlm.data.frames)
 
 
 def load_seqfeatures(
@@ -156,7 +120,7 @@ def load_seqfeatures(
         raise ValueError(f"task must be one of {sorted(NUM_CLASSES)}, got {task!r}")
     if not 0.0 <= missing_rate < 1.0:
         raise ValueError(f"missing_rate must be in [0, 1), got {missing_rate}")
-    ratios = _split_ratios(intra_missing_ratio)
+    ratios = split_ratios(intra_missing_ratio)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     dropped = _fixed_missing(missing_modalities, names, missing_rate)
@@ -184,17 +148,11 @@ def load_seqfeatures(
         n = len(scores)
         inter = np.random.default_rng([seed, index, _INTER_STREAM])
         mask = _modality_mask(n, names, missing_rate, dropped, inter)
-        frame_masks = {
-            name: torch.from_numpy(
-                _frame_mask(n, array.shape[1], ratios[split], np.random.default_rng([seed, index, _INTRA_STREAM, m]))
-            )
-            for m, (name, array) in enumerate(features.items())
-        }
         datasets[split] = SequenceFeatureDataset(
             {name: torch.from_numpy(array) for name, array in features.items()},
             torch.from_numpy(mask),
             _convert_labels(scores, task),
-            frame_masks,
+            frame_masks({name: array.shape[1] for name, array in features.items()}, n, ratios[split], seed, split),
         )
     for name in names:
         dims = {split: datasets[split].inputs[name].shape[2:] for split in _SPLITS}
@@ -210,15 +168,6 @@ def load_seqfeatures(
     classes = {"binary": ["non-positive", "positive"], "classes7": [str(k) for k in range(-3, 4)]}.get(task)
     preprocessing = {"dataset": "seqfeatures", "task": task, "classes": classes}  # what predict needs (no scaling)
     return Splits(train, val, test, NUM_CLASSES[task], description, preprocessing)
-
-
-def _split_ratios(ratio: float | Mapping[str, float]) -> dict[str, float]:
-    """The intra-modal missing ratio of every split, each checked to lie in [0, 1]."""
-    ratios = dict(ratio) if isinstance(ratio, Mapping) else dict.fromkeys(_SPLITS, ratio)
-    bad = {k: v for k, v in ratios.items() if k not in _SPLITS or not 0.0 <= v <= 1.0}
-    if bad:
-        raise ValueError(f"intra_missing_ratio must be in [0, 1] for splits {list(_SPLITS)}, got {bad}")
-    return {split: float(ratios.get(split, 0.0)) for split in _SPLITS}
 
 
 def _check_modalities(modalities: Sequence[str]) -> list[str]:
@@ -375,15 +324,6 @@ def _modality_mask(n: int, names: list[str], rate: float, dropped: list[str], rn
     return mask
 
 
-def _frame_mask(n: int, frames: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
-    """Bool ``[n, frames]``: in each row exactly ``round(ratio * frames)`` (half up) random frames are False."""
-    k = int(np.floor(ratio * frames + 0.5))
-    if k == 0:
-        return np.ones((n, frames), dtype=bool)
-    ranks = rng.random((n, frames)).argsort(axis=1).argsort(axis=1)
-    return ranks >= k
-
-
 def _describe(
     path: Path,
     splits: dict[str, tuple[str, Mapping[str, Any]]],
@@ -411,8 +351,7 @@ def _describe(
         inter = f"random, rate {missing_rate:g} per modality and sample, at least one modality kept"
     else:
         inter = "none"
-    shown = ", ".join(f"{split} {value:g}" for split, value in intra_ratios.items())
-    intra = f"frames zeroed per present modality, by split: {shown}" if any(intra_ratios.values()) else "none"
+    intra = describe_ratios(intra_ratios)
     return (
         f"Sequence features from {path.name} (MulT / MMSA pickle): {counts} (validation split "
         f"{splits['val'][0]!r}). Modalities {', '.join(shapes)}. Labels {label_key!r}, task {rule}. "

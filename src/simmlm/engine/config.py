@@ -48,8 +48,23 @@ class BratsConfig(NiftiLayout):
 DATA_DIR_FIELD = Field(None, description="default: $SIMMLM_DATA_DIR, then ../shared/data")
 
 
-class AvmnistData(StrictModel):
-    """avMNIST (``simmlm.data.avmnist``): split, audio front end and scaling."""
+class FrameMissing(StrictModel):
+    """Intra-modal missingness of sequence data (``simmlm.data.frames``): a share of frames zeroed per modality."""
+
+    frame_missing: float = Field(0.0, ge=0, le=1, description="intra-modal: share of frames zeroed per modality")
+    frame_missing_splits: tuple[Literal["train", "val", "test"], ...] = Field(
+        ("train", "val", "test"), description="the splits frame_missing applies to"
+    )
+    missing_seed: int = Field(0, ge=0, description="seed of the simulated missingness")
+
+    def frame_ratios(self) -> dict[str, float]:
+        """``frame_missing`` for the splits it applies to (the others: none)."""
+        return {split: self.frame_missing for split in self.frame_missing_splits}
+
+
+class AvmnistData(FrameMissing):
+    """avMNIST (``simmlm.data.avmnist``): split, audio front end and scaling; the sequence layout with intra-modal
+    missingness."""
 
     dataset: Literal["avmnist"] = "avmnist"
     data_dir: Path | None = DATA_DIR_FIELD
@@ -61,6 +76,15 @@ class AvmnistData(StrictModel):
     mfcc_rate: float | None = Field(None, gt=0, description="rate told to the MFCC (None: the front end's)")
     mfcc_pad: Literal["reflect", "constant"] | None = Field(None, description="STFT frame padding (None: front end's)")
     audio_scaling: Literal["standardize", "minmax"] = "standardize"
+    layout: Literal["maps", "sequences"] = Field(
+        "maps", description="maps: [1, 28, 28] / [1, 20, 20]; sequences: image rows and audio frames as [T, D]"
+    )
+
+    @model_validator(mode="after")
+    def _frames_need_sequences(self) -> AvmnistData:
+        if self.frame_missing > 0 and self.layout != "sequences":
+            raise ValueError("frame_missing needs layout: sequences (frames are the image's rows, the audio's frames)")
+        return self
 
 
 class FolderData(StrictModel):
@@ -88,7 +112,7 @@ class MvmnistData(StrictModel):
     test_size: int = Field(2000, ge=10, description="test images (from MNIST-test)")
 
 
-class SeqfeaturesData(StrictModel):
+class SeqfeaturesData(FrameMissing):
     """Utterance-level feature sequences (CMU-MOSI / MOSEI) in the MulT / MMSA pickle layout
     (``simmlm.data.seqfeatures``), with simulated inter- and intra-modal missingness."""
 
@@ -100,11 +124,6 @@ class SeqfeaturesData(StrictModel):
     task: Literal["binary", "classes7"] = Field("binary", description="Acc-2 (score > 0) or Acc-7 classes")
     missing_rate: float = Field(0.0, ge=0, lt=1, description="inter-modal: per sample and modality drop rate")
     missing_modalities: list[str] | None = Field(None, description="inter-modal: modalities dropped everywhere")
-    frame_missing: float = Field(0.0, ge=0, le=1, description="intra-modal: share of frames zeroed per modality")
-    frame_missing_splits: tuple[Literal["train", "val", "test"], ...] = Field(
-        ("train", "val", "test"), description="the splits frame_missing applies to"
-    )
-    missing_seed: int = Field(0, ge=0, description="seed of the simulated missingness")
     nan_to_num: bool = Field(True, description="replace non-finite feature values (COVAREP -inf) by 0")
 
 

@@ -118,7 +118,14 @@ def _load_avmnist(data: AvmnistData) -> Splits:
 
     frontend = resolve_frontend(data.audio_frontend, data.mfcc_rate, data.mfcc_pad)
     return load_avmnist(
-        resolve_data_dir(data.data_dir), data.val_fraction, data.audio_scaling, data.val_split, frontend=frontend
+        resolve_data_dir(data.data_dir),
+        data.val_fraction,
+        data.audio_scaling,
+        data.val_split,
+        frontend=frontend,
+        layout=data.layout,
+        frame_missing=data.frame_ratios(),
+        missing_seed=data.missing_seed,
     )
 
 
@@ -140,7 +147,6 @@ def _load_seqfeatures(data: SeqfeaturesData) -> Splits:
     from simmlm.data.seqfeatures import load_seqfeatures
 
     path = Path(data.file) if Path(data.file).is_absolute() else resolve_data_dir(data.data_dir) / data.file
-    ratios: dict[str, float] = {split: data.frame_missing for split in data.frame_missing_splits}  # others: none
     return load_seqfeatures(
         path,
         data.modalities,
@@ -148,7 +154,7 @@ def _load_seqfeatures(data: SeqfeaturesData) -> Splits:
         data.task,
         data.missing_rate,
         data.missing_modalities,
-        ratios,
+        data.frame_ratios(),
         data.missing_seed,
         data.nan_to_num,
     )
@@ -165,7 +171,7 @@ def _read_sequence(name: str, path: Path, preprocessing: dict[str, Any]) -> Tens
 
 
 def _read_avmnist(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
-    from simmlm.data.avmnist import read_input
+    from simmlm.data.avmnist_input import read_input
 
     return read_input(name, path, preprocessing)
 

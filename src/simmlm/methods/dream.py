@@ -257,7 +257,7 @@ class DREAM(nn.Module):
         rows = [torch.nonzero(pss[:, m] == 0).squeeze(1) for m in range(len(names))]  # one host sync per modality
         for layer in self.enhancers:
             enhanced = dict(tokens)
-            for m, (name, r) in enumerate(zip(names, rows, strict=True)):
+            for name, r in zip(names, rows, strict=True):
                 if r.numel() == 0:
                     continue
                 others = [tokens[o][r] for o in names if o != name]
