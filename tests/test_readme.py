@@ -66,3 +66,31 @@ def test_readme_multiview_table_is_what_results_mvmnist_holds() -> None:
             tag = "" if method == "late_fusion" else label
             row = next(r for r in rows if r[1] == method and (tag in r[0]))
             assert row[2:5] == wanted, (folder, method)
+
+
+def test_readme_sequence_tables_are_what_the_frame_missing_folders_hold() -> None:
+    """Average accuracy and CR of every method at every share of missing frames, each from its results folder."""
+    from simmlm.benchmark import _pm
+
+    rows, _ = _rows("avMNIST as sequences", "avmnist-sequences-frames00")
+    levels = ("00", "30", "50", "70")
+    summaries = [
+        json.loads((README.parent / "results" / f"avmnist-sequences-frames{k}" / "summary.json").read_text())
+        for k in levels
+    ]
+    for table, key in (("accuracy", "average_accuracy"), ("CR", "counterintuitive_rate")):
+        for method in summaries[0]["methods"]:
+            row = next((r for r in rows if r[0] == method and r[1] == table), None)
+            assert row is not None, f"no {table} row for {method}"
+            assert row[2:6] == [_pm(s["methods"][method][key]) for s in summaries], (method, table)
+
+
+def test_readme_example_pickle_table_is_what_results_seqfeatures_example_holds() -> None:
+    from simmlm.benchmark import _pm
+
+    rows, summary = _rows("Sequence features", "seqfeatures-example")
+    for method, m in summary["methods"].items():
+        row = next(r for r in rows if r[0] == method)
+        expected = [_pm(m["subsets"][s]["accuracy"]) for s in ("text", "text+audio+vision")]
+        expected += [_pm(m["average_accuracy"]), _pm(m["counterintuitive_rate"])]
+        assert row[1:5] == expected, method
