@@ -175,6 +175,20 @@ def _over_subsets(m: dict[str, Any], key: str, names: Sequence[str]) -> list[flo
     ]
 
 
+def _region_calibration(methods: dict[str, Any], names: Sequence[str]) -> list[str]:
+    """The voxel ECE / SCE table per region (none for summaries written before it was measured per region)."""
+    if not all(f"ece_{r}" in m["subsets"][n] for m in methods.values() for n in names for r in REGIONS):
+        return []
+    lines = ["", "## Voxel calibration (%) per region, mean over subsets: ECE / SCE (20 bins) ↓", ""]
+    lines += ["| method | WT | TC | ET |", "|---|---|---|---|"]
+    for method, m in methods.items():
+        cells = [
+            f"{_pm(_over_subsets(m, f'ece_{r}', names))} / {_pm(_over_subsets(m, f'sce_{r}', names))}" for r in REGIONS
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _seconds(m: dict[str, Any]) -> str:
     """Mean training seconds of a method: its own, and the reused (shared) part when there is one."""
     total = statistics.fmean(m["train_seconds"])
@@ -223,19 +237,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         for method, m in methods.items():
             cr = m["counterintuitive_rate_regions"]
             lines.append(f"| {method} | " + " | ".join(_pm(cr[r]) for r in REGIONS) + " |")
-        lines += [
-            "",
-            "## Voxel calibration (%) per region, mean over subsets: ECE / SCE (20 bins) ↓",
-            "",
-            "| method | WT | TC | ET |",
-            "|---|---|---|---|",
-        ]
-        for method, m in methods.items():
-            cells = [
-                f"{_pm(_over_subsets(m, f'ece_{r}', names))} / {_pm(_over_subsets(m, f'sce_{r}', names))}"
-                for r in REGIONS
-            ]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += _region_calibration(methods, names)
     lines += [
         "",
         "## Calibration (%) per subset: ECE / SCE (20 bins) ↓",
