@@ -267,15 +267,14 @@ def train(
         # Methods without per-modality experts have no stage 1: they get the whole epoch budget in one stage,
         # unless their pre-training gave them stage-1 weights (DREAM's encoders from its scorer's experts).
         n = task.samples_per_epoch(splits)
-        after_stage1 = two_stage or entry.stage1_in_pretrain
-        epochs = stage_epochs(t.stage2.epochs, n, t) + (0 if after_stage1 else stage_epochs(t.stage1.epochs, n, t))
-        what = (
-            "stage 2 (experts + gate)"
-            if two_stage
-            else "stage 2 (after its pre-training)"
-            if after_stage1
-            else "one stage (no per-modality experts to train first)"
-        )
+        if two_stage:
+            what = "stage 2 (experts + gate)"
+        elif entry.stage1_in_pretrain:
+            what = "stage 2 (after its pre-training)"
+        else:
+            what = "one stage (no per-modality experts to train first)"
+        one_stage = not (two_stage or entry.stage1_in_pretrain)
+        epochs = stage_epochs(t.stage2.epochs, n, t) + (stage_epochs(t.stage1.epochs, n, t) if one_stage else 0)
         logging.getLogger("simmlm").info("  %s: %d epochs", what, epochs)
         seconds = 0.0
         if epochs > 0:
