@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from simmlm.comparisons import compare_methods, comparison_markdown, comparison_note, runs_from_folder
 from simmlm.data.brats import REGIONS
 from simmlm.engine.config import load_config, stage_epochs
 from simmlm.engine.resume import remove_checkpoints
@@ -103,6 +104,10 @@ def run_benchmark(
             full_modality_flops(runs[0][1].model, splits, resolved),
             {s: r.config.train.mofe_lambda for s, (_, r) in zip(seeds, runs, strict=True)},
         )
+        finished = list(summary["methods"])
+        runs_arrays = runs_from_folder(out, finished, seeds) if len(finished) > 1 else {}
+        if runs_arrays:  # classification: every method against simmlm, with paired-bootstrap intervals
+            summary["comparisons"] = compare_methods(runs_arrays, COMPARISON_DRAWS)
         # Written after every method, so an interruption keeps what is finished.
         if is_global_zero():
             task.figures(out, method, runs[0][1].model, resolved, splits)
@@ -110,6 +115,10 @@ def run_benchmark(
             write_text_atomic(out / "summary.md", summary_markdown(summary))
             task.summary_figures(summary, out)
     return summary
+
+
+#: Bootstrap draws of the comparisons in ``summary.json``.
+COMPARISON_DRAWS = 1000
 
 
 def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dict[int, Any]) -> dict[str, Any]:
@@ -130,6 +139,7 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
         "counterintuitive_rate": [t["counterintuitive_rate"] for t in tests],
         "gate_weights": gate_weights,
         **({"gate_evenness": evenness} if "gate_evenness" in tests[0] else {}),
+        **({"shapley": _shapley(tests)} if "shapley" in tests[0] else {}),
         "train_seconds": [r["train_seconds"] for r in runs],
         "shared_seconds": [r.get("shared_seconds", 0.0) for r in runs],
         "params": params,
@@ -151,6 +161,12 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
             r: [t["counterintuitive_rate_regions"][r] for t in tests] for r in tests[0]["counterintuitive_rate_regions"]
         }
     return out
+
+
+def _shapley(tests: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Population Shapley contributions per value ("probability", "correctness") and modality, per seed."""
+    first = tests[0]["shapley"]
+    return {value: {m: [t["shapley"][value][m] for t in tests] for m in first[value]} for value in first}
 
 
 def gate_evenness(weights: Sequence[float]) -> float:
@@ -238,6 +254,26 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             cr = m["counterintuitive_rate_regions"]
             lines.append(f"| {method} | " + " | ".join(_pm(cr[r]) for r in REGIONS) + " |")
         lines += _region_calibration(methods, names)
+    if "comparisons" in summary:
+        lines += ["", "## Differences to simmlm (95 % intervals)", "", comparison_note(COMPARISON_DRAWS), ""]
+        lines += comparison_markdown({"": summary["comparisons"]})
+    if all("shapley" in m for m in methods.values()):
+        modalities = summary["modalities"]
+        lines += [
+            "",
+            "## Shapley contribution of each modality (percentage points)",
+            "",
+            "Exact Shapley values computed from the predictions under every subset (no extra model pass), mean over "
+            "test samples, mean ± std over seeds. Value of a subset: the probability of the true class, or correctness "
+            "(1 if right); with no modality the value is 1/K (chance), so a sample's contributions sum to its value "
+            "with every available modality minus 1/K.",
+            "",
+            "| method | value | " + " | ".join(modalities) + " |",
+            "|---" * (len(modalities) + 2) + "|",
+        ]
+        for method, m in methods.items():
+            for value, phi in m["shapley"].items():
+                lines.append(f"| {method} | {value} | " + " | ".join(_pm(phi[x]) for x in modalities) + " |")
     lines += [
         "",
         "## Calibration (%) per subset: ECE / SCE (20 bins) ↓",

@@ -24,6 +24,7 @@ from simmlm.cli_common import (
     say,
     show_epochs,
 )
+from simmlm.cli_robustness import robustness
 
 app = typer.Typer(help="Multimodal learning with missing modalities (SimMLM, DMoME, ...).", no_args_is_help=True)
 
@@ -321,6 +322,9 @@ def predict(
     if result["gate_weights"] is not None:
         typer.echo("gate weights: " + "  ".join(f"{k} {w:.3f}" for k, w in result["gate_weights"].items()))
     typer.echo(f"predictive entropy: {result['entropy']:.3f} nats (max {result['max_entropy']:.3f})")
+    if result.get("shapley"):
+        contributions = "  ".join(f"{k} {v:+.3f}" for k, v in result["shapley"].items())
+        typer.echo(f"Shapley contributions to p({result['class_name']}): {contributions} (sum = p - 1/K)")
 
 
 @app.command()
@@ -381,6 +385,8 @@ def methods() -> None:
         entry = get_method(name)
         typer.echo(f"{name:>11}  {entry.description}" + (f"\n{'':>11}  cost: {entry.cost}" if entry.cost else ""))
 
+
+app.command()(robustness)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -9,7 +9,7 @@ per sample, only the nested pairs inside its available modalities (NaN if no sam
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from simmlm.metrics import (
     static_calibration_error,
 )
 from simmlm.metrics.segmentation import VoxelCalibration, dice_score
+from simmlm.metrics.shapley import MAX_EXACT_VALUE_MODALITIES, modality_shapley, subset_value_table
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits, subset_name
 
 
@@ -68,7 +69,59 @@ def classification_report(preds: SubsetPredictions, modalities: Sequence[str], n
     }
     if preds.gate_weights is not None:
         report["gate_evenness"] = gate_evenness
+    if set(preds.subsets) == set(all_subsets(len(modalities))):
+        contributions = modality_contributions(probs, preds.targets, preds.subsets, preds.available, len(modalities))
+        report["shapley"] = {
+            value: dict(zip(modalities, phi.mean(0).tolist(), strict=True)) for value, phi in contributions.items()
+        }
     return report
+
+
+def _columns(table: Tensor) -> Callable[[Tensor], Tensor]:
+    """The value function of a ``[N, 2^M]`` table: subset codes ``[J]`` -> values ``[N, J]``."""
+    return lambda codes: table[:, codes]
+
+
+#: Monte-Carlo permutations for Shapley contributions above ``MAX_EXACT_VALUE_MODALITIES`` modalities.
+SHAPLEY_PERMUTATIONS = 1000
+
+
+def modality_contributions(
+    probs: Tensor, classes: Tensor, subsets: Sequence[int], available: Tensor, num_modalities: int
+) -> dict[str, Tensor]:
+    """Shapley contribution ``[N, M]`` of each modality to each sample's outcome, from predictions under every
+    subset (no model pass of its own).
+
+    The value of a subset ``S`` for sample ``n`` is the model's output from ``S ∩ A_n`` (its available modalities):
+    ``"probability"``, the probability of ``classes[n]`` (the label; in ``simmlm predict`` the predicted class);
+    ``"correctness"``, 1 when the arg-max is ``classes[n]``. With no modality the model knows nothing:
+    ``v(∅) = 1/K`` for both. A sample's contributions sum to ``v(A_n) - 1/K``; a missing modality gets 0.
+    Exact up to ``MAX_EXACT_VALUE_MODALITIES`` modalities, then a Monte-Carlo estimate (seeded).
+
+    Args:
+        probs: ``[S, N, K]`` class probabilities per subset (rows of subsets a sample lacks are never read).
+        classes: ``[N]`` the class whose probability is the value.
+        subsets: the subsets' codes: every non-empty subset of the modalities.
+        available: ``[N]`` codes of the modalities each sample has.
+    """
+    num_classes = probs.shape[-1]
+    index = classes.reshape(1, -1, 1).expand(probs.shape[0], -1, 1)
+    values = {
+        "probability": probs.gather(-1, index.to(probs.device)).squeeze(-1).double(),
+        "correctness": (probs.argmax(-1) == index[..., 0].to(probs.device)).double(),
+    }
+    exact = num_modalities <= MAX_EXACT_VALUE_MODALITIES
+    out = {}
+    for name, value in values.items():
+        table = subset_value_table(value, subsets, available, num_modalities, 1.0 / num_classes)
+        out[name] = modality_shapley(
+            _columns(table),
+            table.shape[0],
+            num_modalities,
+            mc_permutations=None if exact else SHAPLEY_PERMUTATIONS,
+            generator=None if exact else torch.Generator(device=table.device).manual_seed(0),
+        )
+    return out
 
 
 def _evenness(weights: Tensor, bits: int) -> float:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from simmlm.engine.config import BratsConfig
 from simmlm.fileio import atomic_path
@@ -84,7 +84,26 @@ def classify_files(
     if out.gate_weights is not None:
         weights = out.gate_weights[0]
         result["gate_weights"] = {name: float(weights[m].mean()) for m, name in enumerate(modalities)}
+    result["shapley"] = _contributions(model, inputs, mask, int(probs.argmax()), modalities)
     return result
+
+
+def _contributions(
+    model: nn.Module, inputs: dict[str, Tensor], mask: Tensor, predicted: int, modalities: list[str]
+) -> dict[str, float]:
+    """Shapley contribution of each given modality to the probability of the predicted class (the value of a subset:
+    that class's probability from it; no modality: 1/K), from one prediction per subset of the given modalities."""
+    from simmlm.evaluate import modality_contributions
+    from simmlm.methods.base import outputs_for_subsets
+    from simmlm.subsets import bits_to_mask, mask_to_bits
+
+    have = int(mask_to_bits(mask)[0])
+    codes = [c for c in range(1, 1 << len(modalities)) if c & ~have == 0]
+    subset_masks = [bits_to_mask(torch.tensor([c]), len(modalities)) for c in codes]
+    outputs = outputs_for_subsets(model, inputs, mask, subset_masks)
+    probs = torch.stack([o.logits.float().softmax(-1) for o in outputs])  # [S, 1, K]
+    phi = modality_contributions(probs, torch.tensor([predicted]), codes, torch.tensor([have]), len(modalities))
+    return {name: round(float(phi["probability"][0, m]), 6) for m, name in enumerate(modalities) if have >> m & 1}
 
 
 @torch.no_grad()

@@ -184,6 +184,20 @@ def _figures(directory: Path, summary: dict[str, Any]) -> list[tuple[str, str]]:
     if gates is not None:
         caption = "Mean gate weight (test set) of each modality (columns) per subset (rows), one panel per method "
         figures.append(("gate_weights.png", caption + "with a gate. " + gates))
+    if all("shapley" in m for m in summary["methods"].values()):
+        from simmlm.robustness_report import shapley_bars
+
+        panels = [
+            (title, {n: m["shapley"][value] for n, m in summary["methods"].items()})
+            for value, title in (
+                ("probability", "value: probability of the true class"),
+                ("correctness", "value: correct"),
+            )
+        ]
+        shapley_bars(panels, summary["modalities"], directory / "shapley.png")
+        caption = "Shapley contribution of each modality (percentage points; mean over test samples; bars: mean ± std "
+        caption += "over seeds), from the predictions under every subset; no modality counts as chance (1/K)"
+        figures.append(("shapley.png", caption))
     reliability = _reliability(directory, summary, directory / "reliability.png")
     if reliability is not None:
         caption = "Reliability diagrams (20 bins; test predictions of all seeds pooled; dashed: perfect calibration): "
@@ -192,35 +206,55 @@ def _figures(directory: Path, summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def write_report(directory: str | Path) -> Path:
-    """Write ``report.html`` and its PNGs next to ``summary.json`` in ``directory``; returns the HTML path."""
+    """Write ``report.html`` and its PNGs in ``directory``: a benchmark's (``summary.json``), a robustness suite's
+    (``robustness.json``), or both; returns the HTML path."""
     directory = Path(directory)
-    summary_path = directory / "summary.json"
-    if not summary_path.is_file():
-        raise FileNotFoundError(f"{summary_path} not found: run `simmlm benchmark ... --out {directory}` first")
-    summary = json.loads(summary_path.read_text())
-    if not summary.get("methods"):
-        raise ValueError(f"{summary_path} holds no method results")
-    figures = _figures(directory, summary)
-    markdown = (directory / "summary.md").read_text() if (directory / "summary.md").is_file() else ""
-    if (directory / "figures" / "population_gates.png").is_file():
-        figures.append(("figures/population_gates.png", "Mean gate weight per subset, modality and region (test set)"))
-    for case in sorted((directory / "figures").glob("case-*.png")):
-        caption = f"{case.stem[5:]}: one test case under every subset: outlines (dashed truth, solid prediction), "
-        figures.append((f"figures/{case.name}", caption + "entropy and gate weights"))
+    summary_path, robustness_path = directory / "summary.json", directory / "robustness.json"
+    if not summary_path.is_file() and not robustness_path.is_file():
+        raise FileNotFoundError(
+            f"{summary_path} not found: run `simmlm benchmark ... --out {directory}` (or `simmlm robustness`) first"
+        )
+    figures: list[tuple[str, str]] = []
+    markdown, intro, title = "", "", ""
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if not summary.get("methods"):
+            raise ValueError(f"{summary_path} holds no method results")
+        figures = _figures(directory, summary)
+        markdown = (directory / "summary.md").read_text() if (directory / "summary.md").is_file() else ""
+        if (directory / "figures" / "population_gates.png").is_file():
+            figures.append(
+                ("figures/population_gates.png", "Mean gate weight per subset, modality and region (test set)")
+            )
+        for case in sorted((directory / "figures").glob("case-*.png")):
+            caption = f"{case.stem[5:]}: one test case under every subset: outlines (dashed truth, solid prediction), "
+            figures.append((f"figures/{case.name}", caption + "entropy and gate weights"))
+        title = summary["dataset"]
+        intro = f"""<h2>Protocol</h2><p>{html.escape(summary.get("protocol", ""))}</p>
+<p>Methods: {html.escape(", ".join(summary["methods"]))}. Seeds: {html.escape(", ".join(map(str, summary["seeds"])))}.
+Modalities: {html.escape(", ".join(summary["modalities"]))}. simmlm {simmlm.__version__}.</p>"""
+    if robustness_path.is_file():
+        from simmlm.robustness_report import robustness_markdown, write_figures
+
+        robustness = json.loads(robustness_path.read_text())
+        figures += write_figures(robustness, directory)
+        markdown += "\n" + robustness_markdown(robustness)
+        title = title or f"robustness, {robustness['dataset']}"
+        intro = (
+            intro or f"<p>Methods: {html.escape(', '.join(robustness['methods']))}. simmlm {simmlm.__version__}.</p>"
+        )
     body = "\n".join(
         f'<figure><img src="{f}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
         for f, c in figures
     )
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>simmlm report: {html.escape(summary["dataset"])}</title>
+<html lang="en"><head><meta charset="utf-8"><title>simmlm report: {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}}
 img{{max-width:100%;height:auto}}.wide{{overflow-x:auto}}table{{border-collapse:collapse;font-size:13px;margin:.5em 0}}
 th,td{{border:1px solid #ccc;padding:.2em .5em;text-align:left;white-space:nowrap}}
 th{{background:#f0f0f0;cursor:pointer}}</style></head>
-<body><h1>simmlm report: {html.escape(summary["dataset"])}</h1>
-<h2>Protocol</h2><p>{html.escape(summary.get("protocol", ""))}</p>
-<p>Methods: {html.escape(", ".join(summary["methods"]))}. Seeds: {html.escape(", ".join(map(str, summary["seeds"])))}.
-Modalities: {html.escape(", ".join(summary["modalities"]))}. simmlm {simmlm.__version__}.</p>
+<body><h1>simmlm report: {html.escape(title)}</h1>
+{intro}
 <h2>Figures</h2>{body}
 <h2>Tables</h2>{markdown_to_html(markdown)}{_SORT_SCRIPT}</body></html>
 """

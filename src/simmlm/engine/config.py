@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from simmlm.data.augment import AugmentSpec
 from simmlm.data.brats import NiftiLayout
+from simmlm.data.scenarios import WithScenario
 from simmlm.nn.experts import EXPERT_KINDS
 
 
@@ -62,7 +63,7 @@ class FrameMissing(StrictModel):
         return {split: self.frame_missing for split in self.frame_missing_splits}
 
 
-class AvmnistData(FrameMissing):
+class AvmnistData(FrameMissing, WithScenario):
     """avMNIST (``simmlm.data.avmnist``): split, audio front end and scaling; the sequence layout with intra-modal
     missingness."""
 
@@ -87,7 +88,7 @@ class AvmnistData(FrameMissing):
         return self
 
 
-class FolderData(StrictModel):
+class FolderData(WithScenario):
     """Your own data: a folder with a CSV manifest (``simmlm.data.folder``)."""
 
     dataset: Literal["folder"] = "folder"
@@ -102,7 +103,7 @@ class FolderData(StrictModel):
     )
 
 
-class MvmnistData(StrictModel):
+class MvmnistData(WithScenario):
     """Multi-view MNIST (``simmlm.data.mvmnist``): six feature views of very different strength."""
 
     dataset: Literal["mvmnist"] = "mvmnist"
@@ -112,7 +113,7 @@ class MvmnistData(StrictModel):
     test_size: int = Field(2000, ge=10, description="test images (from MNIST-test)")
 
 
-class SeqfeaturesData(FrameMissing):
+class SeqfeaturesData(FrameMissing, WithScenario):
     """Utterance-level feature sequences (CMU-MOSI / MOSEI) in the MulT / MMSA pickle layout
     (``simmlm.data.seqfeatures``), with simulated inter- and intra-modal missingness."""
 

@@ -201,9 +201,11 @@ class ClassificationTask:
         self.data, self.loader, self.reader = data or AvmnistData(), loader, reader
 
     def load_splits(self) -> Splits:
+        from simmlm.data.scenarios import apply_scenario
+
         if self.loader is None:
             raise ValueError(f"dataset {self.data.dataset!r} has no loader")
-        return self.loader(self.data)
+        return apply_scenario(self.loader(self.data), getattr(self.data, "scenario", None))
 
     def check_method(self, model: nn.Module, method: str) -> None:
         pass

@@ -28,12 +28,16 @@ Exact mode predicts every needed non-empty subset once (``2^M - 1`` calls of ``p
 and is the default up to ``M = 6``. Monte-Carlo mode averages the marginal contributions along random
 permutations of the modalities (unbiased; its PAS still sums to ``V(M)`` exactly) and predicts each subset it
 meets at most once.
+
+:func:`modality_shapley` computes the same Shapley values (eq. 2) for any real-valued game given per subset
+(``m(S, i) = v(S ∪ {i}) - v(S)``), e.g. a per-sample loss or probability of the true class, with
+:func:`subset_value_table` turning values measured on the listed subsets into such a game under missing modalities.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -43,6 +47,7 @@ from torch import Tensor
 from simmlm.subsets import bits_to_mask, check_mask, mask_to_bits
 
 MAX_EXACT_MODALITIES = 6
+MAX_EXACT_VALUE_MODALITIES = 10  # exact mode of modality_shapley: 2^M values per sample, no model call per subset
 _NO_PREDICTION = -1  # ŷ(∅); class ids are checked to be >= 0, so it differs from every class
 
 
@@ -235,3 +240,107 @@ def _checked_prediction(prediction: Tensor, num_samples: int) -> Tensor:
     if (prediction < 0).any():
         raise ValueError("predict returned a negative class id; class ids must be >= 0")
     return prediction.long()
+
+
+def subset_value_table(
+    values: Tensor, subsets: Sequence[int], available: Tensor, num_modalities: int, empty_value: float
+) -> Tensor:
+    """The game ``v_n(S) = value_n(S ∩ A_n)`` of every sample on every subset code ``S`` in ``0 .. 2^M - 1``.
+
+    A missing modality never changes ``v_n`` (a null player), so the available ones share ``v_n`` as in the game
+    on ``A_n`` alone.
+
+    Args:
+        values: ``[S, N]`` value of each listed subset for each sample; rows of subsets a sample does not fully
+            have may be NaN (they are never read).
+        subsets: the listed subsets' bit codes (bit ``m``: modality ``m``), in row order; they must include every
+            non-empty subset of each sample's available set.
+        available: ``[N]`` long bit codes of each sample's available modalities (non-zero).
+        num_modalities: ``M``.
+        empty_value: ``v_n(∅)``, also given to every ``S`` with ``S ∩ A_n = ∅``.
+
+    Returns:
+        ``[N, 2^M]`` float64 table on ``values``' device, column ``S`` holding ``v_n(S ∩ A_n)``.
+
+    Raises:
+        ValueError: on inconsistent shapes, invalid codes, or a needed subset missing from ``subsets``.
+    """
+    num_codes = 2**num_modalities
+    codes = torch.as_tensor(list(subsets), dtype=torch.long)
+    if values.ndim != 2 or values.shape[0] != len(codes):
+        raise ValueError(f"values must be [{len(codes)}, N] (one row per listed subset), got {tuple(values.shape)}")
+    if tuple(available.shape) != (values.shape[1],):
+        raise ValueError(f"available must be [{values.shape[1]}] bit codes, got {tuple(available.shape)}")
+    if len(codes) and (codes.min() < 1 or codes.max() >= num_codes or len(codes.unique()) != len(codes)):
+        raise ValueError(f"subsets must be distinct codes in [1, {num_codes}), got {codes.tolist()}")
+    available = available.long().cpu()
+    if (available < 1).any() or (available >= num_codes).any():
+        raise ValueError(f"available must hold non-empty subset codes in [1, {num_codes})")
+    row_of = torch.full((num_codes,), -1, dtype=torch.long)
+    row_of[codes] = torch.arange(len(codes))
+    effective = torch.arange(num_codes).unsqueeze(0) & available.unsqueeze(1)  # [N, 2^M] codes of S ∩ A_n
+    rows = row_of[effective]
+    if ((rows < 0) & (effective > 0)).any():
+        raise ValueError("subsets must include every non-empty subset of each sample's available modalities")
+    device = values.device
+    samples = torch.arange(len(available), device=device).unsqueeze(1)
+    table = values.detach().double()[rows.clamp_min(0).to(device), samples]
+    return table.masked_fill((effective == 0).to(device), empty_value)
+
+
+def modality_shapley(
+    value: Callable[[Tensor], Tensor],
+    num_samples: int,
+    num_modalities: int,
+    mc_permutations: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Shapley value of every modality in every sample's game ``v_n`` (eq. 2 with ``m(S, i) = v(S ∪ {i}) - v(S)``).
+
+    ``phi_i = sum_{S ⊆ M \\ {i}} |S|! (M - |S| - 1)! / M! * (v(S ∪ {i}) - v(S))``, efficient:
+    ``sum_i phi_i = v(M) - v(∅)``.
+
+    Args:
+        value: maps a 1-D long tensor of subset codes ``[J]`` (0 is ``∅``) to values ``[N, J]``; called once, with
+            every code needed (e.g. ``lambda codes: table[:, codes]`` on a :func:`subset_value_table`).
+        num_samples: ``N``.
+        num_modalities: ``M``.
+        mc_permutations: ``None`` for exact values (``M <= MAX_EXACT_VALUE_MODALITIES``); a number of random
+            permutations for a Monte-Carlo estimate (unbiased, and still exactly efficient: the contributions
+            along each permutation sum to ``v(M) - v(∅)``).
+        generator: random generator for the Monte-Carlo permutations.
+
+    Returns:
+        ``[N, M]`` float64 on the device of ``value``'s output.
+
+    Raises:
+        ValueError: on bad sizes, ``M > MAX_EXACT_VALUE_MODALITIES`` without ``mc_permutations``, or a value
+            of the wrong shape.
+    """
+    if num_modalities < 1 or num_samples < 1:
+        raise ValueError(f"num_samples and num_modalities must be >= 1, got {num_samples} and {num_modalities}")
+    if mc_permutations is None:
+        if num_modalities > MAX_EXACT_VALUE_MODALITIES:
+            raise ValueError(
+                f"exact Shapley values over {num_modalities} modalities need {2**num_modalities} values per sample; "
+                f"exact mode is limited to {MAX_EXACT_VALUE_MODALITIES} modalities. Pass mc_permutations "
+                "(e.g. 1000) for a Monte-Carlo estimate."
+            )
+        coalitions = _exact_coalitions(num_modalities)
+    else:
+        if mc_permutations < 1:
+            raise ValueError(f"mc_permutations must be >= 1, got {mc_permutations}")
+        device = generator.device if generator is not None else None
+        perms = torch.rand(mc_permutations, num_modalities, generator=generator, device=device).argsort(1)
+        coalitions = _permutation_coalitions(perms)
+    modality, without, weight = coalitions
+    needed, inverse = torch.unique(torch.cat([without, without | (1 << modality)]), return_inverse=True)
+    table = value(needed)
+    if not isinstance(table, Tensor) or tuple(table.shape) != (num_samples, len(needed)):
+        shape = tuple(table.shape) if isinstance(table, Tensor) else type(table).__name__
+        raise ValueError(f"value must return [{num_samples}, {len(needed)}] values, got {shape}")
+    table = table.double()
+    idx_without, idx_with = (i.to(table.device) for i in inverse.split(len(modality)))
+    phi = torch.zeros(num_samples, num_modalities, dtype=torch.float64, device=table.device)
+    phi.index_add_(1, modality.to(table.device), (table[:, idx_with] - table[:, idx_without]) * weight.to(table.device))
+    return phi

@@ -1,0 +1,74 @@
+"""``simmlm robustness``: the robustness suite's command (registered on :data:`simmlm.cli.app`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from simmlm.cli_common import (
+    ConfigOpt,
+    DataDir,
+    SetOpt,
+    config_overrides,
+    csv_items,
+    default_config_line,
+    fail,
+    parse_seeds,
+    say,
+    show_epochs,
+)
+
+
+def robustness(
+    dataset: Annotated[
+        str, typer.Argument(help="Classification dataset: avmnist, mvmnist, seqfeatures, or folder (your own data).")
+    ],
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods (see `simmlm methods`).")
+    ] = "simmlm,dmome,late_fusion,mmp,dream",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
+    out: Annotated[Path | None, typer.Option(help="Output folder [default: results/DATASET-robustness].")] = None,
+    suite: Annotated[
+        Path | None,
+        typer.Option(help="YAML of the scenarios and severities (README, Robustness); default: the built-in suite."),
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDir = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train and test every method under missing and corrupted modalities: robustness.json, robustness.md, curves.
+
+    Scenarios: a share of the training samples lacking a modality; test-time corruption of a present modality
+    (noise, occlusion, band dropout, zeros marked present) on the clean models; a share of the training samples
+    carrying a corrupted modality marked present. Comparisons to simmlm carry paired-bootstrap intervals. Finished
+    cells are loaded on a rerun and an interrupted one resumes run by run.
+    """
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from simmlm.engine.train import quiet_lightning
+    from simmlm.methods import get_method
+    from simmlm.robustness import load_suite, run_robustness
+
+    console = Console()
+    out = out if out is not None else Path("results") / f"{dataset}-robustness"
+    try:
+        method_list = csv_items(methods)
+        for m in method_list:
+            get_method(m)
+        seed_list = parse_seeds(seeds)
+        spec = load_suite(suite)
+        config, line = default_config_line(dataset, config)
+        say(console, line)
+        settings = config_overrides(data_dir, set_, **{"data.dataset": dataset})
+        quiet_lightning()
+        show_epochs(console)
+        run_robustness(method_list, seed_list, out, config, settings, spec, log=lambda text: say(console, text))
+    except (ValueError, FileNotFoundError, ValidationError) as err:
+        raise fail(err) from err
+    console.print(
+        f"wrote {out / 'robustness.json'}, {out / 'robustness.md'} and {out / 'robustness'}/ (figures); "
+        f"`simmlm report {out}` draws the report"
+    )

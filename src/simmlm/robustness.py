@@ -1,0 +1,322 @@
+"""``simmlm robustness``: the methods under missing and corrupted modalities, with intervals and Shapley values.
+
+Three scenarios (:mod:`simmlm.data.scenarios` makes the data):
+
+1. **training-time missingness**: a share of the training and validation samples lack a modality (SMIL's setting);
+   tested on every subset of the clean test set;
+2. **test-time corruption** of a present modality (noise, occlusion, band dropout, and the unannounced missing
+   modality: zeros while the mask says present), on the models trained on clean data, without retraining;
+3. **training-time corruption**: a share of the training and validation samples carry a corrupted modality marked
+   present, so a gate can learn to distrust it; tested on clean inputs and on inputs whose modality is corrupted in
+   every sample.
+
+The suite trains one benchmark per training condition (a *cell*: clean, then every share of 1 and 3) in
+``cells/<name>/``, a normal benchmark folder (so an interrupted cell resumes run by run, and DREAM reuses the
+late-fusion run of its seed as its scorer), evaluates every model of the cell under its test conditions and keeps
+that in ``cells/<name>/cell.json``; a rerun loads finished cells. Every test corruption is drawn with the suite's
+seed, so all methods see the same inputs and comparisons stay paired.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from pydantic import Field, ValidationError
+
+from simmlm.benchmark import run_benchmark
+from simmlm.comparisons import compare_methods
+from simmlm.data.base import Splits, TensorMultimodalDataset
+from simmlm.data.scenarios import corrupt, corruption_scale
+from simmlm.engine.config import StrictModel, load_config
+from simmlm.engine.tasks import Task, task_for
+from simmlm.fileio import write_text_atomic
+from simmlm.metrics.bootstrap import RunArrays
+from simmlm.reproducibility import provenance
+from simmlm.runs import load_checkpoint
+from simmlm.subsets import mask_to_bits
+
+Kind = Literal["noise", "occlude", "band", "zeros"]
+
+
+class TestCorruption(StrictModel):
+    """Scenario 2: one kind of corruption at several severities (``zeros``: the share of test samples affected)."""
+
+    kind: Kind
+    modalities: list[str] | None = Field(None, description="None: every modality (occlude, band: those of 2-D content)")
+    severities: list[float] = Field(min_length=1)
+
+
+class TrainingMissing(StrictModel):
+    """Scenario 1: shares of the training and validation samples that lack ``modality``."""
+
+    modality: str | None = Field(None, description="None: the dataset's first modality")
+    fractions: list[float] = Field(min_length=1)
+
+
+class TrainingCorruption(TrainingMissing):
+    """Scenario 3: shares of the training and validation samples whose ``modality`` is corrupted, marked present."""
+
+    kind: Kind = "noise"
+    severity: float = Field(2.0, ge=0)
+
+
+class SuiteConfig(StrictModel):
+    """What ``simmlm robustness`` runs (``--suite FILE`` gives another YAML of these keys)."""
+
+    train_missing: TrainingMissing = TrainingMissing(fractions=[0.5, 0.9])
+    train_corruption: TrainingCorruption = TrainingCorruption(fractions=[0.3, 0.6])
+    test_corruptions: list[TestCorruption] = [
+        TestCorruption(kind="noise", severities=[0.5, 1.0, 2.0]),
+        TestCorruption(kind="occlude", severities=[0.25, 0.5]),
+        TestCorruption(kind="band", severities=[0.25, 0.5]),
+        TestCorruption(kind="zeros", severities=[0.5, 1.0]),
+    ]
+    bootstrap_draws: int = Field(1000, ge=10)
+    seed: int = Field(0, ge=0, description="seed of every scenario draw")
+
+
+def load_suite(path: Path | None) -> SuiteConfig:
+    """The suite of a YAML file (``None``: the defaults); a clear error for a bad key."""
+    if path is None:
+        return SuiteConfig()
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        return SuiteConfig.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"invalid robustness suite {path}: {problems}") from None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A test condition: the scenario and severity it belongs to, and the test-set corruption (None: clean)."""
+
+    scenario: str
+    severity: float
+    corruption: tuple[str, Kind, float, float] | None = None  # modality, kind, severity, fraction
+
+
+@dataclass
+class Cell:
+    """One training condition: the benchmark it trains and the test conditions of its models."""
+
+    name: str
+    title: str
+    scenario: dict[str, Any] | None
+    conditions: list[Condition] = field(default_factory=list)
+
+
+CLEAN = "clean"
+
+
+def _spatial(shape: Sequence[int]) -> bool:
+    return len([s for s in shape if s > 1]) >= 2
+
+
+def plan(suite: SuiteConfig, splits: Splits) -> list[Cell]:
+    """The cells of the suite in training order, clean first, each with its test conditions."""
+    modalities = splits.modalities
+    shapes = {m: tuple(x.shape[1:]) for m, x in splits.train.inputs.items()}
+    for name in [suite.train_missing.modality, suite.train_corruption.modality] + [
+        m for c in suite.test_corruptions for m in c.modalities or []
+    ]:
+        if name is not None and name not in modalities:
+            raise ValueError(f"the suite names modality {name!r}; this dataset has {', '.join(modalities)}")
+    clean = Cell(CLEAN, "clean training data", None, [Condition(CLEAN, 0.0)])
+    for c in suite.test_corruptions:
+        spatial_only = c.kind in ("occlude", "band")
+        for m in c.modalities or [m for m in modalities if _spatial(shapes[m]) or not spatial_only]:
+            for s in c.severities:
+                severity, fraction = (1.0, s) if c.kind == "zeros" else (s, 1.0)
+                clean.conditions.append(Condition(f"test {c.kind}: {m}", s, (m, c.kind, severity, fraction)))
+    miss = suite.train_missing
+    m_miss = miss.modality or modalities[0]
+    cells = [clean]
+    for p in miss.fractions:
+        scenario = {"kind": "missing", "modality": m_miss, "fraction": p, "seed": suite.seed}
+        cells.append(
+            Cell(
+                f"train-missing-{m_miss}-{p:g}",
+                f"{p:.0%} of training samples lack {m_miss}",
+                scenario,
+                [Condition(f"train missing: {m_miss}", p)],
+            )
+        )
+    cor = suite.train_corruption
+    m_cor = cor.modality or modalities[0]
+    base = f"train {cor.kind} {cor.severity:g}: {m_cor}"
+    spec: tuple[str, Kind, float, float] = (m_cor, cor.kind, cor.severity, 1.0)
+    clean.conditions.append(Condition(f"{base}, corrupted test", 0.0, spec))
+    for f in cor.fractions:
+        scenario = {"kind": cor.kind, "modality": m_cor, "fraction": f, "severity": cor.severity, "seed": suite.seed}
+        cells.append(
+            Cell(
+                f"train-{cor.kind}-{m_cor}-{f:g}",
+                f"{f:.0%} of training samples with {cor.kind} on {m_cor}",
+                scenario,
+                [Condition(f"{base}, clean test", f), Condition(f"{base}, corrupted test", f, spec)],
+            )
+        )
+    return cells
+
+
+def _test_set(splits: Splits, condition: Condition, seed: int) -> TensorMultimodalDataset:
+    if condition.corruption is None:
+        return splits.test
+    modality, kind, severity, fraction = condition.corruption
+    scale = corruption_scale(splits.train, modality)  # noise in units of the clean training data's spread
+    return corrupt(splits.test, modality, kind, severity, fraction, seed=seed, scale=scale)
+
+
+def _per_seed(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method's metrics under one condition, as lists over seeds."""
+    first = reports[0]
+    names = [n for n in first["subsets"]]
+    covered = [n for n in names if first["subsets"][n]["samples"]]
+    out: dict[str, Any] = {
+        "subsets": {n: {k: [r["subsets"][n][k] for r in reports] for k in ("accuracy", "ece")} for n in names},
+        "average_accuracy": [r["average_accuracy"] for r in reports],
+        "counterintuitive_rate": [r["counterintuitive_rate"] for r in reports],
+        "ece": [sum(r["subsets"][n]["ece"] for n in covered) / len(covered) for r in reports],
+    }
+    if "shapley" in first:
+        out["shapley"] = {
+            v: {m: [r["shapley"][v][m] for r in reports] for m in first["shapley"][v]} for v in first["shapley"]
+        }
+    return out
+
+
+def evaluate_cell(
+    cell: Cell,
+    cell_dir: Path,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    splits: Splits,
+    suite: SuiteConfig,
+    task: Task,
+) -> dict[str, Any]:
+    """Every model of a trained cell under each of its test conditions: metrics and comparisons per condition."""
+    tests = {c: _test_set(splits, c, suite.seed) for c in cell.conditions}
+    reports: dict[Condition, dict[str, list[dict[str, Any]]]] = {c: {} for c in cell.conditions}
+    arrays: dict[Condition, dict[str, list[RunArrays]]] = {c: {} for c in cell.conditions}
+    for method in methods:
+        for seed in seeds:
+            model, _, _ = load_checkpoint(cell_dir / "runs" / f"{method}-seed{seed}" / "model.pt")
+            for condition, test in tests.items():
+                report, out = task.report(model, test, splits.modalities)
+                reports[condition].setdefault(method, []).append(report)
+                probs, targets = torch.from_numpy(out["probs"]), torch.from_numpy(out["targets"]).long()
+                run = RunArrays(probs, targets, [int(b) for b in out["subsets"]], mask_to_bits(test.mask))
+                arrays[condition].setdefault(method, []).append(run)
+    return {
+        "conditions": [
+            {
+                "scenario": c.scenario,
+                "severity": c.severity,
+                "methods": {m: _per_seed(r) for m, r in reports[c].items()},
+                "comparisons": compare_methods(arrays[c], suite.bootstrap_draws, suite.seed),
+            }
+            for c in cell.conditions
+        ]
+    }
+
+
+def assemble(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """scenario -> severity -> results, with the clean models' results at severity 0 of every scenario."""
+    by_scenario: dict[str, dict[str, Any]] = {}
+    clean: dict[str, Any] | None = None
+    for cell in cells:
+        for c in cell["conditions"]:
+            entry = {"methods": c["methods"], "comparisons": c["comparisons"]}
+            if c["scenario"] == CLEAN:
+                clean = entry
+                continue
+            by_scenario.setdefault(c["scenario"], {})[f"{c['severity']:g}"] = entry
+    for severities in by_scenario.values():
+        if clean is not None and "0" not in severities:
+            severities["0"] = clean
+    return {
+        "clean": clean,
+        "scenarios": {
+            name: dict(sorted(sev.items(), key=lambda kv: float(kv[0]))) for name, sev in by_scenario.items()
+        },
+    }
+
+
+def run_robustness(
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: Path,
+    config: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    suite: SuiteConfig | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train and evaluate every cell of the suite; write ``robustness.json``, ``robustness.md`` and the figures.
+
+    Finished cells (``cells/<name>/cell.json`` of the same suite, methods and seeds) are loaded, and an
+    interrupted cell resumes its benchmark run by run.
+    """
+    from simmlm.robustness_report import robustness_markdown, write_figures
+
+    suite = suite or SuiteConfig()
+    base = load_config(config, overrides)
+    if not hasattr(base.data, "scenario"):
+        raise ValueError(f"the robustness suite runs on classification datasets, not {base.data.dataset!r}")
+    source = provenance()
+    task = task_for(base)
+    splits = task.load_splits()
+    cells = plan(suite, splits)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = {"suite": suite.model_dump(mode="json"), "methods": list(methods), "seeds": list(seeds)}
+    results: list[dict[str, Any]] = []
+    trained: list[float] = []
+    for k, cell in enumerate(cells, 1):
+        cell_dir = out / "cells" / cell.name
+        saved = cell_dir / "cell.json"
+        if (
+            saved.is_file()
+            and {key: v for key, v in json.loads(saved.read_text()).items() if key in identity} == identity
+        ):
+            log(f"cell {k}/{len(cells)} ({cell.title}): finished before, loaded from {saved}")
+            results.append(json.loads(saved.read_text()))
+            continue
+        left = len(cells) - k + 1
+        eta = f"; about {sum(trained) / len(trained) * left / 60:.0f} min left" if trained else ""
+        log(f"cell {k}/{len(cells)} ({cell.title}): {len(methods)} methods x {len(seeds)} seeds{eta}")
+        start = time.perf_counter()
+        cell_overrides = {**(overrides or {}), **({"data.scenario": cell.scenario} if cell.scenario else {})}
+        run_benchmark(methods, seeds, cell_dir, config, cell_overrides, log=lambda line: log(f"  {line}"), resume=True)
+        log(f"cell {k}/{len(cells)}: evaluating {len(cell.conditions)} test conditions")
+        result = {
+            **identity,
+            "cell": cell.name,
+            "title": cell.title,
+            **evaluate_cell(cell, cell_dir, methods, seeds, splits, suite, task),
+        }
+        result["seconds"] = time.perf_counter() - start
+        trained.append(result["seconds"])
+        write_text_atomic(saved, json.dumps(result, indent=2))
+        results.append(result)
+    robustness = {
+        "dataset": base.data.dataset,
+        "modalities": splits.modalities,
+        "methods": list(methods),
+        "seeds": list(seeds),
+        "suite": suite.model_dump(mode="json"),
+        "cells": {r["cell"]: {"title": r["title"], "seconds": r["seconds"]} for r in results},
+        "seconds": sum(r["seconds"] for r in results),
+        **assemble(results),
+        "provenance": source,
+    }
+    write_text_atomic(out / "robustness.json", json.dumps(robustness, indent=2))
+    write_text_atomic(out / "robustness.md", robustness_markdown(robustness))
+    write_figures(robustness, out)
+    return robustness

@@ -1,0 +1,239 @@
+"""Paired bootstrap of classification metrics: weighted metrics against the report and by hand, intervals, I/O."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from simmlm.evaluate import classification_report
+from simmlm.inferers import SubsetPredictions
+from simmlm.metrics.bootstrap import (
+    METRICS,
+    Comparison,
+    RunArrays,
+    bootstrap_weights,
+    compare_runs,
+    paired_difference,
+    percentile_interval,
+    weighted_classification_metrics,
+)
+from simmlm.subsets import all_subsets
+
+MODALITIES = ("a", "b", "c")
+
+
+def _predictions(seed: int, n: int, patterns: list[int], num_classes: int = 3, scale: float = 2.0) -> SubsetPredictions:
+    """Random logits under every subset of 3 modalities, NaN where the sample lacks a modality of the subset."""
+    gen = torch.Generator().manual_seed(seed)
+    subsets = all_subsets(len(MODALITIES))
+    available = torch.tensor(patterns)[torch.randint(len(patterns), (n,), generator=gen)]
+    logits = scale * torch.randn(len(subsets), n, num_classes, generator=gen)
+    targets = torch.randint(num_classes, (n,), generator=gen)
+    preds = SubsetPredictions(subsets=subsets, logits=logits, gate_weights=None, targets=targets, available=available)
+    preds.logits = torch.where(preds.covered.unsqueeze(-1), logits, math.nan)
+    return preds
+
+
+def _report_numbers(preds: SubsetPredictions, n_bins: int = 20) -> dict[str, float]:
+    """The report's average accuracy, CR, and mean over subsets with samples of the per-subset ECE."""
+    report = classification_report(preds, MODALITIES, n_bins)
+    eces = [v["ece"] for v in report["subsets"].values() if v["samples"]]
+    return {
+        "average_accuracy": report["average_accuracy"],
+        "counterintuitive_rate": report["counterintuitive_rate"],
+        "ece": sum(eces) / len(eces) if eces else math.nan,
+    }
+
+
+def _run(preds: SubsetPredictions) -> RunArrays:
+    return RunArrays(preds.logits.float().softmax(-1), preds.targets, preds.subsets, preds.available)
+
+
+def _metrics(run: RunArrays, weights: Tensor, n_bins: int = 20) -> dict[str, Tensor]:
+    return weighted_classification_metrics(run.probs, run.targets, run.subsets, run.available, weights, n_bins)
+
+
+@pytest.mark.parametrize(
+    "patterns",
+    [
+        [0b111],  # every modality present
+        [0b111, 0b011, 0b110, 0b001, 0b100],  # missing modalities; some samples have no nested pair
+        [0b011, 0b110, 0b010],  # no sample has a and c together: subsets a+c and a+b+c have no sample
+    ],
+)
+def test_unit_weights_reproduce_classification_report(patterns: list[int]) -> None:
+    preds = _predictions(0, 50, patterns)
+    run = _run(preds)
+    assert run.probs.isnan().any() == (patterns != [0b111])
+    got = _metrics(run, torch.ones(1, 50, dtype=torch.float64))
+    expected = _report_numbers(preds)
+    for name in METRICS:
+        assert got[name].shape == (1,)
+        assert got[name].item() == pytest.approx(expected[name], abs=1e-6)
+
+
+def test_integer_weights_equal_the_report_on_the_repeated_samples() -> None:
+    preds = _predictions(1, 30, [0b111, 0b011, 0b101, 0b100])
+    weights = bootstrap_weights(30, 4, torch.Generator().manual_seed(0))
+    got = _metrics(_run(preds), weights)
+    for b in range(4):
+        picks = torch.repeat_interleave(torch.arange(30), weights[b].long())  # sample n, weights[b, n] times
+        repeated = SubsetPredictions(
+            preds.subsets, preds.logits[:, picks], None, preds.targets[picks], preds.available[picks]
+        )
+        expected = _report_numbers(repeated)
+        for name in METRICS:
+            assert got[name][b].item() == pytest.approx(expected[name], abs=1e-6)
+
+
+def _tiny_run() -> RunArrays:
+    """2 modalities, subsets {0}, {1}, {0,1}; samples 0 and 1 have both, sample 2 has modality 0 only.
+
+    (probability of the predicted class, right?) per subset {0} / {1} / {0,1}:
+    sample 0 (label 0): 0.9 right / 0.6 wrong / 0.7 wrong;
+    sample 1 (label 1): 0.8 right / 0.6 wrong / 0.7 right;
+    sample 2 (label 0): 0.6 right / -   / -.
+    """
+    nan = [math.nan, math.nan]
+    probs = torch.tensor(
+        [
+            [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]],
+            [[0.4, 0.6], [0.6, 0.4], nan],
+            [[0.3, 0.7], [0.3, 0.7], nan],
+        ]
+    )
+    return RunArrays(probs, torch.tensor([0, 1, 0]), [1, 2, 3], torch.tensor([3, 3, 1]))
+
+
+def test_weighted_metrics_by_hand() -> None:
+    # 4 bins: (0, .25], (.25, .5], (.5, .75], (.75, 1]; gap = confidence - correct.
+    weights = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 1.0, 1.0]])
+    got = _metrics(_tiny_run(), weights, n_bins=4)
+    # Row 0, w = (2, 1, 0):
+    #   accuracy {0} = (2 + 1) / 3 = 1, {1} = 0 / 3 = 0, {0,1} = (0 + 1) / 3 = 1/3; average 4/9.
+    #   ECE {0}: bin 4 holds gaps -0.1 (x2) and -0.2 -> |-0.4| / 3; {1}: bin 3, 0.6 (x2) + 0.6 -> 1.8 / 3;
+    #   {0,1}: bin 3, 0.7 (x2) - 0.3 -> 1.1 / 3 (gaps of one bin cancel); mean (0.4 + 1.8 + 1.1) / 9 = 1.1 / 3.
+    #   CR: pairs ({0}, {0,1}) and ({1}, {0,1}); sample 0 is right with {0} but wrong with {0,1}: r = 1/2;
+    #   sample 1: r = 0; sample 2 has no pair. CR = (2 * 1/2 + 1 * 0) / (2 + 1) = 1/3.
+    # Row 1, w = (0, 0, 3): only subset {0} has weight: accuracy 1, ECE |3 * -0.4| / 3 = 0.4; no pair: CR NaN.
+    # Row 2, unit weights: accuracy (1 + 0 + 1/2) / 3 = 1/2; ECE {0} = (|-0.1 - 0.2| + |-0.4|) / 3 = 0.7 / 3,
+    #   {1} = 1.2 / 2, {0,1} = |0.7 - 0.3| / 2, mean (0.7 / 3 + 0.6 + 0.2) / 3; CR (1/2 + 0) / 2 = 1/4.
+    expected = {
+        "average_accuracy": [4 / 9, 1.0, 0.5],
+        "counterintuitive_rate": [1 / 3, math.nan, 0.25],
+        "ece": [1.1 / 3, 0.4, (0.7 / 3 + 0.8) / 3],
+    }
+    for name in METRICS:
+        torch.testing.assert_close(got[name], torch.tensor(expected[name]).double(), atol=1e-6, rtol=0, equal_nan=True)
+
+
+def test_bootstrap_weights() -> None:
+    weights = bootstrap_weights(7, 500, torch.Generator().manual_seed(0))
+    assert weights.shape == (500, 7) and weights.dtype == torch.float64
+    assert (weights.sum(1) == 7).all() and torch.equal(weights, weights.round()) and (weights >= 0).all()
+    assert weights.mean().item() == pytest.approx(1.0) and weights.std().item() > 0.5  # counts vary
+    assert torch.equal(weights, bootstrap_weights(7, 500, torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError):
+        bootstrap_weights(0, 3)
+
+
+def test_paired_difference_one_seed_is_a_minus_b() -> None:
+    a, b = torch.tensor([[0.5, 0.25, 1.0]]), torch.tensor([[0.25, 0.5, 0.0]])
+    draws = paired_difference(a, b, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(draws, torch.tensor([0.25, -0.25, 1.0]).double())
+
+
+def test_paired_difference_resamples_seeds_within_each_draw() -> None:
+    # Two seeds: A - B is k for seed 0 and 3k for seed 1 in draw k, so a draw is the mean of two picks from
+    # {k, 3k}: k, 2k or 3k, with probabilities 1/4, 1/2, 1/4.
+    k = torch.arange(1, 4001, dtype=torch.float64)
+    a = torch.stack([2 * k, 5 * k])
+    b = torch.stack([k, 2 * k])
+    draws = paired_difference(a, b, torch.Generator().manual_seed(0))
+    ratio = draws / k
+    assert set(ratio.round(decimals=9).tolist()) == {1.0, 2.0, 3.0}
+    share = torch.stack([(ratio.round() == v).double().mean() for v in (1.0, 2.0, 3.0)])
+    torch.testing.assert_close(share, torch.tensor([0.25, 0.5, 0.25]).double(), atol=0.03, rtol=0)
+    with pytest.raises(ValueError):
+        paired_difference(a, b[:1])
+
+
+def test_percentile_interval() -> None:
+    draws = torch.cat([torch.arange(101, dtype=torch.float64), torch.tensor([math.nan] * 5)])
+    assert percentile_interval(draws, 0.9) == pytest.approx((5.0, 95.0))
+    assert percentile_interval(torch.tensor([1.0, 2.0]), 0.5) == pytest.approx((1.25, 1.75))
+    assert all(math.isnan(x) for x in percentile_interval(torch.tensor([math.nan])))
+    with pytest.raises(ValueError):
+        percentile_interval(draws, 1.0)
+
+
+def test_comparison_significance() -> None:
+    assert Comparison("ece", 0.1, 0.01, 0.2).significant
+    assert Comparison("ece", -0.1, -0.2, -0.01).significant
+    assert not Comparison("ece", 0.0, -0.1, 0.1).significant
+    assert not Comparison("ece", 0.0, 0.0, 0.0).significant
+    assert not Comparison("ece", math.nan, math.nan, math.nan).significant
+
+
+def test_identical_runs_differ_by_exactly_zero() -> None:
+    first = _run(_predictions(0, 40, [0b111, 0b011]))
+    second = RunArrays(first.probs.roll(1, dims=-1), first.targets, first.subsets, first.available)  # another seed
+    runs = [first, second]
+    rows = compare_runs(runs, runs, num_draws=200)
+    assert [r.metric for r in rows] == list(METRICS)
+    for row in rows:
+        assert (row.difference, row.low, row.high) == (0.0, 0.0, 0.0)
+        assert not row.significant
+
+
+def _confident_run(targets: Tensor, right: Tensor, num_classes: int = 3) -> RunArrays:
+    """Probability 0.9 on the label where ``right`` ([S, N]), else on the next class; every modality present."""
+    predicted = torch.where(right, targets, (targets + 1) % num_classes)
+    probs = torch.full((*right.shape, num_classes), 0.05).scatter_(-1, predicted.unsqueeze(-1), 0.9)
+    return RunArrays(probs, targets, [1, 2, 3], torch.full((len(targets),), 3))
+
+
+def test_clearly_better_method_is_significant() -> None:
+    gen = torch.Generator().manual_seed(0)
+    targets = torch.randint(3, (80,), generator=gen)
+    runs_a = [_confident_run(targets, torch.ones(3, 80, dtype=torch.bool)) for _ in range(3)]
+    runs_b = [_confident_run(targets, torch.rand(3, 80, generator=gen) < 0.5) for _ in range(3)]
+    rows = {r.metric: r for r in compare_runs(runs_a, runs_b, num_draws=300, seed=1)}
+    accuracy, cr, ece = rows["average_accuracy"], rows["counterintuitive_rate"], rows["ece"]
+    b_accuracy = sum(r.probs.argmax(-1).eq(targets).double().mean(1).mean().item() for r in runs_b) / 3
+    assert accuracy.difference == pytest.approx(1.0 - b_accuracy)
+    assert accuracy.significant and 0 < accuracy.low <= accuracy.difference <= accuracy.high
+    assert cr.significant and cr.high < 0  # A is never right with fewer modalities only
+    assert ece.significant and ece.high < 0  # A: 0.9 confident, always right (ECE 0.1); B: 0.9, right half the time
+    again = compare_runs(runs_a, runs_b, num_draws=300, seed=1)
+    assert [(r.low, r.high) for r in again] == [(r.low, r.high) for r in rows.values()]
+
+
+def test_from_npz_round_trip(tmp_path: Path) -> None:
+    preds = _predictions(2, 25, [0b111, 0b011, 0b100, 0b010])
+    run = _run(preds)
+    path = tmp_path / "predictions.npz"
+    probs = run.probs.numpy().astype(np.float32)
+    np.savez_compressed(path, probs=probs, subsets=np.array(run.subsets), targets=run.targets.numpy())
+    loaded = RunArrays.from_npz(path)
+    torch.testing.assert_close(loaded.probs, run.probs, equal_nan=True, rtol=0, atol=0)
+    assert loaded.subsets == run.subsets and torch.equal(loaded.targets, run.targets)
+    assert torch.equal(loaded.available, run.available)
+
+
+def test_mismatched_runs_raise() -> None:
+    run = _run(_predictions(0, 20, [0b111]))
+    other = RunArrays(run.probs, (run.targets + 1) % 3, run.subsets, run.available)
+    with pytest.raises(ValueError, match="targets"):
+        compare_runs([run], [other], num_draws=10)
+    with pytest.raises(ValueError, match="targets"):
+        compare_runs([run, other], [run, run], num_draws=10)
+    with pytest.raises(ValueError, match="number"):
+        compare_runs([run, run], [run], num_draws=10)
+    with pytest.raises(ValueError, match="weights"):
+        weighted_classification_metrics(run.probs, run.targets, run.subsets, run.available, torch.ones(2, 3))
