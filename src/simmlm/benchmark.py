@@ -29,12 +29,14 @@ def run_benchmark(
     overrides: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
     resume: bool = False,
+    cache: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train and test every method with every seed; model selection uses the validation split only.
 
     Each run checkpoints every epoch under ``runs/<method>-seed<k>/checkpoints`` (removed once the run is
     saved). With ``resume``, finished runs (``metrics.json`` present, same config) are loaded instead of trained
-    and an interrupted run continues from its checkpoints.
+    and an interrupted run continues from its checkpoints. ``cache`` (see :func:`~simmlm.engine.train.train`) may
+    be shared with other benchmarks on the same splits, e.g. to train stage 1 once for several MoFe lambdas.
     """
     base = load_config(config, overrides)
     source = provenance()  # before anything is written
@@ -49,7 +51,7 @@ def run_benchmark(
         "methods": {},
         "provenance": source,
     }
-    cache: dict = {}  # stage 1 and finished runs shared between runs (see train)
+    cache = {} if cache is None else cache  # stage 1 and finished runs shared between runs (see train)
     for method in methods:
         runs = []
         for seed in seeds:

@@ -34,7 +34,7 @@ from simmlm.benchmark import run_benchmark
 from simmlm.comparisons import compare_methods
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.data.scenarios import corrupt, corruption_scale
-from simmlm.engine.config import StrictModel, load_config
+from simmlm.engine.config import StrictModel, load_config, resolve_config
 from simmlm.engine.tasks import Task, task_for
 from simmlm.fileio import write_text_atomic
 from simmlm.metrics.bootstrap import RunArrays
@@ -78,6 +78,10 @@ class SuiteConfig(StrictModel):
         TestCorruption(kind="band", severities=[0.25, 0.5]),
         TestCorruption(kind="zeros", severities=[0.5, 1.0]),
     ]
+    lambdas: list[float] = Field(
+        [0.05, 0.1, 0.5, 1.0],
+        description="MoFe lambdas of simmlm_val: simmlm with the lambda chosen per seed on validation ([]: none)",
+    )
     bootstrap_draws: int = Field(1000, ge=10)
     seed: int = Field(0, ge=0, description="seed of every scenario draw")
 
@@ -114,6 +118,39 @@ class Cell:
 
 
 CLEAN = "clean"
+TUNED_FROM, TUNED = "simmlm", "simmlm_val"
+
+
+def _lambda_on_validation(
+    cell_dir: Path,
+    seeds: Sequence[int],
+    config: Path | None,
+    overrides: dict[str, Any],
+    suite: SuiteConfig,
+    cache: dict[str, Any],
+    log: Callable[[str], None],
+) -> tuple[list[Path], dict[str, float]]:
+    """simmlm_val: per seed, the simmlm run whose MoFe lambda (of ``suite.lambdas``) scored best on validation
+    average accuracy (ties: the first lambda listed). simmlm's own lambda reuses its run; the others train stage 2
+    only (stage 1 from ``cache``). Returns the chosen run folders and lambdas per seed."""
+    own = resolve_config(load_config(config, {**overrides, "method": TUNED_FROM})).train.mofe_lambda
+    folders: dict[float, Path] = {}
+    for lam in suite.lambdas:
+        if lam == own:
+            folders[lam] = cell_dir
+            continue
+        folders[lam] = cell_dir / "lambdas" / f"{lam:g}"
+        log(f"simmlm with MoFe lambda {lam:g} (for simmlm_val)")
+        settings = {**overrides, "train.mofe_lambda": lam}
+        run_benchmark([TUNED_FROM], seeds, folders[lam], config, settings, log=log, resume=True, cache=cache)
+    chosen, choice = [], {}
+    for seed in seeds:
+        runs = {lam: folder / "runs" / f"{TUNED_FROM}-seed{seed}" for lam, folder in folders.items()}
+        val = {lam: json.loads((run / "metrics.json").read_text())["val_average_accuracy"] for lam, run in runs.items()}
+        best = max(val, key=lambda lam: val[lam])  # max keeps the first of equal values
+        chosen.append(runs[best])
+        choice[str(seed)] = best
+    return chosen, choice
 
 
 def _spatial(shape: Sequence[int]) -> bool:
@@ -194,21 +231,16 @@ def _per_seed(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate_cell(
-    cell: Cell,
-    cell_dir: Path,
-    methods: Sequence[str],
-    seeds: Sequence[int],
-    splits: Splits,
-    suite: SuiteConfig,
-    task: Task,
+    cell: Cell, runs: dict[str, list[Path]], splits: Splits, suite: SuiteConfig, task: Task
 ) -> dict[str, Any]:
-    """Every model of a trained cell under each of its test conditions: metrics and comparisons per condition."""
+    """Every model of a trained cell (method -> its run folders, one per seed) under each of the cell's test
+    conditions: metrics and comparisons per condition."""
     tests = {c: _test_set(splits, c, suite.seed) for c in cell.conditions}
     reports: dict[Condition, dict[str, list[dict[str, Any]]]] = {c: {} for c in cell.conditions}
     arrays: dict[Condition, dict[str, list[RunArrays]]] = {c: {} for c in cell.conditions}
-    for method in methods:
-        for seed in seeds:
-            model, _, _ = load_checkpoint(cell_dir / "runs" / f"{method}-seed{seed}" / "model.pt")
+    for method, folders in runs.items():
+        for folder in folders:
+            model, _, _ = load_checkpoint(folder / "model.pt")
             for condition, test in tests.items():
                 report, out = task.report(model, test, splits.modalities)
                 reports[condition].setdefault(method, []).append(report)
@@ -293,13 +325,23 @@ def run_robustness(
         log(f"cell {k}/{len(cells)} ({cell.title}): {len(methods)} methods x {len(seeds)} seeds{eta}")
         start = time.perf_counter()
         cell_overrides = {**(overrides or {}), **({"data.scenario": cell.scenario} if cell.scenario else {})}
-        run_benchmark(methods, seeds, cell_dir, config, cell_overrides, log=lambda line: log(f"  {line}"), resume=True)
+        cache: dict[str, Any] = {}  # stage 1 of simmlm's experts, trained once for every lambda
+
+        def indent(line: str) -> None:
+            log(f"  {line}")
+
+        run_benchmark(methods, seeds, cell_dir, config, cell_overrides, log=indent, resume=True, cache=cache)
+        runs = {m: [cell_dir / "runs" / f"{m}-seed{s}" for s in seeds] for m in methods}
+        choice: dict[str, float] = {}
+        if TUNED_FROM in methods and suite.lambdas:
+            runs[TUNED], choice = _lambda_on_validation(cell_dir, seeds, config, cell_overrides, suite, cache, indent)
         log(f"cell {k}/{len(cells)}: evaluating {len(cell.conditions)} test conditions")
         result = {
             **identity,
             "cell": cell.name,
             "title": cell.title,
-            **evaluate_cell(cell, cell_dir, methods, seeds, splits, suite, task),
+            **({"lambda_chosen": choice} if choice else {}),
+            **evaluate_cell(cell, runs, splits, suite, task),
         }
         result["seconds"] = time.perf_counter() - start
         trained.append(result["seconds"])
@@ -308,10 +350,17 @@ def run_robustness(
     robustness = {
         "dataset": base.data.dataset,
         "modalities": splits.modalities,
-        "methods": list(methods),
+        "methods": list(results[0]["conditions"][0]["methods"]),
         "seeds": list(seeds),
         "suite": suite.model_dump(mode="json"),
-        "cells": {r["cell"]: {"title": r["title"], "seconds": r["seconds"]} for r in results},
+        "cells": {
+            r["cell"]: {
+                "title": r["title"],
+                "seconds": r["seconds"],
+                **({"lambda_chosen": r["lambda_chosen"]} if "lambda_chosen" in r else {}),
+            }
+            for r in results
+        },
         "seconds": sum(r["seconds"] for r in results),
         **assemble(results),
         "provenance": source,

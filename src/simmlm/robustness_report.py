@@ -72,6 +72,18 @@ def robustness_markdown(r: dict[str, Any]) -> str:
         "modality subset, CR, ECE averaged over subsets (20 bins), in %, mean ± std over seeds. "
         + comparison_note(suite["bootstrap_draws"]),
     ]
+    chosen = {c["title"]: c["lambda_chosen"] for c in r["cells"].values() if "lambda_chosen" in c}
+    if chosen:
+        grid = ", ".join(f"{lam:g}" for lam in suite["lambdas"])
+        picks = "; ".join(
+            f"{title}: " + ", ".join(f"seed {s} → {lam:g}" for s, lam in per_seed.items())
+            for title, per_seed in chosen.items()
+        )
+        lines += [
+            "",
+            f"simmlm_val is simmlm with its MoFe lambda chosen per seed on validation average accuracy among {grid} "
+            f"(never on test data). Chosen: {picks}.",
+        ]
     clean = r["clean"]
     reference = reference_method(methods)
     if clean is not None:
