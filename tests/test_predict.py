@@ -71,10 +71,22 @@ def test_predict_any_subset_gives_probabilities_gate_weights_and_entropy(run_dir
     assert result["prediction"] == int(np.argmax(result["probabilities"]))
     assert sum(result["gate_weights"].values()) == pytest.approx(1.0, abs=1e-5)
     assert 0.0 <= result["entropy"] <= result["max_entropy"]
+    # Shapley contributions to the predicted class's probability sum to it minus chance (1/K)
+    best = max(result["probabilities"])
+    assert sum(result["shapley"].values()) == pytest.approx(best - 0.1, abs=1e-5)
+    image_only = json.loads(_predict(run_dir, f"image={files['one.png']}")[1])
+    p_image = image_only["probabilities"][result["prediction"]]
+    # with two modalities: phi_image = ((p(image) - 1/K) + (p(both) - p(audio))) / 2, so p(image) is in it
+    assert result["shapley"]["image"] - result["shapley"]["audio"] == pytest.approx(
+        p_image - json.loads(_predict(run_dir, f"audio={files['tone.wav']}")[1])["probabilities"][result["prediction"]],
+        abs=1e-5,
+    )
 
     code, output = _predict(run_dir, f"image={files['one.png']}")
     assert code == 0, output
     assert json.loads(output)["gate_weights"] == {"image": 1.0, "audio": 0.0}
+    own = max(image_only["probabilities"])  # alone, the value is the probability of what the image predicts
+    assert json.loads(output)["shapley"] == {"image": pytest.approx(own - 0.1, abs=1e-5)}
 
 
 def test_png_and_npy_images_give_the_same_prediction(run_dir: Path, files: dict) -> None:

@@ -176,6 +176,10 @@ def synthetic_summary(m: int, segmentation: bool = False, nan_subset: bool = Fal
             "mofe_hinge_mean": [0.01] * 3,
             "mofe_active_fraction": [0.3] * 3,
         }
+        if not segmentation:
+            methods[name]["shapley"] = {
+                v: {x: rng.uniform(-0.05, 0.3, 3).tolist() for x in modalities} for v in ("probability", "correctness")
+            }
         if segmentation:
             regions = {r: [0.01] * 3 for r in ("wt", "tc", "et")}
             per_region = {s: {k: {r: w for r in ("wt", "tc", "et")} for k, w in g.items()} for s, g in gates.items()}
