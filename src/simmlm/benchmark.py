@@ -15,7 +15,7 @@ from simmlm.engine.config import load_config, stage_epochs
 from simmlm.engine.resume import remove_checkpoints
 from simmlm.engine.tasks import task_for
 from simmlm.engine.train import run_key, train
-from simmlm.evaluate import headline_keys
+from simmlm.evaluate import SHAPLEY_NOTE, headline_keys
 from simmlm.fileio import write_text_atomic
 from simmlm.reproducibility import provenance
 from simmlm.runs import count_params, full_modality_flops, is_global_zero, load_run, save_run
@@ -265,10 +265,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             "",
             "## Shapley contribution of each modality (percentage points)",
             "",
-            "Exact Shapley values computed from the predictions under every subset (no extra model pass), mean over "
-            "test samples, mean ± std over seeds. Value of a subset: the probability of the true class, or correctness "
-            "(1 if right); with no modality the value is 1/K (chance), so a sample's contributions sum to its value "
-            "with every available modality minus 1/K.",
+            SHAPLEY_NOTE,
             "",
             "| method | value | " + " | ".join(modalities) + " |",
             "|---" * (len(modalities) + 2) + "|",

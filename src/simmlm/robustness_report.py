@@ -18,6 +18,7 @@ import numpy as np
 
 from simmlm import report_figures as rf
 from simmlm.comparisons import comparison_markdown, comparison_note, reference_method
+from simmlm.evaluate import SHAPLEY_NOTE
 
 #: What a scenario's severity means, by the scenario's first words.
 SEVERITY_MEANING = {
@@ -109,9 +110,7 @@ def robustness_markdown(r: dict[str, Any]) -> str:
         "",
         "## Shapley contributions (pp of the true class's probability), clean and at each scenario's worst severity",
         "",
-        "Exact Shapley value of each modality, the value of a subset being the probability of the true class under "
-        "it (no modality: 1/K); mean over test samples, mean ± std over seeds. Contributions sum to the full set's "
-        "probability minus 1/K.",
+        SHAPLEY_NOTE,
         "",
         "| scenario | severity | method | " + " | ".join(modalities) + " |",
         "|---" * (len(modalities) + 3) + "|",

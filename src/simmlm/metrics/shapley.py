@@ -116,23 +116,30 @@ def shapley_contributions(
             raise ValueError(f"available must be [{num_samples}, {num_modalities}], got {tuple(available.shape)}")
         if validate_args:
             check_mask(available)
-    if mc_permutations is None:
-        if num_modalities > MAX_EXACT_MODALITIES:
-            raise ValueError(
-                f"exact Shapley values over {num_modalities} modalities need {2**num_modalities - 1} predictions "
-                f"per batch; exact mode is limited to {MAX_EXACT_MODALITIES} modalities. Pass mc_permutations "
-                "(e.g. 1000) for a Monte-Carlo estimate."
-            )
-        coalitions = _exact_coalitions(num_modalities)
-    else:
-        if mc_permutations < 1:
-            raise ValueError(f"mc_permutations must be >= 1, got {mc_permutations}")
-        device = generator.device if generator is not None else None
-        perms = torch.rand(mc_permutations, num_modalities, generator=generator, device=device).argsort(1)
-        coalitions = _permutation_coalitions(perms)
+    cost = f"{2**num_modalities - 1} predictions per batch"
+    coalitions = _coalitions(num_modalities, mc_permutations, generator, MAX_EXACT_MODALITIES, cost)
     if predict_empty and available is not None:
         raise ValueError("predict_empty plays the game without an availability mask: pass available=None")
     return _shapley_from_coalitions(predict, coalitions, num_samples, num_modalities, targets, available, predict_empty)
+
+
+def _coalitions(
+    num_modalities: int, mc_permutations: int | None, generator: torch.Generator | None, limit: int, cost: str
+) -> _Coalitions:
+    """Exact terms (``mc_permutations`` None; at most ``limit`` modalities, whose ``cost`` the error names) or
+    Monte-Carlo terms along ``mc_permutations`` random permutations."""
+    if mc_permutations is None:
+        if num_modalities > limit:
+            raise ValueError(
+                f"exact Shapley values over {num_modalities} modalities need {cost}; exact mode is limited to "
+                f"{limit} modalities. Pass mc_permutations (e.g. 1000) for a Monte-Carlo estimate."
+            )
+        return _exact_coalitions(num_modalities)
+    if mc_permutations < 1:
+        raise ValueError(f"mc_permutations must be >= 1, got {mc_permutations}")
+    device = generator.device if generator is not None else None
+    perms = torch.rand(mc_permutations, num_modalities, generator=generator, device=device).argsort(1)
+    return _permutation_coalitions(perms)
 
 
 def _exact_coalitions(num_modalities: int) -> _Coalitions:
@@ -319,21 +326,10 @@ def modality_shapley(
     """
     if num_modalities < 1 or num_samples < 1:
         raise ValueError(f"num_samples and num_modalities must be >= 1, got {num_samples} and {num_modalities}")
-    if mc_permutations is None:
-        if num_modalities > MAX_EXACT_VALUE_MODALITIES:
-            raise ValueError(
-                f"exact Shapley values over {num_modalities} modalities need {2**num_modalities} values per sample; "
-                f"exact mode is limited to {MAX_EXACT_VALUE_MODALITIES} modalities. Pass mc_permutations "
-                "(e.g. 1000) for a Monte-Carlo estimate."
-            )
-        coalitions = _exact_coalitions(num_modalities)
-    else:
-        if mc_permutations < 1:
-            raise ValueError(f"mc_permutations must be >= 1, got {mc_permutations}")
-        device = generator.device if generator is not None else None
-        perms = torch.rand(mc_permutations, num_modalities, generator=generator, device=device).argsort(1)
-        coalitions = _permutation_coalitions(perms)
-    modality, without, weight = coalitions
+    cost = f"{2**num_modalities} values per sample"
+    modality, without, weight = _coalitions(
+        num_modalities, mc_permutations, generator, MAX_EXACT_VALUE_MODALITIES, cost
+    )
     needed, inverse = torch.unique(torch.cat([without, without | (1 << modality)]), return_inverse=True)
     table = value(needed)
     if not isinstance(table, Tensor) or tuple(table.shape) != (num_samples, len(needed)):
