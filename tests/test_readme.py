@@ -94,3 +94,23 @@ def test_readme_example_pickle_table_is_what_results_seqfeatures_example_holds()
         expected = [_pm(m["subsets"][s]["accuracy"]) for s in ("text", "text+audio+vision")]
         expected += [_pm(m["average_accuracy"]), _pm(m["counterintuitive_rate"])]
         assert row[1:5] == expected, method
+
+
+def test_readme_robustness_tables_are_what_results_avmnist_robustness_holds() -> None:
+    """Average accuracy and CR of every method, clean and at each scenario's worst severity, from robustness.json."""
+    from simmlm.benchmark import _pm
+
+    text = README.read_text().split("\n## Robustness", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip().strip("*").strip() for c in line.strip("|").split("|")] for line in text.splitlines()]
+    r = json.loads((README.parent / "results" / "avmnist-robustness" / "robustness.json").read_text())
+    checked = 0
+    for key, title in (("average_accuracy", "average accuracy"), ("counterintuitive_rate", "CR")):
+        table = text.split(f"Test {title} (%)", 1)[1].split("\n\n", 2)[1]
+        header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+        assert header[2:] == r["methods"], header
+        for line in table.splitlines()[2:]:
+            scenario, severity, *cells = [c.strip().strip("*").strip() for c in line.strip("|").split("|")]
+            entry = r["clean"] if scenario == "clean" else r["scenarios"][scenario][severity]
+            assert cells == [_pm(entry["methods"][m][key]) for m in r["methods"]], (scenario, key)
+            checked += 1
+    assert checked >= 2 * (1 + len(r["scenarios"])) and rows

@@ -34,7 +34,7 @@ from simmlm.benchmark import run_benchmark
 from simmlm.comparisons import compare_methods
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.data.scenarios import corrupt, corruption_scale
-from simmlm.engine.config import StrictModel, load_config, resolve_config
+from simmlm.engine.config import RunConfig, StrictModel, load_config, resolve_config
 from simmlm.engine.tasks import Task, task_for
 from simmlm.fileio import write_text_atomic
 from simmlm.metrics.bootstrap import RunArrays
@@ -307,9 +307,15 @@ def run_robustness(
     splits = task.load_splits()
     cells = plan(suite, splits)
     out.mkdir(parents=True, exist_ok=True)
-    identity = {"suite": suite.model_dump(mode="json"), "methods": list(methods), "seeds": list(seeds)}
+    identity = {
+        "suite": suite.model_dump(mode="json"),
+        "methods": list(methods),
+        "seeds": list(seeds),
+        "config": cell_config(base),
+    }
     results: list[dict[str, Any]] = []
     trained: list[float] = []
+    robustness: dict[str, Any] = {}
     for k, cell in enumerate(cells, 1):
         cell_dir = out / "cells" / cell.name
         saved = cell_dir / "cell.json"
@@ -319,37 +325,79 @@ def run_robustness(
         ):
             log(f"cell {k}/{len(cells)} ({cell.title}): finished before, loaded from {saved}")
             results.append(json.loads(saved.read_text()))
-            continue
-        left = len(cells) - k + 1
-        eta = f"; about {sum(trained) / len(trained) * left / 60:.0f} min left" if trained else ""
-        log(f"cell {k}/{len(cells)} ({cell.title}): {len(methods)} methods x {len(seeds)} seeds{eta}")
-        start = time.perf_counter()
-        cell_overrides = {**(overrides or {}), **({"data.scenario": cell.scenario} if cell.scenario else {})}
-        cache: dict[str, Any] = {}  # stage 1 of simmlm's experts, trained once for every lambda
+        else:
+            left = len(cells) - k + 1
+            eta = f"; about {sum(trained) / len(trained) * left / 60:.0f} min left" if trained else ""
+            log(f"cell {k}/{len(cells)} ({cell.title}): {len(methods)} methods x {len(seeds)} seeds{eta}")
+            result = {
+                **identity,
+                **_train_cell(cell, cell_dir, methods, seeds, config, overrides, suite, splits, task, log),
+            }
+            trained.append(result["seconds"])
+            write_text_atomic(saved, json.dumps(result, indent=2))
+            results.append(result)
+        robustness = _summary(base.data.dataset, splits.modalities, seeds, suite, results, source)
+        write_text_atomic(out / "robustness.json", json.dumps(robustness, indent=2))  # after every cell
+    write_text_atomic(out / "robustness.md", robustness_markdown(robustness))
+    write_figures(robustness, out)
+    log(f"suite done: {robustness['seconds'] / 60:.1f} min of training and evaluation over {len(cells)} cells")
+    return robustness
 
-        def indent(line: str) -> None:
-            log(f"  {line}")
 
-        run_benchmark(methods, seeds, cell_dir, config, cell_overrides, log=indent, resume=True, cache=cache)
-        runs = {m: [cell_dir / "runs" / f"{m}-seed{s}" for s in seeds] for m in methods}
-        choice: dict[str, float] = {}
-        if TUNED_FROM in methods and suite.lambdas:
-            runs[TUNED], choice = _lambda_on_validation(cell_dir, seeds, config, cell_overrides, suite, cache, indent)
-        log(f"cell {k}/{len(cells)}: evaluating {len(cell.conditions)} test conditions")
-        result = {
-            **identity,
-            "cell": cell.name,
-            "title": cell.title,
-            **({"lambda_chosen": choice} if choice else {}),
-            **evaluate_cell(cell, runs, splits, suite, task),
-        }
-        result["seconds"] = time.perf_counter() - start
-        trained.append(result["seconds"])
-        write_text_atomic(saved, json.dumps(result, indent=2))
-        results.append(result)
-    robustness = {
-        "dataset": base.data.dataset,
-        "modalities": splits.modalities,
+def cell_config(cfg: RunConfig) -> dict[str, Any]:
+    """What a cell's results depend on in the run config (where the data lives does not count)."""
+    dumped = cfg.model_dump(mode="json")
+    dumped["data"].pop("data_dir", None)
+    return dumped
+
+
+def _train_cell(
+    cell: Cell,
+    cell_dir: Path,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    config: Path | None,
+    overrides: dict[str, Any] | None,
+    suite: SuiteConfig,
+    splits: Splits,
+    task: Task,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train (or resume) the cell's benchmark and simmlm_val's lambdas, then evaluate every model."""
+    start = time.perf_counter()
+    cell_overrides = {**(overrides or {}), **({"data.scenario": cell.scenario} if cell.scenario else {})}
+    cache: dict[str, Any] = {}  # stage 1 of simmlm's experts, trained once for every lambda
+
+    def indent(line: str) -> None:
+        log(f"  {line}")
+
+    run_benchmark(methods, seeds, cell_dir, config, cell_overrides, log=indent, resume=True, cache=cache)
+    runs = {m: [cell_dir / "runs" / f"{m}-seed{s}" for s in seeds] for m in methods}
+    choice: dict[str, float] = {}
+    if TUNED_FROM in methods and suite.lambdas:
+        runs[TUNED], choice = _lambda_on_validation(cell_dir, seeds, config, cell_overrides, suite, cache, indent)
+    log(f"  evaluating {len(cell.conditions)} test conditions")
+    result = {
+        "cell": cell.name,
+        "title": cell.title,
+        **({"lambda_chosen": choice} if choice else {}),
+        **evaluate_cell(cell, runs, splits, suite, task),
+    }
+    return {**result, "seconds": time.perf_counter() - start}
+
+
+def _summary(
+    dataset: str,
+    modalities: list[str],
+    seeds: Sequence[int],
+    suite: SuiteConfig,
+    results: list[dict[str, Any]],
+    source: dict[str, Any],
+) -> dict[str, Any]:
+    """``robustness.json`` from the cells finished so far."""
+    return {
+        "dataset": dataset,
+        "modalities": modalities,
         "methods": list(results[0]["conditions"][0]["methods"]),
         "seeds": list(seeds),
         "suite": suite.model_dump(mode="json"),
@@ -365,7 +413,3 @@ def run_robustness(
         **assemble(results),
         "provenance": source,
     }
-    write_text_atomic(out / "robustness.json", json.dumps(robustness, indent=2))
-    write_text_atomic(out / "robustness.md", robustness_markdown(robustness))
-    write_figures(robustness, out)
-    return robustness
