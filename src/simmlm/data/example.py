@@ -16,6 +16,8 @@ import csv
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,28 @@ from simmlm.data.food101 import titles_csv
 
 IMAGE_SIDE = 16
 VECTOR_SIZE = 12
+
+
+def _check_new(directory: Path) -> None:
+    """``ValueError`` unless ``directory`` is new or an empty folder."""
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise ValueError(f"{directory} already exists and is not empty; choose a new folder")
+
+
+@contextmanager
+def _new_folder(directory: Path) -> Iterator[Path]:
+    """A temporary folder beside ``directory`` that becomes ``directory`` when the block ends (and is removed if it
+    raises), so an interrupted writer leaves nothing half written."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        yield tmp
+        if directory.exists():
+            directory.rmdir()
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def example_modalities(num_modalities: int) -> list[str]:
@@ -51,8 +75,7 @@ def write_example_dataset(
         raise ValueError(f"need >= 2 classes and >= 5 samples per class, got {num_samples} samples, {num_classes}")
     if not 0.0 <= missing < 1.0:
         raise ValueError(f"missing must be in [0, 1), got {missing}")
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise ValueError(f"{directory} already exists and is not empty; choose a new folder")
+    _check_new(directory)
     rng = np.random.default_rng(seed)
     names = example_modalities(num_modalities)
     shapes = {name: (IMAGE_SIDE, IMAGE_SIDE) if name == "image" else (VECTOR_SIZE,) for name in names}
@@ -72,9 +95,7 @@ def write_example_dataset(
     present = rng.random((num_samples, num_modalities)) >= missing
     for row in np.flatnonzero(~present.any(1)):
         present[row, rng.integers(num_modalities)] = True
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with _new_folder(directory) as tmp:
         for name in names:
             (tmp / name).mkdir()
         rows = []
@@ -93,12 +114,6 @@ def write_example_dataset(
             writer = csv.writer(handle)
             writer.writerow(["sample_id", "label", "split", *names])
             writer.writerows(rows)
-        if directory.exists():
-            directory.rmdir()
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
@@ -124,8 +139,7 @@ def write_example_sequences(directory: str | Path, num_samples: int = 600, seed:
     directory = Path(directory)
     if num_samples < 20:
         raise ValueError(f"the example needs at least 20 samples, got {num_samples}")
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise ValueError(f"{directory} already exists and is not empty; choose a new folder")
+    _check_new(directory)
     rng = np.random.default_rng(seed)
     scores = np.round(rng.uniform(-3, 3, num_samples) * 3) / 3  # some exactly 0, as in MOSI
     arrays = {}
@@ -273,14 +287,11 @@ def write_example_food101(
         raise ValueError(f"classes must be in 2..{len(EXAMPLE_CLASSES)}, got {classes}")
     if per_class < 2 or size < 8:
         raise ValueError(f"need per_class >= 2 and size >= 8, got per_class={per_class}, size={size}")
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise ValueError(f"{directory} already exists and is not empty; choose a new folder")
+    _check_new(directory)
     rng = np.random.default_rng(seed)
     chosen = EXAMPLE_CLASSES[:classes]
     counts = {"train": per_class, "test": max(2, per_class // 3)}
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with _new_folder(directory) as tmp:
         (tmp / "texts").mkdir()
         for split, count in counts.items():
             rows = []
@@ -296,10 +307,4 @@ def write_example_food101(
             order = rng.permutation(len(rows))  # the real CSVs are not grouped by class either
             with titles_csv(tmp, split).open("w", newline="", encoding="utf-8") as handle:
                 csv.writer(handle).writerows(rows[i] for i in order)
-        if directory.exists():
-            directory.rmdir()
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
