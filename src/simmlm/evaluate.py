@@ -84,8 +84,8 @@ def _columns(table: Tensor) -> Callable[[Tensor], Tensor]:
 
 #: What the Shapley tables of summaries and of the robustness suite hold, in words.
 SHAPLEY_NOTE = (
-    "Exact Shapley value of each modality computed from the predictions under every subset (no extra model pass), "
-    "mean over test samples, mean ± std over seeds, in percentage points. The value of a subset is the probability "
+    "Shapley value of each modality (exact up to 10 modalities) from the predictions under every subset (no extra "
+    "model pass), mean over test samples, mean ± std over seeds, in percentage points. The value of a subset is the probability "
     "of the true class under it (or correctness, 1 if right); with no modality it is 1/K (chance), so a sample's "
     "contributions sum to its value with all its modalities minus 1/K."
 )
@@ -109,7 +109,7 @@ def modality_contributions(
     Args:
         probs: ``[S, N, K]`` class probabilities per subset (rows of subsets a sample lacks are never read).
         classes: ``[N]`` the class whose probability is the value.
-        subsets: the subsets' codes: every non-empty subset of the modalities.
+        subsets: the subsets' codes, including every non-empty subset of each sample's available modalities.
         available: ``[N]`` codes of the modalities each sample has.
     """
     num_classes = probs.shape[-1]
