@@ -85,9 +85,9 @@ def _columns(table: Tensor) -> Callable[[Tensor], Tensor]:
 #: What the Shapley tables of summaries and of the robustness suite hold, in words.
 SHAPLEY_NOTE = (
     "Shapley value of each modality (exact up to 10 modalities) from the predictions under every subset (no extra "
-    "model pass), mean over test samples, mean ± std over seeds, in percentage points. The value of a subset is the probability "
-    "of the true class under it (or correctness, 1 if right); with no modality it is 1/K (chance), so a sample's "
-    "contributions sum to its value with all its modalities minus 1/K."
+    "model pass), mean over test samples, mean ± std over seeds, in percentage points. The value of a subset is "
+    "the probability of the true class under it (or correctness, 1 if right); with no modality it is 1/K (chance), "
+    "so a sample's contributions sum to its value with all its modalities minus 1/K."
 )
 
 #: Monte-Carlo permutations for Shapley contributions above ``MAX_EXACT_VALUE_MODALITIES`` modalities.
