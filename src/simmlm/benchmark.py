@@ -141,7 +141,7 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
         "counterintuitive_rate": [t["counterintuitive_rate"] for t in tests],
         "gate_weights": gate_weights,
         **({"gate_evenness": evenness} if "gate_evenness" in tests[0] else {}),
-        **({"shapley": _shapley(tests)} if "shapley" in tests[0] else {}),
+        **({"shapley": shapley_per_seed(tests)} if "shapley" in tests[0] else {}),
         "train_seconds": [r["train_seconds"] for r in runs],
         "shared_seconds": [r.get("shared_seconds", 0.0) for r in runs],
         "params": params,
@@ -165,8 +165,9 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
     return out
 
 
-def _shapley(tests: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
-    """Population Shapley contributions per value ("probability", "correctness") and modality, per seed."""
+def shapley_per_seed(tests: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Population Shapley contributions per value ("probability", "correctness") and modality, as lists over the
+    seeds' test reports."""
     first = tests[0]["shapley"]
     return {value: {m: [t["shapley"][value][m] for t in tests] for m in first[value]} for value in first}
 

@@ -30,7 +30,7 @@ import torch
 import yaml
 from pydantic import Field, ValidationError
 
-from simmlm.benchmark import run_benchmark
+from simmlm.benchmark import run_benchmark, shapley_per_seed
 from simmlm.comparisons import compare_methods
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.data.scenarios import corrupt, corruption_scale
@@ -224,9 +224,7 @@ def _per_seed(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "ece": [sum(r["subsets"][n]["ece"] for n in covered) / len(covered) for r in reports],
     }
     if "shapley" in first:
-        out["shapley"] = {
-            v: {m: [r["shapley"][v][m] for r in reports] for m in first["shapley"][v]} for v in first["shapley"]
-        }
+        out["shapley"] = shapley_per_seed(reports)
     return out
 
 
