@@ -15,6 +15,12 @@ from typing import Any
 import torch
 
 
+def cache_dir() -> Path:
+    """Where built arrays (avMNIST's MFCCs, Food-101's embeddings) are cached: ``$SIMMLM_CACHE_DIR`` or
+    ``~/.cache/simmlm``."""
+    return Path(os.environ.get("SIMMLM_CACHE_DIR", Path.home() / ".cache" / "simmlm"))
+
+
 @contextmanager
 def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
     """A temporary path beside ``path`` (same suffix, so writers that read it keep working) to write to.

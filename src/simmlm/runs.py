@@ -54,6 +54,7 @@ def build_model(cfg: RunConfig, input_shapes: dict[str, tuple[int, ...]], num_cl
         gate_width=m.gate_width,
         gate_hidden=m.gate_hidden,
         gate_channels=m.gate_channels,
+        gate_on=m.gate_on,
         **m.method_options,
     )
 

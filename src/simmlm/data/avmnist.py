@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -40,7 +39,7 @@ import torch
 
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.data.frames import SequenceFeatureDataset, describe_ratios, frame_masks, split_ratios
-from simmlm.fileio import atomic_path
+from simmlm.fileio import atomic_path, cache_dir
 
 SPEAKERS = ("jackson", "nicolas", "theo")
 RECORDINGS_PER_DIGIT = 50
@@ -222,11 +221,6 @@ def build_arrays(root: Path, frontend: AudioFrontend) -> dict[str, np.ndarray]:
         "label": labels,
         "is_test": test,
     }
-
-
-def cache_dir() -> Path:
-    """Where built arrays are cached: ``$SIMMLM_CACHE_DIR`` or ``~/.cache/simmlm``."""
-    return Path(os.environ.get("SIMMLM_CACHE_DIR", Path.home() / ".cache" / "simmlm"))
 
 
 def load_arrays(

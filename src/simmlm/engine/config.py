@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from simmlm.data.augment import AugmentSpec
 from simmlm.data.brats import NiftiLayout
 from simmlm.data.scenarios import WithScenario
+from simmlm.engine.food101 import Food101Data
 from simmlm.nn.experts import EXPERT_KINDS
 
 
@@ -148,7 +149,8 @@ DataConfig = Annotated[
     | Annotated[FolderData, Tag("folder")]
     | Annotated[MvmnistData, Tag("mvmnist")]
     | Annotated[SeqfeaturesData, Tag("seqfeatures")]
-    | Annotated[BratsData, Tag("brats")],
+    | Annotated[BratsData, Tag("brats")]
+    | Annotated[Food101Data, Tag("food101")],
     Discriminator(_dataset_of),
 ]
 
@@ -166,6 +168,11 @@ class ModelConfig(StrictModel):
     gate_width: int = Field(8, ge=1)
     gate_hidden: int = Field(32, ge=1)
     gate_channels: int | None = Field(None, ge=1, description="K gates per modality (None: one per modality)")
+    gate_on: Literal["inputs", "features"] = Field(
+        "inputs",
+        description="simmlm/dmome: the gate reads the inputs "
+        "or the experts' last hidden features (experts with features: mlp)",
+    )
     method_options: dict[str, Any] = Field(
         default_factory=dict,
         description="the method's own options, e.g. mmp: {dim: 32, heads: 4}; checked against the method's builder",

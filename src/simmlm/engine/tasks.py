@@ -26,6 +26,7 @@ from simmlm.engine.config import (
     BratsData,
     DataConfig,
     FolderData,
+    Food101Data,
     MvmnistData,
     RunConfig,
     SeqfeaturesData,
@@ -160,6 +161,18 @@ def _load_seqfeatures(data: SeqfeaturesData) -> Splits:
     )
 
 
+def _load_food101(data: Food101Data) -> Splits:
+    from simmlm.engine.food101 import load_food101
+
+    return load_food101(data, resolve_data_dir(data.data_dir))
+
+
+def _read_food101(name: str, value: Path | str, preprocessing: dict[str, Any]) -> Tensor:
+    from simmlm.engine.food101 import read_input
+
+    return read_input(name, value, preprocessing)
+
+
 def _read_sequence(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
     """One ``[T, D]`` feature sequence of a modality from a ``.npy`` file (zero frames count as absent)."""
     from simmlm.data.folder import read_npy
@@ -183,7 +196,7 @@ def _read_folder(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor
 
 
 Loader = Callable[[Any], Splits]
-Reader = Callable[[str, Path, dict[str, Any]], Tensor]
+Reader = Callable[[str, Any, dict[str, Any]], Tensor]  # a file's Path, or a text (a str) given on the command line
 
 
 class ClassificationTask:
@@ -374,6 +387,7 @@ DATASETS: dict[str, Callable[[Any], Task]] = {
     "mvmnist": lambda data: ClassificationTask(data, _load_mvmnist),
     "seqfeatures": lambda data: ClassificationTask(data, _load_seqfeatures, _read_sequence),
     "brats": SegmentationTask,
+    "food101": lambda data: ClassificationTask(data, _load_food101, _read_food101),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -88,13 +89,32 @@ class ExpertMixture(nn.Module):
     def modalities(self) -> list[str]:
         return list(self.experts)
 
+    #: The fusion weights are computed from the experts' features (``expert.encode``) instead of the inputs: a
+    #: gate over intermediate features, as SimMLM's image-text model has; the experts then run once for both.
+    gate_reads_features = False
+
+    def encode(self, inputs: dict[str, Tensor], mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """One pass of every expert over the zero-filled inputs (validated by the caller): the stacked outputs
+        ``[B, M, T, ...]``, and what the fusion weights are computed from: the zero-filled inputs, or with
+        :attr:`gate_reads_features` the experts' features (``expert.encode``, before ``expert.head``), zero for
+        the modalities ``mask`` lacks."""
+        filled = zero_fill(inputs, mask, self.modalities)
+        if not self.gate_reads_features:
+            return torch.stack([expert(filled[name]) for name, expert in self.experts.items()], dim=1), filled
+        features = {name: cast(Any, expert).encode(filled[name]) for name, expert in self.experts.items()}
+        logits = torch.stack([cast(Any, expert).head(features[name]) for name, expert in self.experts.items()], 1)
+        return logits, zero_fill(features, mask, self.modalities)
+
+    def gate_inputs(self, inputs: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
+        """What the fusion weights of samples with the modalities of ``mask`` are computed from (:meth:`encode`)."""
+        return self.encode(inputs, mask)[1] if self.gate_reads_features else zero_fill(inputs, mask, self.modalities)
+
     def expert_logits(self, inputs: dict[str, Tensor], mask: Tensor, validate_args: bool = True) -> Tensor:
         """Stacked expert outputs ``[B, M, T, ...]`` on the zero-filled inputs (``validate_args=False``: the caller
         has validated ``inputs`` and ``mask``; skips the checks and their device syncs)."""
         if validate_args:
             validate_inputs(inputs, mask, self.modalities)
-        filled = zero_fill(inputs, mask, self.modalities)
-        return torch.stack([expert(filled[name]) for name, expert in self.experts.items()], dim=1)
+        return self.encode(inputs, mask)[0]
 
     def subset_fusion_weights(self, filled: dict[str, Tensor], subset_masks: Tensor) -> Tensor:
         """Weights ``[S, B, M]`` or ``[S, B, M, K]`` of ``S`` subsets (``subset_masks``: ``[S, B, M]``) of one batch
@@ -105,27 +125,39 @@ class ExpertMixture(nn.Module):
     def fusion_weights(self, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
         """Weights ``[B, M]`` or ``[B, M, K]`` of one subset: 0 for missing modalities, summing to 1 over the
         available ones."""
-        return self.subset_fusion_weights(zero_fill(inputs, mask, self.modalities), mask.unsqueeze(0))[0]
+        return self.subset_fusion_weights(self.gate_inputs(inputs, mask), mask.unsqueeze(0))[0]
 
     def reset_fusion_to_uniform(self) -> None:
         """Start the fusion weights at the plain mean of the available experts (a no-op where they are fixed)."""
 
     def mix(
-        self, expert_logits: Tensor, inputs: dict[str, Tensor], mask: Tensor, validate_args: bool = True
+        self,
+        expert_logits: Tensor,
+        inputs: dict[str, Tensor],
+        mask: Tensor,
+        validate_args: bool = True,
+        gate_inputs: dict[str, Tensor] | None = None,
     ) -> ModelOutput:
         """Weigh precomputed expert outputs for the subset given by ``mask`` (a validated mask: see
-        :meth:`expert_logits`)."""
+        :meth:`expert_logits`); ``gate_inputs``: those :meth:`encode` returned with them, if at hand."""
         if validate_args:
             validate_inputs(inputs, mask, self.modalities)
-        return _weigh(expert_logits, self.fusion_weights(inputs, mask), mask)
+        gate_inputs = self.gate_inputs(inputs, mask) if gate_inputs is None else gate_inputs
+        return _weigh(expert_logits, self.subset_fusion_weights(gate_inputs, mask.unsqueeze(0))[0], mask)
 
     def mix_subsets(
-        self, expert_logits: Tensor, inputs: dict[str, Tensor], available: Tensor, subset_masks: Sequence[Tensor]
+        self,
+        expert_logits: Tensor,
+        inputs: dict[str, Tensor],
+        available: Tensor,
+        subset_masks: Sequence[Tensor],
+        gate_inputs: dict[str, Tensor] | None = None,
     ) -> list[ModelOutput]:
         """:meth:`mix` for several subsets of ``available`` (validated masks), their weights in one call; each subset
         is intersected with ``available``, so a modality a sample lacks is never mixed in."""
         masks = torch.stack(list(subset_masks)) & available
-        weights = self.subset_fusion_weights(zero_fill(inputs, available, self.modalities), masks)
+        gate_inputs = self.gate_inputs(inputs, available) if gate_inputs is None else gate_inputs
+        weights = self.subset_fusion_weights(gate_inputs, masks)
         if expert_logits.ndim == 3 and weights.ndim == 3:  # [B, M, T] class logits: every subset in one product
             # a weight is exactly 0 outside its subset, and the outputs of modalities a sample lacks are zeroed
             # (never read), so one product over the available experts serves every subset
@@ -149,12 +181,13 @@ class ExpertMixture(nn.Module):
         """
         if validate_args:
             validate_subsets(inputs, available, subset_masks, self.modalities)
-        experts = self.expert_logits(inputs, available, validate_args=False)
-        return self.mix_subsets(experts, inputs, available, subset_masks)
+        experts, gate_inputs = self.encode(inputs, available)
+        return self.mix_subsets(experts, inputs, available, subset_masks, gate_inputs)
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> ModelOutput:
         validate_inputs(inputs, mask, self.modalities)
-        return self.mix(self.expert_logits(inputs, mask, validate_args=False), inputs, mask, validate_args=False)
+        experts, gate_inputs = self.encode(inputs, mask)
+        return self.mix(experts, inputs, mask, validate_args=False, gate_inputs=gate_inputs)
 
 
 def _weigh(expert_logits: Tensor, weights: Tensor, mask: Tensor) -> ModelOutput:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
@@ -10,7 +10,10 @@ from simmlm.methods.base import ExpertMixture
 from simmlm.methods.registry import register_method
 from simmlm.nn.experts import build_experts
 from simmlm.nn.functional import masked_softmax
-from simmlm.nn.gating import GatingNetwork, build_gate_encoder
+from simmlm.nn.gating import FlatGateEncoder, GatingNetwork, build_gate_encoder
+
+#: What DMoME's gate reads: the zero-filled inputs (avMNIST, BraTS) or the experts' features (image-text).
+GateOn = Literal["inputs", "features"]
 
 
 class DMoME(ExpertMixture):
@@ -25,11 +28,17 @@ class DMoME(ExpertMixture):
         gate: gating network over the same modalities, returning ``[B, M]`` or ``[B, M, K]`` gate logits.
     """
 
-    def __init__(self, experts: dict[str, nn.Module], gate: GatingNetwork) -> None:
+    def __init__(self, experts: dict[str, nn.Module], gate: GatingNetwork, gate_on: GateOn = "inputs") -> None:
         super().__init__(experts)
         if list(gate.encoders) != list(experts):
             raise ValueError(f"gate modalities {list(gate.encoders)} differ from experts {list(experts)}")
-        self.gate = gate
+        if gate_on == "features":
+            lacking = [name for name, e in experts.items() if not all(hasattr(e, a) for a in ("encode", "head"))]
+            if lacking:
+                raise ValueError(
+                    f"gate_on: features needs experts with features (encode / head, e.g. 'mlp'); {lacking} have none"
+                )
+        self.gate, self.gate_reads_features = gate, gate_on == "features"
 
     def reset_fusion_to_uniform(self) -> None:
         self.gate.reset_to_uniform()
@@ -49,16 +58,23 @@ def build_dmome(
     gate_width: int = 8,
     gate_hidden: int = 32,
     gate_channels: int | None = None,
+    gate_on: GateOn = "inputs",
 ) -> DMoME:
-    """DMoME with one expert per modality (by name, or one name per modality) and a conv/linear gate."""
+    """DMoME with one expert per modality (by name, or one name per modality) and a gate over the zero-filled inputs
+    (a conv / linear encoder per modality) or, with ``gate_on="features"``, over the experts' last hidden features
+    (a linear encoder per modality; SimMLM's gate for image-text experts, so a costly expert runs once)."""
     if gate_channels is not None and gate_channels != num_classes:
         raise ValueError(
             f"gate_channels ({gate_channels}) must equal the experts' output channels ({num_classes}: one gate per "
             "modality and output channel, e.g. 3 tumour regions), or be None (one gate per modality)"
         )
     experts = build_experts(input_shapes, num_classes, expert, expert_options)
-    encoders = {name: build_gate_encoder(tuple(shape), gate_width) for name, shape in input_shapes.items()}
-    return DMoME(experts, GatingNetwork(encoders, num_channels=gate_channels, hidden=gate_hidden))
+    if gate_on == "features":
+        sizes = {name: (int(getattr(e, "feature_size", 0)),) for name, e in experts.items()}
+        encoders: dict[str, nn.Module] = {name: FlatGateEncoder(s[0], 2 * gate_width) for name, s in sizes.items()}
+    else:
+        encoders = {name: build_gate_encoder(tuple(shape), gate_width) for name, shape in input_shapes.items()}
+    return DMoME(experts, GatingNetwork(encoders, num_channels=gate_channels, hidden=gate_hidden), gate_on)
 
 
 register_method(

@@ -1,9 +1,9 @@
 """The method registry (timm-style): each method's file registers its builder, training defaults and hooks.
 
 A builder takes the common arguments (``input_shapes``, ``num_classes``, ``expert``, ``expert_options`` and, for
-methods with a gate, ``gate_width``, ``gate_hidden``, ``gate_channels``) plus its own keyword options. Those options
-(``model.method_options`` in a run config) are validated against a model derived from the builder's signature, so
-an unknown option or a wrong type fails when the config is loaded, naming the method.
+methods with a gate, ``gate_width``, ``gate_hidden``, ``gate_channels`` and, where taken, ``gate_on``) plus its own
+keyword options. Those options (``model.method_options`` in a run config) are validated against a model derived from
+the builder's signature, so an unknown option or a wrong type fails when the config is loaded, naming the method.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 #: ``train_method(name)``: train the same run with the registered method ``name``; returns (model, selections).
 TrainMethod = Callable[[str], tuple[nn.Module, dict[str, Any]]]
 COMMON_ARGS = ("input_shapes", "num_classes", "expert", "expert_options")
-GATE_ARGS = ("gate_width", "gate_hidden", "gate_channels")
+GATE_ARGS = ("gate_width", "gate_hidden", "gate_channels", "gate_on")
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def register_method(
     hooks are described in :class:`MethodEntry`)."""
     if name in _REGISTRY:
         raise ValueError(f"method {name!r} is already registered")
-    gate = all(arg in inspect.signature(builder).parameters for arg in GATE_ARGS)
+    gate = all(arg in inspect.signature(builder).parameters for arg in GATE_ARGS[:3])
     _REGISTRY[name] = MethodEntry(
         name,
         builder,
@@ -136,8 +136,8 @@ def get_method(name: str) -> MethodEntry:
 
 def create_method(name: str, **cfg: Any) -> nn.Module:
     """Build a registered method, e.g. ``create_method("simmlm", input_shapes=..., num_classes=10)``; gate options
-    are dropped for methods without a gate."""
+    are dropped for methods without a gate (and ``gate_on`` for gated methods whose builder does not take it)."""
     entry = get_method(name)
-    if not entry.gate:
-        cfg = {k: v for k, v in cfg.items() if k not in GATE_ARGS}
+    takes = inspect.signature(entry.builder).parameters
+    cfg = {k: v for k, v in cfg.items() if k not in GATE_ARGS or (entry.gate and k in takes)}
     return entry.builder(**{**entry.option_defaults, **cfg})

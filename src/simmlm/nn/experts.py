@@ -112,9 +112,18 @@ class MLPExpert(nn.Module):
         super().__init__()
         widths = [hidden] if isinstance(hidden, int) else list(hidden)
         self.net = _mlp(in_features, widths, num_classes, dropout)
+        self.feature_size = widths[-1] if widths else in_features
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(torch.flatten(x, 1))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The last hidden layer's activations ``[B, feature_size]`` (what a gate over features reads)."""
+        return self.net[:-1](torch.flatten(x, 1))
+
+    def head(self, features: Tensor) -> Tensor:
+        """The output layer: ``forward(x) == head(encode(x))``."""
+        return self.net[-1](features)
 
 
 def unet3d(
