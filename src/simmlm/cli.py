@@ -267,14 +267,18 @@ def predict(
         Path, typer.Argument(help="A run folder holding model.pt (e.g. results/avmnist/runs/simmlm-seed0).")
     ],
     input_: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--input",
             "-i",
             help="MODALITY=FILE, once per available modality (PNG/NPY, WAV/NPY; own data: NPY; BraTS: NIfTI, "
-            "plus brain_mask=FILE optionally).",
+            "plus brain_mask=FILE optionally; food101: image=JPEG).",
         ),
-    ],
+    ] = None,
+    text: Annotated[
+        str | None,
+        typer.Option("--text", help="Image-text runs (food101): the title, as a string (the text modality)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Segmentation runs: write the predicted labels (NIfTI).")
@@ -285,14 +289,18 @@ def predict(
 
     from simmlm.inference import predict_files
 
-    files: dict[str, Path] = {}
-    for item in input_:
+    files: dict[str, Path | str] = {}
+    for item in input_ or []:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise fail(ValueError(f"--input expects MODALITY=FILE, got {item!r}"))
         if name in files:
             raise fail(ValueError(f"modality {name!r} given twice"))
         files[name] = Path(path)
+    if text is not None:
+        if "text" in files:
+            raise fail(ValueError("modality 'text' given twice (--input text=FILE and --text)"))
+        files["text"] = text
     try:
         result = predict_files(run_dir, files, output)
     except (ValueError, FileNotFoundError) as err:

@@ -25,10 +25,11 @@ from simmlm.metrics.entropy import binary_entropy, categorical_entropy
 from simmlm.runs import load_checkpoint
 
 
-def predict_files(run_dir: str | Path, files: dict[str, Path], output: Path | None = None) -> dict[str, Any]:
+def predict_files(run_dir: str | Path, files: dict[str, Path | str], output: Path | None = None) -> dict[str, Any]:
     """Prediction, class probabilities (or region volumes), gate weights and entropy for the given files.
 
-    The run's task reads the files (each dataset's own reader) and predicts; ``output`` (segmentation runs only)
+    The run's task reads the files (each dataset's own reader; a ``str`` is a text given as such, e.g. a title) and
+    predicts; ``output`` (segmentation runs only)
     receives the predicted label map as NIfTI, in the input's space.
     """
     from simmlm.engine.tasks import task_for
@@ -53,7 +54,7 @@ def predict_files(run_dir: str | Path, files: dict[str, Path], output: Path | No
 
 @torch.no_grad()
 def classify_files(
-    model: nn.Module, method: str, meta: dict[str, Any], files: dict[str, Path], reader: Any
+    model: nn.Module, method: str, meta: dict[str, Any], files: dict[str, Any], reader: Any
 ) -> dict[str, Any]:
     """Classify one sample given as files of any subset of the modalities, each read by ``reader(name, path,
     preprocessing)`` (the dataset's reader); the other modalities are marked missing."""

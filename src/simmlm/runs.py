@@ -45,12 +45,15 @@ def build_model(cfg: RunConfig, input_shapes: dict[str, tuple[int, ...]], num_cl
     from simmlm.methods import create_method
 
     m = cfg.model  # gate options reach only methods with a gate (create_method)
+    # a data section may supply the experts (Food-101 fine-tuning: experts standing on its encoders)
+    experts = getattr(cfg.data, "experts", None)
+    expert, expert_options = experts(m) if experts is not None else (m.expert, m.expert_options)
     return create_method(
         cfg.method,
         input_shapes=input_shapes,
         num_classes=num_classes,
-        expert=m.expert,
-        expert_options=m.expert_options,
+        expert=expert,
+        expert_options=expert_options,
         gate_width=m.gate_width,
         gate_hidden=m.gate_hidden,
         gate_channels=m.gate_channels,

@@ -45,6 +45,7 @@ from simmlm.nn.encoders import (
     build_text_encoder,
     encoder_identity,
 )
+from simmlm.nn.experts import expert_options_for
 
 MODALITIES = ("image", "text")
 CACHE_VERSION = 1  # bump when the encoding itself changes
@@ -74,7 +75,26 @@ class Food101Data(BaseModel):
     image_encoder: ImageEncoderSpec = ImageEncoderSpec()
     text_encoder: TextEncoderSpec = TextEncoderSpec()
     missing: MissingProtocol = MissingProtocol()
+    mode: Literal["frozen", "finetune"] = Field(
+        "frozen",
+        description="frozen: experts over cached encoder features; finetune: the encoders are part of the experts "
+        "(raw uint8 images and token ids held in memory; needs model.gate_on: features)",
+    )
     encode_batch: int = Field(64, ge=1, description="images / titles per encoder call while caching")
+
+    def experts(self, model: Any) -> tuple[str | dict[str, str], dict[str, Any]]:
+        """The experts for ``model`` (a ``ModelConfig``): as configured when frozen; fine-tuning, each modality's
+        :class:`~simmlm.nn.encoders.EncoderExpert` on this section's encoder, with the configured head options."""
+        if self.mode == "frozen":
+            return model.expert, model.expert_options
+        if model.gate_on != "features":
+            raise ValueError("data.mode finetune needs model.gate_on: features (the gate reads the encoders' features)")
+        specs = {"image": self.image_encoder, "text": self.text_encoder}
+        options = {
+            name: {**expert_options_for(name, list(MODALITIES), model.expert_options), "encoder": spec.model_dump()}
+            for name, spec in specs.items()
+        }
+        return {"image": "image_encoder", "text": "text_encoder"}, options
 
 
 def _say(line: str) -> None:
@@ -103,54 +123,73 @@ def data_fingerprint(root: Path, split: str, items: list[Food101Item]) -> str:
     return digest.hexdigest()
 
 
-@torch.no_grad()
-def _encode(rows: list[int], batch: int, encode: Any, what: str, label: str) -> tuple[list[int], list[Tensor]]:
-    """Run ``encode(chunk)`` over ``rows`` in chunks, with a progress line about every 10 s."""
+def _encode(inputs: list[Any], batch: int, encode: Any, what: str, label: str) -> list[Tensor]:
+    """Run ``encode(chunk)`` over ``inputs`` in chunks, with a progress line about every 10 s."""
     out: list[Tensor] = []
     start = last = time.monotonic()
-    for k in range(0, len(rows), batch):
-        out.append(encode(rows[k : k + batch]))
+    for k in range(0, len(inputs), batch):
+        out.append(encode(inputs[k : k + batch]))
         if time.monotonic() - last > 10:
             last = time.monotonic()
-            _say(f"{label}: encoded {k + batch}/{len(rows)} {what} ({last - start:.0f} s)")
-    return rows, out
+            _say(f"{label}: encoded {min(k + batch, len(inputs))}/{len(inputs)} {what} ({last - start:.0f} s)")
+    return out
+
+
+def _codecs(data: Food101Data) -> dict[str, tuple[Any, Any]]:
+    """Per modality: what the cache key holds of the encoding, and ``encode(list of paths / titles) -> Tensor``.
+
+    Frozen: the encoders' features. Fine-tuning: the model's raw inputs, uint8 images and token ids (the encoders
+    are part of the experts then, :class:`~simmlm.nn.encoders.EncoderExpert`).
+    """
+    image_json, text_json = data.image_encoder.model_dump_json(), data.text_encoder.model_dump_json()
+
+    def pixels(paths: list[Path]) -> Tensor:
+        return torch.stack([load_image(path, data.image_size) for path in paths])
+
+    def tokens(texts: list[str]) -> Tensor:
+        return encoders(text_json, "text").tokenize(texts)
+
+    if data.mode == "finetune":
+        tokenizer = data.text_encoder.model_dump(mode="json", include={"kind", "buckets", "max_tokens", "path"})
+        return {
+            "image": ("uint8 pixels", lambda paths: pixels(paths).mul(255).round().to(torch.uint8)),
+            "text": ({**tokenizer, **encoder_identity(data.text_encoder)}, tokens),
+        }
+    return {
+        "image": (encoder_identity(data.image_encoder), lambda paths: encoders(image_json, "image")(pixels(paths))),
+        "text": (encoder_identity(data.text_encoder), lambda texts: encoders(text_json, "text")(tokens(texts))),
+    }
 
 
 def embed_split(root: Path, split: Split, data: Food101Data) -> dict[str, Any]:
-    """The split's items encoded once: ``image`` / ``text`` features ``[N, F]`` (zero where absent), ``present``
-    ``[N, 2]`` and ``classes`` (each item's class name), loaded from the cache when the encoders and data match."""
+    """The split's items encoded once: ``image`` / ``text`` features ``[N, F]`` (fine-tuning: uint8 images
+    ``[N, 3, S, S]`` and token ids), zero where absent, ``present`` ``[N, 2]`` and ``classes`` (each item's class
+    name); loaded from the cache when the encoding and the data match."""
     items = _subsample(read_food101(root, split, data.allow_missing_images), data.max_per_class, data.split_seed)
+    codecs = _codecs(data)
     identity = {
         "version": CACHE_VERSION,
         "image_size": data.image_size,
-        "image": encoder_identity(data.image_encoder),
-        "text": encoder_identity(data.text_encoder),
+        **{name: spec for name, (spec, _) in codecs.items()},
         "data": data_fingerprint(root, split, items),
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    path = cache_dir() / "food101" / f"{split}-{key[:20]}.pt"
+    path = cache_dir() / "food101" / f"{split}-{data.mode}-{key[:20]}.pt"
     if path.is_file():
         return dict(torch.load(path, map_location="cpu", weights_only=True))
     label = f"food101 {split}"
-    _say(f"{label}: encoding {len(items)} samples once (cached in {path})")
-    image_encoder = encoders(data.image_encoder.model_dump_json(), "image")
-    text_encoder = encoders(data.text_encoder.model_dump_json(), "text")
+    _say(f"{label}: encoding {len(items)} samples once ({data.mode}; cached in {path})")
     present = torch.tensor([[it.image is not None, bool(it.title)] for it in items], dtype=torch.bool)
     blob: dict[str, Any] = {"present": present, "classes": [it.class_name for it in items], "identity": identity}
-
-    def images(chunk: list[int]) -> Tensor:
-        return image_encoder(torch.stack([load_image(items[i].image, data.image_size) for i in chunk]))  # type: ignore[arg-type]
-
-    def titles(chunk: list[int]) -> Tensor:
-        return text_encoder(text_encoder.tokenize([str(items[i].title) for i in chunk]))
-
-    for m, (name, encode) in enumerate({"image": images, "text": titles}.items()):
-        rows, parts = _encode(present[:, m].nonzero().flatten().tolist(), data.encode_batch, encode, name, label)
-        width = int((image_encoder if m == 0 else text_encoder).out_features)
-        features = torch.zeros(len(items), width)
-        if rows:
-            features[rows] = torch.cat(parts).float()
-        blob[name] = features
+    values: dict[str, list[Any]] = {"image": [it.image for it in items], "text": [it.title for it in items]}
+    for m, (name, (_, encode)) in enumerate(codecs.items()):
+        rows = present[:, m].nonzero().flatten().tolist()  # an absent title or image is never encoded
+        if not rows:
+            raise ValueError(f"{root}: no {split} sample has {'an image' if m == 0 else 'a title'}")
+        with torch.no_grad():
+            parts = _encode([values[name][i] for i in rows], data.encode_batch, encode, name, label)
+        blob[name] = torch.zeros(len(items), *parts[0].shape[1:], dtype=parts[0].dtype)
+        blob[name][rows] = torch.cat(parts)
     torch_save_atomic(blob, path)
     return blob
 
@@ -172,7 +211,9 @@ def _protocol(present: Tensor, missing: MissingProtocol, seed: int) -> tuple[Ten
 
 
 def _dataset(blob: dict[str, Any], rows: list[int], mask: Tensor, labels: Tensor, stats: dict[str, Any]) -> Any:
-    inputs = {name: (blob[name][rows] - stats[name][0]) / stats[name][1] for name in MODALITIES}
+    inputs = {
+        name: (blob[name][rows] - stats[name][0]) / stats[name][1] if stats else blob[name][rows] for name in MODALITIES
+    }
     return TensorMultimodalDataset(inputs, mask[rows], labels[rows])
 
 
@@ -193,7 +234,7 @@ def load_food101(data: Food101Data, root: Path) -> Splits:
     )
     test_mask, spared_test = _protocol(test["present"], p, p.seed + 1) if p.at != "train" else (test["present"], 0)
     stats = {}
-    for m, name in enumerate(MODALITIES):  # fitted on the training rows that have the modality
+    for m, name in enumerate(MODALITIES if data.mode == "frozen" else ()):  # fitted on training rows with it
         rows = [r for r in train_rows if train_mask[r, m]]
         features = train[name][rows] if rows else train[name][:1] * 0
         stats[name] = (features.mean(0), features.std(0, unbiased=False) + 1e-6)
@@ -207,7 +248,7 @@ def load_food101(data: Food101Data, root: Path) -> Splits:
     description = (
         f"UPMC Food-101 layout at {root}: {len(classes)} classes, {len(train_rows)} train / {len(val_rows)} val / "
         f"{len(test_labels)} test samples (median {sorted(counts.values())[len(counts) // 2]} training samples a "
-        f"class); frozen encoders: image {data.image_encoder.kind} at {data.image_size} px, text "
+        f"class); {data.mode} encoders: image {data.image_encoder.kind} at {data.image_size} px, text "
         f"{data.text_encoder.kind}; images missing in {int((~train_mask[:, 0]).sum())} train+val / "
         f"{int((~test_mask[:, 0]).sum())} test, texts missing in {int((~train_mask[:, 1]).sum())} / "
         f"{int((~test_mask[:, 1]).sum())}{protocol}."
@@ -218,8 +259,9 @@ def load_food101(data: Food101Data, root: Path) -> Splits:
         "image_size": data.image_size,
         "image_encoder": data.image_encoder.model_dump(mode="json"),
         "text_encoder": data.text_encoder.model_dump(mode="json"),
-        "mean": {name: stats[name][0].tolist() for name in MODALITIES},
-        "std": {name: stats[name][1].tolist() for name in MODALITIES},
+        "mode": data.mode,
+        "mean": {name: stats[name][0].tolist() for name in stats},
+        "std": {name: stats[name][1].tolist() for name in stats},
     }
     all_test = list(range(len(test_labels)))
     return Splits(
@@ -234,20 +276,20 @@ def load_food101(data: Food101Data, root: Path) -> Splits:
 
 @torch.no_grad()
 def read_input(name: str, value: Path | str, preprocessing: dict[str, Any]) -> Tensor:
-    """``simmlm predict``: an image file, or a title (a string, or a ``.txt`` file), as the model's standardised
-    embedding ``[F]``."""
-    if name == "image":
-        spec = ImageEncoderSpec.model_validate(preprocessing["image_encoder"])
-        image = load_image(Path(value), int(preprocessing["image_size"])).unsqueeze(0)
-        features = encoders(spec.model_dump_json(), "image")(image)[0]
-    elif name == "text":
-        text = Path(value).read_text(encoding="utf-8") if isinstance(value, Path) else value
-        if not text.strip():
-            raise ValueError("the title is empty: leave the text out instead (a missing modality)")
-        text_spec = TextEncoderSpec.model_validate(preprocessing["text_encoder"])
-        encoder = encoders(text_spec.model_dump_json(), "text")
-        features = encoder(encoder.tokenize([text.strip()]))[0]
-    else:
+    """``simmlm predict``: an image file, or a title (a string, or a text file), as the model's input: the
+    standardised embedding ``[F]`` (frozen encoders) or the raw pixels / token ids (fine-tuned)."""
+    if name not in MODALITIES:
         raise ValueError(f"unknown modality {name!r}; this model takes {list(MODALITIES)}")
+    data = Food101Data.model_validate(
+        {key: preprocessing[key] for key in ("image_size", "image_encoder", "text_encoder", "mode")}
+    )
+    if name == "text":
+        value = (Path(value).read_text(encoding="utf-8") if isinstance(value, Path) else value).strip()
+        if not value:
+            raise ValueError("the title is empty: leave the text out instead (a missing modality)")
+    with torch.no_grad():
+        encoded = _codecs(data)[name][1]([value])[0]
+    if data.mode != "frozen":
+        return encoded
     mean, std = torch.tensor(preprocessing["mean"][name]), torch.tensor(preprocessing["std"][name])
-    return (features.float() - mean) / std
+    return (encoded.float() - mean) / std

@@ -66,7 +66,7 @@ class Task(Protocol):
         ...
 
     def predict(
-        self, model: nn.Module, cfg: RunConfig, meta: dict[str, Any], files: dict[str, Path], output: Path | None
+        self, model: nn.Module, cfg: RunConfig, meta: dict[str, Any], files: dict[str, Any], output: Path | None
     ) -> dict[str, Any]:
         """``simmlm predict``: the model's output for the given files (any subset of the modalities)."""
         ...
@@ -236,7 +236,7 @@ class ClassificationTask:
         pass
 
     def predict(
-        self, model: nn.Module, cfg: RunConfig, meta: dict[str, Any], files: dict[str, Path], output: Path | None
+        self, model: nn.Module, cfg: RunConfig, meta: dict[str, Any], files: dict[str, Any], output: Path | None
     ) -> dict[str, Any]:
         from simmlm.inference import classify_files
 
@@ -332,7 +332,7 @@ class SegmentationTask:
         population_gates_figure(summary, out / "figures" / "population_gates.png")
 
     def predict(
-        self, model: nn.Module, cfg: RunConfig, meta: dict[str, Any], files: dict[str, Path], output: Path | None
+        self, model: nn.Module, cfg: RunConfig, meta: dict[str, Any], files: dict[str, Any], output: Path | None
     ) -> dict[str, Any]:
         from simmlm.inference import segment_files
 

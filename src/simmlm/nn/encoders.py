@@ -209,3 +209,45 @@ def encoder_identity(spec: ImageEncoderSpec | TextEncoderSpec) -> dict[str, Any]
         files = [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else [root]
         identity["digest"] = file_digest(files) if root.exists() else "missing"
     return identity
+
+
+class EncoderExpert(nn.Module):
+    """An expert standing on an encoder (fine-tuned with it): ``head(encode(x))``, an MLP head over the encoder's
+    features; ``encode`` is what a gate over features reads (SimMLM's image-text experts: Inception V3 / BERT).
+
+    Args:
+        num_classes: outputs of the head.
+        modality: ``"image"`` (an :class:`ImageEncoder`) or ``"text"`` (a text encoder over token tensors).
+        encoder: the encoder's spec (:class:`ImageEncoderSpec` / :class:`TextEncoderSpec` fields).
+        hidden: width of the head's hidden layer (0: a linear head).
+        dropout: dropout on the features.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        modality: Literal["image", "text"],
+        encoder: dict[str, Any] | None = None,
+        hidden: int = 128,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if modality == "image":
+            self.encoder: nn.Module = ImageEncoder(ImageEncoderSpec.model_validate(encoder or {}))
+        else:
+            self.encoder = build_text_encoder(TextEncoderSpec.model_validate(encoder or {}))
+        width = int(getattr(self.encoder, "out_features"))  # noqa: B009 (an int attribute of a Module)
+        self.feature_size = width
+        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        if hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+        self.classifier = nn.Sequential(*layers, nn.Linear(hidden or width, num_classes))
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encoder(x)
+
+    def head(self, features: Tensor) -> Tensor:
+        return self.classifier(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encode(x))

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from simmlm.nn.encoders import EncoderExpert
 from simmlm.nn.sequence import SEQUENCE_KINDS, SequenceExpert
 
 
@@ -152,7 +153,7 @@ def unet3d(
     )
 
 
-EXPERT_KINDS = ("auto", "lenet", "bncnn", "mlp", "unet3d", *SEQUENCE_KINDS)
+EXPERT_KINDS = ("auto", "lenet", "bncnn", "mlp", "unet3d", *SEQUENCE_KINDS, "image_encoder", "text_encoder")
 #: Arguments of the expert builders that come from the data or the kind, not from ``expert_options``.
 _SET_FROM_THE_DATA = ("num_classes", "input_size", "in_channels", "in_features", "out_channels", "kind")
 
@@ -174,8 +175,9 @@ def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **op
     kind = resolve_expert_kind(kind, input_shape)
     builders: dict[str, Any] = {"lenet": LeNet5, "bncnn": BNConvNet, "mlp": MLPExpert, "unet3d": unet3d}
     builders.update(dict.fromkeys(SEQUENCE_KINDS, SequenceExpert))
+    builders.update(dict.fromkeys(("image_encoder", "text_encoder"), EncoderExpert))
     if kind in builders:
-        own = [p for p in inspect.signature(builders[kind]).parameters if p not in _SET_FROM_THE_DATA]
+        own = [p for p in inspect.signature(builders[kind]).parameters if p not in (*_SET_FROM_THE_DATA, "modality")]
         unknown = sorted(set(options) - set(own))
         if unknown:
             raise ValueError(f"expert {kind!r} has no option {', '.join(map(repr, unknown))}; its options: {own}")
@@ -196,6 +198,8 @@ def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **op
         if len(input_shape) != 2:
             raise ValueError(f"expert {kind!r} needs a [T, D] feature sequence, got {list(input_shape)}")
         return SequenceExpert(input_shape[1], num_classes, kind, **options)  # type: ignore[arg-type]
+    if kind in ("image_encoder", "text_encoder"):  # raw images / token tensors: the encoder is fine-tuned
+        return EncoderExpert(num_classes, "image" if kind == "image_encoder" else "text", **options)
     if kind == "unet3d":
         if len(input_shape) != 4:
             raise ValueError(f"expert 'unet3d' needs a [C, D, H, W] input, got {list(input_shape)}")
