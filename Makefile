@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: the CPU wheel; nothing later may pull another build. constraints.txt pins the rest.
 	$(BIN)/pip install -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -c constraints.txt -e '.[dev,text]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 # Re-resolve every dependency from pyproject.toml in a scratch venv and write their versions to constraints.txt.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install torch==2.13.0 && .lock-venv/bin/pip install '.[dev]'
+	.lock-venv/bin/pip install torch==2.13.0 && .lock-venv/bin/pip install '.[dev,text]'
 	{ sed -n '1,2p' constraints.txt; .lock-venv/bin/pip freeze --exclude simmlm | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > constraints.new
 	mv constraints.new constraints.txt && rm -rf .lock-venv
 

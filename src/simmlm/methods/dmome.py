@@ -33,11 +33,7 @@ class DMoME(ExpertMixture):
         if list(gate.encoders) != list(experts):
             raise ValueError(f"gate modalities {list(gate.encoders)} differ from experts {list(experts)}")
         if gate_on == "features":
-            lacking = [name for name, e in experts.items() if not all(hasattr(e, a) for a in ("encode", "head"))]
-            if lacking:
-                raise ValueError(
-                    f"gate_on: features needs experts with features (encode / head, e.g. 'mlp'); {lacking} have none"
-                )
+            feature_sizes(experts)
         self.gate, self.gate_reads_features = gate, gate_on == "features"
 
     def reset_fusion_to_uniform(self) -> None:
@@ -48,6 +44,18 @@ class DMoME(ExpertMixture):
         logits = self.gate.subset_logits(filled, subset_masks)
         flat = masked_softmax(logits.flatten(0, 1), subset_masks.flatten(0, 1), validate_args=False)
         return flat.reshape(logits.shape)
+
+
+def feature_sizes(experts: dict[str, nn.Module]) -> dict[str, int]:
+    """Each expert's feature width, for a gate over features; a ``ValueError`` names the experts without features."""
+    lacking = [
+        name for name, e in experts.items() if not all(hasattr(e, a) for a in ("encode", "head", "feature_size"))
+    ]
+    if lacking:
+        raise ValueError(
+            f"gate_on: features needs experts with features (encode / head, e.g. 'mlp'); {lacking} have none"
+        )
+    return {name: int(getattr(e, "feature_size")) for name, e in experts.items()}  # noqa: B009
 
 
 def build_dmome(
@@ -70,8 +78,8 @@ def build_dmome(
         )
     experts = build_experts(input_shapes, num_classes, expert, expert_options)
     if gate_on == "features":
-        sizes = {name: (int(getattr(e, "feature_size", 0)),) for name, e in experts.items()}
-        encoders: dict[str, nn.Module] = {name: FlatGateEncoder(s[0], 2 * gate_width) for name, s in sizes.items()}
+        sizes = feature_sizes(experts)
+        encoders: dict[str, nn.Module] = {name: FlatGateEncoder(size, 2 * gate_width) for name, size in sizes.items()}
     else:
         encoders = {name: build_gate_encoder(tuple(shape), gate_width) for name, shape in input_shapes.items()}
     return DMoME(experts, GatingNetwork(encoders, num_channels=gate_channels, hidden=gate_hidden), gate_on)
