@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from simmlm.cli import app
-from simmlm.data.example import write_example_food101
+from simmlm.data.example import write_example_food101, write_tiny_bert
 from simmlm.data.food101 import titles_csv
 from simmlm.engine import food101
 from simmlm.engine.config import ConfigError, RunConfig, find_config, resolve_config
@@ -89,7 +89,8 @@ def test_hashed_ngrams_are_stable_padded_and_tokenizer_free() -> None:
 def test_image_encoder_loads_local_weights_with_clear_errors(tmp_path: Path) -> None:
     images = torch.rand(2, 3, 16, 16)
     source = ImageEncoder(ImageEncoderSpec(width=4, seed=1))
-    torch.save({"state_dict": source.backbone.state_dict()}, tmp_path / "w.pt")
+    head = {"fc.weight": torch.zeros(10, 16), "fc.bias": torch.zeros(10)}  # an ImageNet head: left out
+    torch.save({"state_dict": {**source.backbone.state_dict(), **head}}, tmp_path / "w.pt")
     loaded = ImageEncoder(ImageEncoderSpec(width=4, seed=0, weights=tmp_path / "w.pt"))
     torch.testing.assert_close(loaded(images), source(images))
     assert not torch.allclose(ImageEncoder(ImageEncoderSpec(width=4, seed=0))(images), source(images))
@@ -291,32 +292,18 @@ def test_example_data_benchmark_and_predict_end_to_end(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "the title is empty" in result.output
 
 
-def _tiny_bert(folder: Path, words: list[str]) -> Path:
-    """A randomly initialised two-layer BERT and its WordPiece tokenizer, saved to ``folder`` (nothing downloaded)."""
-    transformers = pytest.importorskip("transformers")
-    folder.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(words))]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    transformers.BertTokenizerFast(str(folder / "vocab.txt")).save_pretrained(folder)  # positional: v4 and v5
-    config = transformers.BertConfig(
-        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32
-    )
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(folder)
-    return folder
-
-
 def test_a_huggingface_encoder_from_a_local_folder(
     example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from simmlm.nn.encoders import HFTextEncoder
 
-    words = sorted({w for row in _rows(example) for w in ngrams(row[1]) if " " not in w and "#" not in w})
-    bert = _tiny_bert(tmp_path / "bert", words)
+    pytest.importorskip("transformers")
+    bert = write_tiny_bert(tmp_path / "bert", [row[1] for row in _rows(example)])
     encoder = HFTextEncoder(TextEncoderSpec(kind="huggingface", path=bert, max_tokens=12, pooling="mean"))
     tokens = encoder.tokenize(["apple pie recipe", "unknownword"])
     assert tokens.shape == (2, 2, 12) and tokens[1, 1].sum() == 3  # [CLS] [UNK] [SEP]
-    assert encoder(tokens).shape == (2, 16)
+    assert (tokens[0, 0, 1:4] > 4).all()  # the example's words are in the vocabulary (ids above the specials)
+    assert encoder(tokens).shape == (2, 32)
     seen: list[str] = []
     original = HFTextEncoder.tokenize
     monkeypatch.setattr(HFTextEncoder, "tokenize", lambda self, texts: seen.extend(texts) or original(self, texts))
@@ -330,3 +317,13 @@ def test_a_huggingface_encoder_from_a_local_folder(
     assert accuracies["text"][0] > 0.5  # 3 classes: a random frozen BERT's mean tokens still carry the dish words
     with pytest.raises(FileNotFoundError, match="needs path: a local model folder"):
         HFTextEncoder(TextEncoderSpec(kind="huggingface", path=tmp_path / "nowhere"))
+
+
+def test_example_data_can_write_a_tiny_bert(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    root = tmp_path / "food"
+    args = ["example-data", str(root), "--layout", "food101", "--classes", "2", "--samples", "4", "--tiny-bert"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (root / "tiny-bert" / "config.json").is_file() and (root / "tiny-bert" / "vocab.txt").is_file()
+    assert f"--set data.text_encoder.path={root / 'tiny-bert'}" in result.output

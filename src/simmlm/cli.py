@@ -369,6 +369,10 @@ def example_data(
             "images and titles in the UPMC Food-101 layout; --classes, --samples per class and --seed apply)."
         ),
     ] = "folder",
+    tiny_bert: Annotated[
+        bool,
+        typer.Option(help="food101: also write DIR/tiny-bert, a random 2-layer BERT (needs simmlm[text])."),
+    ] = False,
 ) -> None:
     """Write a small synthetic dataset in the folder layout (manifest.csv + .npy files, some modalities missing), a
     sentiment feature pickle in the MulT / MMSA layout (--layout mmsa), or image-title pairs in the UPMC Food-101
@@ -382,17 +386,23 @@ def example_data(
             per_class = 100 if samples is None else samples
             write_example_food101(directory, classes, per_class, seed=seed)
             typer.echo(f"wrote {directory} ({classes} classes, {per_class} training pairs each, 32 px); next:")
-            typer.echo(
-                f"  simmlm benchmark food101 --data-dir {directory} --set data.image_size=32 "
-                "--methods simmlm,dmome,late_fusion,mmp"
-            )
+            command = f"  simmlm benchmark food101 --data-dir {directory} --set data.image_size=32"
+            typer.echo(f"{command} --methods simmlm,dmome,late_fusion,mmp")
+            if tiny_bert:
+                from simmlm.data.example import write_tiny_bert
+                from simmlm.data.food101 import read_food101
+
+                titles = [item.title for item in read_food101(directory, "train") if item.title]
+                bert = write_tiny_bert(directory / "tiny-bert", titles, seed)
+                typer.echo(f"wrote {bert} (a random BERT over the example's words); with it as the text encoder:")
+                typer.echo(f"{command} --set data.text_encoder.kind=huggingface --set data.text_encoder.path={bert}")
             return
         samples = 600 if samples is None else samples
         if layout == "mmsa":
             path = write_example_sequences(directory, samples, seed)
         else:
             write_example_dataset(directory, modalities, samples, classes, missing, seed)
-    except ValueError as err:
+    except (ValueError, ImportError) as err:
         raise fail(err) from err
     if layout == "mmsa":
         typer.echo(f"wrote {path} ({samples} samples: text, audio, vision sequences); next:")

@@ -308,3 +308,29 @@ def write_example_food101(
             with titles_csv(tmp, split).open("w", newline="", encoding="utf-8") as handle:
                 csv.writer(handle).writerows(rows[i] for i in order)
     return directory
+
+
+def write_tiny_bert(directory: str | Path, texts: list[str], seed: int = 0) -> Path:
+    """A randomly initialised two-layer BERT (hidden size 32) and a WordPiece tokenizer whose vocabulary is the words
+    of ``texts``, saved with ``save_pretrained`` into the new folder ``directory``: the HuggingFace text-encoder path
+    (``data.text_encoder.kind: huggingface``) end to end without a download. Needs ``simmlm[text]``."""
+    try:
+        import torch
+        import transformers
+    except ImportError as err:
+        raise ImportError("writing a tiny BERT needs transformers: pip install 'simmlm[text]'") from err
+    from simmlm.nn.encoders import ngrams
+
+    directory = Path(directory)
+    _check_new(directory)
+    words = sorted({g for text in texts for g in ngrams(text) if " " not in g and not g.startswith("#")})
+    with _new_folder(directory) as tmp:
+        (tmp / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+        transformers.BertTokenizerFast(str(tmp / "vocab.txt")).save_pretrained(tmp)  # positional: v4 and v5
+        config = transformers.BertConfig(
+            vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            transformers.BertModel(config).save_pretrained(tmp)
+    return directory

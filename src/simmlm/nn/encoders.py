@@ -102,7 +102,8 @@ class ImageEncoder(nn.Module):
 
 
 def load_weights(module: nn.Module, path: Path) -> None:
-    """Load a state dict (or ``{"state_dict": ...}``) from ``path`` into ``module``, with errors naming the file."""
+    """Load a state dict (or ``{"state_dict": ...}``) from ``path`` into ``module``, with errors naming the file; a
+    classifier head ``fc.*`` that the backbone lacks (an ImageNet checkpoint's) is left out."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
@@ -111,6 +112,9 @@ def load_weights(module: nn.Module, path: Path) -> None:
     except Exception as err:  # pickle, zip and format errors alike: the file is not a state dict
         raise ValueError(f"{path}: not a PyTorch state-dict file ({err})") from err
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    own = module.state_dict()
+    if isinstance(state, dict) and not any(k.startswith("fc.") for k in own):  # an ImageNet classifier's head
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     try:
         module.load_state_dict(state)
     except (RuntimeError, TypeError) as err:
