@@ -24,6 +24,7 @@ from simmlm.cli_common import (
     say,
     show_epochs,
 )
+from simmlm.cli_example import example_data
 from simmlm.cli_robustness import robustness
 
 app = typer.Typer(help="Multimodal learning with missing modalities (SimMLM, DMoME, ...).", no_args_is_help=True)
@@ -347,71 +348,6 @@ def report(directory: Annotated[Path, typer.Argument(help="A benchmark folder ho
     typer.echo(f"wrote {path}")
 
 
-@app.command("example-data")
-def example_data(
-    directory: Annotated[Path, typer.Argument(help="New folder to write (must not exist, or be empty).")],
-    modalities: Annotated[int, typer.Option(help="Number of modalities (image + sensors), at least 2.")] = 3,
-    samples: Annotated[
-        int | None,
-        typer.Option(
-            help="Number of samples (60/20/20 % train/val/test) [default: 600]; food101: training pairs per class "
-            "[default: 100]."
-        ),
-    ] = None,
-    classes: Annotated[int, typer.Option(help="Number of classes.")] = 4,
-    missing: Annotated[float, typer.Option(help="Probability that a modality is missing from a sample.")] = 0.25,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    layout: Annotated[
-        str,
-        typer.Option(
-            help="folder (manifest.csv + .npy files), mmsa (a MulT / MMSA feature pickle of text, audio and vision "
-            "sequences with sentiment scores; --modalities, --classes and --missing do not apply) or food101 (JPEG "
-            "images and titles in the UPMC Food-101 layout; --classes, --samples per class and --seed apply)."
-        ),
-    ] = "folder",
-    tiny_bert: Annotated[
-        bool,
-        typer.Option(help="food101: also write DIR/tiny-bert, a random 2-layer BERT (needs simmlm[text])."),
-    ] = False,
-) -> None:
-    """Write a small synthetic dataset in the folder layout (manifest.csv + .npy files, some modalities missing), a
-    sentiment feature pickle in the MulT / MMSA layout (--layout mmsa), or image-title pairs in the UPMC Food-101
-    layout (--layout food101)."""
-    from simmlm.data.example import write_example_dataset, write_example_food101, write_example_sequences
-
-    if layout not in ("folder", "mmsa", "food101"):
-        raise fail(ValueError(f"--layout must be folder, mmsa or food101, got {layout!r}"))
-    try:
-        if layout == "food101":
-            per_class = 100 if samples is None else samples
-            write_example_food101(directory, classes, per_class, seed=seed)
-            typer.echo(f"wrote {directory} ({classes} classes, {per_class} training pairs each, 32 px); next:")
-            command = f"  simmlm benchmark food101 --data-dir {directory} --set data.image_size=32"
-            typer.echo(f"{command} --methods simmlm,dmome,late_fusion,mmp")
-            if tiny_bert:
-                from simmlm.data.example import write_tiny_bert
-                from simmlm.data.food101 import read_food101
-
-                titles = [item.title for item in read_food101(directory, "train") if item.title]
-                bert = write_tiny_bert(directory / "tiny-bert", titles, seed)
-                typer.echo(f"wrote {bert} (a random BERT over the example's words); with it as the text encoder:")
-                typer.echo(f"{command} --set data.text_encoder.kind=huggingface --set data.text_encoder.path={bert}")
-            return
-        samples = 600 if samples is None else samples
-        if layout == "mmsa":
-            path = write_example_sequences(directory, samples, seed)
-        else:
-            write_example_dataset(directory, modalities, samples, classes, missing, seed)
-    except (ValueError, ImportError) as err:
-        raise fail(err) from err
-    if layout == "mmsa":
-        typer.echo(f"wrote {path} ({samples} samples: text, audio, vision sequences); next:")
-        typer.echo(f"  simmlm data seqfeatures --data-dir {directory} --set data.file={path.name}")
-        return
-    typer.echo(f"wrote {directory} ({samples} samples, {modalities} modalities); next:")
-    typer.echo(f"  simmlm data folder --data-dir {directory}")
-
-
 @app.command()
 def methods() -> None:
     """List the registered methods."""
@@ -423,6 +359,7 @@ def methods() -> None:
 
 
 app.command()(robustness)
+app.command("example-data")(example_data)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -326,7 +326,7 @@ def write_tiny_bert(directory: str | Path, texts: list[str], seed: int = 0) -> P
     words = sorted({g for text in texts for g in ngrams(text) if " " not in g and not g.startswith("#")})
     with _new_folder(directory) as tmp:
         (tmp / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-        transformers.BertTokenizerFast(str(tmp / "vocab.txt")).save_pretrained(tmp)  # positional: v4 and v5
+        transformers.BertTokenizer(str(tmp / "vocab.txt")).save_pretrained(tmp)  # the vocabulary file: v4 and v5
         config = transformers.BertConfig(
             vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
         )
