@@ -173,7 +173,7 @@ def test_missing_protocol_at_train_or_test_is_drawn_and_described(example: Path)
     train_val = torch.cat([at_train.train.mask, at_train.val.mask])
     assert int((~train_val[:, 1]).sum()) == 60 and train_val[:, 0].all()  # half of 120 train+val titles
     assert at_train.test.mask.all()
-    assert "missing protocol: 50% text missing at train (seed 0)" in at_train.description
+    assert "missing protocol: 50% text missing in training and validation (seed 0)" in at_train.description
     both = load_food101(_data(missing={"rate": 0.5, "kind": "both", "at": "test"}), example)
     assert both.train.mask.all() and int((~both.test.mask).sum()) == 20  # 39 test samples: 20 lose one each
     assert both.test.mask.any(1).all()

@@ -49,6 +49,8 @@ from simmlm.nn.experts import expert_options_for
 
 MODALITIES = ("image", "text")
 CACHE_VERSION = 1  # bump when the encoding itself changes
+WHAT = {"text": "text", "image": "image", "both": "image or text (half each)"}
+WHERE = {"train": "training and validation", "test": "test", "both": "training, validation and test"}
 
 
 class MissingProtocol(BaseModel):
@@ -239,7 +241,7 @@ def load_food101(data: Food101Data, root: Path) -> Splits:
         features = train[name][rows] if rows else train[name][:1] * 0
         stats[name] = (features.mean(0), features.std(0, unbiased=False) + 1e-6)
     protocol = (
-        f"; missing protocol: {p.rate:.0%} {p.kind} missing at {p.at} (seed {p.seed}"
+        f"; missing protocol: {p.rate:.0%} {WHAT[p.kind]} missing in {WHERE[p.at]} (seed {p.seed}"
         f"{f', {spared_train + spared_test} samples kept their only modality' if spared_train + spared_test else ''})"
         if p.rate > 0
         else ""
