@@ -49,6 +49,7 @@ from simmlm.nn.experts import expert_options_for
 
 MODALITIES = ("image", "text")
 CACHE_VERSION = 1  # bump when the encoding itself changes
+MODES = {"frozen": "frozen", "finetune": "fine-tuned"}
 WHAT = {"text": "text", "image": "image", "both": "image or text (half each)"}
 WHERE = {"train": "training and validation", "test": "test", "both": "training, validation and test"}
 
@@ -250,7 +251,7 @@ def load_food101(data: Food101Data, root: Path) -> Splits:
     description = (
         f"UPMC Food-101 layout at {root}: {len(classes)} classes, {len(train_rows)} train / {len(val_rows)} val / "
         f"{len(test_labels)} test samples (median {sorted(counts.values())[len(counts) // 2]} training samples a "
-        f"class); {data.mode} encoders: image {data.image_encoder.kind} at {data.image_size} px, text "
+        f"class); {MODES[data.mode]} encoders: image {data.image_encoder.kind} at {data.image_size} px, text "
         f"{data.text_encoder.kind}; images missing in {int((~train_mask[:, 0]).sum())} train+val / "
         f"{int((~test_mask[:, 0]).sum())} test, texts missing in {int((~train_mask[:, 1]).sum())} / "
         f"{int((~test_mask[:, 1]).sum())}{protocol}."
