@@ -114,3 +114,25 @@ def test_readme_robustness_tables_are_what_results_avmnist_robustness_holds() ->
             assert cells == [_pm(entry["methods"][m][key]) for m in r["methods"]], (scenario, key)
             checked += 1
     assert checked >= 2 * (1 + len(r["scenarios"])) and rows
+
+
+def test_readme_food101_table_is_what_its_results_folders_hold() -> None:
+    """Every row of the UPMC Food-101 table: per-subset accuracy, average and CR, from the folder of its setting."""
+    from simmlm.benchmark import _pm
+
+    rows, _ = _rows("UPMC Food-101", "food101-example")
+    folders = {
+        "hashed n-grams": "food101-example",
+        "tiny BERT": "food101-example-tinybert",
+        "70 % titles missing": "food101-example-text70",
+        "input gate": "food101-example-inputgate",
+        "fine-tuned": "food101-example-finetune",
+    }
+    for label, folder in folders.items():
+        summary = json.loads((README.parent / "results" / folder / "summary.json").read_text())
+        for method, m in summary["methods"].items():
+            row = next((r for r in rows if r[:2] == [label, method]), None)
+            assert row is not None, f"no row for {label} / {method}"
+            expected = [_pm(m["subsets"][s]["accuracy"]) for s in ("image", "text", "image+text")]
+            expected += [_pm(m["average_accuracy"]), _pm(m["counterintuitive_rate"])]
+            assert row[2:7] == expected, (folder, method)

@@ -61,7 +61,7 @@ class MissingProtocol(BaseModel):
     rate: float = Field(0.0, ge=0, le=1, description="share of samples that lose a modality (eta)")
     kind: MissingKind = Field("text", description="text, image, or both (half of the affected lose each)")
     at: Literal["train", "test", "both"] = Field("both", description="train (with validation), test, or both")
-    seed: int = Field(0, description="seed of the draw")
+    seed: int = Field(0, description="seed of the draw (the test split's draw uses seed + 1)")
 
 
 class Food101Data(BaseModel):
@@ -182,7 +182,9 @@ def embed_split(root: Path, split: Split, data: Food101Data) -> dict[str, Any]:
         return dict(torch.load(path, map_location="cpu", weights_only=True))
     label = f"food101 {split}"
     _say(f"{label}: encoding {len(items)} samples once ({data.mode}; cached in {path})")
-    present = torch.tensor([[it.image is not None, bool(it.title)] for it in items], dtype=torch.bool)
+    present = torch.tensor(
+        [[it.image is not None, bool(it.title and it.title.strip())] for it in items], dtype=torch.bool
+    )
     blob: dict[str, Any] = {"present": present, "classes": [it.class_name for it in items], "identity": identity}
     values: dict[str, list[Any]] = {"image": [it.image for it in items], "text": [it.title for it in items]}
     for m, (name, (_, encode)) in enumerate(codecs.items()):
@@ -290,8 +292,7 @@ def read_input(name: str, value: Path | str, preprocessing: dict[str, Any]) -> T
         value = (Path(value).read_text(encoding="utf-8") if isinstance(value, Path) else value).strip()
         if not value:
             raise ValueError("the title is empty: leave the text out instead (a missing modality)")
-    with torch.no_grad():
-        encoded = _codecs(data)[name][1]([value])[0]
+    encoded = _codecs(data)[name][1]([value])[0]
     if data.mode != "frozen":
         return encoded
     mean, std = torch.tensor(preprocessing["mean"][name]), torch.tensor(preprocessing["std"][name])
