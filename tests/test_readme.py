@@ -49,6 +49,31 @@ def test_readme_main_table_is_what_results_avmnist_holds() -> None:
     _check_accuracy_rows("Results: avMNIST", "avmnist", {"simmlm": "simmlm (λ = 0.1)", "dmome": "dmome (λ = 0)"})
 
 
+def test_readme_variants_table_is_what_their_results_folders_hold() -> None:
+    """Every row of the avMNIST variants table: accuracy per subset, average, CR, mean ECE, validation average."""
+    from simmlm.benchmark import _pm
+
+    rows, _ = _rows("Results: avMNIST", "avmnist")
+    folders = {
+        "main (literature front end, shared view)": "avmnist",
+        "`data.audio_frontend=antialiased`": "avmnist-antialiased",
+        "`train.mofe_views=independent`": "avmnist-independent-views",
+        "`data.audio_scaling=minmax`": "avmnist-minmax",
+        "`data.val_split=recording_index`": "avmnist-recording-index-val",
+    }
+    for label, folder in folders.items():
+        summary = json.loads((README.parent / "results" / folder / "summary.json").read_text())
+        for method, m in summary["methods"].items():
+            row = next((r for r in rows if r[:2] == [label, method]), None)
+            assert row is not None, f"no row for {label} / {method}"
+            subsets = m["subsets"].values()
+            ece = [sum(seeds) / len(seeds) for seeds in zip(*(s["ece"] for s in subsets), strict=True)]
+            expected = [_pm(s["accuracy"]) for s in subsets]
+            expected += [_pm(m[k]) for k in ("average_accuracy", "counterintuitive_rate")]
+            expected += [_pm(ece), _pm(m["val_average_accuracy"])]
+            assert row[2:9] == expected, (folder, method)
+
+
 def test_readme_comparison_table_is_what_results_avmnist_compare_holds() -> None:
     _check_accuracy_rows("Comparison of all methods", "avmnist-compare", {})
 
