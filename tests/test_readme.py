@@ -49,11 +49,28 @@ def test_readme_main_table_is_what_results_avmnist_holds() -> None:
     _check_accuracy_rows("Results: avMNIST", "avmnist", {"simmlm": "simmlm (λ = 0.1)", "dmome": "dmome (λ = 0)"})
 
 
-def test_readme_variants_table_is_what_their_results_folders_hold() -> None:
-    """Every row of the avMNIST variants table: accuracy per subset, average, CR, mean ECE, validation average."""
+def _check_setting_rows(section: str, folders: dict[str, str], with_calibration: bool) -> None:
+    """Rows "| setting | method | accuracy per subset | average | CR |" (then mean ECE and validation average when
+    ``with_calibration``) of a README section, each setting from its own results folder."""
     from simmlm.benchmark import _pm
 
-    rows, _ = _rows("Results: avMNIST", "avmnist")
+    rows, _ = _rows(section, next(iter(folders.values())))
+    for label, folder in folders.items():
+        summary = json.loads((README.parent / "results" / folder / "summary.json").read_text())
+        for method, m in summary["methods"].items():
+            row = next((r for r in rows if r[:2] == [label, method]), None)
+            assert row is not None, f"no row for {label} / {method}"
+            subsets = m["subsets"].values()
+            expected = [_pm(s["accuracy"]) for s in subsets]
+            expected += [_pm(m[k]) for k in ("average_accuracy", "counterintuitive_rate")]
+            if with_calibration:
+                ece = [sum(seeds) / len(seeds) for seeds in zip(*(s["ece"] for s in subsets), strict=True)]
+                expected += [_pm(ece), _pm(m["val_average_accuracy"])]
+            assert row[2 : 2 + len(expected)] == expected, (folder, method)
+
+
+def test_readme_variants_table_is_what_their_results_folders_hold() -> None:
+    """Every row of the avMNIST variants table: accuracy per subset, average, CR, mean ECE, validation average."""
     folders = {
         "main (literature front end, shared view)": "avmnist",
         "`data.audio_frontend=antialiased`": "avmnist-antialiased",
@@ -61,17 +78,7 @@ def test_readme_variants_table_is_what_their_results_folders_hold() -> None:
         "`data.audio_scaling=minmax`": "avmnist-minmax",
         "`data.val_split=recording_index`": "avmnist-recording-index-val",
     }
-    for label, folder in folders.items():
-        summary = json.loads((README.parent / "results" / folder / "summary.json").read_text())
-        for method, m in summary["methods"].items():
-            row = next((r for r in rows if r[:2] == [label, method]), None)
-            assert row is not None, f"no row for {label} / {method}"
-            subsets = m["subsets"].values()
-            ece = [sum(seeds) / len(seeds) for seeds in zip(*(s["ece"] for s in subsets), strict=True)]
-            expected = [_pm(s["accuracy"]) for s in subsets]
-            expected += [_pm(m[k]) for k in ("average_accuracy", "counterintuitive_rate")]
-            expected += [_pm(ece), _pm(m["val_average_accuracy"])]
-            assert row[2:9] == expected, (folder, method)
+    _check_setting_rows("Results: avMNIST", folders, with_calibration=True)
 
 
 def test_readme_comparison_table_is_what_results_avmnist_compare_holds() -> None:
@@ -143,9 +150,6 @@ def test_readme_robustness_tables_are_what_results_avmnist_robustness_holds() ->
 
 def test_readme_food101_table_is_what_its_results_folders_hold() -> None:
     """Every row of the UPMC Food-101 table: per-subset accuracy, average and CR, from the folder of its setting."""
-    from simmlm.benchmark import _pm
-
-    rows, _ = _rows("UPMC Food-101", "food101-example")
     folders = {
         "hashed n-grams": "food101-example",
         "tiny BERT": "food101-example-tinybert",
@@ -153,11 +157,4 @@ def test_readme_food101_table_is_what_its_results_folders_hold() -> None:
         "input gate": "food101-example-inputgate",
         "fine-tuned": "food101-example-finetune",
     }
-    for label, folder in folders.items():
-        summary = json.loads((README.parent / "results" / folder / "summary.json").read_text())
-        for method, m in summary["methods"].items():
-            row = next((r for r in rows if r[:2] == [label, method]), None)
-            assert row is not None, f"no row for {label} / {method}"
-            expected = [_pm(m["subsets"][s]["accuracy"]) for s in ("image", "text", "image+text")]
-            expected += [_pm(m["average_accuracy"]), _pm(m["counterintuitive_rate"])]
-            assert row[2:7] == expected, (folder, method)
+    _check_setting_rows("UPMC Food-101", folders, with_calibration=False)
