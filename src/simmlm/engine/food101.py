@@ -182,9 +182,7 @@ def embed_split(root: Path, split: Split, data: Food101Data) -> dict[str, Any]:
         return dict(torch.load(path, map_location="cpu", weights_only=True))
     label = f"food101 {split}"
     _say(f"{label}: encoding {len(items)} samples once ({data.mode}; cached in {path})")
-    present = torch.tensor(
-        [[it.image is not None, bool(it.title and it.title.strip())] for it in items], dtype=torch.bool
-    )
+    present = torch.tensor([[it.image is not None, it.title is not None] for it in items], dtype=torch.bool)
     blob: dict[str, Any] = {"present": present, "classes": [it.class_name for it in items], "identity": identity}
     values: dict[str, list[Any]] = {"image": [it.image for it in items], "text": [it.title for it in items]}
     for m, (name, (_, encode)) in enumerate(codecs.items()):
