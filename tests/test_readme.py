@@ -52,7 +52,7 @@ def test_readme_main_table_is_what_results_avmnist_holds() -> None:
 def _check_setting_rows(section: str, folders: dict[str, str], with_calibration: bool) -> None:
     """Rows "| setting | method | accuracy per subset | average | CR |" (then mean ECE and validation average when
     ``with_calibration``) of a README section, each setting from its own results folder."""
-    from simmlm.benchmark import _pm
+    from simmlm.benchmark import _over_subsets, _pm
 
     rows, _ = _rows(section, next(iter(folders.values())))
     for label, folder in folders.items():
@@ -60,12 +60,10 @@ def _check_setting_rows(section: str, folders: dict[str, str], with_calibration:
         for method, m in summary["methods"].items():
             row = next((r for r in rows if r[:2] == [label, method]), None)
             assert row is not None, f"no row for {label} / {method}"
-            subsets = m["subsets"].values()
-            expected = [_pm(s["accuracy"]) for s in subsets]
+            expected = [_pm(s["accuracy"]) for s in m["subsets"].values()]
             expected += [_pm(m[k]) for k in ("average_accuracy", "counterintuitive_rate")]
             if with_calibration:
-                ece = [sum(seeds) / len(seeds) for seeds in zip(*(s["ece"] for s in subsets), strict=True)]
-                expected += [_pm(ece), _pm(m["val_average_accuracy"])]
+                expected += [_pm(_over_subsets(m, "ece", list(m["subsets"]))), _pm(m["val_average_accuracy"])]
             assert row[2 : 2 + len(expected)] == expected, (folder, method)
 
 
