@@ -14,11 +14,13 @@ from typing import Any
 
 import torch
 
+from simmlm.portable import cache_subfolder
+
 
 def cache_dir() -> Path:
     """Where built arrays (avMNIST's MFCCs, Food-101's embeddings) are cached: ``$SIMMLM_CACHE_DIR`` or
-    ``~/.cache/simmlm``."""
-    return Path(os.environ.get("SIMMLM_CACHE_DIR", Path.home() / ".cache" / "simmlm"))
+    ``~/.cache/simmlm``; in portable mode its ``portable/`` subfolder (:func:`simmlm.portable.cache_subfolder`)."""
+    return Path(os.environ.get("SIMMLM_CACHE_DIR", Path.home() / ".cache" / "simmlm")) / cache_subfolder()
 
 
 @contextmanager

@@ -42,6 +42,9 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
     """Commit, dirty flag, package versions, thread count, machine and command line of this process."""
     import torch
 
+    from simmlm.portable import configure_torch, mode_provenance
+
+    configure_torch()  # the thread count recorded is the one the run uses
     versions = {"python": platform.python_version()}
     for package in TRACKED_PACKAGES:
         try:
@@ -55,6 +58,7 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
         **source_state(),
         "versions": versions,
         "threads": torch.get_num_threads(),
+        "reproducibility": mode_provenance(),
         "machine": f"{platform.system()} {platform.machine()}",
         "cpu": cpu_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

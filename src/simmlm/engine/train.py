@@ -22,6 +22,7 @@ from simmlm.engine.resume import AtomicCheckpointIO, EpochCheckpoint, RunCheckpo
 from simmlm.engine.stages import CooperativeStage, ExpertStage
 from simmlm.engine.tasks import Task, task_for
 from simmlm.methods import ExpertMixture, get_method
+from simmlm.portable import configure_torch
 from simmlm.runs import RunResult, build_model
 
 
@@ -198,6 +199,7 @@ def train(
     (:mod:`simmlm.engine.resume`); with ``resume`` too, finished phases are loaded and an interrupted one
     continues from its last epoch, ending exactly where an uninterrupted run with the same seed ends.
     """
+    configure_torch()  # portable mode (simmlm.portable): before anything is computed
     given, cfg = cfg, resolve_config(cfg)  # ``given``: what the caller set, before this method's defaults
     t = cfg.train
     task = task_for(cfg)

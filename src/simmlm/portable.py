@@ -1,0 +1,122 @@
+"""The reproducibility mode: which CPU code paths the numerical libraries take.
+
+PyTorch's own vectorised kernels, oneDNN (convolutions), MKL (PyTorch's BLAS) and OpenBLAS (numpy's and scipy's
+BLAS, e.g. librosa's mel filterbank) each pick a code path by processor and instruction set. Those paths round
+differently in the last bits, training turns that into other models, and a benchmark run on an Intel Xeon and on
+an AMD EPYC then gives other numbers from the same code and seeds.
+
+``SIMMLM_REPRODUCIBILITY=portable`` (set in the environment; ``native``, the default, changes nothing) puts every
+one of them on one AVX2 code path that every x86-64 processor since 2013 (Intel Haswell, AMD Zen) runs the same:
+
+- ``ATEN_CPU_CAPABILITY=avx2``: PyTorch's kernels as on an AVX2 processor (read once, when torch is imported);
+- ``MKL_CBWR=AVX2``: MKL's conditional numerical reproducibility, its AVX2 branch on Intel and AMD alike;
+- ``OPENBLAS_CORETYPE=Haswell``: numpy's OpenBLAS kernels for Haswell (else it picks e.g. SkylakeX);
+- oneDNN off (``torch.backends.mkldnn.enabled = False``): convolutions through PyTorch's own im2col + MKL GEMM;
+- a fixed number of intra-op threads (``SIMMLM_THREADS``, default 2): float sums split across threads change
+  with their number.
+
+The variables must be set before torch and numpy are imported: :func:`apply_environment` runs when ``simmlm`` is
+imported, so ``SIMMLM_REPRODUCIBILITY=portable simmlm ...`` (or exporting it before ``import simmlm``) is
+enough; :func:`configure_torch` applies the rest and refuses when torch came first. Bit-exact results then need
+the same thread count and the same package versions; GPUs and non-x86 processors are outside its promise.
+This module imports nothing heavy: it runs before torch.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+MODE_VARIABLE = "SIMMLM_REPRODUCIBILITY"
+THREADS_VARIABLE = "SIMMLM_THREADS"
+MODES = ("native", "portable")
+#: What portable mode sets before torch and numpy are imported (see the module docstring).
+PORTABLE_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
+DEFAULT_THREADS = 2
+
+
+def reproducibility_mode() -> str:
+    """``native`` or ``portable``, from ``$SIMMLM_REPRODUCIBILITY`` (unset or empty: ``native``).
+
+    Raises:
+        ValueError: for any other value.
+    """
+    mode = os.environ.get(MODE_VARIABLE, "").strip().lower() or "native"
+    if mode not in MODES:
+        raise ValueError(f"{MODE_VARIABLE} must be one of {', '.join(MODES)}, got {os.environ[MODE_VARIABLE]!r}")
+    return mode
+
+
+def portable_threads() -> int:
+    """The intra-op thread count of portable mode: ``$SIMMLM_THREADS``, default 2."""
+    text = os.environ.get(THREADS_VARIABLE, str(DEFAULT_THREADS))
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"{THREADS_VARIABLE} must be a positive integer, got {text!r}")
+    return threads
+
+
+def _is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+
+
+def apply_environment() -> None:
+    """In portable mode on x86-64, set :data:`PORTABLE_ENVIRONMENT` (overriding what was set) for the libraries
+    imported after this; nothing otherwise. An invalid mode is left for :func:`configure_torch` to report."""
+    try:
+        portable = reproducibility_mode() == "portable"
+    except ValueError:
+        return
+    if portable and _is_x86():
+        os.environ.update(PORTABLE_ENVIRONMENT)
+
+
+def configure_torch() -> None:
+    """Apply the mode to torch (call before any computation; idempotent): in portable mode oneDNN off and the
+    thread count pinned.
+
+    Raises:
+        ValueError: for an invalid ``$SIMMLM_REPRODUCIBILITY`` or ``$SIMMLM_THREADS``.
+        RuntimeError: in portable mode when torch was imported before simmlm applied the environment, so its
+            kernels already run another instruction set.
+    """
+    import torch
+
+    if reproducibility_mode() != "portable":
+        return
+    threads = portable_threads()
+    capability = torch.backends.cpu.get_cpu_capability()
+    if _is_x86() and capability not in ("AVX2", "DEFAULT"):
+        raise RuntimeError(
+            f"{MODE_VARIABLE}=portable, but torch already runs {capability} kernels: it was imported before "
+            f"simmlm could set ATEN_CPU_CAPABILITY. Set {MODE_VARIABLE}=portable in the environment before Python "
+            "starts, or import simmlm before torch."
+        )
+    torch.backends.mkldnn.enabled = False
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def mode_provenance() -> dict[str, Any]:
+    """The mode and what it set, for ``provenance`` (the thread count is recorded beside it)."""
+    import torch
+
+    mode = reproducibility_mode()
+    return {
+        "mode": mode,
+        "mkldnn": bool(torch.backends.mkldnn.enabled),
+        "environment": {name: os.environ.get(name) for name in PORTABLE_ENVIRONMENT},
+    }
+
+
+def cache_subfolder() -> str:
+    """Arrays built in portable mode (e.g. avMNIST's MFCCs, whose mel filterbank runs through OpenBLAS) are cached
+    apart from native ones: ``portable`` or ``""``."""
+    try:
+        return "portable" if reproducibility_mode() == "portable" else ""
+    except ValueError:
+        return ""
