@@ -1,9 +1,12 @@
-"""Paired bootstrap of classification metrics: weighted metrics against the report and by hand, intervals, I/O."""
+"""Paired comparisons of classification metrics: weighted metrics against the report and by hand, intervals over
+seeds and test samples and their false-positive rate, Holm, I/O."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,8 +21,8 @@ from simmlm.metrics.bootstrap import (
     RunArrays,
     bootstrap_weights,
     compare_runs,
-    paired_difference,
-    percentile_interval,
+    holm,
+    seed_and_test_interval,
     weighted_classification_metrics,
 )
 from simmlm.subsets import all_subsets
@@ -142,42 +145,73 @@ def test_bootstrap_weights() -> None:
         bootstrap_weights(0, 3)
 
 
-def test_paired_difference_one_seed_is_a_minus_b() -> None:
-    a, b = torch.tensor([[0.5, 0.25, 1.0]]), torch.tensor([[0.25, 0.5, 0.0]])
-    draws = paired_difference(a, b, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(draws, torch.tensor([0.25, -0.25, 1.0]).double())
+def test_without_test_variance_the_interval_is_the_paired_t_interval_over_seeds() -> None:
+    # per-seed differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.303 -> 2 ± 2.484 (the old bootstrap gave [1, 3])
+    per_seed = torch.tensor([1.0, 2.0, 3.0])
+    interval = seed_and_test_interval(per_seed, per_seed.unsqueeze(1).expand(3, 50))
+    assert interval.difference == pytest.approx(2.0)
+    assert (interval.low, interval.high) == pytest.approx((2 - 2.4841, 2 + 2.4841), abs=1e-4)
+    assert interval.p_value == pytest.approx(0.0955, abs=1e-4) and not interval.significant
 
 
-def test_paired_difference_resamples_seeds_within_each_draw() -> None:
-    # Two seeds: A - B is k for seed 0 and 3k for seed 1 in draw k, so a draw is the mean of two picks from
-    # {k, 3k}: k, 2k or 3k, with probabilities 1/4, 1/2, 1/4.
-    k = torch.arange(1, 4001, dtype=torch.float64)
-    a = torch.stack([2 * k, 5 * k])
-    b = torch.stack([k, 2 * k])
-    draws = paired_difference(a, b, torch.Generator().manual_seed(0))
-    ratio = draws / k
-    assert set(ratio.round(decimals=9).tolist()) == {1.0, 2.0, 3.0}
-    share = torch.stack([(ratio.round() == v).double().mean() for v in (1.0, 2.0, 3.0)])
-    torch.testing.assert_close(share, torch.tensor([0.25, 0.5, 0.25]).double(), atol=0.03, rtol=0)
+def test_test_variance_adds_to_the_seed_variance() -> None:
+    gen = torch.Generator().manual_seed(0)
+    noise = 0.5 * torch.randn(1, 20000, generator=gen, dtype=torch.float64)
+    one_seed = seed_and_test_interval(torch.tensor([1.0]), 1.0 + noise)  # one seed: the test part alone, normal
+    half = 1.959964 * (1.0 + noise).var().sqrt().item()
+    assert (one_seed.low, one_seed.high) == pytest.approx((1 - half, 1 + half), rel=1e-6)
+    per_seed = torch.tensor([1.0, 2.0, 3.0])
+    both = seed_and_test_interval(per_seed, per_seed.unsqueeze(1) + noise)  # the same noise for every seed
+    seeds_only = seed_and_test_interval(per_seed, per_seed.unsqueeze(1).expand(3, 5))
+    assert both.low < seeds_only.low and both.high > seeds_only.high
+    assert both.high - both.difference == pytest.approx(both.difference - both.low)
+
+
+def test_interval_edge_cases() -> None:
+    zero = seed_and_test_interval(torch.zeros(3), torch.zeros(3, 10))
+    assert (zero.difference, zero.low, zero.high, zero.p_value) == (0.0, 0.0, 0.0, 1.0) and not zero.significant
+    exact = seed_and_test_interval(torch.full((3,), 0.5), torch.full((3, 10), 0.5))
+    assert (exact.low, exact.high) == (0.5, 0.5) and exact.significant
+    nan = seed_and_test_interval(torch.tensor([math.nan, 1.0]), torch.ones(2, 4))
+    assert math.isnan(nan.low) and not nan.significant
     with pytest.raises(ValueError):
-        paired_difference(a, b[:1])
-
-
-def test_percentile_interval() -> None:
-    draws = torch.cat([torch.arange(101, dtype=torch.float64), torch.tensor([math.nan] * 5)])
-    assert percentile_interval(draws, 0.9) == pytest.approx((5.0, 95.0))
-    assert percentile_interval(torch.tensor([1.0, 2.0]), 0.5) == pytest.approx((1.25, 1.75))
-    assert all(math.isnan(x) for x in percentile_interval(torch.tensor([math.nan])))
+        seed_and_test_interval(torch.ones(3), torch.ones(2, 4))
     with pytest.raises(ValueError):
-        percentile_interval(draws, 1.0)
+        seed_and_test_interval(torch.ones(3), torch.ones(3, 4), level=1.0)
+
+
+def test_holm_steps_down_and_ignores_nan() -> None:
+    # sorted 0.005 <= 0.05/4, 0.01 <= 0.05/3, 0.03 > 0.05/2: stop; NaN is not counted in m
+    assert holm([0.01, 0.04, 0.03, 0.005, math.nan]) == [True, False, False, True, False]
+    assert holm([0.04]) == [True] and holm([0.04, 0.04]) == [False, False] and holm([]) == []
+
+
+def _coverage_module() -> Any:
+    path = Path(__file__).resolve().parents[1] / "scripts" / "interval_coverage.py"
+    spec = importlib.util.spec_from_file_location("interval_coverage", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.5], ids=["seed-noise-only", "with-test-sample-noise"])
+def test_interval_keeps_its_false_positive_rate_and_finds_a_real_shift(tau: float) -> None:
+    coverage = _coverage_module()
+    for seeds in (3, 5, 10):
+        null = coverage.rejection_rates(seeds, tau, replicates=600, samples=300, draws=100, seed=seeds)
+        assert null["new"] <= 0.06, (seeds, null)
+    assert null["old"] > null["new"]  # the former bootstrap's excess at 10 seeds is smaller, yet there
+    shifted = coverage.rejection_rates(5, tau, replicates=100, shift=0.5, samples=300, draws=100, seed=1)
+    assert shifted["new"] >= 0.8, shifted
 
 
 def test_comparison_significance() -> None:
-    assert Comparison("ece", 0.1, 0.01, 0.2).significant
-    assert Comparison("ece", -0.1, -0.2, -0.01).significant
-    assert not Comparison("ece", 0.0, -0.1, 0.1).significant
-    assert not Comparison("ece", 0.0, 0.0, 0.0).significant
-    assert not Comparison("ece", math.nan, math.nan, math.nan).significant
+    assert Comparison(0.1, 0.01, 0.2, 0.01, "ece").significant
+    assert Comparison(-0.1, -0.2, -0.01, 0.01, "ece").significant
+    assert not Comparison(0.0, -0.1, 0.1, 1.0, "ece").significant
+    assert not Comparison(0.0, 0.0, 0.0, 1.0, "ece").significant
+    assert not Comparison(math.nan, math.nan, math.nan, math.nan, "ece").significant
 
 
 def test_identical_runs_differ_by_exactly_zero() -> None:

@@ -7,13 +7,13 @@ import math
 from pathlib import Path
 
 import torch
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from conftest import synthetic_splits
 from simmlm.cli import app
 from simmlm.engine.config import RunConfig
 from simmlm.engine.train import quiet_lightning, train
-from simmlm.reproducibility import TRACKED_PACKAGES, provenance, source_state, summary_differences
+from simmlm.reproducibility import TRACKED_PACKAGES, machine_note, provenance, source_state, summary_differences
 
 
 def _weights(seed: int) -> dict[str, torch.Tensor]:
@@ -101,24 +101,72 @@ def test_summary_differences_ignores_timings_and_provenance_but_nothing_else() -
     ]
 
 
-def test_compare_command_says_whether_a_rerun_reproduced(tmp_path: Path) -> None:
-    reference, new = tmp_path / "ref.json", tmp_path / "new.json"
-    reference.write_text(json.dumps(SUMMARY))
-    new.write_text(json.dumps({**SUMMARY, "provenance": {"dirty": True}}))
-    ok = CliRunner().invoke(app, ["compare", str(reference), str(new)])
-    assert ok.exit_code == 0, ok.output
-    assert "reproduced exactly" in ok.output
-    new.write_text(json.dumps({**SUMMARY, "dataset": "other"}))
-    bad = CliRunner().invoke(app, ["compare", str(reference), str(new)])
-    assert bad.exit_code == 1
-    assert "NOT reproduced" in bad.output and "dataset: 'avmnist' -> 'other'" in bad.output
-    assert "note:" not in bad.output  # same (unrecorded) processor: no note
-    cpu = {"cpu": "AMD EPYC", "cpu_capability": "AVX2"}
-    new.write_text(json.dumps({**SUMMARY, "dataset": "other", "provenance": cpu}))
-    other_cpu = CliRunner().invoke(app, ["compare", str(reference), str(new)])
-    assert other_cpu.exit_code == 1 and "this run on AMD EPYC (AVX2)" in other_cpu.output
-    missing = CliRunner().invoke(app, ["compare", str(reference), str(tmp_path / "none.json")])
-    assert missing.exit_code == 2 and "cannot read a summary" in missing.output
+def _bench(accuracies: list[float], seeds: list[int] | None = None, **provenance: object) -> dict[str, object]:
+    """A one-method summary whose image and average accuracy per seed are ``accuracies``."""
+    return {
+        "dataset": "avmnist",
+        "seeds": seeds if seeds is not None else list(range(len(accuracies))),
+        "methods": {
+            "simmlm": {
+                "subsets": {"image": {"accuracy": accuracies, "ece": [0.1] * len(accuracies)}},
+                "average_accuracy": accuracies,
+                "gate_weights": {"image": {"image": 1.0}},
+                "params": 10,
+            }
+        },
+        "provenance": provenance,
+    }
+
+
+def _compare(tmp_path: Path, reference: dict[str, object], new: dict[str, object]) -> Result:
+    (tmp_path / "ref.json").write_text(json.dumps(reference))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    return CliRunner().invoke(app, ["compare", str(tmp_path / "ref.json"), str(tmp_path / "new.json")])
+
+
+COMMITTED = [0.90, 0.92, 0.91, 0.93, 0.89, 0.91, 0.90, 0.92]  # mean 0.91, sd 0.0131
+
+
+def test_compare_exact_also_on_some_of_the_reference_seeds(tmp_path: Path) -> None:
+    ok = _compare(tmp_path, _bench(COMMITTED), _bench(COMMITTED, dirty=True))
+    assert ok.exit_code == 0 and ok.output.startswith("reproduced exactly"), ok.output
+    some = _compare(tmp_path, _bench(COMMITTED), _bench([0.92, 0.93], seeds=[1, 3]))
+    assert some.exit_code == 0 and "reproduced exactly: every metric of seeds 1, 3" in some.output, some.output
+    assert "note:" not in some.output
+    unknown = _compare(tmp_path, _bench(COMMITTED), _bench([0.9], seeds=[8]))
+    assert unknown.exit_code == 1 and "no run of seeds [8]" in unknown.output
+
+
+def test_compare_within_noise_uses_the_reference_spread(tmp_path: Path) -> None:
+    # 3 new seeds, 8 reference seeds, 2 checks: allowed t(0.9875, 7) * 0.0131 * sqrt(1/8 + 1/3) = 0.0252
+    near = _compare(tmp_path, _bench(COMMITTED), _bench([0.92, 0.93, 0.90], cpu="AMD EPYC", cpu_capability="AVX2"))
+    assert near.exit_code == 0 and near.output.startswith("reproduced within noise"), near.output
+    assert "largest deviation: simmlm image: 91.67 against 91.00 (deviation 0.67 points, allowed 2.52)" in near.output
+    assert "this run on AMD EPYC (AVX2)" in near.output
+    far = _compare(tmp_path, _bench(COMMITTED), _bench([0.95, 0.94, 0.93]))
+    assert far.exit_code == 1 and far.output.startswith("NOT reproduced: 2 headline means"), far.output
+    assert "simmlm average: 94.00 against 91.00" in far.output
+
+
+def test_compare_never_excuses_other_text_or_structure(tmp_path: Path) -> None:
+    other = {**_bench(COMMITTED), "dataset": "other"}
+    bad = _compare(tmp_path, _bench(COMMITTED), other)
+    assert bad.exit_code == 1 and "NOT reproduced" in bad.output and "dataset: 'avmnist' -> 'other'" in bad.output
+    methods = _compare(tmp_path, _bench(COMMITTED), {**_bench(COMMITTED), "methods": {}})
+    assert methods.exit_code == 1 and "the reference ran simmlm, the rerun none" in methods.output
+    missing = CliRunner().invoke(app, ["compare", str(tmp_path / "ref.json"), str(tmp_path / "none.json")])
+    assert missing.exit_code == 2 and "cannot read the summary" in missing.output and "none.json" in missing.output
+
+
+def test_machine_note_names_mode_threads_and_processor() -> None:
+    portable = {"reproducibility": {"mode": "portable"}, "threads": 2, "cpu": "Intel", "cpu_capability": "AVX2"}
+    same = {"provenance": portable}
+    assert machine_note(same, same) is None
+    native = {"provenance": {**portable, "reproducibility": {"mode": "native"}, "threads": 16}}
+    note = machine_note(same, native) or ""
+    assert "portable mode, this run in native mode" in note and "2 threads, this run 16" in note
+    other_cpu = {"provenance": {**portable, "cpu": "AMD"}}
+    assert "evidence that it does not" in (machine_note(same, other_cpu) or "")
 
 
 def test_costs_measures_positive_ratios_for_every_subset() -> None:

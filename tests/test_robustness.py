@@ -145,6 +145,7 @@ def test_the_suite_writes_its_schema_resumes_and_reports(example: Path, tmp_path
                     c = row[metric]
                     assert c["low"] <= c["high"]
                     assert c["significant"] == (c["low"] > 0 or c["high"] < 0)
+                    assert not c["significant_holm"] or c["significant"]  # Holm confirms, never adds
             for m in entry["methods"].values():
                 assert len(m["subsets"]) == 7 and all(len(v["accuracy"]) == 1 for v in m["subsets"].values())
                 assert len(m["average_accuracy"]) == len(m["counterintuitive_rate"]) == len(m["ece"]) == 1

@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from simmlm.comparisons import compare_methods, comparison_markdown, comparison_note, runs_from_folder
 from simmlm.data.brats import REGIONS
 from simmlm.engine.config import load_config, stage_epochs
@@ -17,6 +19,7 @@ from simmlm.engine.tasks import task_for
 from simmlm.engine.train import run_key, train
 from simmlm.evaluate import SHAPLEY_NOTE, headline_keys
 from simmlm.fileio import write_text_atomic
+from simmlm.metrics.bootstrap import Interval, seed_and_test_interval
 from simmlm.reproducibility import provenance
 from simmlm.runs import count_params, full_modality_flops, is_global_zero, load_run, save_run
 
@@ -108,7 +111,7 @@ def run_benchmark(
         )
         finished = list(summary["methods"])
         runs_arrays = runs_from_folder(out, finished, seeds) if len(finished) > 1 else {}
-        if runs_arrays:  # classification: every method against simmlm, with paired-bootstrap intervals
+        if runs_arrays:  # classification: every method against simmlm, with 95 % intervals
             summary["comparisons"] = compare_methods(runs_arrays, COMPARISON_DRAWS)
         # Written after every method, so an interruption keeps what is finished.
         if is_global_zero():
@@ -186,6 +189,21 @@ def _pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _ci(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    """Mean ± the half-width of its 95 % t-interval over the seeds (the mean's uncertainty from the seeds alone)."""
+    if len(values) < 2 or any(math.isnan(v) for v in values):
+        return "–"
+    interval = seed_interval(values)
+    return f"{interval.difference * scale:.{digits}f} ± {(interval.high - interval.difference) * scale:.{digits}f}"
+
+
+def seed_interval(values: Sequence[float]) -> Interval:
+    """The 95 % t-interval of a mean over seeds (:func:`~simmlm.metrics.bootstrap.seed_and_test_interval` without
+    a test-sample part)."""
+    per_seed = torch.tensor(list(values), dtype=torch.float64)
+    return seed_and_test_interval(per_seed, per_seed.unsqueeze(1))
+
+
 def _over_subsets(m: dict[str, Any], key: str, names: Sequence[str]) -> list[float]:
     """Per seed, the mean of a subset metric over the subsets some test sample has (NaN for the others)."""
     return [
@@ -246,6 +264,23 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "ECE in this table is the mean over subsets; FLOPs are for one full-modality sample; train s is the method's "
         "own training time, plus (in brackets) the stage 1 it reused from a method before it.",
     ]
+    if len(summary["seeds"]) > 1:
+        lines += [
+            "",
+            "## Headline means with 95 % intervals over seeds",
+            "",
+            "Mean ± half-width of the 95 % t-interval over the seeds: how far another set of seeds (or another "
+            "processor's rounding, which acts like one) may move the mean. The test set is fixed; its sampling "
+            "error is in the comparisons below.",
+            "",
+            "| method | " + " | ".join(names) + " | average | CR (%) ↓ |",
+            "|---" * (len(names) + 3) + "|",
+        ]
+        for method, m in methods.items():
+            cells = [_ci(m["subsets"][n][key]) for n in names]
+            lines.append(
+                f"| {method} | " + " | ".join(cells) + f" | {_ci(m[average])} | {_ci(m['counterintuitive_rate'])} |"
+            )
     if segmentation:
         lines += ["", "## Test Dice (%) per region: WT / TC / ET", "", "| method | " + " | ".join(names) + " |"]
         lines += ["|---" * (len(names) + 1) + "|"]

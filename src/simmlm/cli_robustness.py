@@ -42,8 +42,9 @@ def robustness(
 
     Scenarios: a share of the training samples lacking a modality; test-time corruption of a present modality
     (noise, occlusion, band dropout, zeros marked present) on the clean models; a share of the training samples
-    carrying a corrupted modality marked present. Comparisons to simmlm carry paired-bootstrap intervals. Finished
-    cells are loaded on a rerun and an interrupted one resumes run by run.
+    carrying a corrupted modality marked present. Comparisons to simmlm carry 95 % intervals over seeds and test
+    samples, also read with Holm's adjustment over the suite. Finished cells are loaded on a rerun and an
+    interrupted one resumes run by run.
     """
     from pydantic import ValidationError
     from rich.console import Console

@@ -7,6 +7,7 @@ import platform
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -61,9 +62,23 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
         "reproducibility": mode_provenance(),
         "machine": f"{platform.system()} {platform.machine()}",
         "cpu": cpu_name(),
+        "cpu_instruction_set": instruction_set(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "command": shlex.join(args),
     }
+
+
+def instruction_set() -> str | None:
+    """The widest vector instruction set the processor has (``AVX-512``, ``AVX2``, ``AVX``, else ``None``), from
+    ``/proc/cpuinfo`` on Linux: what the processor offers, where ``cpu_capability`` is what PyTorch used (AVX2 in
+    portable mode)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    widest = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+    return next((name for flag, name in widest if flag in flags), None)
 
 
 def cpu_name() -> str:
@@ -77,23 +92,51 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_note(reference: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """Why two summaries may differ although code and seeds agree: they were computed on different processors.
+def _mode(p: dict[str, Any]) -> str:
+    return p.get("reproducibility", {}).get("mode", "native")  # summaries before the mode existed: native
 
-    PyTorch's CPU kernels (oneDNN, MKL, its own vectorised loops) pick code paths by processor and instruction
-    set; their results differ in the last bits, and training amplifies that into different models. ``None`` when
-    both provenances name the same processor and instruction set.
+
+def machine_note(reference: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """Why two summaries may differ although code and seeds agree, for a newcomer: another reproducibility mode,
+    thread count, package versions or processor (``None`` when none of these differ).
+
+    PyTorch's and numpy's CPU kernels pick code paths by processor and instruction set; their results differ in
+    the last bits, and training turns that into other models. Portable mode (:mod:`simmlm.portable`) puts them
+    on one path.
     """
     ref, cur = reference.get("provenance", {}), new.get("provenance", {})
+    modes = _mode(ref), _mode(cur)
+    reasons = []
+    if modes[0] != modes[1]:
+        reasons.append(
+            f"the reference ran in {modes[0]} mode, this run in {modes[1]} mode (SIMMLM_REPRODUCIBILITY=portable, as "
+            "`make demo` sets it, is the mode that gives the same numbers on every x86-64 processor)"
+        )
+    if ref.get("threads") != cur.get("threads"):
+        reasons.append(
+            f"the reference used {ref.get('threads')} threads, this run {cur.get('threads')} (float sums split "
+            "across threads round differently; portable mode pins SIMMLM_THREADS, default 2)"
+        )
+    versions = [k for k in ref.get("versions", {}) if ref["versions"].get(k) != cur.get("versions", {}).get(k)]
+    if versions:
+        reasons.append(f"package versions differ ({', '.join(versions)})")
     where = [(p.get("cpu"), p.get("cpu_capability")) for p in (ref, cur)]
-    if where[0] == where[1]:
+    if where[0] != where[1]:
+        shown = [f"{cpu or 'an unrecorded processor'} ({isa or 'instruction set not recorded'})" for cpu, isa in where]
+        same_path = modes == ("portable", "portable") and not reasons
+        reasons.append(
+            f"the reference was computed on {shown[0]}, this run on {shown[1]}"
+            + (
+                ": portable mode should have made them agree, so this is evidence that it does not on these "
+                "processors; please report it with both summaries' provenance"
+                if same_path
+                else ": CPU kernels differ between processors in the last bits, and training turns that into other "
+                "models"
+            )
+        )
+    if not reasons:
         return None
-    shown = [f"{cpu or 'an unrecorded processor'} ({isa or 'instruction set not recorded'})" for cpu, isa in where]
-    return (
-        f"the reference was computed on {shown[0]}, this run on {shown[1]}: PyTorch's CPU kernels differ between "
-        "processors and instruction sets in the last bits, and training turns that into other models. Exact "
-        'reproduction holds on the same kind of processor (README, "Reproducing the numbers").'
-    )
+    return "; ".join(reasons) + ' (README, "Reproducing the numbers").'
 
 
 def summary_differences(reference: Any, new: Any, path: str = "") -> list[str]:
@@ -124,3 +167,159 @@ def summary_differences(reference: Any, new: Any, path: str = "") -> list[str]:
     if reference == new or both_nan:
         return []
     return [f"{path}: {reference!r} -> {new!r}"]
+
+
+#: Per-method values that aggregate over the seeds (means), and the comparisons between methods: exact only when
+#: both summaries ran the same seeds.
+SEED_AGGREGATES = frozenset({"comparisons", "gate_weights", "gate_weights_regions"})
+
+
+def common_seed_views(reference: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both summaries as they can be compared when ``new`` ran some of ``reference``'s seeds: the reference's
+    per-seed lists keep those seeds' entries, and what aggregates over seeds (:data:`SEED_AGGREGATES`) is dropped
+    from both unless the seeds are the same."""
+    own, seeds = list(reference["seeds"]), list(new["seeds"])
+    if seeds == own:
+        return reference, new
+    index = [own.index(s) for s in seeds]
+
+    def restrict(value: Any, pick: bool) -> Any:
+        if isinstance(value, dict):
+            return {k: restrict(v, pick) for k, v in value.items() if k not in SEED_AGGREGATES}
+        if pick and isinstance(value, list) and len(value) == len(own):
+            return [value[i] for i in index]
+        return value
+
+    def view(summary: dict[str, Any], pick: bool) -> dict[str, Any]:
+        kept = {k: v for k, v in summary.items() if k not in SEED_AGGREGATES}
+        return {**kept, "seeds": seeds, "methods": restrict(summary["methods"], pick)}
+
+    return view(reference, True), view(new, False)
+
+
+@dataclass
+class Verdict:
+    """The outcome of comparing a rerun with a reference summary.
+
+    Attributes:
+        kind: ``"exact"``, ``"noise"`` or ``"not"`` (reproduced exactly, within noise, not reproduced).
+        lines: the explanation, first line the verdict.
+    """
+
+    kind: str
+    lines: list[str]
+
+    @property
+    def reproduced(self) -> bool:
+        return self.kind != "not"
+
+
+def _without_floats(value: Any) -> Any:
+    """``value`` with every float replaced by one placeholder: what is left to differ is structure, text and
+    counts, which no processor changes."""
+    if isinstance(value, dict):
+        return {k: _without_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_floats(v) for v in value]
+    return "<float>" if isinstance(value, float) else value
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def headline_checks(reference: dict[str, Any], new: dict[str, Any], alpha: float = 0.05) -> list[dict[str, Any]]:
+    """Each headline mean of the rerun (per method: each subset's accuracy or mean Dice, and the average) against
+    the prediction interval that the reference's seeds imply for a mean of as many seeds:
+    ``m_ref ± t(R - 1) s_ref sqrt(1/R + 1/n)``, ``R`` reference seeds with spread ``s_ref`` and ``n`` new seeds
+    (the interval that holds the mean of ``n`` further seeds from the same distribution with the stated chance),
+    each at ``1 - alpha / k`` for ``k`` checks (Bonferroni), so a faithful rerun fails with chance at most ``alpha``.
+    """
+    from scipy.stats import t as student_t
+
+    from simmlm.evaluate import headline_keys
+
+    rows: list[tuple[str, str, list[float], list[float]]] = []
+    for method, ref in reference["methods"].items():
+        if method not in new["methods"]:
+            continue
+        key, average = headline_keys(ref)
+        cur = new["methods"][method]
+        for subset, values in ref["subsets"].items():
+            if subset in cur["subsets"]:
+                rows.append((method, subset, values[key], cur["subsets"][subset][key]))
+        rows.append((method, "average", ref[average], cur[average]))
+    level = 1 - alpha / max(len(rows), 1)
+    checks = []
+    for method, name, ref_values, new_values in rows:
+        r, n = len(ref_values), len(new_values)
+        m_ref, m_new = _mean(ref_values), _mean(new_values)
+        if r > 1:
+            spread = math.sqrt(sum((v - m_ref) ** 2 for v in ref_values) / (r - 1))
+            allowed = float(student_t.ppf((1 + level) / 2, r - 1)) * spread * math.sqrt(1 / r + 1 / n)
+        else:
+            allowed = 0.0  # one reference seed: no spread to judge noise by
+        deviation = m_new - m_ref
+        inside = abs(deviation) <= allowed or deviation == 0 or (math.isnan(m_ref) and math.isnan(m_new))
+        checks.append(
+            {"method": method, "value": name, "reference": m_ref, "new": m_new, "allowed": allowed, "inside": inside}
+        )
+    return checks
+
+
+def compare_summaries(reference: dict[str, Any], new: dict[str, Any]) -> Verdict:
+    """Did ``new`` reproduce ``reference``? Exactly (every metric of the seeds both ran, bit for bit), within noise
+    (every headline mean inside the interval the reference's seed spread implies, :func:`headline_checks`), or
+    not. The rerun may have run a subset of the reference's seeds (``make demo`` runs three of the committed ones).
+    """
+    seeds = list(new.get("seeds", []))
+    missing = [s for s in seeds if s not in reference.get("seeds", [])]
+    if missing:
+        return Verdict("not", [f"NOT reproduced: the reference has no run of seeds {missing}"])
+    if set(new.get("methods", {})) != set(reference.get("methods", {})):
+        methods = [", ".join(summary.get("methods", {})) or "none" for summary in (reference, new)]
+        return Verdict("not", [f"NOT reproduced: the reference ran {methods[0]}, the rerun {methods[1]}"])
+    shown = ", ".join(map(str, seeds))
+    views = common_seed_views(reference, new)
+    differences = summary_differences(*views)
+    if not differences:
+        return Verdict(
+            "exact",
+            [
+                f"reproduced exactly: every metric of seeds {shown} equals the reference bit for bit (timings, "
+                "provenance and what averages over other seeds not compared)"
+            ],
+        )
+    structural = summary_differences(*map(_without_floats, views))
+    if structural:
+        lines = [f"NOT reproduced: {len(structural)} values differ that are not floating-point results:"]
+        return Verdict("not", lines + [f"  {line}" for line in structural[:20]])
+    checks = headline_checks(reference, new)
+
+    def share(c: dict[str, Any]) -> float:  # of the allowed deviation
+        deviation = abs(c["new"] - c["reference"])
+        return deviation / c["allowed"] if c["allowed"] else (0.0 if deviation == 0 else math.inf)
+
+    worst = max(checks, key=share)
+    outside = [c for c in checks if not c["inside"]]
+    criterion = (
+        f"each of the {len(checks)} headline means (per method: every subset's score and the average) inside the "
+        f"interval the reference's {len(reference['seeds'])} seeds imply for a mean of {len(seeds)} seeds (a 95 % "
+        "prediction interval, Bonferroni over the headline means)"
+    )
+
+    def describe(c: dict[str, Any]) -> str:
+        return (
+            f"{c['method']} {c['value']}: {c['new'] * 100:.2f} against {c['reference'] * 100:.2f} "
+            f"(deviation {abs(c['new'] - c['reference']) * 100:.2f} points, allowed {c['allowed'] * 100:.2f})"
+        )
+
+    if not outside:
+        lines = [
+            f"reproduced within noise: {len(differences)} values differ in their last bits or beyond, but {criterion}",
+            f"largest deviation: {describe(worst)}",
+        ]
+        return Verdict("noise", lines)
+    lines = [f"NOT reproduced: {len(outside)} headline means fall outside noise ({criterion}):"]
+    lines += [f"  {describe(c)}" for c in outside]
+    return Verdict("not", lines)

@@ -31,7 +31,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from simmlm.benchmark import run_benchmark, shapley_per_seed
-from simmlm.comparisons import compare_methods
+from simmlm.comparisons import compare_methods, holm_adjust
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.data.scenarios import corrupt, corruption_scale
 from simmlm.engine.config import RunConfig, StrictModel, load_config, resolve_config
@@ -392,7 +392,9 @@ def _summary(
     results: list[dict[str, Any]],
     source: dict[str, Any],
 ) -> dict[str, Any]:
-    """``robustness.json`` from the cells finished so far."""
+    """``robustness.json`` from the cells finished so far; every comparison also read with Holm's adjustment over
+    all of the suite's comparisons (``holm_family`` of them)."""
+    family = holm_adjust([c["comparisons"] for r in results for c in r["conditions"]])
     return {
         "dataset": dataset,
         "modalities": modalities,
@@ -408,6 +410,7 @@ def _summary(
             for r in results
         },
         "seconds": sum(r["seconds"] for r in results),
+        "holm_family": family,
         **assemble(results),
         "provenance": source,
     }

@@ -71,7 +71,7 @@ def robustness_markdown(r: dict[str, Any]) -> str:
         f"a benchmark of every method and seed, {minutes:.1f} min of training and evaluation in all. Test-time "
         "corruptions use the models trained on clean data. Metrics as in summary.md: accuracy averaged over every "
         "modality subset, CR, ECE averaged over subsets (20 bins), in %, mean ± std over seeds. "
-        + comparison_note(suite["bootstrap_draws"]),
+        + comparison_note(suite["bootstrap_draws"], r.get("holm_family")),
     ]
     chosen = {c["title"]: c["lambda_chosen"] for c in r["cells"].values() if "lambda_chosen" in c}
     if chosen:
