@@ -202,7 +202,7 @@ def test_interval_keeps_its_false_positive_rate_and_finds_a_real_shift(tau: floa
         null = coverage.rejection_rates(seeds, tau, replicates=600, samples=300, draws=100, seed=seeds)
         assert null["new"] <= 0.06, (seeds, null)
     assert null["old"] > null["new"]  # the former bootstrap's excess at 10 seeds is smaller, yet there
-    shifted = coverage.rejection_rates(5, tau, replicates=100, shift=0.5, samples=300, draws=100, seed=1)
+    shifted = coverage.rejection_rates(5, tau, replicates=100, shift=1.0, samples=300, draws=100, seed=1)
     assert shifted["new"] >= 0.8, shifted
 
 

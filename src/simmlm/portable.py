@@ -64,14 +64,33 @@ def _is_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
 
+def instruction_set() -> str | None:
+    """The widest vector instruction set the processor has (``AVX-512``, ``AVX2``, ``AVX``, else ``None``), from
+    ``/proc/cpuinfo`` on Linux: what the processor offers, where torch's ``cpu_capability`` is what it uses (AVX2
+    in portable mode). ``None`` where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        return None
+    widest = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+    return next((name for flag, name in widest if flag in flags), None)
+
+
+def _runs_avx2() -> bool:
+    """An x86-64 processor with AVX2 (an unreadable ``/proc/cpuinfo`` counts as one: portable mode is tried)."""
+    return _is_x86() and instruction_set() in ("AVX-512", "AVX2", None)
+
+
 def apply_environment() -> None:
-    """In portable mode on x86-64, set :data:`PORTABLE_ENVIRONMENT` (overriding what was set) for the libraries
-    imported after this; nothing otherwise. An invalid mode is left for :func:`configure_torch` to report."""
+    """In portable mode on an x86-64 processor with AVX2, set :data:`PORTABLE_ENVIRONMENT` (overriding what was
+    set) for the libraries imported after this; nothing otherwise. An invalid mode, or a processor without AVX2
+    (where those code paths do not exist), is left for :func:`configure_torch` to report."""
     try:
         portable = reproducibility_mode() == "portable"
     except ValueError:
         return
-    if portable and _is_x86():
+    if portable and _runs_avx2():
         os.environ.update(PORTABLE_ENVIRONMENT)
 
 
@@ -81,14 +100,19 @@ def configure_torch() -> None:
 
     Raises:
         ValueError: for an invalid ``$SIMMLM_REPRODUCIBILITY`` or ``$SIMMLM_THREADS``.
-        RuntimeError: in portable mode when torch was imported before simmlm applied the environment, so its
-            kernels already run another instruction set.
+        RuntimeError: in portable mode on an x86 processor without AVX2, or when torch was imported before
+            simmlm applied the environment, so its kernels already run another instruction set.
     """
     import torch
 
     if reproducibility_mode() != "portable":
         return
     threads = portable_threads()
+    if _is_x86() and not _runs_avx2():
+        raise RuntimeError(
+            f"{MODE_VARIABLE}=portable needs a processor with AVX2 (this one has {instruction_set()}): unset it to "
+            "run in native mode"
+        )
     capability = torch.backends.cpu.get_cpu_capability()
     if _is_x86() and capability not in ("AVX2", "DEFAULT"):
         raise RuntimeError(

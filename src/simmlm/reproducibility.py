@@ -43,7 +43,7 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
     """Commit, dirty flag, package versions, thread count, machine and command line of this process."""
     import torch
 
-    from simmlm.portable import configure_torch, mode_provenance
+    from simmlm.portable import configure_torch, instruction_set, mode_provenance
 
     configure_torch()  # the thread count recorded is the one the run uses
     versions = {"python": platform.python_version()}
@@ -66,19 +66,6 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "command": shlex.join(args),
     }
-
-
-def instruction_set() -> str | None:
-    """The widest vector instruction set the processor has (``AVX-512``, ``AVX2``, ``AVX``, else ``None``), from
-    ``/proc/cpuinfo`` on Linux: what the processor offers, where ``cpu_capability`` is what PyTorch used (AVX2 in
-    portable mode)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    widest = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
-    return next((name for flag, name in widest if flag in flags), None)
 
 
 def cpu_name() -> str:
@@ -120,7 +107,7 @@ def machine_note(reference: dict[str, Any], new: dict[str, Any]) -> str | None:
     versions = [k for k in ref.get("versions", {}) if ref["versions"].get(k) != cur.get("versions", {}).get(k)]
     if versions:
         reasons.append(f"package versions differ ({', '.join(versions)})")
-    where = [(p.get("cpu"), p.get("cpu_capability")) for p in (ref, cur)]
+    where = [(p.get("cpu"), p.get("cpu_instruction_set") or p.get("cpu_capability")) for p in (ref, cur)]
     if where[0] != where[1]:
         shown = [f"{cpu or 'an unrecorded processor'} ({isa or 'instruction set not recorded'})" for cpu, isa in where]
         same_path = modes == ("portable", "portable") and not reasons
