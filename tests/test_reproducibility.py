@@ -139,7 +139,7 @@ def test_compare_exact_also_on_some_of_the_reference_seeds(tmp_path: Path) -> No
 
 def test_compare_within_noise_uses_the_reference_spread(tmp_path: Path) -> None:
     # 3 new seeds, 8 reference seeds, 2 checks: allowed t(0.9875, 7) * 0.0131 * sqrt(1/8 + 1/3) = 0.0252
-    near = _compare(tmp_path, _bench(COMMITTED), _bench([0.92, 0.93, 0.90], cpu="AMD EPYC", cpu_capability="AVX2"))
+    near = _compare(tmp_path, _bench(COMMITTED), _bench([0.92, 0.93, 0.90], cpu="AMD EPYC", cpu_instruction_set="AVX2"))
     assert near.exit_code == 0 and near.output.startswith("reproduced within noise"), near.output
     assert "largest deviation: simmlm image: 91.67 against 91.00 (deviation 0.67 points, allowed 2.52)" in near.output
     assert "this run on AMD EPYC (AVX2)" in near.output
@@ -167,6 +167,10 @@ def test_machine_note_names_mode_threads_and_processor() -> None:
     assert "portable mode, this run in native mode" in note and "2 threads, this run 16" in note
     other_cpu = {"provenance": {**portable, "cpu": "AMD"}}
     assert "evidence that it does not" in (machine_note(same, other_cpu) or "")
+    recorded = {"provenance": {**portable, "cpu_instruction_set": "AVX-512"}}  # the kernels are not the processor
+    assert machine_note(same, recorded) is None
+    wider = {"provenance": {**portable, "cpu_instruction_set": "AVX2"}}
+    assert "Intel (AVX2), this run on Intel (AVX-512)" in (machine_note(wider, recorded) or "")
 
 
 def test_costs_measures_positive_ratios_for_every_subset() -> None:

@@ -3,9 +3,9 @@ Markdown table (``summary.md``, ``robustness.md``, the report).
 
 A row ``A − simmlm`` holds, for average accuracy, CR and ECE, the mean over seeds of A's metric minus simmlm's on
 the full test set, a 95 % interval and a p-value from :func:`simmlm.metrics.bootstrap.compare_runs`: the seeds'
-spread (a t-interval over the paired per-seed differences) plus the test-sample variance (test-set resamples, the
-same for both methods). An interval that covers 0 reads "no significant difference". A family of comparisons (the
-robustness suite) is also read with Holm's adjustment (:func:`holm_adjust`).
+spread (a t-interval over the paired per-seed differences) plus the test-set variance the seeds share (test-set
+resamples, the same for both methods). An interval that covers 0 reads "no significant difference". A family of
+comparisons (the robustness suite) is also read with Holm's adjustment (:func:`holm_adjust`).
 """
 
 from __future__ import annotations
@@ -103,10 +103,10 @@ def comparison_note(draws: int, family: int | None = None) -> str:
     ran over, when it did."""
     text = (
         "Differences to simmlm: mean over seeds of the method's metric minus simmlm's on the test set, in percentage "
-        "points, with a 95 % interval: a t-interval over the seeds' paired differences with the test-sample variance "
-        f"added ({draws} test-set resamples, the same for both methods; Welch–Satterthwaite degrees of freedom; "
-        "false-positive rate at most 5 % for 3, 5 and 10 seeds in simulation, `scripts/interval_coverage.py`). An "
-        "interval that covers 0 says: no significant difference."
+        "points, with a 95 % interval: a t-interval over the seeds' paired differences with the test-set variance "
+        f"the seeds share added ({draws} test-set resamples, the same for both methods; Welch–Satterthwaite degrees "
+        "of freedom; false-positive rate 3.9-5.5 % for 3, 5 and 10 seeds in simulation, "
+        "`scripts/interval_coverage.py`). An interval that covers 0 says: no significant difference."
     )
     if family:
         text += (

@@ -100,8 +100,8 @@ def configure_torch() -> None:
 
     Raises:
         ValueError: for an invalid ``$SIMMLM_REPRODUCIBILITY`` or ``$SIMMLM_THREADS``.
-        RuntimeError: in portable mode on an x86 processor without AVX2, or when torch was imported before
-            simmlm applied the environment, so its kernels already run another instruction set.
+        RuntimeError: in portable mode on an x86 processor without AVX2, or when torch chose its kernels (at its
+            first operation, which may follow ``import torch``) before simmlm applied the environment.
     """
     import torch
 
@@ -116,9 +116,9 @@ def configure_torch() -> None:
     capability = torch.backends.cpu.get_cpu_capability()
     if _is_x86() and capability not in ("AVX2", "DEFAULT"):
         raise RuntimeError(
-            f"{MODE_VARIABLE}=portable, but torch already runs {capability} kernels: it was imported before "
-            f"simmlm could set ATEN_CPU_CAPABILITY. Set {MODE_VARIABLE}=portable in the environment before Python "
-            "starts, or import simmlm before torch."
+            f"{MODE_VARIABLE}=portable, but torch already runs {capability} kernels: it computed before simmlm "
+            f"could set ATEN_CPU_CAPABILITY. Set {MODE_VARIABLE}=portable in the environment before Python starts, "
+            "or import simmlm before using torch."
         )
     torch.backends.mkldnn.enabled = False
     if torch.get_num_threads() != threads:

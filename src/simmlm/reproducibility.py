@@ -97,7 +97,7 @@ def machine_note(reference: dict[str, Any], new: dict[str, Any]) -> str | None:
     if modes[0] != modes[1]:
         reasons.append(
             f"the reference ran in {modes[0]} mode, this run in {modes[1]} mode (SIMMLM_REPRODUCIBILITY=portable, as "
-            "`make demo` sets it, is the mode that gives the same numbers on every x86-64 processor)"
+            "`make demo` sets it, is the mode meant to give the same numbers on every x86-64 processor)"
         )
     if ref.get("threads") != cur.get("threads"):
         reasons.append(
@@ -107,8 +107,9 @@ def machine_note(reference: dict[str, Any], new: dict[str, Any]) -> str | None:
     versions = [k for k in ref.get("versions", {}) if ref["versions"].get(k) != cur.get("versions", {}).get(k)]
     if versions:
         reasons.append(f"package versions differ ({', '.join(versions)})")
-    where = [(p.get("cpu"), p.get("cpu_instruction_set") or p.get("cpu_capability")) for p in (ref, cur)]
-    if where[0] != where[1]:
+    where = [(p.get("cpu"), p.get("cpu_instruction_set")) for p in (ref, cur)]
+    known = all(isa for _, isa in where)  # older summaries record only the kernels torch ran (cpu_capability)
+    if where[0][0] != where[1][0] or (known and where[0][1] != where[1][1]):
         shown = [f"{cpu or 'an unrecorded processor'} ({isa or 'instruction set not recorded'})" for cpu, isa in where]
         same_path = modes == ("portable", "portable") and not reasons
         reasons.append(

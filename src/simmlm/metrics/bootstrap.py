@@ -190,26 +190,33 @@ def seed_and_test_interval(per_seed: Tensor, resampled: Tensor, level: float = 0
     """An interval for the mean over seeds of a paired difference ``A - B``, from two sources of uncertainty.
 
     The difference a benchmark reports, ``d = mean_r d_r`` over ``R`` seeds on one test set, varies with the seeds
-    (``d_r`` spread ``s``, known only through ``R`` values) and with the test set (the same for every seed). Its
-    variance is estimated as the sum of the two parts (Bouthillier et al., "Accounting for variance in machine
-    learning benchmarks", MLSys 2021, who show that ignoring either part misleads):
+    and with the test set. The seeds' spread ``s`` of the ``d_r`` already holds every part that differs between
+    seeds, including how each seed happens to do on each test sample; what it cannot see is the part all seeds
+    share (a test set whose samples happen to suit A). Its variance is estimated as the sum of the two parts
+    (Bouthillier et al., "Accounting for variance in machine learning benchmarks", MLSys 2021, who show that
+    ignoring either part misleads):
 
-        se^2 = s^2 / R + v,    v = variance of ``mean_r d_r`` over test-set resamples, the seeds fixed,
+        se^2 = s^2 / R + v_shared,    v_shared = max(0, (R v - m) / (R - 1)),
 
-    and the interval is ``d ± t(df) se`` with Welch–Satterthwaite's degrees of freedom
-    ``df = (s^2/R + v)^2 / ((s^2/R)^2 / (R - 1))`` (Satterthwaite 1946; ``v``, from hundreds of test samples, counts
-    as exactly known). With ``v = 0`` this is the paired t-interval over seeds, whose 95 % holds for normal per-seed
-    differences; as ``v`` dominates it tends to the normal interval of the test-set bootstrap. With ``R = 1`` the
-    seed part cannot be estimated and only ``v`` is used (the interval then says nothing about other seeds).
+    with ``v`` the variance of ``mean_r d_r`` over test-set resamples and ``m`` the mean over seeds of each ``d_r``'s
+    own resampling variance: per test sample, a part shared by the seeds (variance ``a``) and a part of each seed
+    (``b``) give ``v = a + b / R`` and ``m = a + b``, so ``a`` is the one-way random-effects estimate above (summing
+    ``s^2 / R + v`` would count ``b / R`` twice). The interval is ``d ± t(df) se`` with Welch–Satterthwaite's degrees
+    of freedom ``df = se^4 / ((s^2/R)^2 / (R - 1))`` (Satterthwaite 1946; ``v_shared``, from hundreds of test
+    samples, counts as exactly known). Without a shared part this is the paired t-interval over seeds, whose 95 %
+    holds for normal per-seed differences; as the shared part dominates it tends to the normal interval of the
+    test-set bootstrap. With ``R = 1`` the parts cannot be told apart: ``se^2 = v`` (the interval then says
+    nothing about other seeds).
 
     The paired bootstrap used before (test samples and seeds resampled together) cannot leave the range of the
-    ``R`` per-seed differences: with 3 seeds and no true difference, 26 % of its 95 % intervals excluded 0
-    (``scripts/interval_coverage.py``; this procedure: at most 5 % for 3, 5 and 10 seeds).
+    ``R`` per-seed differences: with 3 seeds and no true difference up to 26 % of its 95 % intervals excluded 0;
+    this interval's rate stays near 5 % for 3, 5 and 10 seeds (``scripts/interval_coverage.py``, the README's
+    table).
 
     Args:
         per_seed: ``[R]`` the difference per seed on the test set.
         resampled: ``[R, B]`` the same under ``B`` test-set resamples (the same resamples for every seed and both
-            methods); NaN draws (a resample without a subset) are ignored.
+            methods); draws that are NaN for some seed (a resample without a subset) are left out.
         level: coverage of the interval.
     """
     if not 0 < level < 1:
@@ -222,15 +229,19 @@ def seed_and_test_interval(per_seed: Tensor, resampled: Tensor, level: float = 0
     mean = per_seed.mean().item()
     if math.isnan(mean):
         return Interval(mean, math.nan, math.nan, math.nan)
-    draws = resampled.mean(0)
-    draws = draws[~draws.isnan()]
-    test_var = draws.var().item() if len(draws) > 1 else 0.0
     num_seeds = len(per_seed)
+    draws = resampled[:, ~resampled.isnan().any(0)]  # [R, B']
+    if draws.shape[1] > 1:
+        v = draws.mean(0).var().item()
+        m = draws.var(1).mean().item()
+        shared_var = v if num_seeds == 1 else max(0.0, (num_seeds * v - m) / (num_seeds - 1))
+    else:
+        shared_var = 0.0
     seed_var = per_seed.var().item() / num_seeds if num_seeds > 1 else 0.0
-    se = math.sqrt(seed_var + test_var)
+    se = math.sqrt(seed_var + shared_var)
     if se == 0:
         return Interval(mean, mean, mean, 1.0 if mean == 0 else 0.0)
-    df = (seed_var + test_var) ** 2 / (seed_var**2 / (num_seeds - 1)) if seed_var > 0 else math.inf
+    df = (seed_var + shared_var) ** 2 / (seed_var**2 / (num_seeds - 1)) if seed_var > 0 else math.inf
     half = float(student_t.ppf((1 + level) / 2, df)) * se
     p_value = float(2 * student_t.sf(abs(mean) / se, df))
     return Interval(mean, mean - half, mean + half, p_value)
