@@ -231,3 +231,17 @@ def test_a_degenerate_pair_counts_its_task_loss_once() -> None:
     torch.testing.assert_close(terms.total, l_plus.mean() + torch.where(same, 0.0, l_minus).mean() + 0.1 * hinge)
     unmarked = mofe_terms(logits, minus, target, 0.1, same=torch.zeros(4, dtype=torch.bool))
     torch.testing.assert_close(unmarked.total, mofe_terms(logits, minus, target, 0.1).total, rtol=0, atol=0)
+
+
+def test_degenerate_pairs_add_no_hinge_even_from_two_views() -> None:
+    """A sample with one modality has S- = S+: one task loss and no ranking term, also when x+ and x- are two
+    independently augmented views whose outputs differ (before: their positive gap counted as a hinge)."""
+    plus = torch.tensor([[0.0, 3.0], [0.0, 3.0]])
+    minus = torch.tensor([[3.0, 0.0], [0.0, 3.0]])  # sample 0: l+ > l- by 6 nats, from two views of one subset
+    target = torch.tensor([0, 1])
+    terms = mofe_terms(plus, minus, target, lam=1.0, same=torch.tensor([True, False]))
+    assert terms.hinge.item() == 0.0 and terms.active_fraction.item() == 0.0
+    loss = torch.nn.functional.cross_entropy
+    torch.testing.assert_close(terms.task_plus, loss(plus, target))
+    torch.testing.assert_close(terms.task_minus, loss(minus[1:], target[1:]) / 2)
+    torch.testing.assert_close(terms.total, terms.task_plus + terms.task_minus)

@@ -302,3 +302,36 @@ def test_gate_channels_other_than_the_output_channels_fail_at_build_time() -> No
     with pytest.raises(ValueError, match=r"gate_channels \(3\) must equal the experts' output channels \(10"):
         create_method("simmlm", input_shapes=shapes, num_classes=10, gate_channels=3)
     assert create_method("simmlm", input_shapes=shapes, num_classes=3, gate_channels=3) is not None
+
+
+def test_a_subset_disjoint_from_a_samples_modalities_is_one_clear_error(method: nn.Module) -> None:
+    """Every method: a subset that shares no modality with a sample has no prediction (before: NaN logits from the
+    expert mixtures, a prediction from nothing from MMP, an error from DREAM only)."""
+    available = torch.tensor([[True, False], [True, True]])
+    audio = torch.tensor([[False, True], [False, True]])  # sample 0 has no audio
+    with pytest.raises(ValueError, match="subset mask 0 has no modality that sample 0 has"):
+        outputs_for_subsets(method, random_inputs(2), available, [audio])
+
+
+def test_batch_norm_statistics_come_from_present_rows_only() -> None:
+    """A BatchNorm expert in training mode never sees the zero-filled rows of samples lacking its modality: its running
+    mean moves as if the batch held the present rows only (before: pulled toward 0 by the absent rows)."""
+    torch.manual_seed(0)
+    model = create_method("simmlm", input_shapes=INPUT_SHAPES, num_classes=NUM_CLASSES, expert="bncnn").train()
+    image = MODALITIES[0]
+    inputs = {k: v + 3.0 for k, v in random_inputs(8).items()}  # inputs far from 0: zero rows would stand out
+    mask = torch.ones(8, M, dtype=torch.bool)
+    mask[:6, 0] = False  # 75 % of the images absent
+    alone = create_method("simmlm", input_shapes=INPUT_SHAPES, num_classes=NUM_CLASSES, expert="bncnn").train()
+    alone.load_state_dict(model.state_dict())
+    model.expert_logits(inputs, mask)
+    alone.experts[image](inputs[image][6:])  # the two present rows alone
+    bn = [m for m in model.experts[image].modules() if isinstance(m, nn.BatchNorm2d)][0]
+    expected = [m for m in alone.experts[image].modules() if isinstance(m, nn.BatchNorm2d)][0]
+    torch.testing.assert_close(bn.running_mean, expected.running_mean)
+    torch.testing.assert_close(bn.running_var, expected.running_var)
+    out = model.expert_logits(inputs, mask)
+    assert torch.all(out[:6, 0] == 0) and torch.isfinite(out).all()
+    none = torch.zeros(8, M, dtype=torch.bool)
+    none[:, 1] = True
+    assert torch.all(model.expert_logits(inputs, none)[:, 0] == 0)  # no image at all: an empty batch, no error

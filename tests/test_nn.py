@@ -250,3 +250,18 @@ def test_band_masks_zero_whole_rows_and_columns() -> None:
     assert torch.equal(unchanged, x)
     with pytest.raises(ValueError, match="mask augmentation needs"):
         augment(torch.ones(2, 20), AugmentSpec(kind="mask"))
+
+
+def test_explain_expert_says_which_expert_and_why_and_spots_a_series_read_as_an_image() -> None:
+    from simmlm.nn.experts import explain_expert
+
+    assert explain_expert("image", "auto", (1, 28, 28)) == (
+        "lenet",
+        "lenet (auto: a square 1×28×28 image, at least 12 px)",
+    )
+    kind, why = explain_expert("acc", "auto", (1, 100, 3))  # a [100, 3] series in a folder dataset
+    assert kind == "mlp" and "flattened" in why and "series of 100 steps of 3 channels" in why
+    assert "data.sequences=[acc]" in why
+    assert explain_expert("acc", "auto", (100, 3))[0] == "gru"
+    assert "set by model.expert" in explain_expert("x", "mlp", (1, 8, 8))[1]
+    assert "series" not in explain_expert("spectrum", "auto", (1, 20, 20))[1]  # square: an image, no hint

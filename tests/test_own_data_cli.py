@@ -137,8 +137,15 @@ def test_walkthrough_train_predict_benchmark_report(
     assert summary["dataset"] == "folder" and summary["modalities"] == ["image", "sensor1", "sensor2"]
     assert len(summary["methods"]["simmlm"]["subsets"]) == 7
     assert "have all of its modalities" in summary["protocol"]
+    assert {n: e["kind"] for n, e in summary["experts"].items()} == {
+        "image": "lenet",
+        "sensor1": "mlp",
+        "sensor2": "mlp",
+    }
+    assert "Experts: image: lenet (auto: a square" in (bench / "summary.md").read_text()
     _invoke("report", str(bench))
     assert (bench / "report.html").is_file() and (bench / "reliability.png").is_file()
+    assert "Experts: image: lenet; sensor1: mlp" in (bench / "report.html").read_text()
 
 
 def test_predict_rejects_bad_own_data_inputs(example: Path, tmp_path: Path) -> None:

@@ -25,8 +25,8 @@ x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd6
 
 TRAIN = """
 import hashlib, json
+import simmlm  # first, as the CLI does: portable mode sets the libraries' environment before they load
 import numpy as np
-import simmlm
 import torch
 from conftest import synthetic_splits
 from simmlm.engine.config import RunConfig
@@ -106,3 +106,15 @@ def test_portable_mode_refuses_a_torch_that_computed_before_simmlm() -> None:
     env = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENVIRONMENT}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     assert done.returncode != 0 and "computed before simmlm" in done.stderr
+
+
+@x86_only
+def test_portable_mode_refuses_a_numpy_imported_before_simmlm() -> None:
+    """numpy's OpenBLAS picks its kernels when numpy loads: portable mode cannot reach it afterwards, and says so."""
+    code = "import numpy, simmlm\nfrom simmlm.portable import configure_torch; configure_torch()"
+    env = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENVIRONMENT}
+    env["SIMMLM_REPRODUCIBILITY"] = "portable"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode != 0 and "numpy was imported before simmlm" in done.stderr
+    first = subprocess.run([sys.executable, "-c", code.replace("numpy, simmlm", "simmlm, numpy")], env=env, check=False)
+    assert first.returncode == 0

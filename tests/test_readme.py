@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -32,7 +33,8 @@ def _rows(section: str, results: str) -> tuple[list[list[str]], dict]:
 
 
 def _check_accuracy_rows(section: str, results: str, label: dict[str, str]) -> None:
-    from simmlm.benchmark import _pm
+    """Rows "| method | accuracy per subset | average | CR |", each mean ± the half-width of its 95 % interval."""
+    from simmlm.benchmark import _ci
 
     rows, summary = _rows(section, results)
     names = list(summary["modalities"])
@@ -40,8 +42,8 @@ def _check_accuracy_rows(section: str, results: str, label: dict[str, str]) -> N
     for method, m in summary["methods"].items():
         row = next((r for r in rows if r[0] == label.get(method, method)), None)
         assert row is not None, f"README section {section!r} has no row for {method}"
-        expected = [_pm(m["subsets"][s]["accuracy"]) for s in subsets]
-        expected += [_pm(m["average_accuracy"]), _pm(m["counterintuitive_rate"])]
+        expected = [_ci(m["subsets"][s]["accuracy"]) for s in subsets]
+        expected += [_ci(m["average_accuracy"]), _ci(m["counterintuitive_rate"])]
         assert row[1:6] == expected, f"README row for {method} does not match results/{results}/summary.json"
 
 
@@ -49,21 +51,34 @@ def test_readme_main_table_is_what_results_avmnist_holds() -> None:
     _check_accuracy_rows("Results: avMNIST", "avmnist", {"simmlm": "simmlm (λ = 0.1)", "dmome": "dmome (λ = 0)"})
 
 
-def _check_setting_rows(section: str, folders: dict[str, str], with_calibration: bool) -> None:
+def _check_setting_rows(
+    section: str,
+    folders: dict[str, str],
+    with_calibration: bool,
+    cell: Callable[[Sequence[float]], str] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> None:
     """Rows "| setting | method | accuracy per subset | average | CR |" (then mean ECE and validation average when
-    ``with_calibration``) of a README section, each setting from its own results folder."""
+    ``with_calibration``) of a README section, each setting from its own results folder: ``cell`` of the per-seed
+    values (default mean ± std), of ``seeds`` only when given (a folder with more seeds shown on the same ones)."""
     from simmlm.benchmark import _over_subsets, _pm
 
+    cell = cell or _pm
     rows, _ = _rows(section, next(iter(folders.values())))
     for label, folder in folders.items():
         summary = json.loads((README.parent / "results" / folder / "summary.json").read_text())
+        keep = [summary["seeds"].index(k) for k in seeds] if seeds is not None else range(len(summary["seeds"]))
+
+        def show(values: Sequence[float], keep: Sequence[int] = keep) -> str:
+            return cell([values[i] for i in keep])
+
         for method, m in summary["methods"].items():
             row = next((r for r in rows if r[:2] == [label, method]), None)
             assert row is not None, f"no row for {label} / {method}"
-            expected = [_pm(s["accuracy"]) for s in m["subsets"].values()]
-            expected += [_pm(m[k]) for k in ("average_accuracy", "counterintuitive_rate")]
+            expected = [show(s["accuracy"]) for s in m["subsets"].values()]
+            expected += [show(m[k]) for k in ("average_accuracy", "counterintuitive_rate")]
             if with_calibration:
-                expected += [_pm(_over_subsets(m, "ece", list(m["subsets"]))), _pm(m["val_average_accuracy"])]
+                expected += [show(_over_subsets(m, "ece", list(m["subsets"]))), show(m["val_average_accuracy"])]
             assert row[2 : 2 + len(expected)] == expected, (folder, method)
 
 
@@ -76,7 +91,9 @@ def test_readme_variants_table_is_what_their_results_folders_hold() -> None:
         "`data.audio_scaling=minmax`": "avmnist-minmax",
         "`data.val_split=recording_index`": "avmnist-recording-index-val",
     }
-    _check_setting_rows("Results: avMNIST", folders, with_calibration=True)
+    from simmlm.benchmark import _ci
+
+    _check_setting_rows("Results: avMNIST", folders, with_calibration=True, cell=_ci, seeds=(0, 1, 2))
 
 
 def test_readme_comparison_table_is_what_results_avmnist_compare_holds() -> None:

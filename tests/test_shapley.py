@@ -247,6 +247,38 @@ def test_monte_carlo_seven_modalities_pas_efficient_and_reproducible() -> None:
     torch.testing.assert_close(first.pas.sum(1), expected)
 
 
+def test_monte_carlo_pss_of_a_constant_predictor_is_exact_and_never_zero() -> None:
+    """Review finding: 5 permutations gave a constant predictor PSS [0, 0, .2, 0, .2, .2, .4] over 7 modalities, so
+    sampled and exact modes flagged different modalities as uninformative (PSS = 0 triggers DREAM's enhancement).
+    The empty coalition's terms are now exact: every available modality gets 1/|A|, as the exact value."""
+    m, n = 7, 3
+    available = torch.ones(n, m, dtype=torch.bool)
+    available[1, 3:] = False  # a sample with 3 modalities
+    gen = torch.Generator().manual_seed(0)
+    scores = shapley_contributions(
+        lambda mask: torch.zeros(len(mask), dtype=torch.long),
+        n,
+        m,
+        available=available,
+        mc_permutations=5,
+        generator=gen,
+    )
+    expected = available.double() / available.sum(1, keepdim=True)
+    torch.testing.assert_close(scores.pss.double(), expected)
+
+
+def test_monte_carlo_with_the_exact_empty_coalition_is_still_unbiased() -> None:
+    """Every permutation once (the estimator's expectation) still gives the exact values."""
+    m, n = 4, 9
+    table, targets, available = _random_case(5, n=n, m=m)
+    perms = torch.tensor(list(itertools.permutations(range(m))))
+    predict = _lookup_predictor(table)
+    for mask in (available, None):
+        by_perms = _shapley_from_coalitions(predict, _permutation_coalitions(perms), n, m, targets, mask, sampled=True)
+        exact = _shapley_from_coalitions(predict, _exact_coalitions(m), n, m, targets, mask)
+        _assert_scores(by_perms, exact.pss.double(), exact.pas.double())
+
+
 # ---------------------------------------------------------------- errors
 
 

@@ -21,7 +21,7 @@ from simmlm.evaluate import SHAPLEY_NOTE, headline_keys
 from simmlm.fileio import write_text_atomic
 from simmlm.metrics.bootstrap import Interval, seed_and_test_interval
 from simmlm.reproducibility import provenance
-from simmlm.runs import count_params, full_modality_flops, is_global_zero, load_run, save_run
+from simmlm.runs import count_params, explain_experts, full_modality_flops, is_global_zero, load_run, save_run
 
 
 def run_benchmark(
@@ -46,9 +46,13 @@ def run_benchmark(
     task = task_for(base)
     splits = task.load_splits()  # before creating ``out``: bad data leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
+    experts = explain_experts(base, task.input_shapes(splits))
+    for name, expert in experts.items():
+        log(f"expert for {name}: {expert['why']}")
     summary: dict[str, Any] = {
         "dataset": base.data.dataset,
         "modalities": splits.modalities,
+        "experts": experts,
         "seeds": list(seeds),
         "protocol": "",
         "methods": {},
@@ -245,6 +249,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "",
         summary["protocol"],
         "",
+        *(
+            ["Experts: " + "; ".join(f"{n}: {e['why']}" for n, e in summary["experts"].items()) + ".", ""]
+            if "experts" in summary
+            else []
+        ),
         f"## Test {'mean Dice (WT, TC, ET)' if segmentation else 'accuracy'} (%) per available-modality subset",
         "",
         "| method | " + " | ".join(names) + " | average | CR (%) ↓ | ECE (%) ↓ | params | MFLOPs | train s |",

@@ -36,7 +36,9 @@ def benchmark(
         str,
         typer.Argument(help="Dataset to benchmark: avmnist, mvmnist, seqfeatures, brats, or folder (your own data)."),
     ],
-    methods: Annotated[str, typer.Option(help="Comma-separated methods (see `simmlm methods`).")] = "simmlm,dmome",
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods (see `simmlm methods`).")
+    ] = "simmlm,dmome,late_fusion",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
     out: Annotated[
         Path | None,
@@ -126,6 +128,10 @@ def data(
         raise fail(err) from err
     typer.echo(splits.description)
     typer.echo(f"train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
+    from simmlm.runs import explain_experts
+
+    for name, expert in explain_experts(cfg, task.input_shapes(splits)).items():
+        typer.echo(f"expert for {name}: {expert['why']}")
     warning = schedule_warning(task.samples_per_epoch(splits), cfg.train)
     if warning:
         typer.echo(f"warning: {warning}")

@@ -17,8 +17,8 @@ one of them on one AVX2 code path that every x86-64 processor since 2013 (Intel 
 
 The variables must be set before torch and numpy are imported: :func:`apply_environment` runs when ``simmlm`` is
 imported, so ``SIMMLM_REPRODUCIBILITY=portable simmlm ...`` (or exporting it before ``import simmlm``) is
-enough; :func:`configure_torch` applies the rest and refuses when torch came first. Bit-exact results then need
-the same thread count and the same package versions; GPUs and non-x86 processors are outside its promise.
+enough; :func:`configure_torch` applies the rest and refuses when torch (or numpy) came first. Bit-exact results
+then need the same thread count and the same package versions; GPUs and non-x86 processors are outside its promise.
 This module imports nothing heavy: it runs before torch.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from typing import Any
 
 MODE_VARIABLE = "SIMMLM_REPRODUCIBILITY"
@@ -91,7 +92,14 @@ def apply_environment() -> None:
     except ValueError:
         return
     if portable and _runs_avx2():
+        global _NUMPY_CAME_FIRST
+        # numpy's OpenBLAS reads OPENBLAS_CORETYPE when numpy is imported: too late to set it now
+        _NUMPY_CAME_FIRST = "numpy" in sys.modules and os.environ.get("OPENBLAS_CORETYPE") != "Haswell"
         os.environ.update(PORTABLE_ENVIRONMENT)
+
+
+#: Whether numpy (and so its OpenBLAS, on its own kernels) was loaded before :func:`apply_environment` ran.
+_NUMPY_CAME_FIRST = False
 
 
 def configure_torch() -> None:
@@ -120,7 +128,13 @@ def configure_torch() -> None:
             f"could set ATEN_CPU_CAPABILITY. Set {MODE_VARIABLE}=portable in the environment before Python starts, "
             "or import simmlm before using torch."
         )
-    torch.backends.mkldnn.enabled = False
+    if _NUMPY_CAME_FIRST:
+        raise RuntimeError(
+            f"{MODE_VARIABLE}=portable, but numpy was imported before simmlm, so its OpenBLAS already chose this "
+            "processor's kernels (OPENBLAS_CORETYPE is read when numpy loads). Import simmlm before numpy, or set "
+            f"{MODE_VARIABLE}=portable and OPENBLAS_CORETYPE=Haswell in the environment before Python starts."
+        )
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 

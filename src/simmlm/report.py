@@ -233,6 +233,9 @@ def write_report(directory: str | Path) -> Path:
         intro = f"""<h2>Protocol</h2><p>{html.escape(summary.get("protocol", ""))}</p>
 <p>Methods: {html.escape(", ".join(summary["methods"]))}. Seeds: {html.escape(", ".join(map(str, summary["seeds"])))}.
 Modalities: {html.escape(", ".join(summary["modalities"]))}. simmlm {simmlm.__version__}.</p>"""
+        if "experts" in summary:
+            named = "; ".join(f"{n}: {e['kind']}" for n, e in summary["experts"].items())
+            intro += f"<p>Experts: {html.escape(named)} (why: the summary's protocol section).</p>"
     if robustness_path.is_file():
         from simmlm.robustness_report import robustness_markdown, write_figures
 

@@ -62,6 +62,18 @@ def build_model(cfg: RunConfig, input_shapes: dict[str, tuple[int, ...]], num_cl
     )
 
 
+def explain_experts(cfg: RunConfig, input_shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, str]]:
+    """Which expert each modality gets under ``cfg`` and why (``{"kind", "why"}`` per modality), as
+    :func:`build_model` will build it; for ``simmlm data``, the start of a benchmark and its summary."""
+    from simmlm.nn.experts import expert_kinds, explain_expert
+
+    experts = getattr(cfg.data, "experts", None)
+    expert = experts(cfg.model)[0] if experts is not None else cfg.model.expert
+    kinds = expert_kinds(input_shapes, expert)
+    explained = {name: explain_expert(name, kinds[name], shape) for name, shape in input_shapes.items()}
+    return {name: {"kind": kind, "why": why} for name, (kind, why) in explained.items()}
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, cfg: RunConfig, **meta: Any) -> None:
     """Write ``{"state_dict", "config", **meta}`` to ``path`` atomically."""
     torch_save_atomic({"state_dict": model.state_dict(), "config": cfg.model_dump(mode="json"), **meta}, path)

@@ -9,7 +9,9 @@ modification time), and DMoME / MoFe and the peers train on them (MLP experts, f
 
 The missing-rate protocol of MAP / MMP (``data.missing``: η % of the texts, the images or both, drawn with a seed)
 applies on top of what the data lacks, at training (training and validation samples), at test, or both. A sample
-the protocol would leave with nothing keeps what the data gave it; the splits' description counts them.
+the protocol would leave with nothing keeps what the data gave it; the splits' description counts them. The
+protocol acts on the mask, after the cache: a title or image that it drops *has* been encoded (once, so that one
+cache serves every rate, kind and seed), and its row is then zeroed, so no model, gate or statistic sees it.
 """
 
 from __future__ import annotations
@@ -186,7 +188,9 @@ def embed_split(root: Path, split: Split, data: Food101Data) -> dict[str, Any]:
     blob: dict[str, Any] = {"present": present, "classes": [it.class_name for it in items], "identity": identity}
     values: dict[str, list[Any]] = {"image": [it.image for it in items], "text": [it.title for it in items]}
     for m, (name, (_, encode)) in enumerate(codecs.items()):
-        rows = present[:, m].nonzero().flatten().tolist()  # an absent title or image is never encoded
+        rows = (
+            present[:, m].nonzero().flatten().tolist()
+        )  # what the data lacks is never encoded (the protocol's drops are)
         if not rows:
             raise ValueError(f"{root}: no {split} sample has {'an image' if m == 0 else 'a title'}")
         with torch.no_grad():

@@ -47,9 +47,11 @@ def _mofe_kernel(loss_plus: Tensor, loss_minus: Tensor, lam: float, same: Tensor
     if lam < 0:
         raise ValueError(f"MoFe lambda must be >= 0, got {lam}")
     gap = loss_plus - loss_minus
+    if same is not None:  # S- = S+ (one available modality): one task loss, not two, and no ranking to enforce
+        # (with one shared view the gap is 0 anyway; with two independently augmented views it is not)
+        gap = gap.masked_fill(same, 0.0)
+        loss_minus = loss_minus.masked_fill(same, 0.0)
     hinge = gap.clamp(min=0)
-    if same is not None:  # S- = S+ (one available modality): one task loss, not two; the hinge is 0 anyway
-        loss_minus = torch.where(same, torch.zeros_like(loss_minus), loss_minus)
     task_plus, task_minus = loss_plus.mean(), loss_minus.mean()
     return MoFeTerms(
         total=task_plus + task_minus + lam * hinge.mean(),

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from simmlm.methods.base import ModelOutput, validate_inputs, validate_subsets, zero_fill
+from simmlm.methods.base import ModelOutput, on_present_rows, validate_inputs, validate_subsets, zero_fill
 from simmlm.methods.registry import register_method
 from simmlm.nn.experts import BNConvNet, LeNet5, build_expert, expert_kinds, expert_options_for, resolve_expert_kind
 from simmlm.nn.sequence import SEQUENCE_KINDS, FrameTokenEncoder
@@ -134,7 +134,10 @@ class MMP(nn.Module):
         if validate_args:
             validate_inputs(inputs, available, self.modalities)
         filled = zero_fill(inputs, available, self.modalities)
-        return {name: encoder(filled[name]) for name, encoder in self.encoders.items()}
+        return {  # the rows of absent modalities are never read (projected tokens stand for them)
+            name: on_present_rows(encoder, encoder, filled[name], available[:, m])
+            for m, (name, encoder) in enumerate(self.encoders.items())
+        }
 
     def _aggregated(self, tokens: dict[str, Tensor], subset: Tensor) -> dict[str, Tensor]:
         """Eq. 2: aggregated tokens, updated from real tokens for the samples where the modality is present."""

@@ -120,7 +120,10 @@ def shapley_contributions(
     coalitions = _coalitions(num_modalities, mc_permutations, generator, MAX_EXACT_MODALITIES, cost)
     if predict_empty and available is not None:
         raise ValueError("predict_empty plays the game without an availability mask: pass available=None")
-    return _shapley_from_coalitions(predict, coalitions, num_samples, num_modalities, targets, available, predict_empty)
+    sampled = mc_permutations is not None
+    return _shapley_from_coalitions(
+        predict, coalitions, num_samples, num_modalities, targets, available, predict_empty, sampled
+    )
 
 
 def _coalitions(
@@ -177,8 +180,15 @@ def _shapley_from_coalitions(
     targets: Tensor | None,
     available: Tensor | None,
     predict_empty: bool = False,
+    sampled: bool = False,
 ) -> ShapleyScores:
-    """Sum ``weight * m(S, i)`` per sample and modality for PSS (eq. 1) and PAS (eqs. 3-4)."""
+    """Sum ``weight * m(S, i)`` per sample and modality for PSS (eq. 1) and PAS (eqs. 3-4).
+
+    ``sampled`` (Monte-Carlo coalitions) with the "no prediction" sentinel for ``ŷ(∅)``: the terms whose
+    ``S ∩ A`` is empty are 1 for every available modality (it comes first among the sample's modalities, with
+    probability ``1/|A|``), so they are added exactly instead of sampled. The estimate stays unbiased, and a
+    modality gets ``PSS >= 1/|A| > 0`` as in exact mode: a few permutations can no longer give an available
+    modality ``PSS = 0`` (what triggers DREAM's enhancement) merely because it was never drawn first."""
     device = torch.device("cpu")
     if available is not None:
         device = available.device
@@ -192,6 +202,10 @@ def _shapley_from_coalitions(
 
     shift = (table[:, idx_with] != table[:, idx_without]).double()  # [N, T]
     pss = torch.zeros(num_samples, num_modalities, dtype=torch.float64, device=device)
+    if sampled and not predict_empty:
+        shift = shift.masked_fill(effective[:, idx_without] == 0, 0.0)  # the empty coalition's terms, added exactly:
+        have = torch.ones_like(pss) if available is None else available.to(device, torch.float64)
+        pss += have / have.sum(1, keepdim=True)
     pss.index_add_(1, modality, shift * weight)
     pas = torch.zeros_like(pss)
     if targets is not None:

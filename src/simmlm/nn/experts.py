@@ -168,6 +168,32 @@ def resolve_expert_kind(kind: str, input_shape: tuple[int, ...]) -> str:
     return "lenet" if square else "gru" if len(input_shape) == 2 else "mlp"
 
 
+def explain_expert(name: str, kind: str, input_shape: tuple[int, ...]) -> tuple[str, str]:
+    """The expert modality ``name`` gets (:func:`resolve_expert_kind`) and one line saying why, with a hint when an
+    input read as a one-channel image looks like a series of many steps of a few channels (e.g. a ``[100, 3]``
+    accelerometer array in a folder dataset): then a sequence expert is usually the better reader."""
+    resolved = resolve_expert_kind(kind, input_shape)
+    shape = "×".join(map(str, input_shape))
+    if kind != "auto":
+        why = f"{resolved} (set by model.expert) for input {shape}"
+    elif resolved == "lenet":
+        why = f"lenet (auto: a square {shape} image, at least 12 px)"
+    elif resolved == "gru":
+        why = f"gru (auto: a [T, D] = {shape} feature sequence)"
+    else:
+        why = (
+            f"mlp (auto: input {shape} is neither a square image of at least 12 px nor a sequence, so it is flattened)"
+        )
+    if resolved in ("lenet", "bncnn", "mlp") and len(input_shape) == 3 and input_shape[0] == 1:
+        steps, channels = input_shape[1], input_shape[2]
+        if steps >= 16 and steps >= 4 * channels and channels <= 64:
+            why += (
+                f"; it looks like a series of {steps} steps of {channels} channels: `--set 'data.sequences=[{name}]'`"
+                " reads it as a [T, D] sequence for a sequence expert (gru by default)"
+            )
+    return resolved, why
+
+
 def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
     """An expert by name: ``"lenet"`` or ``"bncnn"`` for ``[C, S, S]`` inputs, ``"mlp"`` for any shape (flattened),
     ``"unet3d"`` for ``[C, D, H, W]`` volumes (``num_classes`` output channels per voxel); ``"auto"`` picks lenet
