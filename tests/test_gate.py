@@ -109,3 +109,29 @@ def test_per_sample_evenness_is_one_for_the_plain_mean_and_zero_for_one_expert()
     one_sample = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1)) / math.log(2)
     assert report["gate_evenness"]["a+b"] == pytest.approx((1 + 0 + 0 + one_sample) / 4, rel=1e-5)
     assert report["gate_weights"]["a+b"] == {"a": pytest.approx(0.6), "b": pytest.approx(0.4)}  # mean: fairly even
+
+
+def test_a_list_of_shrinkage_values_is_chosen_on_validation_and_equals_the_run_with_the_chosen_value() -> None:
+    """``train.gate_shrinkage: [a, b]``: stage 2 once per value from the same stage 1, the best validation mean score
+    kept (recorded with every value's score); the kept model is bit for bit the run with that value alone."""
+    quiet_lightning()
+    splits = synthetic_splits(48)
+
+    def config(shrinkage: object, method: str = "simmlm") -> RunConfig:
+        train_cfg = {"batch_size": 16, "stage1": {"epochs": 2}, "stage2": {"epochs": 2}, "gate_shrinkage": shrinkage}
+        return RunConfig.model_validate({"method": method, "model": {"expert": "auto"}, "train": train_cfg})
+
+    grid = train(config([5.0, 0.0]), splits, progress=False)
+    record = grid.selected["gate_shrinkage"]
+    scores = record["val_mean_score"]
+    assert set(scores) == {"5", "0"} and all(0 <= s <= 1 for s in scores.values())
+    key = {v: (scores[v], -record["val_mean_loss"][v]) for v in scores}  # accuracy, then the lower loss
+    assert record["chosen"] == (5.0 if key["5"] >= key["0"] else 0.0)  # a full tie keeps the value listed first
+    alone = train(config(record["chosen"]), splits, progress=False)
+    for name, value in grid.model.state_dict().items():
+        assert torch.equal(value, alone.model.state_dict()[name]), name
+    assert "gate_shrinkage" not in train(config([5.0, 0.0], "late_fusion"), splits, progress=False).selected
+    with pytest.raises(ValueError):
+        config([])
+    with pytest.raises(ValueError):
+        config([1.0, -1.0])

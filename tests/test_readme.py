@@ -105,12 +105,17 @@ def test_readme_multiview_table_is_what_results_mvmnist_holds() -> None:
     from simmlm.benchmark import _pm
 
     rows, _ = _rows("The gate on many views", "mvmnist")
-    for folder, label in (("mvmnist", "gate_shrinkage: 1.0"), ("mvmnist-no-shrinkage", "gate_shrinkage: 0")):
+    chosen = "chosen on validation"
+    for folder, label in (
+        ("mvmnist", "gate_shrinkage: 1.0"),
+        ("mvmnist-no-shrinkage", "gate_shrinkage: 0"),
+        ("mvmnist-shrinkage-chosen", chosen),
+    ):
         summary = json.loads((README.parent / "results" / folder / "summary.json").read_text())
         full = "+".join(summary["modalities"])
         for method, m in summary["methods"].items():
             wanted = [_pm(m["subsets"][full]["accuracy"]), _pm(m["average_accuracy"]), _pm(m["counterintuitive_rate"])]
-            tag = "" if method == "late_fusion" else label
+            tag = "" if method == "late_fusion" and label != chosen else label
             row = next(r for r in rows if r[1] == method and (tag in r[0]))
             assert row[2:5] == wanted, (folder, method)
 
@@ -173,3 +178,27 @@ def test_readme_food101_table_is_what_its_results_folders_hold() -> None:
         "fine-tuned": "food101-example-finetune",
     }
     _check_setting_rows("UPMC Food-101", folders, with_calibration=False)
+
+
+def test_readme_folder_shrinkage_table_is_what_its_results_folders_hold() -> None:
+    """The own-data rows (λ chosen on validation, λ = 0, late fusion) under "The gate on many views", mean ± 95 %
+    interval, each from its results folder."""
+    from simmlm.benchmark import _ci
+
+    rows, _ = _rows("The gate on many views", "folder-example3")
+    for m in (3, 6):
+        runs = (
+            ("simmlm, λ chosen", f"folder-example{m}", "simmlm"),
+            ("simmlm, λ = 0 (before)", f"folder-example{m}-no-shrinkage", "simmlm"),
+            ("late_fusion", f"folder-example{m}", "late_fusion"),
+        )
+        for label, folder, method in runs:
+            summary = json.loads((README.parent / "results" / folder / "summary.json").read_text())
+            v, full = summary["methods"][method], "+".join(summary["modalities"])
+            row = next(r for r in rows if r[1:3] == [f"{m} modalities", label])
+            expected = [
+                _ci(v["subsets"][full]["accuracy"]),
+                _ci(v["average_accuracy"]),
+                _ci(v["counterintuitive_rate"]),
+            ]
+            assert row[3:6] == expected, (folder, method)

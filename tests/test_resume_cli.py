@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +106,62 @@ def test_benchmark_resume_loads_finished_runs_and_continues_the_interrupted_one(
     # A finished run trained with another config is not silently reused.
     other = runner.invoke(app, [*base, "--out", str(out), "--resume", "--set", "train.stage2.epochs=1"])
     assert other.exit_code == 2 and "differs in train.stage2.epochs" in other.output
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_ends_a_benchmark_with_its_status_one_line_and_the_resume_command(
+    tmp_path: Path, config: Path, monkeypatch: pytest.MonkeyPatch, signum: int, status: int
+) -> None:
+    """A scheduler's SIGTERM (Lightning turns it into exit status 0) and Ctrl-C (1) end a benchmark with 143 / 130,
+    one line naming what stopped and the command that continues it; that command ends like an uninterrupted run."""
+    runner = CliRunner()
+    base = ["benchmark", "avmnist", "--methods", "simmlm", "--seeds", "0", "--config", str(config)]
+    out = tmp_path / "bench"
+
+    def signal_in_stage2(self: Any, batch: Any, batch_idx: int) -> None:
+        if self.current_epoch == 1 and batch_idx == 1:
+            os.kill(os.getpid(), signum)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CooperativeStage, "on_train_batch_start", signal_in_stage2)
+        patch.setattr("sys.argv", ["simmlm", *base, "--out", str(out)])
+        killed = runner.invoke(app, [*base, "--out", str(out)])
+    assert killed.exit_code == status, killed.output
+    said = " ".join(killed.output.split())
+    name = signal.Signals(signum).name
+    assert f"interrupted ({name}): the benchmark in {out} stopped" in said
+    assert f"--out {out} --resume" in said and not (out / "summary.json").exists()
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handlers are back
+    resumed = runner.invoke(app, [*base, "--out", str(out), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    reference = runner.invoke(app, [*base, "--out", str(tmp_path / "ref")])
+    assert reference.exit_code == 0
+    assert _metrics(out / "runs" / "simmlm-seed0") == _metrics(tmp_path / "ref" / "runs" / "simmlm-seed0")
+
+
+def test_an_output_folder_is_owned_by_one_run_at_a_time(tmp_path: Path, config: Path) -> None:
+    """A second benchmark on a folder another live run owns is refused at once (before, it deleted the first one's
+    checkpoints); a lock left by a process that is gone is taken over; a finished run leaves no lock behind."""
+    import subprocess
+    import sys
+
+    from simmlm.fileio import LOCK_NAME, folder_lock
+
+    runner = CliRunner()
+    out = tmp_path / "bench"
+    base = ["benchmark", "avmnist", "--methods", "simmlm", "--seeds", "0", "--config", str(config), "--out", str(out)]
+    with folder_lock(out, "a run that is still training"):
+        refused = runner.invoke(app, base)
+        assert refused.exit_code == 2
+        said = " ".join(refused.output.split())
+        assert f"{out} is in use by another simmlm run (a run that is still training: pid {os.getpid()}" in said
+        assert not (out / "runs").exists()
+        with pytest.raises(ValueError, match="is in use"), folder_lock(out, "a third"):
+            pass
+    assert not out.exists()  # the lock's folder was created for it and nothing was written: removed again
+    out.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / LOCK_NAME).write_text(json.dumps({"pid": int(gone.stdout), "host": __import__("socket").gethostname()}))
+    done = runner.invoke(app, base)  # stale: its process has exited
+    assert done.exit_code == 0, done.output
+    assert (out / "summary.json").is_file() and not (out / LOCK_NAME).exists()

@@ -412,3 +412,34 @@ def test_feature_size_mismatch_between_splits_raises(tmp_path: Path) -> None:
 def test_invalid_options_raise(path: Path, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_seqfeatures(path, **kwargs)
+
+
+class _RunsCode:
+    """What a crafted pickle holds: unpickling it calls ``Path.touch`` on a marker file (it could be anything)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (Path.touch, (str(self.marker),))  # type: ignore[return-value]
+
+
+def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    data = _data()
+    data["train"]["id"] = _RunsCode(marker)  # type: ignore[assignment]
+    evil = _write(tmp_path, data, "evil.pkl")
+    with pytest.raises(ValueError, match=r"refusing .*evil\.pkl: it references pathlib.*nothing in the file was run"):
+        load_seqfeatures(evil)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_feature_pickles_of_every_protocol_are_read(tmp_path: Path, protocol: int) -> None:
+    from simmlm.data.seqfeatures import load_feature_pickle
+
+    path = tmp_path / "mosi.pkl"
+    path.write_bytes(pickle.dumps(_data(), protocol=protocol))
+    loaded = load_feature_pickle(path)
+    np.testing.assert_array_equal(loaded["train"]["text"], _data()["train"]["text"])
+    assert list(loaded["test"]["id"]) == [f"clip{i}" for i in range(SPLIT_SIZES["test"])]

@@ -18,7 +18,7 @@ from simmlm.engine.resume import remove_checkpoints
 from simmlm.engine.tasks import task_for
 from simmlm.engine.train import run_key, train
 from simmlm.evaluate import SHAPLEY_NOTE, headline_keys
-from simmlm.fileio import write_text_atomic
+from simmlm.fileio import folder_lock, write_text_atomic
 from simmlm.metrics.bootstrap import Interval, seed_and_test_interval
 from simmlm.reproducibility import provenance
 from simmlm.runs import count_params, explain_experts, full_modality_flops, is_global_zero, load_run, save_run
@@ -45,85 +45,85 @@ def run_benchmark(
     source = provenance()  # before anything is written
     task = task_for(base)
     splits = task.load_splits()  # before creating ``out``: bad data leaves nothing behind
-    out.mkdir(parents=True, exist_ok=True)
-    experts = explain_experts(base, task.input_shapes(splits))
-    for name, expert in experts.items():
-        log(f"expert for {name}: {expert['why']}")
-    summary: dict[str, Any] = {
-        "dataset": base.data.dataset,
-        "modalities": splits.modalities,
-        "experts": experts,
-        "seeds": list(seeds),
-        "protocol": "",
-        "methods": {},
-        "provenance": source,
-    }
-    cache = {} if cache is None else cache  # stage 1 and finished runs shared between runs (see train)
-    for method in methods:
-        runs = []
-        for seed in seeds:
-            cfg = load_config(config, {**(overrides or {}), "method": method, "train.seed": seed})
-            run_dir = out / "runs" / f"{method}-seed{seed}"
-            if resume and (run_dir / "metrics.json").is_file():
-                log(f"{method} seed {seed}: finished before, loaded from {run_dir}")
-                run, result = load_run(run_dir, cfg)
-                cache[run_key(cfg, splits)] = result  # a later method may pre-train this run (DREAM's scorer)
-                runs.append(({"method": method, "seed": seed, **run}, result))
-                continue
-            log(f"{method} seed {seed}: training")
-            result = train(
-                cfg,
-                splits,
-                progress=False,
-                cache=cache,
-                checkpoint_dir=run_dir / "checkpoints",
-                resume=resume,
+    with folder_lock(out, "simmlm benchmark"):  # creates ``out``; a second run on it is refused at once
+        experts = explain_experts(base, task.input_shapes(splits))
+        for name, expert in experts.items():
+            log(f"expert for {name}: {expert['why']}")
+        summary: dict[str, Any] = {
+            "dataset": base.data.dataset,
+            "modalities": splits.modalities,
+            "experts": experts,
+            "seeds": list(seeds),
+            "protocol": "",
+            "methods": {},
+            "provenance": source,
+        }
+        cache = {} if cache is None else cache  # stage 1 and finished runs shared between runs (see train)
+        for method in methods:
+            runs = []
+            for seed in seeds:
+                cfg = load_config(config, {**(overrides or {}), "method": method, "train.seed": seed})
+                run_dir = out / "runs" / f"{method}-seed{seed}"
+                if resume and (run_dir / "metrics.json").is_file():
+                    log(f"{method} seed {seed}: finished before, loaded from {run_dir}")
+                    run, result = load_run(run_dir, cfg)
+                    cache[run_key(cfg, splits)] = result  # a later method may pre-train this run (DREAM's scorer)
+                    runs.append(({"method": method, "seed": seed, **run}, result))
+                    continue
+                log(f"{method} seed {seed}: training")
+                result = train(
+                    cfg,
+                    splits,
+                    progress=False,
+                    cache=cache,
+                    checkpoint_dir=run_dir / "checkpoints",
+                    resume=resume,
+                )
+                run = {"method": method, "seed": seed, **save_run(run_dir, result, splits)}
+                remove_checkpoints(run_dir)
+                report = run["test"]
+                key, _ = headline_keys(report)
+                accs = ", ".join(f"{k} {v[key]:.2%}" for k, v in report["subsets"].items())
+                own = result.train_seconds - result.shared_seconds
+                shared = f" (+ {result.shared_seconds:.1f} s reused)" if result.shared_seconds else ""
+                log(
+                    f"{method} seed {seed}: trained in {own:.1f} s{shared}  test: {accs}  "
+                    f"CR {report['counterintuitive_rate']:.2%}"
+                )
+                runs.append((run, result))
+            resolved = runs[0][1].config
+            score_name = task.score_name
+            t, n = resolved.train, task.samples_per_epoch(splits)
+            steps = f", each stage at least {t.min_steps} optimiser steps" if t.min_steps else ""
+            summary["protocol"] = (
+                f"{splits.description} Expert mixtures (simmlm, dmome, late_fusion) train in two stages "
+                f"(stage 1: {stage_epochs(t.stage1.epochs, n, t)} epochs per expert, stage 2: "
+                f"{stage_epochs(t.stage2.epochs, n, t)} epochs{steps}; stage 1 is shared between methods with "
+                "identical experts); mmp (no per-modality experts) trains in one stage for the same total number "
+                "of epochs; dream trains for stage 2's epochs after its scorer (the late-fusion run of the same seed, "
+                "reused when the benchmark has it), its convolutional token encoders starting from the scorer's "
+                f"stage-1 experts. Adam; every stage keeps its best epoch on validation {score_name} (stage 2: "
+                "mean over every subset), never on test data. Test metrics: every non-empty modality subset, each over "
+                "the test samples that have all of its modalities; ECE/SCE with 20 bins."
             )
-            run = {"method": method, "seed": seed, **save_run(run_dir, result, splits)}
-            remove_checkpoints(run_dir)
-            report = run["test"]
-            key, _ = headline_keys(report)
-            accs = ", ".join(f"{k} {v[key]:.2%}" for k, v in report["subsets"].items())
-            own = result.train_seconds - result.shared_seconds
-            shared = f" (+ {result.shared_seconds:.1f} s reused)" if result.shared_seconds else ""
-            log(
-                f"{method} seed {seed}: trained in {own:.1f} s{shared}  test: {accs}  "
-                f"CR {report['counterintuitive_rate']:.2%}"
+            summary["protocol"] += task.protocol(resolved)
+            summary["methods"][method] = _aggregate(
+                [r for r, _ in runs],
+                count_params(runs[0][1].model),
+                full_modality_flops(runs[0][1].model, splits, resolved),
+                {s: r.config.train.mofe_lambda for s, (_, r) in zip(seeds, runs, strict=True)},
             )
-            runs.append((run, result))
-        resolved = runs[0][1].config
-        score_name = task.score_name
-        t, n = resolved.train, task.samples_per_epoch(splits)
-        steps = f", each stage at least {t.min_steps} optimiser steps" if t.min_steps else ""
-        summary["protocol"] = (
-            f"{splits.description} Expert mixtures (simmlm, dmome, late_fusion) train in two stages "
-            f"(stage 1: {stage_epochs(t.stage1.epochs, n, t)} epochs per expert, stage 2: "
-            f"{stage_epochs(t.stage2.epochs, n, t)} epochs{steps}; stage 1 is shared between methods with "
-            "identical experts); mmp (no per-modality experts) trains in one stage for the same total number "
-            "of epochs; dream trains for stage 2's epochs after its scorer (the late-fusion run of the same seed, "
-            "reused when the benchmark has it), its convolutional token encoders starting from the scorer's "
-            f"stage-1 experts. Adam; every stage keeps its best epoch on validation {score_name} (stage 2: "
-            "mean over every subset), never on test data. Test metrics: every non-empty modality subset, each over "
-            "the test samples that have all of its modalities; ECE/SCE with 20 bins."
-        )
-        summary["protocol"] += task.protocol(resolved)
-        summary["methods"][method] = _aggregate(
-            [r for r, _ in runs],
-            count_params(runs[0][1].model),
-            full_modality_flops(runs[0][1].model, splits, resolved),
-            {s: r.config.train.mofe_lambda for s, (_, r) in zip(seeds, runs, strict=True)},
-        )
-        finished = list(summary["methods"])
-        runs_arrays = runs_from_folder(out, finished, seeds) if len(finished) > 1 else {}
-        if runs_arrays:  # classification: every method against simmlm, with 95 % intervals
-            summary["comparisons"] = compare_methods(runs_arrays, COMPARISON_DRAWS)
-        # Written after every method, so an interruption keeps what is finished.
-        if is_global_zero():
-            task.figures(out, method, runs[0][1].model, resolved, splits)
-            write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
-            write_text_atomic(out / "summary.md", summary_markdown(summary))
-            task.summary_figures(summary, out)
-    return summary
+            finished = list(summary["methods"])
+            runs_arrays = runs_from_folder(out, finished, seeds) if len(finished) > 1 else {}
+            if runs_arrays:  # classification: every method against simmlm, with 95 % intervals
+                summary["comparisons"] = compare_methods(runs_arrays, COMPARISON_DRAWS)
+            # Written after every method, so an interruption keeps what is finished.
+            if is_global_zero():
+                task.figures(out, method, runs[0][1].model, resolved, splits)
+                write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+                write_text_atomic(out / "summary.md", summary_markdown(summary))
+                task.summary_figures(summary, out)
+        return summary
 
 
 #: Bootstrap draws of the comparisons in ``summary.json``.
@@ -158,6 +158,12 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
         "mofe_active_fraction": [r["mofe"].get("active_fraction") for r in runs],
         f"val_{average}": [r[f"val_{average}"] for r in runs],
     }
+    chosen = [r.get("selected", {}).get("gate_shrinkage") for r in runs]
+    if all(chosen):  # train.gate_shrinkage listed several values: the one validation chose, per seed
+        out["gate_shrinkage"] = {
+            "chosen": [c["chosen"] for c in chosen],
+            "val_mean_score": [c["val_mean_score"] for c in chosen],
+        }
     if "gate_weights_regions" in tests[0]:  # segmentation: per-region gates and CR
         out["gate_weights_regions"] = {
             name: {
@@ -364,4 +370,21 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             f"| {method} | {m['mofe_lambda']} | {_pm(m['mofe_active_fraction'])} | "
             f"{_pm(m['mofe_hinge_mean'], scale=1.0, digits=4)} |"
         )
+    chosen = {method: m["gate_shrinkage"] for method, m in methods.items() if "gate_shrinkage" in m}
+    if chosen:
+        lines += [
+            "",
+            "## Gate shrinkage chosen on validation",
+            "",
+            "Stage 2 ran once per listed value of `train.gate_shrinkage` (from the same stage 1 and seed) and kept the",
+            "best validation mean score over subsets (a tie: the value listed first).",
+            "",
+            "| method | chosen per seed | validation mean score (%) per value, per seed |",
+            "|---|---|---|",
+        ]
+        for method, c in chosen.items():
+            scores = "; ".join(
+                ", ".join(f"{v}: {100 * s:.2f}" for v, s in seed.items()) for seed in c["val_mean_score"]
+            )
+            lines.append(f"| {method} | {', '.join(f'{v:g}' for v in c['chosen'])} | {scores} |")
     return "\n".join(lines) + "\n"

@@ -18,6 +18,8 @@ from simmlm.cli_common import (
     config_overrides,
     csv_items,
     default_config_line,
+    default_out,
+    exits_on_signals,
     fail,
     parse_seeds,
     placement,
@@ -42,7 +44,10 @@ def benchmark(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
     out: Annotated[
         Path | None,
-        typer.Option(help="Output folder for summary.json, summary.md and runs/ [default: results/DATASET]."),
+        typer.Option(
+            help="Output folder for summary.json, summary.md and runs/ [default: results/DATASET; for your own data "
+            "results/folder-NAME, after the data folder's name]."
+        ),
     ] = None,
     config: ConfigOpt = None,
     data_dir: DataDir = None,
@@ -67,7 +72,7 @@ def benchmark(
     from simmlm.runs import is_global_zero
 
     console = Console()
-    out = out if out is not None else Path("results") / dataset
+    out = out if out is not None else default_out(dataset, data_dir)
     try:
         method_list = csv_items(methods)
         for m in method_list:
@@ -79,15 +84,16 @@ def benchmark(
         settings = config_overrides(data_dir, set_, **extra)
         quiet_lightning()
         show_epochs(console)
-        summary = run_benchmark(
-            method_list,
-            seed_list,
-            out,
-            config,
-            settings,
-            log=lambda line: say(console, line),
-            resume=resume,
-        )
+        with exits_on_signals(f"the benchmark in {out}", out):
+            summary = run_benchmark(
+                method_list,
+                seed_list,
+                out,
+                config,
+                settings,
+                log=lambda line: say(console, line),
+                resume=resume,
+            )
     except (ValueError, FileNotFoundError, ValidationError) as err:
         raise fail(err) from err
     if not is_global_zero():
@@ -242,6 +248,7 @@ def train(
     from simmlm.engine.train import quiet_lightning
     from simmlm.engine.train import train as train_run
     from simmlm.evaluate import headline_keys
+    from simmlm.fileio import folder_lock
     from simmlm.runs import is_global_zero, save_run
 
     # progress bars on a terminal; piped to a file or another program, one flushed line per epoch instead
@@ -254,11 +261,12 @@ def train(
         if not progress:
             quiet_lightning()
             show_epochs(Console())
-        result = train_run(cfg, splits, progress=progress, checkpoint_dir=out / "checkpoints", resume=resume)
+        with folder_lock(out, "simmlm train"), exits_on_signals(f"the run in {out}", out / "checkpoints"):
+            result = train_run(cfg, splits, progress=progress, checkpoint_dir=out / "checkpoints", resume=resume)
+            report = save_run(out, result, splits)["test"]
+            remove_checkpoints(out)
     except (ValueError, FileNotFoundError, ValidationError) as err:
         raise fail(err) from err
-    report = save_run(out, result, splits)["test"]
-    remove_checkpoints(out)
     if not is_global_zero():
         return
     key, average_key = headline_keys(report)

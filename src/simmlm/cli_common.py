@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -116,3 +119,68 @@ def fail(err: Exception) -> typer.Exit:
 
     Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(err))}")
     return typer.Exit(code=2)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived during a run (a ``BaseException``, like ``KeyboardInterrupt``: nothing catches it
+    by accident; Lightning tears its trainer down and lets it through)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def exits_on_signals(what: str, out: Path, resume_flag: bool = True) -> Iterator[None]:
+    """Run a training command so that Ctrl-C (SIGINT) and a scheduler's kill (SIGTERM) end it with status 130 or 143
+    and one line: what was interrupted, that its checkpoints are intact, and the command that continues it.
+
+    Without this, Lightning turns SIGTERM into an exit status of 0 (a ``SystemExit`` without a code) and Ctrl-C into
+    1, both without a word. Files are written atomically, so nothing is left half-written either way.
+    ``resume_flag``: the command continues with ``--resume`` (else, e.g. ``simmlm robustness``, run as it was).
+    """
+    import signal
+    import sys
+    import threading
+
+    def raise_interrupted(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt, SystemExit) as err:
+        if isinstance(err, SystemExit) and type(err).__name__ != "SIGTERMException":
+            raise  # a real exit (typer.Exit is not a SystemExit; sys.exit from elsewhere keeps its code)
+        signum = (
+            err.signum
+            if isinstance(err, Interrupted)
+            else signal.SIGINT
+            if isinstance(err, KeyboardInterrupt)
+            else signal.SIGTERM
+        )
+        name = signal.Signals(signum).name
+        argv = [a for a in sys.argv[1:] if a != "--resume"]
+        command = " ".join(shlex.quote(a) for a in ["simmlm", *argv, *(["--resume"] if resume_flag else [])])
+        from rich.console import Console
+        from rich.markup import escape
+
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]interrupted ({name}):[/] {escape(what)} stopped; the checkpoints of every finished epoch are "
+            f"intact in {escape(str(out))}. Continue exactly where it stopped with: {escape(command)}"
+        )
+        raise typer.Exit(code=128 + int(signum)) from None
+    finally:
+        for s, previous in handlers.items():
+            signal.signal(s, previous)
+
+
+def default_out(dataset: str, data_dir: Path | None, suffix: str = "") -> Path:
+    """``results/DATASET`` (+ ``suffix``), or for your own data ``results/folder-NAME`` after its folder's name, so two
+    folder datasets never share (and overwrite) one output folder."""
+    name = dataset
+    if dataset == "folder" and data_dir is not None:
+        name = f"folder-{data_dir.resolve().name or 'data'}"
+    return Path("results") / f"{name}{suffix}"

@@ -14,6 +14,8 @@ from simmlm.cli_common import (
     config_overrides,
     csv_items,
     default_config_line,
+    default_out,
+    exits_on_signals,
     fail,
     parse_seeds,
     say,
@@ -29,7 +31,12 @@ def robustness(
         str, typer.Option(help="Comma-separated methods (see `simmlm methods`).")
     ] = "simmlm,dmome,late_fusion,mmp,dream",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
-    out: Annotated[Path | None, typer.Option(help="Output folder [default: results/DATASET-robustness].")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output folder [default: results/DATASET-robustness; own data: results/folder-NAME-robustness]."
+        ),
+    ] = None,
     suite: Annotated[
         Path | None,
         typer.Option(help="YAML of the scenarios and severities (README, Robustness); default: the built-in suite."),
@@ -54,7 +61,7 @@ def robustness(
     from simmlm.robustness import load_suite, run_robustness
 
     console = Console()
-    out = out if out is not None else Path("results") / f"{dataset}-robustness"
+    out = out if out is not None else default_out(dataset, data_dir, "-robustness")
     try:
         method_list = csv_items(methods)
         for m in method_list:
@@ -66,7 +73,8 @@ def robustness(
         settings = config_overrides(data_dir, set_, **{"data.dataset": dataset})
         quiet_lightning()
         show_epochs(console)
-        run_robustness(method_list, seed_list, out, config, settings, spec, log=lambda text: say(console, text))
+        with exits_on_signals(f"the robustness suite in {out}", out, resume_flag=False):
+            run_robustness(method_list, seed_list, out, config, settings, spec, log=lambda text: say(console, text))
     except (ValueError, FileNotFoundError, ValidationError) as err:
         raise fail(err) from err
     console.print(

@@ -53,3 +53,67 @@ def torch_save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` atomically (:func:`atomic_path`)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save(obj, handle)
+
+
+LOCK_NAME = ".simmlm.lock"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a process of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
+    """Own ``folder`` for one run at a time: ``folder/.simmlm.lock`` holds the owner's PID, host, command and start
+    time, created exclusively, and is removed when the block ends. A lock whose process is gone (same host) is stale
+    and taken over; a live one is a ``ValueError`` naming its owner, so two runs never write into one folder (the
+    second would delete the first's checkpoints). A folder it created and nothing was written to is removed again."""
+    import json
+    import socket
+    import sys
+    import time
+
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(os.environ.get(rank, "0") != "0" for rank in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        yield  # another process of the same distributed run (launched with the same command): rank 0 owns the lock
+        return
+    lock = folder / LOCK_NAME
+    host = socket.gethostname()
+    me = {"pid": os.getpid(), "host": host, "command": " ".join(sys.argv), "what": what, "since": time.ctime()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = json.loads(lock.read_text())
+                pid, owner_host = int(owner["pid"]), str(owner["host"])
+            except (OSError, ValueError, KeyError, TypeError):
+                owner, pid, owner_host = {}, -1, host  # unreadable: written by a process killed mid-write
+            if owner_host == host and (pid < 0 or not _alive(pid)):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise ValueError(
+                f"{folder} is in use by another simmlm run ({owner.get('what', 'a run')}: pid {pid} on {owner_host} "
+                f"since {owner.get('since', '?')}, `{owner.get('command', '?')}`); wait for it to finish, choose "
+                f"another --out, or delete {lock} if that run is gone"
+            ) from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(me))
+        break
+    else:
+        raise ValueError(f"could not take {lock}: another run keeps creating it")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        if created and not any(folder.iterdir()):
+            folder.rmdir()  # a run refused before it wrote anything leaves nothing behind

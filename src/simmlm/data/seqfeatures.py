@@ -205,18 +205,59 @@ def _fixed_missing(
     return dropped
 
 
+#: What a MulT / MMSA feature pickle may reference besides dicts, lists, strings and numbers: NumPy's arrays, dtypes
+#: and scalars (under numpy 1's and numpy 2's module names), ordered dicts, and the byte-string codec of Python 2
+#: pickles. Anything else (a function, ``os.system``, a class of another package) is refused before it is called.
+_PICKLE_GLOBALS = {
+    *(
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    ),
+    *((module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
+    ("_codecs", "encode"),
+}
+
+
+class RefusedPickle(pickle.UnpicklingError):
+    """A feature pickle references something it must not hold (raised before it is called)."""
+
+
+class _FeatureUnpickler(pickle.Unpickler):
+    """Unpickles only the types a MulT / MMSA feature file holds (:data:`_PICKLE_GLOBALS`), so a crafted file
+    cannot run code: ``pickle.load`` would call whatever the file names."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise RefusedPickle(
+                f"it references {module}.{name}, which a feature pickle never holds (only dicts, lists, strings, "
+                "numbers and NumPy arrays are read; nothing in the file was run)"
+            )
+        return super().find_class(module, name)
+
+
+def load_feature_pickle(path: Path) -> Any:
+    """The content of a MulT / MMSA feature pickle, read with :class:`_FeatureUnpickler` (Python 2 pickles too)."""
+    with path.open("rb") as fh:
+        try:
+            return _FeatureUnpickler(fh).load()
+        except UnicodeDecodeError:  # pickles written by Python 2 (older MulT files)
+            fh.seek(0)
+            return _FeatureUnpickler(fh, encoding="latin1").load()
+
+
 def _read_pickle(path: Path) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"sequence-feature pickle {path} does not exist")
     if not path.is_file():
         raise FileNotFoundError(f"{path} is not a file; expected a MulT / MMSA feature pickle (.pkl)")
     try:
-        with path.open("rb") as fh:
-            try:
-                return pickle.load(fh)
-            except UnicodeDecodeError:  # pickles written by Python 2 (older MulT files)
-                fh.seek(0)
-                return pickle.load(fh, encoding="latin1")
+        return load_feature_pickle(path)
+    except RefusedPickle as err:
+        raise ValueError(f"refusing {path}: {err}") from err
     except Exception as err:  # unpickling garbage raises almost anything
         raise ValueError(
             f"cannot read {path} as a pickle ({type(err).__name__}: {err}); expected a MulT / MMSA feature "

@@ -137,8 +137,7 @@ class BratsData(StrictModel):
     brats: BratsConfig = BratsConfig()
 
 
-#: Which dataset and its own options: the ``dataset`` key picks the section, so an option of another dataset
-#: (or a typo) is an error at load time.
+#: Which dataset and its own options: the ``dataset`` key picks the section (an option of another one is an error).
 def _dataset_of(value: Any) -> str:
     """The tag of a data section: its ``dataset`` (avMNIST when left out)."""
     return str(value.get("dataset", "avmnist") if isinstance(value, dict) else getattr(value, "dataset", "avmnist"))
@@ -153,6 +152,7 @@ DataConfig = Annotated[
     | Annotated[Food101Data, Tag("food101")],
     Discriminator(_dataset_of),
 ]
+NonNegative = Annotated[float, Field(ge=0)]
 
 
 class ModelConfig(StrictModel):
@@ -220,8 +220,8 @@ class TrainConfig(StrictModel):
         description="every stage makes at least this many optimiser steps: small datasets get more epochs than "
         "stage1/stage2 say (0: the epochs as given)",
     )
-    gate_shrinkage: float = Field(
-        0.0, ge=0, description="stage 2 adds this times KL(gate weights || uniform) for x+ and x- (README: the gate)"
+    gate_shrinkage: NonNegative | Annotated[list[NonNegative], Field(min_length=1)] = Field(
+        0.0, description="stage 2's weight of KL(gate || uniform) (README: the gate); a list: chosen on validation"
     )
     accelerator: str = "auto"
     devices: int | Literal["auto"] = Field(1, description="devices per node (Lightning's `devices`)")

@@ -242,54 +242,34 @@ def train(
         selected.update(stage1.selected)
         prior_seconds += stage1.seconds
         shared_seconds += stage1.seconds if stage1.selected.get("stage1_reused") else 0.0
-    done = store.done("stage2") if store is not None else None
-    mofe: dict[str, float] = {}
-    if done is not None:
-        model.load_state_dict(done["model"])
-        selected.update(done["selected"])
-        mofe, seconds = done["mofe"], done["seconds"]
-    else:
-        L.seed_everything(_stage_seed(t.seed, 2), workers=True, verbose=False)
-        two_stage = isinstance(model, ExpertMixture)
-        stage2 = CooperativeStage(
-            model,
-            splits.val,
-            t.stage2.lr,
-            t.stage2.weight_decay,
-            t.augment,
-            float(t.mofe_lambda or 0.0),
-            t.mofe_views,
-            task,
-            t.gate_shrinkage,
-            t.pairs_per_sample,
-            "stage2" if two_stage else "train",
-        )
-        if t.gate_init == "uniform" and isinstance(model, ExpertMixture):
-            model.reset_fusion_to_uniform()
-        # Methods without per-modality experts have no stage 1: they get the whole epoch budget in one stage,
-        # unless their pre-training gave them stage-1 weights (DREAM's encoders from its scorer's experts).
-        n = task.samples_per_epoch(splits)
-        if two_stage:
-            what = "stage 2 (experts + gate)"
-        elif entry.stage1_in_pretrain:
-            what = "stage 2 (after its pre-training)"
-        else:
-            what = "one stage (no per-modality experts to train first)"
-        one_stage = not (two_stage or entry.stage1_in_pretrain)
-        epochs = stage_epochs(t.stage2.epochs, n, t) + (stage_epochs(t.stage1.epochs, n, t) if one_stage else 0)
-        logging.getLogger("simmlm").info("  %s: %d epochs", what, epochs)
-        seconds = 0.0
-        if epochs > 0:
-            loader = task.train_loader(
-                splits.train, t.batch_size, _stage_seed(t.seed, 2), with_index=entry.needs_sample_index
+    values = shrinkage_grid(t.gate_shrinkage, model)
+    start = copy.deepcopy(model.state_dict()) if len(values) > 1 else None
+    tried: list[tuple[tuple[float, float], float, StageTwoResult, dict[str, Any] | None]] = []
+    for value in values:
+        if start is not None:
+            model.load_state_dict(start)  # every value from the same stage-1 experts and the same stage-2 seed
+            logging.getLogger("simmlm").info(
+                "  stage 2 with gate_shrinkage %g (%d of %d values; validation chooses)",
+                value,
+                len(tried) + 1,
+                len(values),
             )
-            seconds = _fit(stage2, loader, epochs, t, progress, store, "stage2")
-            selected["stage2"] = stage2.selected()
-        mofe = stage2.mofe_stats()
-        if store is not None:
-            stage2_selected = {"stage2": selected["stage2"]} if "stage2" in selected else {}
-            record = {"model": model.state_dict(), "selected": stage2_selected, "mofe": mofe, "seconds": seconds}
-            store.save_done("stage2", record)
+        phase = "stage2" if len(values) == 1 else f"stage2-shrinkage{value:g}"
+        two = _stage_two(cfg, splits, model, task, progress, store, value, phase)
+        state = copy.deepcopy(model.state_dict()) if start is not None else None
+        tried.append((two.score, value, two, state))
+    # the best validation score (mean accuracy or Dice over subsets; a tie goes to the lower validation loss, as in
+    # the choice of epochs; then to the value listed first)
+    _, chosen, two, state = max(tried, key=lambda x: x[0])
+    if state is not None:
+        model.load_state_dict(state)
+    selected.update(two.selected)
+    mofe, seconds = two.mofe, sum(x[2].seconds for x in tried)
+    if len(values) > 1:
+        scores = {f"{v:g}": s[0] for s, v, _, _ in tried}
+        losses = {f"{v:g}": -s[1] for s, v, _, _ in tried}
+        selected["gate_shrinkage"] = {"chosen": chosen, "val_mean_score": scores, "val_mean_loss": losses}
+        logging.getLogger("simmlm").info("  gate_shrinkage %g chosen (validation mean score: %s)", chosen, scores)
     if entry.after_training is not None:
         entry.after_training(model)
     model.cpu().eval()
@@ -297,6 +277,90 @@ def train(
     if cache is not None:
         cache[run_key(given, splits)] = result
     return result
+
+
+def shrinkage_grid(setting: float | list[float], model: nn.Module) -> list[float]:
+    """The gate-shrinkage values stage 2 tries (``train.gate_shrinkage``: one value, or a list to choose from on
+    validation). Only a learned gate over experts (DMoME: simmlm, dmome) has weights to shrink: other methods train
+    once, with the first value (it changes nothing for them)."""
+    values = [float(setting)] if isinstance(setting, int | float) else [float(v) for v in setting]
+    learned_gate = isinstance(model, ExpertMixture) and any(
+        p.requires_grad for name, p in model.named_parameters() if not name.startswith("experts.")
+    )
+    return values if learned_gate else values[:1]
+
+
+@dataclass
+class StageTwoResult:
+    """What stage 2 gave: the ``selected`` entries, MoFe statistics, seconds and its best validation score."""
+
+    selected: dict[str, Any]
+    mofe: dict[str, float]
+    seconds: float
+    score: tuple[float, float]
+
+
+def _stage_two(
+    cfg: RunConfig,
+    splits: Splits,
+    model: nn.Module,
+    task: Task,
+    progress: bool,
+    store: RunCheckpoints | None,
+    gate_shrinkage: float,
+    phase: str,
+) -> StageTwoResult:
+    """Stage 2 (experts + gate with eq. 4; the whole training of a method without stage 1) with one gate-shrinkage
+    value: from its finished-phase record when resuming, else trained (resumably) under ``phase``."""
+    t = cfg.train
+    entry = get_method(cfg.method)
+    done = store.done(phase) if store is not None else None
+    if done is not None:
+        model.load_state_dict(done["model"])
+        score = tuple(done.get("score", (0.0, 0.0)))
+        return StageTwoResult(done["selected"], done["mofe"], done["seconds"], (score[0], score[1]))
+    L.seed_everything(_stage_seed(t.seed, 2), workers=True, verbose=False)
+    two_stage = isinstance(model, ExpertMixture)
+    stage2 = CooperativeStage(
+        model,
+        splits.val,
+        t.stage2.lr,
+        t.stage2.weight_decay,
+        t.augment,
+        float(t.mofe_lambda or 0.0),
+        t.mofe_views,
+        task,
+        gate_shrinkage,
+        t.pairs_per_sample,
+        "stage2" if two_stage else "train",
+    )
+    if t.gate_init == "uniform" and isinstance(model, ExpertMixture):
+        model.reset_fusion_to_uniform()
+    # Methods without per-modality experts have no stage 1: they get the whole epoch budget in one stage,
+    # unless their pre-training gave them stage-1 weights (DREAM's encoders from its scorer's experts).
+    n = task.samples_per_epoch(splits)
+    if two_stage:
+        what = "stage 2 (experts + gate)"
+    elif entry.stage1_in_pretrain:
+        what = "stage 2 (after its pre-training)"
+    else:
+        what = "one stage (no per-modality experts to train first)"
+    one_stage = not (two_stage or entry.stage1_in_pretrain)
+    epochs = stage_epochs(t.stage2.epochs, n, t) + (stage_epochs(t.stage1.epochs, n, t) if one_stage else 0)
+    logging.getLogger("simmlm").info("  %s: %d epochs", what, epochs)
+    seconds, selected = 0.0, {}
+    if epochs > 0:
+        loader = task.train_loader(
+            splits.train, t.batch_size, _stage_seed(t.seed, 2), with_index=entry.needs_sample_index
+        )
+        seconds = _fit(stage2, loader, epochs, t, progress, store, phase)
+        selected["stage2"] = stage2.selected()
+    mofe = stage2.mofe_stats()
+    score = stage2.best[0] if stage2.best is not None else (0.0, 0.0)
+    if store is not None:
+        record = {"model": model.state_dict(), "selected": selected, "mofe": mofe, "seconds": seconds, "score": score}
+        store.save_done(phase, record)
+    return StageTwoResult(selected, mofe, seconds, (float(score[0]), float(score[1])))
 
 
 def _stage_one(
