@@ -299,7 +299,7 @@ def test_truncated_npy_data(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "d")
     path = root / "img" / "s4.npy"
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(ValueError, match=r"sample 's4', modality 'img'\): .*not a readable"):
+    with pytest.raises(ValueError, match=r"sample 's4', modality 'img'\): .*holds 566: truncated or damaged"):
         load_folder(root)
 
 
@@ -387,3 +387,52 @@ def test_cli_data_folder_prints_the_splits(tmp_path: Path) -> None:
         ],
     )
     assert fine.exit_code == 0 and "warning" not in fine.output  # 4 steps x 25 epochs = 100
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_manifest_paths_outside_the_data_folder_are_refused_unless_allowed(tmp_path: Path, kind: str) -> None:
+    """A ``..`` path, an absolute path and a symlink to a file outside the data folder were read silently before."""
+    root = write_folder(tmp_path / "d")
+    outside = tmp_path / "elsewhere.npy"
+    np.save(outside, np.load(root / "vec" / "s1.npy"))
+    cell = {"dotdot": "../elsewhere.npy", "absolute": str(outside), "symlink": "vec/link.npy"}[kind]
+    if kind == "symlink":
+        (root / "vec" / "link.npy").symlink_to(outside)
+    edit_manifest(root, 1, "vec", cell)
+    with pytest.raises(ValueError, match=r"line 3 \(sample 's1', modality 'vec'\): .* leads outside the data folder"):
+        load_folder(root)
+    load_folder(root, outside_paths=True)  # the setting reads it
+
+
+def test_an_npy_header_claiming_more_than_the_file_holds_is_one_error(tmp_path: Path) -> None:
+    """A header claiming 1e11 floats asked for 373 GiB (a MemoryError traceback) before; now one line."""
+    root = write_folder(tmp_path / "d")
+    path = root / "vec" / "s2.npy"
+    with path.open("wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": (10**11,)})
+        handle.write(b"\0" * 64)
+    with pytest.raises(ValueError, match=r"header claims an array of shape \[100000000000\] .* truncated or damaged"):
+        load_folder(root)
+
+
+def test_class_names_that_differ_only_in_case_or_spaces_are_refused(tmp_path: Path) -> None:
+    """``Dog`` among ``dog`` silently became a new class before."""
+    root = write_folder(tmp_path / "d")
+    table = read_manifest(root)
+    for row in table[1:]:
+        row[1] = "dog" if row[1] == "0" else "cat"
+    table[3][1] = "Dog"
+    write_manifest(root, table[0], table[1:])
+    with pytest.raises(ValueError, match=r"class names 'Dog', 'dog' differ only in case or spaces \(e.g. line 4\)"):
+        load_folder(root)
+
+
+def test_a_class_without_training_samples_is_refused_and_counts_are_described(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", num_classes=2)
+    splits = load_folder(root)
+    assert "samples per class (train/val/test): 0 4/2/2, 1 4/2/2" in splits.description
+    edit_manifest(root, 12, "label", "2")  # a test sample of a class no training sample has
+    with pytest.raises(
+        ValueError, match=r"line 14 \(sample 's12'\): class '2' is in the test split but in no training"
+    ):
+        load_folder(root)

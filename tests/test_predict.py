@@ -159,3 +159,27 @@ def test_core_and_predict_do_not_import_lightning(run_dir: Path, files: dict[str
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated", "a pickle that runs code"])
+def test_a_damaged_or_foreign_model_pt_is_one_line_without_unsafe_advice(
+    run_dir: Path, files: dict, tmp_path: Path, damage: str
+) -> None:
+    """Before: a 60–170-line traceback, and for random bytes torch's advice to load with weights_only=False."""
+    import os
+    import pickle
+
+    bad = tmp_path / "run"
+    bad.mkdir()
+    good = (run_dir / "model.pt").read_bytes()
+    marker = tmp_path / "PWNED"
+    content = {
+        "random bytes": os.urandom(4096),
+        "truncated": good[: len(good) // 2],
+        "a pickle that runs code": pickle.dumps(type("X", (), {"__reduce__": lambda s: (marker.touch, ())})()),
+    }[damage]
+    (bad / "model.pt").write_bytes(content)
+    code, output = _predict(bad, f"image={files['one.png']}")
+    said = " ".join(output.split())
+    assert code == 2 and "is not a model.pt that simmlm wrote, or it is damaged or truncated" in said
+    assert "weights_only" not in said and "Traceback" not in output and not marker.exists()

@@ -180,3 +180,17 @@ def test_costs_measures_positive_ratios_for_every_subset() -> None:
     assert costs.subsets == 7 and costs.all_subsets_ratio > 0 and costs.mofe_step_ratio > 0
     result = CliRunner().invoke(app, ["costs", "--help"])
     assert result.exit_code == 0 and "full pass" in result.output
+
+
+def test_compare_skips_what_only_a_newer_version_writes_but_not_what_the_rerun_lacks(tmp_path: Path) -> None:
+    """`make demo` failed once because the rerun's summary named its experts and the committed one did not."""
+    newer = _bench(COMMITTED)
+    newer["experts"] = {"image": {"kind": "lenet", "why": "auto"}}
+    newer["methods"]["simmlm"]["gate_shrinkage"] = {"chosen": [1.0] * len(COMMITTED)}  # type: ignore[index]
+    ok = _compare(tmp_path, _bench(COMMITTED), newer)
+    assert ok.exit_code == 0 and ok.output.startswith("reproduced exactly"), ok.output
+    assert "not compared, not in the reference (a newer simmlm writes them): experts, methods.*.gate_shrinkage" in (
+        " ".join(ok.output.split())
+    )
+    older = _compare(tmp_path, newer, _bench(COMMITTED))  # the rerun lacks what the reference has: not excused
+    assert older.exit_code == 1 and "experts: missing from the new summary" in older.output

@@ -279,6 +279,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "ECE in this table is the mean over subsets; FLOPs are for one full-modality sample; train s is the method's "
         "own training time, plus (in brackets) the stage 1 it reused from a method before it.",
     ]
+    counts = {n: first["subsets"][n].get("samples", [None])[0] for n in names}
+    if all(isinstance(c, int) for c in counts.values()):
+        few = [f"{n} ({100 / c:.1f} points a sample)" for n, c in counts.items() if 0 < c < 100]
+        lines += [
+            "",
+            "Test samples per subset (those that have all of its modalities): "
+            + ", ".join(f"{n} {c}" for n, c in counts.items())
+            + (f". Few samples, so one sample moves the score a lot: {', '.join(few)}." if few else "."),
+        ]
     if len(summary["seeds"]) > 1:
         lines += [
             "",

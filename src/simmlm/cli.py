@@ -94,7 +94,7 @@ def benchmark(
                 log=lambda line: say(console, line),
                 resume=resume,
             )
-    except (ValueError, FileNotFoundError, ValidationError) as err:
+    except (ValueError, OSError, ValidationError) as err:
         raise fail(err) from err
     if not is_global_zero():
         return
@@ -130,7 +130,7 @@ def data(
         cfg = load_config(config, config_overrides(data_dir, set_, **{"data.dataset": dataset}))
         task = task_for(cfg)
         splits = task.load_splits()
-    except (ValueError, FileNotFoundError, ValidationError) as err:
+    except (ValueError, OSError, ValidationError) as err:
         raise fail(err) from err
     typer.echo(splits.description)
     typer.echo(f"train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
@@ -265,7 +265,7 @@ def train(
             result = train_run(cfg, splits, progress=progress, checkpoint_dir=out / "checkpoints", resume=resume)
             report = save_run(out, result, splits)["test"]
             remove_checkpoints(out)
-    except (ValueError, FileNotFoundError, ValidationError) as err:
+    except (ValueError, OSError, ValidationError) as err:
         raise fail(err) from err
     if not is_global_zero():
         return
@@ -319,7 +319,7 @@ def predict(
         files["text"] = text
     try:
         result = predict_files(run_dir, files, output)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         raise fail(err) from err
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -358,7 +358,7 @@ def report(directory: Annotated[Path, typer.Argument(help="A benchmark folder ho
 
     try:
         path = write_report(directory)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         raise fail(err) from err
     typer.echo(f"wrote {path}")
 

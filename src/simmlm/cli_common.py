@@ -59,7 +59,10 @@ def config_overrides(data_dir: Path | None, sets: list[str] | None, **extra: Any
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"--set expects KEY=VALUE, got {item!r}")
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise typer.BadParameter(f"--set {item!r}: the value is not YAML ({' '.join(str(err).split())})") from err
     return out
 
 
@@ -87,7 +90,11 @@ def parse_seeds(text: str) -> list[int]:
     bad = [item for item in items if not item.lstrip("-").isdigit()]
     if bad or not items:
         raise ValueError(f"--seeds expects comma-separated integers such as 0,1,2; got {text!r}")
-    return [int(item) for item in items]
+    seeds = [int(item) for item in items]
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:  # a repeated seed trains the same run twice and reports a spread of 0
+        raise ValueError(f"--seeds {text!r} repeats {', '.join(map(str, repeated))}; give each seed once")
+    return seeds
 
 
 def say(console: Any, text: str, **style: Any) -> None:

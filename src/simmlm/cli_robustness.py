@@ -75,7 +75,7 @@ def robustness(
         show_epochs(console)
         with exits_on_signals(f"the robustness suite in {out}", out, resume_flag=False):
             run_robustness(method_list, seed_list, out, config, settings, spec, log=lambda text: say(console, text))
-    except (ValueError, FileNotFoundError, ValidationError) as err:
+    except (ValueError, OSError, ValidationError) as err:
         raise fail(err) from err
     console.print(
         f"wrote {out / 'robustness.json'}, {out / 'robustness.md'} and {out / 'robustness'}/ (figures); "

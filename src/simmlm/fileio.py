@@ -50,9 +50,13 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def torch_save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` atomically (:func:`atomic_path`)."""
+    """``torch.save`` to ``path`` atomically (:func:`atomic_path`); a failed write (a full disk: torch raises a
+    ``RuntimeError`` from its zip writer) is an ``OSError`` naming the file."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(obj, handle)
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as err:
+            raise OSError(f"could not write {path} (is the disk full or the folder not writable?): {err}") from err
 
 
 LOCK_NAME = ".simmlm.lock"
@@ -81,6 +85,8 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
     import time
 
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder: choose another --out")
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     if any(os.environ.get(rank, "0") != "0" for rank in ("RANK", "LOCAL_RANK", "NODE_RANK")):

@@ -13,6 +13,7 @@ import numpy as np
 import simmlm
 from simmlm import report_figures as rf
 from simmlm.evaluate import headline_keys
+from simmlm.fileio import write_text_atomic
 from simmlm.subsets import subset_name
 
 _DICE = ("dice_mean", "dice_wt", "dice_tc", "dice_et")
@@ -205,6 +206,19 @@ def _figures(directory: Path, summary: dict[str, Any]) -> list[tuple[str, str]]:
     return figures
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A results file, or one ``ValueError`` naming it (a truncated or hand-edited file)."""
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path} is not readable JSON ({err}); rerun the benchmark (with --resume) to write it again"
+        ) from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not the summary simmlm writes")
+    return data
+
+
 def write_report(directory: str | Path) -> Path:
     """Write ``report.html`` and its PNGs in ``directory``: a benchmark's (``summary.json``), a robustness suite's
     (``robustness.json``), or both; returns the HTML path."""
@@ -217,7 +231,7 @@ def write_report(directory: str | Path) -> Path:
     figures: list[tuple[str, str]] = []
     markdown, intro, title = "", "", ""
     if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
+        summary = _read_json(summary_path)
         if not summary.get("methods"):
             raise ValueError(f"{summary_path} holds no method results")
         figures = _figures(directory, summary)
@@ -239,7 +253,7 @@ Modalities: {html.escape(", ".join(summary["modalities"]))}. simmlm {simmlm.__ve
     if robustness_path.is_file():
         from simmlm.robustness_report import robustness_markdown, write_figures
 
-        robustness = json.loads(robustness_path.read_text())
+        robustness = _read_json(robustness_path)
         figures += write_figures(robustness, directory)
         markdown += "\n" + robustness_markdown(robustness)
         title = title or f"robustness, {robustness['dataset']}"
@@ -247,7 +261,7 @@ Modalities: {html.escape(", ".join(summary["modalities"]))}. simmlm {simmlm.__ve
             intro or f"<p>Methods: {html.escape(', '.join(robustness['methods']))}. simmlm {simmlm.__version__}.</p>"
         )
     body = "\n".join(
-        f'<figure><img src="{f}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
+        f'<figure><img src="{html.escape(f)}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
         for f, c in figures
     )
     page = f"""<!doctype html>
@@ -262,5 +276,5 @@ th{{background:#f0f0f0;cursor:pointer}}</style></head>
 <h2>Tables</h2>{markdown_to_html(markdown)}{_SORT_SCRIPT}</body></html>
 """
     out = directory / "report.html"
-    out.write_text(page)
+    write_text_atomic(out, page)
     return out

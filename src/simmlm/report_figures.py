@@ -186,9 +186,13 @@ def declutter(fig: Any) -> None:
                 ax.tick_params(axis=axis, labelsize=size * 0.8)
 
 
-def save(fig: Any, path: Path) -> None:
+def save(fig: Any, path: Path, **options: Any) -> None:
+    """Write ``fig`` to ``path`` atomically (a full disk leaves the old figure or none, never half of one)."""
+    from simmlm.fileio import atomic_path
+
     declutter(fig)
-    fig.savefig(path, dpi=DPI)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **{"dpi": DPI, **options})
     pyplot().close(fig)
 
 

@@ -255,6 +255,22 @@ def headline_checks(reference: dict[str, Any], new: dict[str, Any], alpha: float
     return checks
 
 
+def _known_to(reference: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``new`` without the top-level and per-method keys that ``reference`` lacks (written by a newer version of
+    simmlm, e.g. ``experts``: nothing to compare them with), and a note naming them (empty when there are none)."""
+    dropped = sorted(k for k in new if k not in reference)
+    kept = {k: v for k, v in new.items() if k in reference}
+    methods, reference_methods = kept.get("methods"), reference.get("methods")
+    if isinstance(methods, dict) and isinstance(reference_methods, dict):
+        kept["methods"] = {}
+        for name, values in methods.items():
+            known = reference_methods.get(name, {})
+            dropped += sorted({f"methods.*.{k}" for k in values if k not in known} - set(dropped))
+            kept["methods"][name] = {k: v for k, v in values.items() if k in known}
+    note = f"not compared, not in the reference (a newer simmlm writes them): {', '.join(dict.fromkeys(dropped))}"
+    return kept, [note] if dropped else []
+
+
 def compare_summaries(reference: dict[str, Any], new: dict[str, Any]) -> Verdict:
     """Did ``new`` reproduce ``reference``? Exactly (every metric of the seeds both ran, bit for bit), within noise
     (every headline mean inside the interval the reference's seed spread implies, :func:`headline_checks`), or
@@ -268,6 +284,7 @@ def compare_summaries(reference: dict[str, Any], new: dict[str, Any]) -> Verdict
         methods = [", ".join(summary.get("methods", {})) or "none" for summary in (reference, new)]
         return Verdict("not", [f"NOT reproduced: the reference ran {methods[0]}, the rerun {methods[1]}"])
     shown = ", ".join(map(str, seeds))
+    new, newer = _known_to(reference, new)
     views = common_seed_views(reference, new)
     differences = summary_differences(*views)
     if not differences:
@@ -275,7 +292,8 @@ def compare_summaries(reference: dict[str, Any], new: dict[str, Any]) -> Verdict
             "exact",
             [
                 f"reproduced exactly: every metric of seeds {shown} equals the reference bit for bit (timings, "
-                "provenance and what averages over other seeds not compared)"
+                "provenance and what averages over other seeds not compared)",
+                *newer,
             ],
         )
     structural = summary_differences(*map(_without_floats, views))
@@ -307,7 +325,7 @@ def compare_summaries(reference: dict[str, Any], new: dict[str, Any]) -> Verdict
             f"reproduced within noise: {len(differences)} values differ in their last bits or beyond, but {criterion}",
             f"largest deviation: {describe(worst)}",
         ]
-        return Verdict("noise", lines)
+        return Verdict("noise", lines + newer)
     lines = [f"NOT reproduced: {len(outside)} headline means fall outside noise ({criterion}):"]
     lines += [f"  {describe(c)}" for c in outside]
     return Verdict("not", lines)

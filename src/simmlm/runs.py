@@ -80,12 +80,29 @@ def save_checkpoint(path: str | Path, model: nn.Module, cfg: RunConfig, **meta: 
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig, dict[str, Any]]:
-    """Rebuild the model of a checkpoint written by :func:`save_checkpoint`; returns (model, config, meta)."""
-    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-    cfg = RunConfig.model_validate(blob.pop("config"))
-    state = blob.pop("state_dict")
-    model = build_model(cfg, {k: tuple(v) for k, v in blob["input_shapes"].items()}, blob["num_classes"])
-    model.load_state_dict(state)
+    """Rebuild the model of a checkpoint written by :func:`save_checkpoint`; returns (model, config, meta).
+
+    Loaded with ``weights_only=True`` (tensors and plain containers only, so a file cannot run code); a file that
+    is not such a checkpoint is one ``ValueError`` (torch's own message is not relayed: for some files it advises
+    loading with ``weights_only=False``, which would run whatever the file holds)."""
+    import pickle
+    import zipfile
+
+    from pydantic import ValidationError
+
+    path = Path(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = RunConfig.model_validate(blob.pop("config"))
+        state = blob.pop("state_dict")
+        model = build_model(cfg, {k: tuple(v) for k, v in blob["input_shapes"].items()}, blob["num_classes"])
+        model.load_state_dict(state)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
+            TypeError, AttributeError, ValidationError) as err:  # fmt: skip
+        raise ValueError(
+            f"{path} is not a model.pt that simmlm wrote, or it is damaged or truncated ({type(err).__name__}); "
+            "nothing in it was run. Give the folder of a finished run, or train it again"
+        ) from err
     return model.eval(), cfg, blob
 
 

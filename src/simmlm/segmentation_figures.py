@@ -12,6 +12,7 @@ from torch import nn
 
 from simmlm.data.brats import REGIONS, VolumeCase
 from simmlm.evaluate import region_gate_weights
+from simmlm.fileio import atomic_path
 from simmlm.inferers import sliding_window_subsets
 from simmlm.metrics.entropy import binary_entropy
 from simmlm.report import _pyplot
@@ -81,7 +82,8 @@ def case_figure(
         frameon=False,
         title=f"axial slice {z}; dashed: ground truth, solid: prediction",
     )
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -128,6 +130,7 @@ def population_gates_figure(summary: dict[str, Any], path: Path) -> bool:
         axes[row][0].set_ylabel("mean gate weight (test)")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return True

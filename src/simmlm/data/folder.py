@@ -130,6 +130,17 @@ def _class_indices(rows: list[_Row], num_classes: int | None, path: Path) -> tup
         k = num_classes if num_classes is not None else max(indices) + 1
         return indices, [str(i) for i in range(k)]
     names = sorted({r.label for r in rows})
+    spellings: dict[str, list[str]] = {}
+    for name in names:
+        spellings.setdefault(" ".join(name.split()).casefold(), []).append(name)
+    clash = next((group for group in spellings.values() if len(group) > 1), None)
+    if clash is not None:
+        rare = min(clash, key=lambda name: sum(r.label == name for r in rows))
+        line = next(r.line for r in rows if r.label == rare)
+        raise ValueError(
+            f"{path}: the class names {', '.join(map(repr, clash))} differ only in case or spaces (e.g. line {line}), "
+            "so they would be different classes; use one spelling"
+        )
     if num_classes is not None and len(names) > num_classes:
         raise ValueError(f"{path}: {len(names)} class names {names[:10]} but num_classes is {num_classes}")
     lookup = {name: i for i, name in enumerate(names)}
@@ -165,6 +176,7 @@ def read_npy(path: Path) -> np.ndarray:
     if magic != b"\x93NUMPY":
         hint = "; it looks like text: save arrays with numpy.save" if _is_text(path) else ""
         raise ValueError(f"{path}: not a NumPy .npy file (it does not start with the .npy header{hint})")
+    _check_npy_size(path)
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as err:
@@ -174,6 +186,28 @@ def read_npy(path: Path) -> np.ndarray:
     except (OSError, EOFError) as err:
         raise ValueError(f"{path}: a damaged or truncated .npy file ({err})") from err
     return check_array(array, str(path))
+
+
+def _check_npy_size(path: Path) -> None:
+    """Refuse a ``.npy`` whose header claims more data than the file holds (a damaged or crafted header, e.g. 1e11
+    floats, would otherwise ask for that much memory before failing)."""
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version not in ((1, 0), (2, 0)):
+                return  # a newer format: np.load checks it
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(handle)
+            header_end = handle.tell()
+    except (ValueError, OSError, EOFError, SyntaxError):
+        return  # a damaged header: np.load says what is wrong
+    claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    held = path.stat().st_size - header_end
+    if claimed > held and not dtype.hasobject:  # an object array is refused by np.load(allow_pickle=False)
+        raise ValueError(
+            f"{path}: its header claims an array of shape {list(shape)} ({claimed:,} bytes) but the file holds "
+            f"{held:,}: truncated or damaged"
+        )
 
 
 def _is_text(path: Path) -> bool:
@@ -217,8 +251,15 @@ class _Archives:
         return check_array(array, f"{path}[{key!r}]")
 
 
-def _read_cell(root: Path, cell: str, sample_id: str, archives: _Archives) -> np.ndarray:
+def _read_cell(root: Path, cell: str, sample_id: str, archives: _Archives, outside_paths: bool = False) -> np.ndarray:
     path = root / cell
+    if not outside_paths:
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root.resolve()):
+            raise ValueError(
+                f"{cell!r} leads outside the data folder (to {resolved}); set data.outside_paths: true "
+                "(--set data.outside_paths=true) to read files there"
+            )
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return read_npy(path)
@@ -228,7 +269,7 @@ def _read_cell(root: Path, cell: str, sample_id: str, archives: _Archives) -> np
 
 
 def _load_modality(
-    root: Path, name: str, rows: list[_Row], manifest: Path, sequence: bool = False
+    root: Path, name: str, rows: list[_Row], manifest: Path, sequence: bool = False, outside_paths: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stacked arrays ``[N, ...]`` (zeros where missing) and the presence vector ``[N]`` of one modality."""
     first: tuple[str, tuple[int, ...]] | None = None
@@ -240,7 +281,7 @@ def _load_modality(
                 continue
             where = f"{manifest.name} line {row.line} (sample {row.sample_id!r}, modality {name!r})"
             try:
-                array = _read_cell(root, row.cells[name], row.sample_id, archives)
+                array = _read_cell(root, row.cells[name], row.sample_id, archives, outside_paths)
             except (ValueError, FileNotFoundError) as err:
                 raise type(err)(f"{where}: {err}") from err
             if first is None:
@@ -290,15 +331,24 @@ def load_folder(
     standardize: bool = True,
     num_classes: int | None = None,
     sequences: Sequence[str] = (),
+    outside_paths: bool = False,
 ) -> Splits:
     """Read a folder dataset (layout in the module docstring) into train / validation / test splits; the modalities
-    in ``sequences`` are ``[T, D]`` feature sequences."""
+    in ``sequences`` are ``[T, D]`` feature sequences. A manifest path that leads outside ``root`` (``..``, an
+    absolute path, a symlink), once resolved, is refused unless ``outside_paths``."""
     root = Path(root)
     if num_classes is not None and num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (or None: from the labels), got {num_classes}")
     manifest_path = root / manifest
     modalities, rows = _read_manifest(manifest_path)
     labels, classes = _class_indices(rows, num_classes, manifest_path)
+    trained = {label for label, row in zip(labels, rows, strict=True) if row.split == "train"}
+    unseen = next((row for label, row in zip(labels, rows, strict=True) if label not in trained), None)
+    if unseen is not None:
+        raise ValueError(
+            f"{manifest_path} line {unseen.line} (sample {unseen.sample_id!r}): class {unseen.label!r} is in the "
+            f"{unseen.split} split but in no training sample, so no model can learn it"
+        )
     train_rows = [r for r in rows if r.split == "train"]
     for name in modalities:
         if not any(r.cells[name] for r in train_rows):
@@ -306,7 +356,9 @@ def load_folder(
     unknown = sorted(set(sequences) - set(modalities))
     if unknown:
         raise ValueError(f"sequences names modalities the manifest does not have: {unknown}; it has {modalities}")
-    loaded = {name: _load_modality(root, name, rows, manifest_path, name in sequences) for name in modalities}
+    loaded = {
+        name: _load_modality(root, name, rows, manifest_path, name in sequences, outside_paths) for name in modalities
+    }
     shapes = {name: list(values.shape[1:]) for name, (values, _) in loaded.items()}
     preprocessing: dict[str, Any] = {
         "dataset": "folder",
@@ -336,11 +388,15 @@ def load_folder(
     parts = {name: part(index) for name, index in _iter_splits(rows)}
     shape_text = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
     present_pct = ", ".join(f"{name} {mask[is_train, m].mean():.0%}" for m, name in enumerate(modalities))
+    counts = {s: np.bincount(targets[index], minlength=len(classes)) for s, index in _iter_splits(rows)}
+    per_class = ", ".join(
+        f"{name} {counts['train'][k]}/{counts['val'][k]}/{counts['test'][k]}" for k, name in enumerate(classes)
+    )
     description = (
         f"Folder dataset {Path(root).name} ({manifest}): {len(rows)} samples, {len(classes)} classes, "
         f"modalities {shape_text}; "
         f"splits from the manifest (train {len(parts['train'])}, val {len(parts['val'])}, test {len(parts['test'])}); "
-        f"present in training: {present_pct}; "
+        f"present in training: {present_pct}; samples per class (train/val/test): {per_class}; "
         + ("standardised with training statistics." if standardize else "not standardised.")
     )
     return Splits(parts["train"], parts["val"], parts["test"], len(classes), description, preprocessing)

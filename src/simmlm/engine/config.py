@@ -54,9 +54,7 @@ class FrameMissing(StrictModel):
     """Intra-modal missingness of sequence data (``simmlm.data.frames``): a share of frames zeroed per modality."""
 
     frame_missing: float = Field(0.0, ge=0, le=1, description="intra-modal: share of frames zeroed per modality")
-    frame_missing_splits: tuple[Literal["train", "val", "test"], ...] = Field(
-        ("train", "val", "test"), description="the splits frame_missing applies to"
-    )
+    frame_missing_splits: tuple[Literal["train", "val", "test"], ...] = ("train", "val", "test")  # where it applies
     missing_seed: int = Field(0, ge=0, description="seed of the simulated missingness")
 
     def frame_ratios(self) -> dict[str, float]:
@@ -65,8 +63,7 @@ class FrameMissing(StrictModel):
 
 
 class AvmnistData(FrameMissing, WithScenario):
-    """avMNIST (``simmlm.data.avmnist``): split, audio front end and scaling; the sequence layout with intra-modal
-    missingness."""
+    """avMNIST (``simmlm.data.avmnist``): split, audio front end and scaling; sequences with missing frames."""
 
     dataset: Literal["avmnist"] = "avmnist"
     data_dir: Path | None = DATA_DIR_FIELD
@@ -102,6 +99,7 @@ class FolderData(WithScenario):
         description="modalities whose 2-D arrays are [T, D] feature sequences (frames x features), for the sequence "
         "experts; other 2-D arrays are one-channel images",
     )
+    outside_paths: bool = Field(False, description="read manifest paths that lead outside data_dir (e.g. symlinks)")
 
 
 class MvmnistData(WithScenario):
@@ -204,9 +202,7 @@ class TrainConfig(StrictModel):
     stage1: StageConfig = StageConfig(epochs=40)
     stage2: StageConfig = StageConfig(epochs=30)
     mofe_lambda: float | None = Field(None, ge=0, description="None: the method's default (simmlm 0.1, dmome 0)")
-    mofe_views: Literal["shared", "independent"] = Field(
-        "shared", description="x+ and x- from one augmented view, or two independently augmented views"
-    )
+    mofe_views: Literal["shared", "independent"] = Field("shared", description="x+ and x-: one view, or two views")
     augment: dict[str, AugmentSpec] = Field(default_factory=dict)
     gate_init: Literal["default", "uniform"] = Field(
         "default", description="stage 2 starts the gate at PyTorch's init, or at uniform weights (zeroed output layer)"
@@ -337,8 +333,10 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     raw: dict[str, Any] = {}
     if path is not None:
         path = find_config(path)
-        text = path.read_text()
-        raw = yaml.safe_load(text) or {}
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not a readable YAML file ({' '.join(str(err).split())})") from err
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: a run config must be a YAML mapping")
     for key, value in (overrides or {}).items():

@@ -133,9 +133,8 @@ def _load_avmnist(data: AvmnistData) -> Splits:
 def _load_folder(data: FolderData) -> Splits:
     from simmlm.data.folder import load_folder
 
-    return load_folder(
-        resolve_data_dir(data.data_dir), data.manifest, data.standardize, data.num_classes, data.sequences
-    )
+    root = resolve_data_dir(data.data_dir)
+    return load_folder(root, data.manifest, data.standardize, data.num_classes, data.sequences, data.outside_paths)
 
 
 def _load_mvmnist(data: MvmnistData) -> Splits:

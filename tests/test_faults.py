@@ -1,0 +1,78 @@
+"""Bad input a user can cause: one line naming the file or option, exit status 2, nothing trained or written.
+
+Each case here gave a traceback (or silently did the wrong thing) before; the messages are part of the contract.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from simmlm.cli import app
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, " ".join(result.output.split())
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("faults") / "ex"
+    code, output = _run("example-data", str(root), "--modalities", "2", "--samples", "60")
+    assert code == 0, output
+    return root
+
+
+def test_a_yaml_syntax_error_names_the_config_file(example: Path, tmp_path: Path) -> None:
+    config = tmp_path / "broken.yaml"
+    config.write_text("train:\n  seed: [1, 2\n")
+    code, output = _run(
+        "benchmark", "folder", "--data-dir", str(example), "-c", str(config), "--out", str(tmp_path / "o")
+    )
+    assert code == 2 and f"{config}: not a readable YAML file" in output and "Traceback" not in output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_set_value_that_is_not_yaml_is_one_line(example: Path, tmp_path: Path) -> None:
+    code, output = _run(
+        "benchmark", "folder", "--data-dir", str(example), "--set", "train.seed=[1,", "--out", str(tmp_path / "o")
+    )
+    assert code == 2 and "--set 'train.seed=[1,': the value is not YAML" in output and "Traceback" not in output
+
+
+def test_out_naming_a_file_is_refused(example: Path, tmp_path: Path) -> None:
+    out = tmp_path / "a-file"
+    out.write_text("keep me")
+    code, output = _run("benchmark", "folder", "--data-dir", str(example), "--seeds", "0", "--out", str(out))
+    assert code == 2 and f"{out} is a file, not a folder" in output and out.read_text() == "keep me"
+
+
+def test_repeated_seeds_are_refused(example: Path, tmp_path: Path) -> None:
+    code, output = _run("benchmark", "folder", "--data-dir", str(example), "--seeds", "0,1,0", "--out", str(tmp_path))
+    assert code == 2 and "repeats 0; give each seed once" in output
+
+
+def test_a_truncated_summary_is_named_by_report(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text('{\n  "dataset": "folder",\n')
+    code, output = _run("report", str(tmp_path))
+    assert code == 2 and f"{tmp_path / 'summary.json'} is not readable JSON" in output and "Traceback" not in output
+
+
+def test_a_failed_checkpoint_write_is_an_os_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch's zip writer reports a full disk as ``RuntimeError: [enforce fail at inline_container.cc]``."""
+    import torch
+
+    from simmlm.fileio import torch_save_atomic
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=r"could not write .*model\.pt \(is the disk full"):
+        torch_save_atomic({"a": 1}, tmp_path / "model.pt")
+    assert list(tmp_path.iterdir()) == []  # no half-written file left behind
