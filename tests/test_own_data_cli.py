@@ -145,7 +145,8 @@ def test_walkthrough_train_predict_benchmark_report(
     assert "Experts: image: lenet (auto: a square" in (bench / "summary.md").read_text()
     _invoke("report", str(bench))
     assert (bench / "report.html").is_file() and (bench / "reliability.png").is_file()
-    assert "Experts: image: lenet; sensor1: mlp" in (bench / "report.html").read_text()
+    page = (bench / "report.html").read_text()
+    assert "Experts: image: lenet; sensor1: mlp" in page and f"simmlm report: folder ({example.name})" in page
 
 
 def test_predict_rejects_bad_own_data_inputs(example: Path, tmp_path: Path) -> None:

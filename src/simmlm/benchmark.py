@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,10 +48,12 @@ def run_benchmark(
     splits = task.load_splits()  # before creating ``out``: bad data leaves nothing behind
     with folder_lock(out, "simmlm benchmark"):  # creates ``out``; a second run on it is refused at once
         experts = explain_experts(base, task.input_shapes(splits))
+        data_dir = getattr(base.data, "data_dir", None) or os.environ.get("SIMMLM_DATA_DIR")
         for name, expert in experts.items():
             log(f"expert for {name}: {expert['why']}")
         summary: dict[str, Any] = {
             "dataset": base.data.dataset,
+            "data_dir": str(Path(data_dir).resolve()) if data_dir else None,  # the data read (the report's title)
             "modalities": splits.modalities,
             "experts": experts,
             "seeds": list(seeds),
@@ -82,8 +85,13 @@ def run_benchmark(
                 run = {"method": method, "seed": seed, **save_run(run_dir, result, splits)}
                 remove_checkpoints(run_dir)
                 report = run["test"]
-                key, _ = headline_keys(report)
+                key, average_key = headline_keys(report)
                 accs = ", ".join(f"{k} {v[key]:.2%}" for k, v in report["subsets"].items())
+                if len(report["subsets"]) > WIDE_SUBSETS:  # dozens of subsets: the full set and the average
+                    full = "+".join(splits.modalities)
+                    accs = (
+                        f"{full} {report['subsets'][full][key]:.2%}, average over the subsets {report[average_key]:.2%}"
+                    )
                 own = result.train_seconds - result.shared_seconds
                 shared = f" (+ {result.shared_seconds:.1f} s reused)" if result.shared_seconds else ""
                 log(
@@ -243,6 +251,20 @@ def _seconds(m: dict[str, Any]) -> str:
     return f"{total - shared:.1f}" + (f" (+{shared:.1f} reused)" if shared else "")
 
 
+#: Beyond this many subsets (more than three modalities) the per-subset tables are transposed, subsets as rows.
+WIDE_SUBSETS = 7
+
+
+def _table(columns: list[str], rows: dict[str, list[str]], wide: bool) -> list[str]:
+    """A Markdown table with one row per method, or with ``wide`` one row per column (methods as columns), so that
+    dozens of subsets read down the page instead of off its edge."""
+    if not wide:
+        body = [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items()]
+        return ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|", *body]
+    body = [f"| {c} | " + " | ".join(cells[j] for cells in rows.values()) + " |" for j, c in enumerate(columns)]
+    return ["| | " + " | ".join(rows) + " |", "|---" * (len(rows) + 1) + "|", *body]
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """Render ``summary.json`` as Markdown tables (mean ± std over seeds, percentages)."""
     methods = summary["methods"]
@@ -262,18 +284,23 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         ),
         f"## Test {'mean Dice (WT, TC, ET)' if segmentation else 'accuracy'} (%) per available-modality subset",
         "",
-        "| method | " + " | ".join(names) + " | average | CR (%) ↓ | ECE (%) ↓ | params | MFLOPs | train s |",
-        "|---" * (len(names) + 7) + "|",
     ]
-    for method, m in methods.items():
-        cells = [_pm(m["subsets"][n][key]) for n in names]
-        ece = _over_subsets(m, "ece", names)
-        lines.append(
-            f"| {method} | "
-            + " | ".join(cells)
-            + f" | {_pm(m[average])} | {_pm(m['counterintuitive_rate'])} | {_pm(ece)} | "
-            + f"{m['params']:,} | {m['flops_full'] / 1e6:.2f} | {_seconds(m)} |"
-        )
+    lines += _table(
+        [*names, "average", "CR (%) ↓", "ECE (%) ↓", "params", "MFLOPs", "train s"],
+        {
+            method: [
+                *(_pm(m["subsets"][n][key]) for n in names),
+                _pm(m[average]),
+                _pm(m["counterintuitive_rate"]),
+                _pm(_over_subsets(m, "ece", names)),
+                f"{m['params']:,}",
+                f"{m['flops_full'] / 1e6:.2f}",
+                _seconds(m),
+            ]
+            for method, m in methods.items()
+        },
+        wide=len(names) > WIDE_SUBSETS,
+    )
     lines += [
         "",
         "ECE in this table is the mean over subsets; FLOPs are for one full-modality sample; train s is the method's "
@@ -297,14 +324,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             "processor's rounding, which acts like one) may move the mean. The test set is fixed; its sampling "
             "error is in the comparisons below.",
             "",
-            "| method | " + " | ".join(names) + " | average | CR (%) ↓ |",
-            "|---" * (len(names) + 3) + "|",
         ]
-        for method, m in methods.items():
-            cells = [_ci(m["subsets"][n][key]) for n in names]
-            lines.append(
-                f"| {method} | " + " | ".join(cells) + f" | {_ci(m[average])} | {_ci(m['counterintuitive_rate'])} |"
-            )
+        lines += _table(
+            [*names, "average", "CR (%) ↓"],
+            {
+                method: [*(_ci(m["subsets"][n][key]) for n in names), _ci(m[average]), _ci(m["counterintuitive_rate"])]
+                for method, m in methods.items()
+            },
+            wide=len(names) > WIDE_SUBSETS,
+        )
     if segmentation:
         lines += ["", "## Test Dice (%) per region: WT / TC / ET", "", "| method | " + " | ".join(names) + " |"]
         lines += ["|---" * (len(names) + 1) + "|"]
@@ -337,12 +365,12 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "",
         "## Calibration (%) per subset: ECE / SCE (20 bins) ↓",
         "",
-        "| method | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 1) + "|",
     ]
-    for method, m in methods.items():
-        cells = [f"{_pm(m['subsets'][n]['ece'])} / {_pm(m['subsets'][n]['sce'])}" for n in names]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    calibration = {
+        method: [f"{_pm(m['subsets'][n]['ece'])} / {_pm(m['subsets'][n]['sce'])}" for n in names]
+        for method, m in methods.items()
+    }
+    lines += _table(names, calibration, wide=len(names) > WIDE_SUBSETS)
     lines += [
         "",
         "## Mean gate weights (test set, mean over seeds)",
@@ -381,19 +409,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         )
     chosen = {method: m["gate_shrinkage"] for method, m in methods.items() if "gate_shrinkage" in m}
     if chosen:
-        lines += [
-            "",
-            "## Gate shrinkage chosen on validation",
-            "",
-            "Stage 2 ran once per listed value of `train.gate_shrinkage` (from the same stage 1 and seed) and kept the",
-            "best validation mean score over subsets (a tie: the value listed first).",
-            "",
-            "| method | chosen per seed | validation mean score (%) per value, per seed |",
-            "|---|---|---|",
-        ]
+        lines += ["", "## Gate shrinkage chosen on validation (README: the gate)", ""]
+        lines += ["| method | chosen per seed | validation mean score (%) per value, per seed |", "|---|---|---|"]
         for method, c in chosen.items():
-            scores = "; ".join(
-                ", ".join(f"{v}: {100 * s:.2f}" for v, s in seed.items()) for seed in c["val_mean_score"]
-            )
-            lines.append(f"| {method} | {', '.join(f'{v:g}' for v in c['chosen'])} | {scores} |")
+            per_seed = [", ".join(f"{v}: {100 * s:.2f}" for v, s in seed.items()) for seed in c["val_mean_score"]]
+            lines.append(f"| {method} | {', '.join(f'{v:g}' for v in c['chosen'])} | {'; '.join(per_seed)} |")
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from simmlm.cli_common import (
     ResumeOpt,
     SetOpt,
     StrategyOpt,
+    VerboseOpt,
     config_overrides,
     csv_items,
     default_config_line,
@@ -57,6 +58,7 @@ def benchmark(
     devices: DevicesOpt = None,
     strategy: StrategyOpt = None,
     num_nodes: NodesOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Train every method with every seed, test on every modality subset, write summary.json and summary.md.
 
@@ -83,7 +85,7 @@ def benchmark(
         extra = {"data.dataset": dataset, "train.mofe_lambda": mofe_lambda, **placement(devices, strategy, num_nodes)}
         settings = config_overrides(data_dir, set_, **extra)
         quiet_lightning()
-        show_epochs(console)
+        show_epochs(console, verbose)
         with exits_on_signals(f"the benchmark in {out}", out):
             summary = run_benchmark(
                 method_list,
@@ -231,6 +233,7 @@ def train(
     devices: DevicesOpt = None,
     strategy: StrategyOpt = None,
     num_nodes: NodesOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Train one run and evaluate it on the test split under every modality subset.
 
@@ -260,7 +263,7 @@ def train(
         splits = load_splits(cfg.data)
         if not progress:
             quiet_lightning()
-            show_epochs(Console())
+            show_epochs(Console(), verbose)
         with folder_lock(out, "simmlm train"), exits_on_signals(f"the run in {out}", out / "checkpoints"):
             result = train_run(cfg, splits, progress=progress, checkpoint_dir=out / "checkpoints", resume=resume)
             report = save_run(out, result, splits)["test"]

@@ -103,8 +103,14 @@ def say(console: Any, text: str, **style: Any) -> None:
     console.file.flush()
 
 
-def show_epochs(console: Any) -> None:
-    """Print the engine's per-epoch lines (logger ``simmlm``) on ``console``; benchmarks run without progress bars."""
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Print a line for every epoch (default: the last epoch of each stage).")
+]
+
+
+def show_epochs(console: Any, verbose: bool = False) -> None:
+    """Print the engine's progress lines (logger ``simmlm``) on ``console``, benchmarks running without progress bars:
+    a line per stage and run, and with ``verbose`` one per epoch."""
     import logging
 
     class _Console(logging.Handler):
@@ -117,7 +123,7 @@ def show_epochs(console: Any) -> None:
     handler = _Console()
     handler.simmlm_console = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def fail(err: Exception) -> typer.Exit:

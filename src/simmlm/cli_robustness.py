@@ -11,6 +11,7 @@ from simmlm.cli_common import (
     ConfigOpt,
     DataDir,
     SetOpt,
+    VerboseOpt,
     config_overrides,
     csv_items,
     default_config_line,
@@ -44,6 +45,7 @@ def robustness(
     config: ConfigOpt = None,
     data_dir: DataDir = None,
     set_: SetOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Train and test every method under missing and corrupted modalities: robustness.json, robustness.md, curves.
 
@@ -72,7 +74,7 @@ def robustness(
         say(console, line)
         settings = config_overrides(data_dir, set_, **{"data.dataset": dataset})
         quiet_lightning()
-        show_epochs(console)
+        show_epochs(console, verbose)
         with exits_on_signals(f"the robustness suite in {out}", out, resume_flag=False):
             run_robustness(method_list, seed_list, out, config, settings, spec, log=lambda text: say(console, text))
     except (ValueError, OSError, ValidationError) as err:

@@ -243,7 +243,7 @@ def write_report(directory: str | Path) -> Path:
         for case in sorted((directory / "figures").glob("case-*.png")):
             caption = f"{case.stem[5:]}: one test case under every subset: outlines (dashed truth, solid prediction), "
             figures.append((f"figures/{case.name}", caption + "entropy and gate weights"))
-        title = summary["dataset"]
+        title = summary["dataset"] + (f" ({Path(summary['data_dir']).name})" if summary.get("data_dir") else "")
         intro = f"""<h2>Protocol</h2><p>{html.escape(summary.get("protocol", ""))}</p>
 <p>Methods: {html.escape(", ".join(summary["methods"]))}. Seeds: {html.escape(", ".join(map(str, summary["seeds"])))}.
 Modalities: {html.escape(", ".join(summary["modalities"]))}. simmlm {simmlm.__version__}.</p>"""

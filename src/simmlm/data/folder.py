@@ -390,7 +390,7 @@ def load_folder(
     present_pct = ", ".join(f"{name} {mask[is_train, m].mean():.0%}" for m, name in enumerate(modalities))
     counts = {s: np.bincount(targets[index], minlength=len(classes)) for s, index in _iter_splits(rows)}
     per_class = ", ".join(
-        f"{name} {counts['train'][k]}/{counts['val'][k]}/{counts['test'][k]}" for k, name in enumerate(classes)
+        f"{n} {counts['train'][k]}/{counts['val'][k]}/{counts['test'][k]}" for k, n in enumerate(classes)
     )
     description = (
         f"Folder dataset {Path(root).name} ({manifest}): {len(rows)} samples, {len(classes)} classes, "

@@ -27,15 +27,16 @@ from simmlm.runs import RunResult, build_model
 
 
 class EpochLog(L.Callback):
-    """One line per finished epoch (its logged losses and validation scores) on the ``simmlm`` logger.
+    """One line per finished epoch (its logged losses and validation scores) on the ``simmlm`` logger: the last
+    epoch of a stage at ``INFO``, the others at ``DEBUG`` (``--verbose`` shows them).
 
-    Used when progress bars are off (benchmarks), so long runs still show where they are.
+    Used when progress bars are off (benchmarks, output piped to a file), so long runs still show where they are.
     """
 
-    def _report(self, trainer: L.Trainer, epochs_done: int) -> None:
+    def _report(self, trainer: L.Trainer, epochs_done: int, level: int = logging.DEBUG) -> None:
         if trainer.is_global_zero and epochs_done > 0:
             metrics = ", ".join(f"{k} {float(v):.4f}" for k, v in sorted(trainer.callback_metrics.items()))
-            logging.getLogger("simmlm").info("  epoch %d/%d: %s", epochs_done, trainer.max_epochs, metrics)
+            logging.getLogger("simmlm").log(level, "  epoch %d/%d: %s", epochs_done, trainer.max_epochs, metrics)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.first = trainer.current_epoch  # > 0 when resuming
@@ -45,7 +46,7 @@ class EpochLog(L.Callback):
             self._report(trainer, trainer.current_epoch)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._report(trainer, trainer.current_epoch)
+        self._report(trainer, trainer.current_epoch, logging.INFO)
 
 
 class ReleaseProcessGroup(L.Callback):
