@@ -76,3 +76,10 @@ def test_a_failed_checkpoint_write_is_an_os_error_naming_the_file(
     with pytest.raises(OSError, match=r"could not write .*model\.pt \(is the disk full"):
         torch_save_atomic({"a": 1}, tmp_path / "model.pt")
     assert list(tmp_path.iterdir()) == []  # no half-written file left behind
+
+
+def test_help_shows_the_default_output_folders() -> None:
+    """Square brackets in help texts are rich markup: "[default: …]" vanished from --help before."""
+    for command, default in (("benchmark", "results/folder-NAME"), ("robustness", "results/folder-NAME-robustness")):
+        result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        assert default in result.output, command

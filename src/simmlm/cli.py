@@ -46,8 +46,8 @@ def benchmark(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Output folder for summary.json, summary.md and runs/ [default: results/DATASET; for your own data "
-            "results/folder-NAME, after the data folder's name]."
+            help="Output folder for summary.json, summary.md and runs/ (default: results/DATASET; for your own data "
+            "results/folder-NAME, after the data folder's name)."
         ),
     ] = None,
     config: ConfigOpt = None,

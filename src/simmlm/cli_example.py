@@ -17,8 +17,8 @@ def example_data(
     samples: Annotated[
         int | None,
         typer.Option(
-            help="Number of samples (60/20/20 % train/val/test) [default: 600]; food101: training pairs per class "
-            "[default: 100]."
+            help="Number of samples (60/20/20 % train/val/test) (default: 600); food101: training pairs per class "
+            "(default: 100)."
         ),
     ] = None,
     classes: Annotated[int, typer.Option(help="Number of classes.")] = 4,

@@ -35,7 +35,7 @@ def robustness(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Output folder [default: results/DATASET-robustness; own data: results/folder-NAME-robustness]."
+            help="Output folder (default: results/DATASET-robustness; own data: results/folder-NAME-robustness)."
         ),
     ] = None,
     suite: Annotated[
