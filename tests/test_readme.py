@@ -202,3 +202,25 @@ def test_readme_folder_shrinkage_table_is_what_its_results_folders_hold() -> Non
                 _ci(v["counterintuitive_rate"]),
             ]
             assert row[3:6] == expected, (folder, method)
+
+
+def test_readme_recipe_table_is_what_results_avmnist_recipe_holds() -> None:
+    from simmlm.benchmark import _ci
+
+    text = README.read_text().split("**The recipe revisited", 1)[1].split("Validation supports", 1)[0]
+    rows = {r[0]: r for r in ([c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines())}
+    folders = {
+        "as configured": "A-baseline",
+        "weight decay 5e-4": "B-wd",
+        "audio dropout 0.3": "C-audio-dropout",
+        "100 + 40 epochs": "D-epochs",
+        "batch 32": "E-batch32",
+        "all four": "F-all",
+    }
+    for label, folder in folders.items():
+        m = json.loads((README.parent / "results" / "avmnist-recipe" / folder / "summary.json").read_text())["methods"]
+        s = m["simmlm"]
+        expected = [_ci(s["val_average_accuracy"])]
+        expected += [_ci(s["subsets"][k]["accuracy"]) for k in ("image", "audio", "image+audio")]
+        assert [rows[label][1], *rows[label][4:7]] == expected, label
+        assert rows[label][7] == _ci(s["average_accuracy"]), label
