@@ -166,7 +166,6 @@ def test_a_damaged_or_foreign_model_pt_is_one_line_without_unsafe_advice(
     run_dir: Path, files: dict, tmp_path: Path, damage: str
 ) -> None:
     """Before: a 60–170-line traceback, and for random bytes torch's advice to load with weights_only=False."""
-    import os
     import pickle
 
     bad = tmp_path / "run"
@@ -174,7 +173,7 @@ def test_a_damaged_or_foreign_model_pt_is_one_line_without_unsafe_advice(
     good = (run_dir / "model.pt").read_bytes()
     marker = tmp_path / "PWNED"
     content = {
-        "random bytes": os.urandom(4096),
+        "random bytes": bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)),
         "truncated": good[: len(good) // 2],
         "a pickle that runs code": pickle.dumps(type("X", (), {"__reduce__": lambda s: (marker.touch, ())})()),
     }[damage]
@@ -183,3 +182,16 @@ def test_a_damaged_or_foreign_model_pt_is_one_line_without_unsafe_advice(
     said = " ".join(output.split())
     assert code == 2 and "is not a model.pt that simmlm wrote, or it is damaged or truncated" in said
     assert "weights_only" not in said and "Traceback" not in output and not marker.exists()
+
+
+def test_no_random_file_escapes_the_one_line_refusal(tmp_path: Path) -> None:
+    """Random bytes made torch raise many exception types (one of them escaped as a traceback)."""
+    from simmlm.runs import load_checkpoint
+
+    rng = np.random.default_rng(1)
+    for k in range(40):
+        path = tmp_path / f"model{k}.pt"
+        head = b"PK\x03\x04" if k % 2 else b"\x80\x02"  # a zip (torch's format) or a pickle, then noise
+        path.write_bytes(head + bytes(rng.integers(0, 256, int(rng.integers(1, 5000)), dtype=np.uint8)))
+        with pytest.raises(ValueError, match="is not a model.pt that simmlm wrote"):
+            load_checkpoint(path)

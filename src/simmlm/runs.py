@@ -91,18 +91,24 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig, dict[str, A
     from pydantic import ValidationError
 
     path = Path(path)
+    not_ours = (
+        f"{path} is not a model.pt that simmlm wrote, or it is damaged or truncated; nothing in it was run. Give the "
+        "folder of a finished run, or train it again"
+    )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # any bytes at all: whatever the unpickler raises, the file is not a checkpoint
+        raise ValueError(f"{not_ours} ({type(err).__name__})") from err
+    try:
         cfg = RunConfig.model_validate(blob.pop("config"))
         state = blob.pop("state_dict")
         model = build_model(cfg, {k: tuple(v) for k, v in blob["input_shapes"].items()}, blob["num_classes"])
         model.load_state_dict(state)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
             TypeError, AttributeError, ValidationError) as err:  # fmt: skip
-        raise ValueError(
-            f"{path} is not a model.pt that simmlm wrote, or it is damaged or truncated ({type(err).__name__}); "
-            "nothing in it was run. Give the folder of a finished run, or train it again"
-        ) from err
+        raise ValueError(f"{not_ours} ({type(err).__name__})") from err
     return model.eval(), cfg, blob
 
 
