@@ -167,13 +167,12 @@ def exits_on_signals(what: str, out: Path, resume_flag: bool = True) -> Iterator
     except (Interrupted, KeyboardInterrupt, SystemExit) as err:
         if isinstance(err, SystemExit) and type(err).__name__ != "SIGTERMException":
             raise  # a real exit (typer.Exit is not a SystemExit; sys.exit from elsewhere keeps its code)
-        signum = (
-            err.signum
-            if isinstance(err, Interrupted)
-            else signal.SIGINT
-            if isinstance(err, KeyboardInterrupt)
-            else signal.SIGTERM
-        )
+        if isinstance(err, Interrupted):
+            signum = err.signum
+        elif isinstance(err, KeyboardInterrupt):
+            signum = signal.SIGINT
+        else:  # Lightning's SIGTERMException
+            signum = signal.SIGTERM
         name = signal.Signals(signum).name
         argv = [a for a in sys.argv[1:] if a != "--resume"]
         command = " ".join(shlex.quote(a) for a in ["simmlm", *argv, *(["--resume"] if resume_flag else [])])

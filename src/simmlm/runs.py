@@ -45,9 +45,7 @@ def build_model(cfg: RunConfig, input_shapes: dict[str, tuple[int, ...]], num_cl
     from simmlm.methods import create_method
 
     m = cfg.model  # gate options reach only methods with a gate (create_method)
-    # a data section may supply the experts (Food-101 fine-tuning: experts standing on its encoders)
-    experts = getattr(cfg.data, "experts", None)
-    expert, expert_options = experts(m) if experts is not None else (m.expert, m.expert_options)
+    expert, expert_options = _expert_setting(cfg)
     return create_method(
         cfg.method,
         input_shapes=input_shapes,
@@ -62,14 +60,19 @@ def build_model(cfg: RunConfig, input_shapes: dict[str, tuple[int, ...]], num_cl
     )
 
 
+def _expert_setting(cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
+    """``model.expert`` and ``model.expert_options``, unless the data section supplies the experts (Food-101
+    fine-tuning: experts standing on its encoders)."""
+    experts = getattr(cfg.data, "experts", None)
+    return experts(cfg.model) if experts is not None else (cfg.model.expert, cfg.model.expert_options)
+
+
 def explain_experts(cfg: RunConfig, input_shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, str]]:
     """Which expert each modality gets under ``cfg`` and why (``{"kind", "why"}`` per modality), as
     :func:`build_model` will build it; for ``simmlm data``, the start of a benchmark and its summary."""
     from simmlm.nn.experts import expert_kinds, explain_expert
 
-    experts = getattr(cfg.data, "experts", None)
-    expert = experts(cfg.model)[0] if experts is not None else cfg.model.expert
-    kinds = expert_kinds(input_shapes, expert)
+    kinds = expert_kinds(input_shapes, _expert_setting(cfg)[0])
     explained = {name: explain_expert(name, kinds[name], shape) for name, shape in input_shapes.items()}
     return {name: {"kind": kind, "why": why} for name, (kind, why) in explained.items()}
 
@@ -85,11 +88,6 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig, dict[str, A
     Loaded with ``weights_only=True`` (tensors and plain containers only, so a file cannot run code); a file that
     is not such a checkpoint is one ``ValueError`` (torch's own message is not relayed: for some files it advises
     loading with ``weights_only=False``, which would run whatever the file holds)."""
-    import pickle
-    import zipfile
-
-    from pydantic import ValidationError
-
     path = Path(path)
     not_ours = (
         f"{path} is not a model.pt that simmlm wrote, or it is damaged or truncated; nothing in it was run. Give the "
@@ -106,8 +104,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig, dict[str, A
         state = blob.pop("state_dict")
         model = build_model(cfg, {k: tuple(v) for k, v in blob["input_shapes"].items()}, blob["num_classes"])
         model.load_state_dict(state)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
-            TypeError, AttributeError, ValidationError) as err:  # fmt: skip
+    except (RuntimeError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # the wrong content
         raise ValueError(f"{not_ours} ({type(err).__name__})") from err
     return model.eval(), cfg, blob
 

@@ -172,11 +172,11 @@ def read_npy(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
     with path.open("rb") as handle:
-        magic = handle.read(6)
-    if magic != b"\x93NUMPY":
-        hint = "; it looks like text: save arrays with numpy.save" if _is_text(path) else ""
-        raise ValueError(f"{path}: not a NumPy .npy file (it does not start with the .npy header{hint})")
-    _check_npy_size(path)
+        if handle.read(6) != b"\x93NUMPY":
+            hint = "; it looks like text: save arrays with numpy.save" if _is_text(path) else ""
+            raise ValueError(f"{path}: not a NumPy .npy file (it does not start with the .npy header{hint})")
+        handle.seek(0)
+        _check_npy_size(handle, path)
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as err:
@@ -188,17 +188,16 @@ def read_npy(path: Path) -> np.ndarray:
     return check_array(array, str(path))
 
 
-def _check_npy_size(path: Path) -> None:
-    """Refuse a ``.npy`` whose header claims more data than the file holds (a damaged or crafted header, e.g. 1e11
-    floats, would otherwise ask for that much memory before failing)."""
+def _check_npy_size(handle: Any, path: Path) -> None:
+    """Refuse a ``.npy`` (``handle`` open at its start) whose header claims more data than the file holds (a damaged
+    or crafted header, e.g. 1e11 floats, would otherwise ask for that much memory before failing)."""
     try:
-        with path.open("rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            if version not in ((1, 0), (2, 0)):
-                return  # a newer format: np.load checks it
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read(handle)
-            header_end = handle.tell()
+        version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0)):
+            return  # a newer format: np.load checks it
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(handle)
+        header_end = handle.tell()
     except (ValueError, OSError, EOFError, SyntaxError):
         return  # a damaged header: np.load says what is wrong
     claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize

@@ -245,7 +245,8 @@ def train(
         shared_seconds += stage1.seconds if stage1.selected.get("stage1_reused") else 0.0
     values = shrinkage_grid(t.gate_shrinkage, model)
     start = copy.deepcopy(model.state_dict()) if len(values) > 1 else None
-    tried: list[tuple[tuple[float, float], float, StageTwoResult, dict[str, Any] | None]] = []
+    tried: list[tuple[float, StageTwoResult]] = []
+    best: tuple[float, StageTwoResult, dict[str, Any] | None] | None = None
     for value in values:
         if start is not None:
             model.load_state_dict(start)  # every value from the same stage-1 experts and the same stage-2 seed
@@ -257,18 +258,20 @@ def train(
             )
         phase = "stage2" if len(values) == 1 else f"stage2-shrinkage{value:g}"
         two = _stage_two(cfg, splits, model, task, progress, store, value, phase)
-        state = copy.deepcopy(model.state_dict()) if start is not None else None
-        tried.append((two.score, value, two, state))
-    # the best validation score (mean accuracy or Dice over subsets; a tie goes to the lower validation loss, as in
-    # the choice of epochs; then to the value listed first)
-    _, chosen, two, state = max(tried, key=lambda x: x[0])
+        tried.append((value, two))
+        # the best validation score (mean accuracy or Dice over subsets; a tie goes to the lower validation loss, as
+        # in the choice of epochs; then to the value listed first): only its weights are kept
+        if best is None or two.score > best[1].score:
+            best = (value, two, copy.deepcopy(model.state_dict()) if start is not None else None)
+    assert best is not None
+    chosen, two, state = best
     if state is not None:
         model.load_state_dict(state)
     selected.update(two.selected)
-    mofe, seconds = two.mofe, sum(x[2].seconds for x in tried)
+    mofe, seconds = two.mofe, sum(x.seconds for _, x in tried)
     if len(values) > 1:
-        scores = {f"{v:g}": s[0] for s, v, _, _ in tried}
-        losses = {f"{v:g}": -s[1] for s, v, _, _ in tried}
+        scores = {f"{v:g}": x.score[0] for v, x in tried}
+        losses = {f"{v:g}": -x.score[1] for v, x in tried}
         selected["gate_shrinkage"] = {"chosen": chosen, "val_mean_score": scores, "val_mean_loss": losses}
         logging.getLogger("simmlm").info("  gate_shrinkage %g chosen (validation mean score: %s)", chosen, scores)
     if entry.after_training is not None:

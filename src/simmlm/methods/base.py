@@ -213,9 +213,8 @@ def on_present_rows(expert: nn.Module, fn: Any, x: Tensor, present: Tensor) -> T
     computed on the rows that have the modality only (the others are zero), so that the batch statistics and the
     running averages never see the zero-filled rows of absent samples. (Rows are independent otherwise: every
     other expert runs on the whole batch, without the host sync that selecting rows costs.)"""
-    if not (expert.training and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in expert.modules())):
-        return cast(Tensor, fn(x))
-    if bool(present.all()):
+    batch_norm = expert.training and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in expert.modules())
+    if not batch_norm or bool(present.all()):  # the host sync of .all() only for batch-norm experts
         return cast(Tensor, fn(x))
     rows = present.nonzero().flatten()
     out = cast(Tensor, fn(x[rows]))  # no present row: an empty batch, which leaves the statistics as they are
