@@ -5,6 +5,7 @@ Each case here gave a traceback (or silently did the wrong thing) before; the me
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,39 @@ def test_help_shows_the_default_output_folders() -> None:
     for command, default in (("benchmark", "results/folder-NAME"), ("robustness", "results/folder-NAME-robustness")):
         result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
         assert default in result.output, command
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("model.expert={imag: mlp}", "model.expert names modalities the data does not have: ['imag']"),
+        ("model.expert=gru", "modality 'image': expert 'gru' needs a [T, D] feature sequence, got [1, 16, 16]"),
+        ("model.expert_options={widht: 3}", "modality 'image': expert 'lenet' has no option 'widht'"),
+    ],
+)
+def test_an_expert_that_cannot_read_the_data_is_refused_before_training(
+    example: Path, tmp_path: Path, setting: str, message: str
+) -> None:
+    out = tmp_path / "o"
+    code, output = _run(
+        "benchmark", "folder", "--data-dir", str(example), "--seeds", "0", "--out", str(out), "--set", setting
+    )
+    assert code == 2 and message in output and "training" not in output and not out.exists()
+
+
+def test_a_finished_benchmark_with_another_config_is_not_overwritten(example: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    quick = ["benchmark", "folder", "--data-dir", str(example), "--methods", "late_fusion", "--seeds", "0"]
+    quick += ["--out", str(out), "--set", "train.stage1.epochs=1", "--set", "train.stage2.epochs=1"]
+    assert _run(*quick)[0] == 0
+    model = (out / "runs" / "late_fusion-seed0" / "model.pt").read_bytes()
+    code, output = _run(*quick, "--set", "train.stage1.epochs=2")
+    assert code == 2 and "holds a finished run late_fusion-seed0 made with another config" in output
+    assert "differs in train.stage1.epochs" in output and "--overwrite" in output
+    assert (out / "runs" / "late_fusion-seed0" / "model.pt").read_bytes() == model
+    other = tmp_path / "other"  # a copy of the data in another folder: another experiment
+    shutil.copytree(example, other)
+    code, output = _run(*[str(other) if a == str(example) else a for a in quick])
+    assert code == 2 and "holds a benchmark of another data folder" in output
+    assert _run(*quick)[0] == 0  # the same config again: rerun in place
+    assert _run(*quick, "--set", "train.stage1.epochs=2", "--overwrite")[0] == 0

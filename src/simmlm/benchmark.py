@@ -10,19 +10,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from simmlm.comparisons import compare_methods, comparison_markdown, comparison_note, runs_from_folder
 from simmlm.data.brats import REGIONS
 from simmlm.engine.config import load_config, stage_epochs
 from simmlm.engine.resume import remove_checkpoints
 from simmlm.engine.tasks import task_for
 from simmlm.engine.train import run_key, train
-from simmlm.evaluate import SHAPLEY_NOTE, headline_keys
+from simmlm.evaluate import SHAPLEY_NOTE, headline_keys, shapley_per_seed
 from simmlm.fileio import folder_lock, write_text_atomic
-from simmlm.metrics.bootstrap import Interval, seed_and_test_interval
+from simmlm.metrics.bootstrap import seed_interval
 from simmlm.reproducibility import provenance
-from simmlm.runs import count_params, explain_experts, full_modality_flops, is_global_zero, load_run, save_run
+from simmlm.runs import (
+    count_params,
+    explain_experts,
+    full_modality_flops,
+    is_global_zero,
+    load_run,
+    refuse_other_runs,
+    save_run,
+)
 
 
 def run_benchmark(
@@ -34,6 +40,7 @@ def run_benchmark(
     log: Callable[[str], None] = print,
     resume: bool = False,
     cache: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train and test every method with every seed; model selection uses the validation split only.
 
@@ -41,14 +48,22 @@ def run_benchmark(
     saved). With ``resume``, finished runs (``metrics.json`` present, same config) are loaded instead of trained
     and an interrupted run continues from its checkpoints. ``cache`` (see :func:`~simmlm.engine.train.train`) may
     be shared with other benchmarks on the same splits, e.g. to train stage 1 once for several MoFe lambdas.
+    Finished runs made with another config are refused unless ``overwrite`` (or ``resume``).
     """
     base = load_config(config, overrides)
     source = provenance()  # before anything is written
     task = task_for(base)
     splits = task.load_splits()  # before creating ``out``: bad data leaves nothing behind
+    data_dir = getattr(base.data, "data_dir", None) or os.environ.get("SIMMLM_DATA_DIR")
     with folder_lock(out, "simmlm benchmark"):  # creates ``out``; a second run on it is refused at once
         experts = explain_experts(base, task.input_shapes(splits))
-        data_dir = getattr(base.data, "data_dir", None) or os.environ.get("SIMMLM_DATA_DIR")
+        cfgs = {
+            f"{m}-seed{s}": load_config(config, {**(overrides or {}), "method": m, "train.seed": s})
+            for m in methods
+            for s in seeds
+        }
+        if not (resume or overwrite):
+            refuse_other_runs(out, cfgs, data_dir)
         for name, expert in experts.items():
             log(f"expert for {name}: {expert['why']}")
         summary: dict[str, Any] = {
@@ -65,7 +80,7 @@ def run_benchmark(
         for method in methods:
             runs = []
             for seed in seeds:
-                cfg = load_config(config, {**(overrides or {}), "method": method, "train.seed": seed})
+                cfg = cfgs[f"{method}-seed{seed}"]
                 run_dir = out / "runs" / f"{method}-seed{seed}"
                 if resume and (run_dir / "metrics.json").is_file():
                     log(f"{method} seed {seed}: finished before, loaded from {run_dir}")
@@ -186,13 +201,6 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
     return out
 
 
-def shapley_per_seed(tests: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
-    """Population Shapley contributions per value ("probability", "correctness") and modality, as lists over the
-    seeds' test reports."""
-    first = tests[0]["shapley"]
-    return {value: {m: [t["shapley"][value][m] for t in tests] for m in first[value]} for value in first}
-
-
 def gate_evenness(weights: Sequence[float]) -> float:
     """Entropy of a weight vector over ``n >= 2`` modalities divided by ``log n``: 1 uniform, 0 one-hot."""
     entropy = -sum(w * math.log(w) for w in weights if w > 0)
@@ -213,13 +221,6 @@ def _ci(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
         return "–"
     interval = seed_interval(values)
     return f"{interval.difference * scale:.{digits}f} ± {(interval.high - interval.difference) * scale:.{digits}f}"
-
-
-def seed_interval(values: Sequence[float]) -> Interval:
-    """The 95 % t-interval of a mean over seeds (:func:`~simmlm.metrics.bootstrap.seed_and_test_interval` without
-    a test-sample part)."""
-    per_seed = torch.tensor(list(values), dtype=torch.float64)
-    return seed_and_test_interval(per_seed, per_seed.unsqueeze(1))
 
 
 def _over_subsets(m: dict[str, Any], key: str, names: Sequence[str]) -> list[float]:

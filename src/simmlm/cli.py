@@ -55,6 +55,9 @@ def benchmark(
     mofe_lambda: Annotated[float | None, typer.Option(help="Override every method's MoFe lambda.")] = None,
     set_: SetOpt = None,
     resume: ResumeOpt = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace finished runs in OUT made with another config (refused without it).")
+    ] = False,
     devices: DevicesOpt = None,
     strategy: StrategyOpt = None,
     num_nodes: NodesOpt = None,
@@ -63,7 +66,8 @@ def benchmark(
     """Train every method with every seed, test on every modality subset, write summary.json and summary.md.
 
     With --resume, runs whose metrics.json exists are loaded instead of trained and an interrupted run
-    continues from its checkpoints.
+    continues from its checkpoints. Finished runs in OUT made with another config, or a benchmark of another data
+    folder, are never overwritten unless --overwrite is given.
     """
     from pydantic import ValidationError
     from rich.console import Console
@@ -95,6 +99,7 @@ def benchmark(
                 settings,
                 log=lambda line: say(console, line),
                 resume=resume,
+                overwrite=overwrite,
             )
     except (ValueError, OSError, ValidationError) as err:
         raise fail(err) from err

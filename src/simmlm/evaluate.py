@@ -252,3 +252,10 @@ def segmentation_report(
         for i, case in enumerate(case_ids)
     }
     return report
+
+
+def shapley_per_seed(tests: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Population Shapley contributions per value ("probability", "correctness") and modality, as lists over the
+    seeds' test reports."""
+    first = tests[0]["shapley"]
+    return {value: {m: [t["shapley"][value][m] for t in tests] for m in first[value]} for value in first}

@@ -30,12 +30,13 @@ import torch
 import yaml
 from pydantic import Field, ValidationError
 
-from simmlm.benchmark import run_benchmark, shapley_per_seed
+from simmlm.benchmark import run_benchmark
 from simmlm.comparisons import compare_methods, holm_adjust
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.data.scenarios import corrupt, corruption_scale
 from simmlm.engine.config import RunConfig, StrictModel, load_config, resolve_config
 from simmlm.engine.tasks import Task, task_for
+from simmlm.evaluate import shapley_per_seed
 from simmlm.fileio import write_text_atomic
 from simmlm.metrics.bootstrap import RunArrays
 from simmlm.reproducibility import provenance

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from simmlm.data.base import Splits
-from simmlm.engine.config import RunConfig, resolve_config
+from simmlm.engine.config import RunConfig, config_differences, resolve_config
 from simmlm.fileio import atomic_path, torch_save_atomic, write_text_atomic
 
 
@@ -70,10 +70,16 @@ def _expert_setting(cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
 def explain_experts(cfg: RunConfig, input_shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, str]]:
     """Which expert each modality gets under ``cfg`` and why (``{"kind", "why"}`` per modality), as
     :func:`build_model` will build it; for ``simmlm data``, the start of a benchmark and its summary."""
-    from simmlm.nn.experts import expert_kinds, explain_expert
+    from simmlm.nn.experts import check_expert_options, expert_kinds, expert_options_for, explain_expert
 
-    kinds = expert_kinds(input_shapes, _expert_setting(cfg)[0])
+    expert, options = _expert_setting(cfg)
+    kinds = expert_kinds(input_shapes, expert)
     explained = {name: explain_expert(name, kinds[name], shape) for name, shape in input_shapes.items()}
+    for name, (kind, _) in explained.items():  # a misspelt option is refused here, before anything trains
+        try:
+            check_expert_options(kind, expert_options_for(name, list(input_shapes), options))
+        except ValueError as err:
+            raise ValueError(f"modality {name!r}: {err}") from None
     return {name: {"kind": kind, "why": why} for name, (kind, why) in explained.items()}
 
 
@@ -107,6 +113,37 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig, dict[str, A
     except (RuntimeError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # the wrong content
         raise ValueError(f"{not_ours} ({type(err).__name__})") from err
     return model.eval(), cfg, blob
+
+
+def refuse_other_runs(out: Path, configs: dict[str, RunConfig], data_dir: str | None) -> None:
+    """A ``ValueError`` when ``out`` holds a finished run (``runs/NAME/model.pt``) made with another config than the
+    one ``configs[NAME]`` would train, or a summary of another data folder: a benchmark never silently overwrites
+    another experiment (``--overwrite`` or ``--resume`` skips this check)."""
+    summary = Path(out) / "summary.json"
+    if data_dir and summary.is_file():
+        try:
+            before = json.loads(summary.read_text()).get("data_dir")
+        except (ValueError, OSError, AttributeError):
+            before = None
+        if before and Path(before) != Path(data_dir).resolve():
+            raise ValueError(
+                f"{out} holds a benchmark of another data folder ({before}); choose another --out, or pass "
+                "--overwrite to replace it"
+            )
+    for name, cfg in configs.items():
+        path = Path(out) / "runs" / name / "model.pt"
+        if not path.is_file():
+            continue
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["config"]
+        except Exception:  # unreadable: nothing worth keeping is lost by training it again
+            continue
+        differ = config_differences(saved, resolve_config(cfg).model_dump(mode="json"))
+        if differ:
+            raise ValueError(
+                f"{out} holds a finished run {name} made with another config (differs in {', '.join(differ)}); "
+                "choose another --out, or pass --overwrite to replace it"
+            )
 
 
 @dataclass
@@ -184,8 +221,6 @@ def save_run(run_dir: Path, result: RunResult, splits: Splits) -> dict[str, Any]
 
 def load_run(run_dir: Path, cfg: RunConfig) -> tuple[dict[str, Any], RunResult]:
     """The metrics and model of a finished run folder; an error if it was trained with another config."""
-    from simmlm.engine.resume import config_differences
-
     model, saved, _ = load_checkpoint(run_dir / "model.pt")
     differ = config_differences(saved.model_dump(mode="json"), resolve_config(cfg).model_dump(mode="json"))
     if differ:

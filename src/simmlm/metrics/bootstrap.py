@@ -303,3 +303,10 @@ def compare_runs(
         interval = seed_and_test_interval(difference[:, 0], difference[:, 1:], level)
         rows.append(Comparison(**vars(interval), metric=name))
     return rows
+
+
+def seed_interval(values: Sequence[float]) -> Interval:
+    """The 95 % t-interval of a mean over seeds (:func:`seed_and_test_interval` without
+    a test-sample part)."""
+    per_seed = torch.tensor(list(values), dtype=torch.float64)
+    return seed_and_test_interval(per_seed, per_seed.unsqueeze(1))

@@ -173,6 +173,10 @@ def explain_expert(name: str, kind: str, input_shape: tuple[int, ...]) -> tuple[
     input read as a one-channel image looks like a series of many steps of a few channels (e.g. a ``[100, 3]``
     accelerometer array in a folder dataset): then a sequence expert is usually the better reader."""
     resolved = resolve_expert_kind(kind, input_shape)
+    try:
+        check_expert_input(resolved, input_shape)
+    except ValueError as err:
+        raise ValueError(f"modality {name!r}: {err}") from None
     shape = "×".join(map(str, input_shape))
     if kind != "auto":
         why = f"{resolved} (set by model.expert) for input {shape}"
@@ -199,21 +203,11 @@ def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **op
     ``"unet3d"`` for ``[C, D, H, W]`` volumes (``num_classes`` output channels per voxel); ``"auto"`` picks lenet
     or mlp from the shape (:func:`resolve_expert_kind`). Unknown options are a ``ValueError`` naming the known ones."""
     kind = resolve_expert_kind(kind, input_shape)
-    builders: dict[str, Any] = {"lenet": LeNet5, "bncnn": BNConvNet, "mlp": MLPExpert, "unet3d": unet3d}
-    builders.update(dict.fromkeys(SEQUENCE_KINDS, SequenceExpert))
-    builders.update(dict.fromkeys(("image_encoder", "text_encoder"), EncoderExpert))
-    if kind in builders:
-        own = [p for p in inspect.signature(builders[kind]).parameters if p not in (*_SET_FROM_THE_DATA, "modality")]
-        unknown = sorted(set(options) - set(own))
-        if unknown:
-            raise ValueError(f"expert {kind!r} has no option {', '.join(map(repr, unknown))}; its options: {own}")
+    check_expert_input(kind, input_shape)
+    check_expert_options(kind, options)
     if kind == "lenet":
-        if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
-            raise ValueError(f"expert 'lenet' needs a [C, S, S] input, got {list(input_shape)}")
         return LeNet5(num_classes, input_size=input_shape[1], in_channels=input_shape[0], **options)
     if kind == "bncnn":
-        if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
-            raise ValueError(f"expert 'bncnn' needs a [C, S, S] input, got {list(input_shape)}")
         return BNConvNet(num_classes, input_size=input_shape[1], in_channels=input_shape[0], **options)
     if kind == "mlp":
         in_features = 1
@@ -221,21 +215,50 @@ def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **op
             in_features *= size
         return MLPExpert(in_features, num_classes, **options)
     if kind in SEQUENCE_KINDS:
-        if len(input_shape) != 2:
-            raise ValueError(f"expert {kind!r} needs a [T, D] feature sequence, got {list(input_shape)}")
         return SequenceExpert(input_shape[1], num_classes, kind, **options)  # type: ignore[arg-type]
     if kind in ("image_encoder", "text_encoder"):  # raw images / token tensors: the encoder is fine-tuned
         return EncoderExpert(num_classes, "image" if kind == "image_encoder" else "text", **options)
-    if kind == "unet3d":
-        if len(input_shape) != 4:
-            raise ValueError(f"expert 'unet3d' needs a [C, D, H, W] input, got {list(input_shape)}")
-        return unet3d(input_shape[0], num_classes, **options)
-    raise ValueError(f"unknown expert kind {kind!r}; choose one of {', '.join(map(repr, EXPERT_KINDS))}")
+    return unet3d(input_shape[0], num_classes, **options)
+
+
+def check_expert_options(kind: str, options: dict[str, Any]) -> None:
+    """A ``ValueError`` naming the known options when ``options`` has one expert ``kind`` (resolved) does not take."""
+    builders: dict[str, Any] = {"lenet": LeNet5, "bncnn": BNConvNet, "mlp": MLPExpert, "unet3d": unet3d}
+    builders.update(dict.fromkeys(SEQUENCE_KINDS, SequenceExpert))
+    builders.update(dict.fromkeys(("image_encoder", "text_encoder"), EncoderExpert))
+    own = [p for p in inspect.signature(builders[kind]).parameters if p not in (*_SET_FROM_THE_DATA, "modality")]
+    unknown = sorted(set(options) - set(own))
+    if unknown:
+        raise ValueError(f"expert {kind!r} has no option {', '.join(map(repr, unknown))}; its options: {own}")
+
+
+#: The input each shape-bound expert kind needs: (in words, test on the per-sample shape).
+_NEEDS: dict[str, tuple[str, Any]] = {
+    "lenet": ("a [C, S, S] input", lambda s: len(s) == 3 and s[1] == s[2]),
+    "bncnn": ("a [C, S, S] input", lambda s: len(s) == 3 and s[1] == s[2]),
+    "unet3d": ("a [C, D, H, W] input", lambda s: len(s) == 4),
+    **dict.fromkeys(SEQUENCE_KINDS, ("a [T, D] feature sequence", lambda s: len(s) == 2)),
+}
+
+
+def check_expert_input(kind: str, input_shape: tuple[int, ...]) -> None:
+    """A ``ValueError`` when expert ``kind`` (resolved) is unknown or cannot read inputs of ``input_shape``; called
+    before anything trains (by :func:`explain_expert`) and again when the expert is built."""
+    if kind not in EXPERT_KINDS or kind == "auto":
+        raise ValueError(f"unknown expert kind {kind!r}; choose one of {', '.join(map(repr, EXPERT_KINDS))}")
+    needs, fits = _NEEDS.get(kind, ("", lambda s: True))
+    if not fits(tuple(input_shape)):
+        raise ValueError(f"expert {kind!r} needs {needs}, got {list(input_shape)}")
 
 
 def expert_kinds(input_shapes: dict[str, tuple[int, ...]], expert: str | dict[str, str]) -> dict[str, str]:
     """The expert kind of every modality (``expert``: one kind for all, or one per modality)."""
     kinds = expert if isinstance(expert, dict) else dict.fromkeys(input_shapes, expert)
+    unknown = sorted(set(kinds) - set(input_shapes))
+    if unknown:
+        raise ValueError(
+            f"model.expert names modalities the data does not have: {unknown}; it has {list(input_shapes)}"
+        )
     missing = [name for name in input_shapes if name not in kinds]
     if missing:
         raise ValueError(f"no expert kind given for modalities {missing}")
