@@ -120,3 +120,45 @@ def test_a_finished_benchmark_with_another_config_is_not_overwritten(example: Pa
     assert code == 2 and "holds a benchmark of another data folder" in output
     assert _run(*quick)[0] == 0  # the same config again: rerun in place
     assert _run(*quick, "--set", "train.stage1.epochs=2", "--overwrite")[0] == 0
+
+
+def test_predictions_name_their_test_samples(example: Path, tmp_path: Path) -> None:
+    """``predictions.npz`` holds the manifest's sample ids, so a prediction is checked without assuming an order."""
+    import csv
+
+    import numpy as np
+
+    out = tmp_path / "o"
+    quick = [
+        "--methods",
+        "late_fusion",
+        "--seeds",
+        "0",
+        "--set",
+        "train.stage1.epochs=1",
+        "--set",
+        "train.stage2.epochs=1",
+    ]
+    code, output = _run("benchmark", "folder", "--data-dir", str(example), "--out", str(out), *quick)
+    assert code == 0, output
+    with (example / "manifest.csv").open() as fh:
+        test_ids = [row["sample_id"] for row in csv.DictReader(fh) if row["split"] == "test"]
+    with np.load(out / "runs" / "late_fusion-seed0" / "predictions.npz") as arrays:
+        assert arrays["sample_ids"].tolist() == test_ids and arrays["probs"].shape[1] == len(test_ids)
+
+
+def test_a_single_class_split_is_warned_about(example: Path, tmp_path: Path) -> None:
+    data = tmp_path / "one-class-val"
+    shutil.copytree(example, data)
+    manifest = data / "manifest.csv"
+    lines = manifest.read_text().splitlines()
+    head, rows = lines[0].split(","), [line.split(",") for line in lines[1:]]
+    label, split = head.index("label"), head.index("split")
+    first_val = next(r[label] for r in rows if r[split] == "val")
+    kept = [r for r in rows if r[split] != "val" or r[label] == first_val]
+    manifest.write_text("\n".join(",".join(r) for r in [head, *kept]) + "\n")
+    result = CliRunner().invoke(app, ["data", "folder", "--data-dir", str(data)])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0 and "warning: every val sample has the same class" in output
+    result = CliRunner().invoke(app, ["data", "folder", "--data-dir", str(example)])
+    assert result.exit_code == 0 and "same class" not in result.output

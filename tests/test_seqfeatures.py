@@ -316,10 +316,10 @@ def test_missing_file_raises(tmp_path: Path) -> None:
 def test_not_a_pickle_raises(tmp_path: Path) -> None:
     path = tmp_path / "broken.pkl"
     path.write_bytes(b"this is not a pickle")
-    with pytest.raises(ValueError, match=r"cannot read .*broken.pkl as a pickle"):
+    with pytest.raises(ValueError, match=r"cannot read .*broken.pkl \(UnpicklingError.*or the .npz"):
         load_seqfeatures(path)
     path.write_bytes(pickle.dumps(_data())[:200])
-    with pytest.raises(ValueError, match="as a pickle"):
+    with pytest.raises(ValueError, match="truncated"):
         load_seqfeatures(path)
 
 
@@ -436,10 +436,47 @@ def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path: Pa
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_feature_pickles_of_every_protocol_are_read(tmp_path: Path, protocol: int) -> None:
-    from simmlm.data.seqfeatures import load_feature_pickle
+    from simmlm.data.feature_files import load_feature_pickle
 
     path = tmp_path / "mosi.pkl"
     path.write_bytes(pickle.dumps(_data(), protocol=protocol))
     loaded = load_feature_pickle(path)
     np.testing.assert_array_equal(loaded["train"]["text"], _data()["train"]["text"])
     assert list(loaded["test"]["id"]) == [f"clip{i}" for i in range(SPLIT_SIZES["test"])]
+
+
+def test_the_npz_conversion_loads_to_the_same_splits(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from simmlm.cli import app
+
+    data = _data()
+    data["train"]["id"] = np.array([f"clip{i}".encode() for i in range(SPLIT_SIZES["train"])], dtype=object)
+    data["train"]["ragged"] = [np.zeros(2), np.zeros(3)]  # not a plain array: left out, and said so
+    source = _write(tmp_path, data)
+    result = CliRunner().invoke(app, ["convert-features", str(source)])
+    assert result.exit_code == 0, result.output
+    assert "left out, not plain arrays: train/ragged" in result.output
+    target = tmp_path / "mosi.npz"
+    with np.load(target, allow_pickle=False) as arrays:  # nothing in it needs unpickling
+        assert arrays["train/id"].tolist() == [f"clip{i}" for i in range(SPLIT_SIZES["train"])]
+    for kwargs in ({}, {"missing_rate": 0.3, "intra_missing_ratio": 0.2, "seed": 3}):
+        a, b = load_seqfeatures(source, **kwargs), load_seqfeatures(target, **kwargs)  # type: ignore[arg-type]
+        for split in ("train", "val", "test"):
+            x, y = getattr(a, split), getattr(b, split)
+            assert torch.equal(x.mask, y.mask) and torch.equal(x.targets, y.targets)
+            assert all(torch.equal(x.inputs[m], y.inputs[m]) for m in x.inputs)
+
+
+def test_the_converter_refuses_a_pickle_that_would_run_code(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from simmlm.cli import app
+
+    marker = tmp_path / "PWNED"
+    data = _data()
+    data["train"]["id"] = _RunsCode(marker)  # type: ignore[assignment]
+    evil = _write(tmp_path, data, "evil.pkl")
+    result = CliRunner().invoke(app, ["convert-features", str(evil)])
+    assert result.exit_code == 2 and "refusing" in result.output and "nothing in the file was run" in result.output
+    assert not marker.exists() and not (tmp_path / "evil.npz").exists()

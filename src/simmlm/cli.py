@@ -27,7 +27,7 @@ from simmlm.cli_common import (
     say,
     show_epochs,
 )
-from simmlm.cli_example import example_data
+from simmlm.cli_example import convert_features, example_data
 from simmlm.cli_robustness import robustness
 
 app = typer.Typer(help="Multimodal learning with missing modalities (SimMLM, DMoME, ...).", no_args_is_help=True)
@@ -127,10 +127,12 @@ def data(
 ) -> None:
     """Build (or find in the cache) a dataset's arrays, or read and check its files, and print its splits."""
     from pydantic import ValidationError
+    from rich.console import Console
 
     from simmlm.engine.config import load_config, schedule_warning
     from simmlm.engine.tasks import task_for
 
+    show_epochs(Console())  # warnings about the data (e.g. a split of a single class)
     try:
         config, line = default_config_line(dataset, config)
         typer.echo(line)
@@ -383,6 +385,7 @@ def methods() -> None:
 
 app.command()(robustness)
 app.command("example-data")(example_data)
+app.command("convert-features")(convert_features)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

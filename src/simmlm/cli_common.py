@@ -115,7 +115,7 @@ def show_epochs(console: Any, verbose: bool = False) -> None:
 
     class _Console(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            say(console, record.getMessage(), style="dim")
+            say(console, record.getMessage(), style="yellow" if record.levelno >= logging.WARNING else "dim")
 
     logger = logging.getLogger("simmlm")
     for old in [h for h in logger.handlers if getattr(h, "simmlm_console", False)]:

@@ -1,8 +1,9 @@
-"""``simmlm example-data``: small learnable datasets in every layout simmlm reads (registered on
-:data:`simmlm.cli.app`)."""
+"""``simmlm example-data``: small learnable datasets in every layout simmlm reads; ``simmlm convert-features``: a
+MulT / MMSA feature pickle as a ``.npz`` that needs no unpickling (both registered on :data:`simmlm.cli.app`)."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Annotated
 
@@ -73,3 +74,27 @@ def example_data(
         return
     typer.echo(f"wrote {directory} ({samples} samples, {modalities} modalities); next:")
     typer.echo(f"  simmlm data folder --data-dir {directory}")
+
+
+def convert_features(
+    source: Annotated[Path, typer.Argument(help="A MulT / MMSA feature pickle (.pkl).")],
+    target: Annotated[Path | None, typer.Argument(help="The .npz to write (default: SOURCE with .npz).")] = None,
+) -> None:
+    """Write a MulT / MMSA feature pickle as a .npz (one array per SPLIT/KEY) that simmlm reads without unpickling.
+
+    The pickle itself is read by the restricted unpickler (only dicts, lists, strings, numbers and NumPy arrays;
+    anything else is refused before it runs). Entries that are not plain arrays are left out and named.
+    """
+    from simmlm.data.feature_files import RefusedPickle, convert_feature_pickle
+
+    target = source.with_suffix(".npz") if target is None else target
+    if target.suffix.lower() != ".npz" or target.resolve() == source.resolve():
+        raise fail(ValueError(f"the target must be a .npz file other than the source, got {target}"))
+    try:
+        left_out = convert_feature_pickle(source, target)
+    except RefusedPickle as err:
+        raise fail(ValueError(f"refusing {source}: {err}")) from err
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
+        raise fail(ValueError(f"cannot convert {source}: {type(err).__name__}: {err}")) from err
+    typer.echo(f"wrote {target}" + (f" (left out, not plain arrays: {', '.join(left_out)})" if left_out else ""))
+    typer.echo(f"  simmlm data seqfeatures --data-dir {target.parent} --set data.file={target.name}")

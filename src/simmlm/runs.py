@@ -6,7 +6,8 @@ A run folder (``simmlm train --out DIR`` or ``DIR/runs/<method>-seed<k>`` of a b
   with ``weights_only=True`` and rebuilt by :func:`load_checkpoint` from the config alone;
 - ``metrics.json``: the test report under every subset, the validation average, training time, the epochs each
   stage selected and the MoFe statistics;
-- ``predictions.npz`` (classification): test-set class probabilities per subset, for reliability diagrams.
+- ``predictions.npz`` (classification): test-set class probabilities per subset, for reliability diagrams, and
+  the test samples' ids where the dataset names them (folder data: the manifest's ``sample_id``).
 
 Every file is written to a temporary file beside its target and renamed over it
 (:func:`simmlm.fileio.atomic_path`), so a kill leaves the old file or the new one, never half of one. Under DDP
@@ -16,6 +17,7 @@ only the global rank 0 writes.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +102,9 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig, dict[str, A
         "folder of a finished run, or train it again"
     )
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on a foreign file's pickle protocol are not the user's concern
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as err:  # any bytes at all: whatever the unpickler raises, the file is not a checkpoint

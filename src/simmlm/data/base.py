@@ -32,12 +32,17 @@ class TensorMultimodalDataset(Dataset[Batch]):
         inputs: modality name -> tensor ``[N, ...]``; the dict order is the modality order.
         mask: boolean ``[N, M]`` availability.
         targets: ``[N]`` (class index) or ``[N, ...]`` targets.
+        ids: the samples' own names (e.g. a manifest's ``sample_id``), kept with the test predictions; or None.
     """
 
-    def __init__(self, inputs: dict[str, Tensor], mask: Tensor, targets: Tensor) -> None:
+    def __init__(
+        self, inputs: dict[str, Tensor], mask: Tensor, targets: Tensor, ids: Sequence[str] | None = None
+    ) -> None:
         n = len(targets)
         if n == 0:
             raise ValueError("dataset is empty")
+        if ids is not None and len(ids) != n:
+            raise ValueError(f"{len(ids)} sample ids for {n} samples")
         if mask.dtype != torch.bool or mask.shape != (n, len(inputs)):
             raise ValueError(f"mask must be bool [{n}, {len(inputs)}], got {mask.dtype} {tuple(mask.shape)}")
         check_mask(mask)
@@ -51,6 +56,7 @@ class TensorMultimodalDataset(Dataset[Batch]):
         }
         self.mask = mask
         self.targets = targets
+        self.ids = None if ids is None else list(ids)
 
     @property
     def modalities(self) -> list[str]:
@@ -81,6 +87,16 @@ class Splits:
     @property
     def modalities(self) -> list[str]:
         return self.train.modalities
+
+
+def single_class_splits(splits: Splits) -> list[str]:
+    """The names of the splits whose samples all have one class (classification only): a validation split like that
+    selects epochs on one class, a test split measures one class; nothing is learned from a training split like
+    that."""
+    if splits.num_classes < 2:  # regression
+        return []
+    parts = {"train": splits.train, "val": splits.val, "test": splits.test}
+    return [name for name, part in parts.items() if part.targets.ndim == 1 and part.targets.unique().numel() == 1]
 
 
 class _WithIndex(Dataset[IndexedBatch]):

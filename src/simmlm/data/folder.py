@@ -382,6 +382,7 @@ def load_folder(
             {name: torch.from_numpy(values[index]) for name, values in inputs.items()},
             torch.from_numpy(mask[index]),
             torch.from_numpy(targets[index]),
+            [rows[i].sample_id for i in index],
         )
 
     parts = {name: part(index) for name, index in _iter_splits(rows)}

@@ -114,7 +114,7 @@ def drop_modality(
     new_mask = mask.clone()
     new_mask[chosen.to(mask.device), column] = False
     # The constructor zero-fills the inputs of the now-missing samples.
-    return TensorMultimodalDataset(dict(dataset.inputs), new_mask, dataset.targets)
+    return TensorMultimodalDataset(dict(dataset.inputs), new_mask, dataset.targets, dataset.ids)
 
 
 def corrupt(
@@ -178,7 +178,7 @@ def corrupt(
         region = _region(tuple(rows.shape), kind, severity, generator).to(rows.device)
         new_values[chosen] = rows.masked_fill(region, 0)
     inputs = {name: new_values if name == modality else tensor for name, tensor in dataset.inputs.items()}
-    return TensorMultimodalDataset(inputs, dataset.mask.clone(), dataset.targets)
+    return TensorMultimodalDataset(inputs, dataset.mask.clone(), dataset.targets, dataset.ids)
 
 
 def corruption_scale(dataset: TensorMultimodalDataset, modality: str) -> float:

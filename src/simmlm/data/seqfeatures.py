@@ -58,12 +58,13 @@ simmlm ships neither file; download one from the project that distributes it and
   "vision")`` only for a model that runs BERT itself, and leave ``intra_missing_ratio`` at 0 with it.
   ``"classification_labels"`` is not a sentiment score: do not pass it as ``label_key``.
 
-Loading a pickle can run arbitrary code: only load files from a source you trust.
+A pickle is read by a restricted unpickler that admits only dicts, lists, strings, numbers and NumPy arrays, so a
+crafted file cannot run code (:mod:`simmlm.data.feature_files`). ``simmlm convert-features FILE.pkl`` writes the
+same content as a ``.npz`` (one array per ``SPLIT/KEY``) that needs no unpickling; this loader reads either.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +74,7 @@ import torch
 from torch import Tensor
 
 from simmlm.data.base import Splits
+from simmlm.data.feature_files import RefusedPickle, read_feature_file
 from simmlm.data.frames import SPLITS as _SPLITS
 from simmlm.data.frames import SequenceFeatureDataset, describe_ratios, frame_masks, split_ratios
 
@@ -125,7 +127,7 @@ def load_seqfeatures(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     dropped = _fixed_missing(missing_modalities, names, missing_rate)
 
-    splits = _find_splits(_read_pickle(path), path)
+    splits = _find_splits(_read_file(path), path)
     if label_key is None:
         label_key = _detect_label_key(splits["train"][1], path, splits["train"][0])
     datasets: dict[str, SequenceFeatureDataset] = {}
@@ -205,63 +207,19 @@ def _fixed_missing(
     return dropped
 
 
-#: What a MulT / MMSA feature pickle may reference besides dicts, lists, strings and numbers: NumPy's arrays, dtypes
-#: and scalars (under numpy 1's and numpy 2's module names), ordered dicts, and the byte-string codec of Python 2
-#: pickles. Anything else (a function, ``os.system``, a class of another package) is refused before it is called.
-_PICKLE_GLOBALS = {
-    *(
-        (module, name)
-        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-        for name in ("_reconstruct", "scalar")
-    ),
-    *((module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("collections", "OrderedDict"),
-    ("_codecs", "encode"),
-}
-
-
-class RefusedPickle(pickle.UnpicklingError):
-    """A feature pickle references something it must not hold (raised before it is called)."""
-
-
-class _FeatureUnpickler(pickle.Unpickler):
-    """Unpickles only the types a MulT / MMSA feature file holds (:data:`_PICKLE_GLOBALS`), so a crafted file
-    cannot run code: ``pickle.load`` would call whatever the file names."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _PICKLE_GLOBALS:
-            raise RefusedPickle(
-                f"it references {module}.{name}, which a feature pickle never holds (only dicts, lists, strings, "
-                "numbers and NumPy arrays are read; nothing in the file was run)"
-            )
-        return super().find_class(module, name)
-
-
-def load_feature_pickle(path: Path) -> Any:
-    """The content of a MulT / MMSA feature pickle, read with :class:`_FeatureUnpickler` (Python 2 pickles too)."""
-    with path.open("rb") as fh:
-        try:
-            return _FeatureUnpickler(fh).load()
-        except UnicodeDecodeError:  # pickles written by Python 2 (older MulT files)
-            fh.seek(0)
-            return _FeatureUnpickler(fh, encoding="latin1").load()
-
-
-def _read_pickle(path: Path) -> Any:
+def _read_file(path: Path) -> Any:
     if not path.exists():
-        raise FileNotFoundError(f"sequence-feature pickle {path} does not exist")
+        raise FileNotFoundError(f"sequence-feature file {path} does not exist")
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is not a file; expected a MulT / MMSA feature pickle (.pkl)")
+        raise FileNotFoundError(f"{path} is not a file; expected a MulT / MMSA feature pickle (.pkl) or its .npz")
     try:
-        return load_feature_pickle(path)
+        return read_feature_file(path)
     except RefusedPickle as err:
         raise ValueError(f"refusing {path}: {err}") from err
     except Exception as err:  # unpickling garbage raises almost anything
         raise ValueError(
-            f"cannot read {path} as a pickle ({type(err).__name__}: {err}); expected a MulT / MMSA feature "
-            "pickle holding {'train': {...}, 'valid': {...}, 'test': {...}}"
+            f"cannot read {path} ({type(err).__name__}: {err}); expected a MulT / MMSA feature pickle holding "
+            "{'train': {...}, 'valid': {...}, 'test': {...}}, or the .npz that `simmlm convert-features` writes"
         ) from err
 
 

@@ -9,6 +9,7 @@ is one entry there and its loader in ``simmlm.data``.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from simmlm.data.base import ShardedBatchSampler, Splits, TensorMultimodalDataset, make_loader
+from simmlm.data.base import ShardedBatchSampler, Splits, TensorMultimodalDataset, make_loader, single_class_splits
 from simmlm.engine.config import (
     AvmnistData,
     BratsData,
@@ -217,7 +218,14 @@ class ClassificationTask:
 
         if self.loader is None:
             raise ValueError(f"dataset {self.data.dataset!r} has no loader")
-        return apply_scenario(self.loader(self.data), getattr(self.data, "scenario", None))
+        splits = apply_scenario(self.loader(self.data), getattr(self.data, "scenario", None))
+        for name in single_class_splits(splits):
+            logging.getLogger("simmlm").warning(
+                "warning: every %s sample has the same class; what is measured on that split says nothing about "
+                "the other classes",
+                name,
+            )
+        return splits
 
     def check_method(self, model: nn.Module, method: str) -> None:
         pass
@@ -266,13 +274,16 @@ class ClassificationTask:
     def report(
         self, model: nn.Module, dataset: Any, modalities: Sequence[str]
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The report, and the class probabilities per subset (``probs`` ``[S, N, K]``, ``subsets``, ``targets``)."""
+        """The report, and the class probabilities per subset (``probs`` ``[S, N, K]``, ``subsets``, ``targets``,
+        and ``sample_ids`` when the dataset names its samples)."""
         preds = predict_subsets(model, dataset)
         arrays = {
             "probs": preds.logits.float().softmax(-1).numpy().astype(np.float32),
             "subsets": np.asarray(preds.subsets),
             "targets": preds.targets.numpy(),
         }
+        if getattr(dataset, "ids", None) is not None:
+            arrays["sample_ids"] = np.asarray(dataset.ids, dtype=str)
         return classification_report(preds, modalities), arrays
 
     def example_inputs(self, splits: Splits) -> tuple[dict[str, Tensor], Tensor]:
