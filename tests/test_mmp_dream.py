@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import torch
 
@@ -203,3 +205,73 @@ def test_dream_warm_start_copies_the_scorers_convolutional_experts() -> None:
         strict=True,
     ):
         assert torch.equal(v, w), k
+
+
+def test_dream_papers_scorer_reads_no_mask_either() -> None:
+    """The review's finding: ``dream_paper``'s scorer was a late fusion trained with the mask, then queried with an
+    all-ones mask it never saw (its logits moved by 0.17 on identical input). Its scorer now reads no mask: zero
+    inputs marked present and left out are the same to it, so the all-ones query is what it was trained on."""
+    from simmlm.methods.late_fusion import LateFusion, UnmarkedLateFusion
+
+    torch.manual_seed(0)
+    model = create_method("dream_paper", input_shapes=SHAPES, num_classes=10)
+    assert isinstance(model, DREAM) and isinstance(model.scorer, UnmarkedLateFusion)
+    assert not model.reads_annotation and not model.scorer.reads_annotation
+    mask = torch.tensor([[True, False], [False, True], [True, True]])
+    x = {k: torch.where(mask[:, m].view(-1, 1, 1, 1), v, 0.0) for m, (k, v) in enumerate(_inputs(3).items())}
+    everything = torch.ones_like(mask)
+    scorer = model.scorer.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(scorer(x, mask).logits, scorer(x, everything).logits)
+        marked = LateFusion(scorer.experts).eval()  # the former scorer: the same experts, averaged over the mask
+        assert not torch.allclose(marked(x, mask).logits, marked(x, everything).logits)
+    with pytest.raises(ValueError, match="scorer must train without it too: 'simmlm' cannot"):
+        create_method("dream_paper", input_shapes=SHAPES, num_classes=10, scorer="simmlm")
+
+
+def test_without_annotation_dream_and_its_scorer_train_on_unmarked_data() -> None:
+    """Training data with missing modalities: ``dream_paper``'s scorer is exactly a late fusion without annotation
+    trained on the data with every modality marked present (not the benchmark's annotated late-fusion run), and
+    with ``pas_value="present"`` DREAM itself trains with the mask again (its scorer still without)."""
+    from conftest import synthetic_splits
+    from simmlm.data.base import Splits, TensorMultimodalDataset, without_annotation
+    from simmlm.engine.config import RunConfig
+    from simmlm.engine.train import quiet_lightning, train
+
+    quiet_lightning()
+    base = synthetic_splits(40)
+    mask = base.train.mask.clone()
+    mask[::3, 1], mask[1::3, 0] = False, False
+    t = base.train
+    splits = Splits(TensorMultimodalDataset(t.inputs, mask, t.targets), base.val, base.test, 3, "synthetic")
+    assert not without_annotation(splits).train.mask.equal(mask) and without_annotation(splits).train.mask.all()
+
+    def run(method: str, **options: object) -> torch.nn.Module:
+        schedule = {"batch_size": 16, "stage1": {"epochs": 1}, "stage2": {"epochs": 1}}
+        model = {"expert": {"a": "lenet", "b": "mlp"}, "method_options": options}
+        return train(
+            RunConfig.model_validate({"method": method, "model": model, "train": schedule}), splits, False
+        ).model
+
+    scorer = cast(DREAM, run("dream_paper", dim=16)).scorer
+    unmarked = run("late_fusion", annotation="none").state_dict()
+    assert all(torch.equal(scorer.state_dict()[k], v) for k, v in unmarked.items())
+    marked = run("late_fusion").state_dict()
+    assert not all(torch.equal(scorer.state_dict()[k], v) for k, v in marked.items())
+    variant = cast(DREAM, run("dream_paper", dim=16, pas_value="present"))
+    assert variant.reads_annotation and all(torch.equal(variant.scorer.state_dict()[k], v) for k, v in unmarked.items())
+
+
+def test_pas_counts_leave_zero_filled_modalities_out_of_the_value() -> None:
+    """Eq. 3 literally (``V(S) = |S|``) credits a zero-filled modality in a game without annotation; counting
+    ``|S ∩ P|`` makes it a null player of PAS, and the present modality gets all of ``V``."""
+    from simmlm.metrics.shapley import shapley_contributions
+
+    targets = torch.tensor([1, 1])
+    always_right = lambda mask: torch.ones(len(mask), dtype=torch.long)  # noqa: E731
+    given = torch.tensor([[True, False], [True, True]])
+    literal = shapley_contributions(always_right, 2, 2, targets, predict_empty=True)
+    counted = shapley_contributions(always_right, 2, 2, targets, predict_empty=True, pas_counts=given)
+    assert literal.pas[0, 1] > 0  # the absent modality is credited
+    torch.testing.assert_close(counted.pas[0], torch.tensor([1.0, 0.0]))  # a null player
+    torch.testing.assert_close(counted.pas[1], literal.pas[1])  # nothing changes where everything is given

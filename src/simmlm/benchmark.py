@@ -124,8 +124,9 @@ def run_benchmark(
                 f"{stage_epochs(t.stage2.epochs, n, t)} epochs{steps}; stage 1 is shared between methods with "
                 "identical experts); mmp (no per-modality experts) trains in one stage for the same total number "
                 "of epochs; dream trains for stage 2's epochs after its scorer (the late-fusion run of the same seed, "
-                "reused when the benchmark has it), its convolutional token encoders starting from the scorer's "
-                f"stage-1 experts. Adam; every stage keeps its best epoch on validation {score_name} (stage 2: "
+                "reused when the benchmark has it; dream_paper's own, reading no mask), its convolutional token "
+                "encoders starting from the scorer's stage-1 experts. Adam; every stage keeps its best epoch on "
+                f"validation {score_name} (stage 2: "
                 "mean over every subset), never on test data. Test metrics: every non-empty modality subset, each over "
                 "the test samples that have all of its modalities; ECE/SCE with 20 bins."
             )

@@ -7,8 +7,9 @@ tensor is zeros of the right shape, but nothing downstream ever infers presence 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -87,6 +88,18 @@ class Splits:
     @property
     def modalities(self) -> list[str]:
         return self.train.modalities
+
+
+def without_annotation(splits: Splits) -> Splits:
+    """``splits`` whose training split marks every modality present: a missing modality is the zeros it already
+    is, and nothing says it is missing (how a method that reads no annotation trains, e.g. ``dream_paper``).
+    Validation and test keep their masks: the evaluation protocol defines its subsets by what each sample has."""
+    if bool(splits.train.mask.all()):
+        return splits
+    unmarked = copy.copy(splits.train)  # the same inputs (zero-filled where missing), the same dataset class
+    unmarked.mask = torch.ones_like(unmarked.mask)
+    note = " Trained without the availability mask (missing modalities are zeros marked present)."
+    return replace(splits, train=unmarked, description=splits.description + note)
 
 
 def single_class_splits(splits: Splits) -> list[str]:

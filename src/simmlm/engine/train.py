@@ -16,7 +16,7 @@ import lightning as L
 from torch import nn
 from torch.utils.data import DataLoader
 
-from simmlm.data.base import Splits
+from simmlm.data.base import Splits, without_annotation
 from simmlm.engine.config import RunConfig, TrainConfig, resolve_config, stage_epochs
 from simmlm.engine.resume import AtomicCheckpointIO, EpochCheckpoint, RunCheckpoints
 from simmlm.engine.stages import CooperativeStage, ExpertStage
@@ -207,6 +207,8 @@ def train(
     L.seed_everything(t.seed, workers=True, verbose=False)
     model = build_model(cfg, task.input_shapes(splits), splits.num_classes)
     task.check_method(model, cfg.method)
+    if not getattr(model, "reads_annotation", True):  # e.g. dream_paper: never told which modalities are missing
+        splits = without_annotation(splits)
     unknown = sorted(set(t.augment) - set(splits.modalities))
     if unknown:
         raise ValueError(f"augment names unknown modalities {unknown}; known: {splits.modalities}")
@@ -218,13 +220,13 @@ def train(
     shared_seconds = 0.0  # the part of it reused from the cache
     if entry.pretrain is not None:
 
-        def train_method(method: str) -> tuple[nn.Module, dict[str, Any]]:
-            """The same run with another method (and its default options), checkpointed in a sub-folder."""
+        def train_method(method: str, options: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+            """The same run with another method (its default options, updated by ``options``), checkpointed in a
+            sub-folder."""
             nonlocal prior_seconds, shared_seconds
             # from the config as given, so the other method gets its own defaults (e.g. simmlm's lambda), not ours
-            nested_cfg = given.model_copy(
-                update={"method": method, "model": given.model.model_copy(update={"method_options": {}})}
-            )
+            nested_model = given.model.model_copy(update={"method_options": dict(options or {})})
+            nested_cfg = given.model_copy(update={"method": method, "model": nested_model})
             done = cache.get(run_key(nested_cfg, splits)) if cache is not None else None
             if isinstance(done, RunResult):
                 logging.getLogger("simmlm").info("  %s: the same run as before (reused, not retrained)", method)

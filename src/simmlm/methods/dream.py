@@ -25,18 +25,22 @@
    is the usual distillation one: the PAS distribution is the target, ``w`` the student.
 
 **Annotation.** The paper's point is that DREAM needs no annotation of which modalities are missing (its §3.4):
-with ``annotation="none"`` (the method ``dream_paper``) DREAM and its scorer see only zero-filled inputs. The
-scorer predicts every subset ``S`` from the input with the modalities outside ``S`` set to zero and every modality
-marked present, ``ŷ(∅)`` is its prediction on the all-zero input, and the Shapley game runs over all ``M``
-modalities, so a present but uninformative modality can get ``PSS = 0`` and be enhanced like a missing one. The
-default ``annotation="mask"`` (the method ``dream``) is this harness's first adaptation: the scorer, the game and
-the enhancer's keys use the availability mask, ``ŷ(∅)`` is "no prediction", so every available modality has
-``PSS >= 1/|A|`` and only missing modalities are enhanced. Both are kept: the first is the paper's claim, the
-second what a user with reliable availability flags may prefer.
+with ``annotation="none"`` (the method ``dream_paper``) neither DREAM nor its scorer reads the availability mask.
+Both train with every modality marked present (:func:`~simmlm.data.base.without_annotation`: a missing one is the
+zeros it already is), so their training subsets are drawn over all ``M`` modalities. The scorer is a late fusion
+that reads no mask either (:class:`~simmlm.methods.late_fusion.UnmarkedLateFusion`, trained for this, not the
+benchmark's own late-fusion run): ``ŷ(S)`` is its prediction on the input zero-filled outside ``S``, ``ŷ(∅)`` on
+the all-zero input, and the game runs over all ``M`` modalities, so a present but uninformative modality can get
+``PSS = 0`` and be enhanced like a missing one. Eq. 3's ``V(S) = |S|`` then credits zero-filled modalities in PAS
+(the distillation target); ``pas_value="present"`` counts ``|S ∩ P|``, ``P`` the modalities the sample is given
+(so DREAM then trains with the mask; its scorer still without). The default ``annotation="mask"`` (``dream``): the
+scorer, the game and the enhancer's keys use the mask, ``ŷ(∅)`` is "no prediction", so every available modality
+has ``PSS >= 1/|A|`` and only missing modalities are enhanced.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, cast
 
@@ -49,36 +53,8 @@ from simmlm.methods.base import ModelOutput, outputs_for_subsets, validate_subse
 from simmlm.methods.mmp import token_encoders
 from simmlm.methods.registry import create_method, get_method, register_method
 from simmlm.metrics.shapley import ShapleyScores, shapley_contributions
+from simmlm.nn.attention import CrossModalEnhancer
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits
-
-
-class CrossModalEnhancer(nn.Module):
-    """Eqs. 5-9 for one target modality: global + pairwise cross-modal attention, residual and LayerNorm."""
-
-    def __init__(self, num_modalities: int, dim: int, heads: int) -> None:
-        super().__init__()
-        self.global_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.pair_attention = nn.ModuleList(
-            nn.MultiheadAttention(dim, heads, batch_first=True) for _ in range(num_modalities - 1)
-        )
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, target: Tensor, others: list[Tensor], others_present: list[Tensor]) -> Tensor:
-        """``LN(x + I_g + sum_k I_k)``; absent modalities are left out of the keys and their ``I_k`` is zero."""
-        own = torch.zeros(target.shape[:2], dtype=torch.bool, device=target.device)  # never padded
-        pads = [
-            ~present[:, None].expand(-1, other.shape[1]) for other, present in zip(others, others_present, strict=True)
-        ]
-        keys = torch.cat([target, *others], dim=1)
-        padding = torch.cat([own, *pads], dim=1)
-        total = target + self.global_attention(target, keys, keys, key_padding_mask=padding, need_weights=False)[0]
-        for attention, other, pad, present in zip(self.pair_attention, others, pads, others_present, strict=True):
-            pair = torch.cat([target, other], dim=1)
-            interaction = attention(target, pair, pair, key_padding_mask=torch.cat([own, pad], 1), need_weights=False)[
-                0
-            ]
-            total = total + torch.where(present[:, None, None], interaction, interaction.new_zeros(()))
-        return self.norm(total)
 
 
 class DREAM(nn.Module):
@@ -95,6 +71,7 @@ class DREAM(nn.Module):
         scorer_method: registry name of the scorer, so the engine can pre-train it.
         annotation: ``"mask"``: the scorer, the Shapley game and the enhancer use the availability mask;
             ``"none"``: they see only the zero-filled inputs (the paper's setting, see the module docstring).
+        pas_value: without annotation, eq. 3's ``V(S) = |S|`` (``"subset"``) or ``|S ∩ P|`` (``"present"``).
     """
 
     def __init__(
@@ -109,13 +86,19 @@ class DREAM(nn.Module):
         mc_permutations: int | None = None,
         scorer_method: str = "late_fusion",
         annotation: Literal["mask", "none"] = "mask",
+        pas_value: Literal["subset", "present"] = "subset",
     ) -> None:
         super().__init__()
         if len(encoders) < 2:
             raise ValueError("DREAM needs at least two modalities")
-        if annotation not in ("mask", "none"):
-            raise ValueError(f"annotation must be 'mask' or 'none', got {annotation!r}")
+        if annotation not in ("mask", "none") or pas_value not in ("subset", "present"):
+            raise ValueError(
+                f"annotation: 'mask' or 'none', pas_value: 'subset' or 'present'; got {annotation!r}, {pas_value!r}"
+            )
         self.annotated = annotation == "mask"
+        self.pas_present = pas_value == "present"
+        #: whether training may mark missing modalities (the engine trains it without the mask otherwise)
+        self.reads_annotation = self.annotated or self.pas_present
         self.scorer_method = scorer_method
         names = list(encoders)
         self.encoders = nn.ModuleDict(encoders)
@@ -164,14 +147,14 @@ class DREAM(nn.Module):
         return table
 
     def _unannotated_predictions(self, inputs: dict[str, Tensor], available: Tensor) -> Tensor:
-        """``ŷ(S)`` = the scorer on the input zero-filled outside ``S`` (and where the sample lacks a modality), every
-        modality marked present: it learns nothing from the mask. One scorer pass per subset code, ∅ included."""
+        """``ŷ(S)`` = the scorer on the input zero-filled outside ``S``, every modality marked present, as the
+        scorer (:class:`~simmlm.methods.late_fusion.UnmarkedLateFusion`) was trained: ``available`` is not read.
+        One scorer pass per subset code, ∅ (the all-zero input) included."""
         everything = torch.ones_like(available)
         table = torch.empty(len(available), 2 ** available.shape[1], dtype=torch.long, device=available.device)
         for code in range(table.shape[1]):
             keep = bits_to_mask(torch.full_like(available[:, 0], code, dtype=torch.long), available.shape[1])
-            filled = zero_fill(inputs, keep & available, self.modalities)
-            table[:, code] = self.scorer(filled, everything).logits.argmax(-1)
+            table[:, code] = self.scorer(zero_fill(inputs, keep, self.modalities), everything).logits.argmax(-1)
         return table
 
     @torch.no_grad()
@@ -235,6 +218,7 @@ class DREAM(nn.Module):
                 self.mc_permutations,
                 validate_args=False,
                 predict_empty=not self.annotated,
+                pas_counts=subset if self.pas_present and not self.annotated else None,
             )
             for subset in subsets
         ]
@@ -340,11 +324,12 @@ class DREAM(nn.Module):
 
 
 def pretrain_scorer(
-    model: DREAM, train_method: Callable[[str], tuple[nn.Module, dict[str, Any]]], train_set: Any
+    model: DREAM, train_method: Callable[[str, dict[str, Any] | None], tuple[nn.Module, dict[str, Any]]], train_set: Any
 ) -> dict[str, Any]:
     """The engine's pre-training hook: DREAM scores modalities with a pre-trained model, so train that first (same
-    seed and data), load it, and cache its predictions on the training set for every subset."""
-    scorer, selected = train_method(model.scorer_method)
+    seed and data; without annotation, on training data without the availability mask), load it, and cache its
+    predictions on the training set for every subset."""
+    scorer, selected = train_method(model.scorer_method, None if model.annotated else {"annotation": "none"})
     model.scorer.load_state_dict(scorer.state_dict())
     model.cache_scorer_predictions(train_set)
     return {"scorer": {"method": model.scorer_method, **selected}, "encoders_from_scorer": model.warm_start()}
@@ -367,6 +352,7 @@ def build_dream(
     distill_weight: float = 0.1,
     mc_permutations: int | None = None,
     annotation: Literal["mask", "none"] = "mask",
+    pas_value: Literal["subset", "present"] = "subset",
     gate_width: int = 8,
     gate_hidden: int = 32,
     gate_channels: int | None = None,
@@ -379,6 +365,11 @@ def build_dream(
     if get_method(scorer).builder is build_dream:
         raise ValueError("DREAM's scorer cannot be DREAM itself")
     encoders = token_encoders(input_shapes, expert, expert_options, dim)
+    unmarked = {} if annotation == "mask" else {"annotation": "none"}  # the scorer reads no annotation either
+    if unmarked and "annotation" not in inspect.signature(get_method(scorer).builder).parameters:
+        raise ValueError(
+            f"without annotation, DREAM's scorer must train without it too: {scorer!r} cannot (late_fusion can)"
+        )
     scorer_model = create_method(
         scorer,
         input_shapes=input_shapes,
@@ -388,10 +379,10 @@ def build_dream(
         gate_width=gate_width,
         gate_hidden=gate_hidden,
         gate_channels=gate_channels,
+        **unmarked,
     )
-    return DREAM(
-        encoders, scorer_model, num_classes, dim, heads, depth, distill_weight, mc_permutations, scorer, annotation
-    )
+    args = (dim, heads, depth, distill_weight, mc_permutations, scorer, annotation, pas_value)
+    return DREAM(encoders, scorer_model, num_classes, *args)
 
 
 register_method(

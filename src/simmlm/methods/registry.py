@@ -18,8 +18,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
-#: ``train_method(name)``: train the same run with the registered method ``name``; returns (model, selections).
-TrainMethod = Callable[[str], tuple[nn.Module, dict[str, Any]]]
+#: ``train_method(name, options=None)``: train the same run with the registered method ``name`` (its default options,
+#: updated by ``options``); returns (model, selections).
+TrainMethod = Callable[[str, dict[str, Any] | None], tuple[nn.Module, dict[str, Any]]]
 COMMON_ARGS = ("input_shapes", "num_classes", "expert", "expert_options")
 GATE_ARGS = ("gate_width", "gate_hidden", "gate_channels", "gate_on")
 

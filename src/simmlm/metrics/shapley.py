@@ -82,6 +82,7 @@ def shapley_contributions(
     generator: torch.Generator | None = None,
     validate_args: bool = True,
     predict_empty: bool = False,
+    pas_counts: Tensor | None = None,
 ) -> ShapleyScores:
     """PSS and PAS of every modality for every sample (DREAM eqs. 1-4, see the module docstring).
 
@@ -99,6 +100,8 @@ def shapley_contributions(
             the caller has.
         predict_empty: ``ŷ(∅)`` from ``predict`` on an all-missing mask instead of the "no prediction" sentinel
             (see the module docstring); use without ``available``.
+        pas_counts: boolean ``[N, M]``: ``V(S)`` counts ``|S ∩ pas_counts|`` instead of ``|S|`` (or ``|S ∩ A|``),
+            so a modality outside it (e.g. absent, but not marked so for the game) is a null player of PAS.
 
     Returns:
         :class:`ShapleyScores` with ``[N, M]`` tensors (default float dtype) on ``available``'s device, else
@@ -118,11 +121,15 @@ def shapley_contributions(
             check_mask(available)
     cost = f"{2**num_modalities - 1} predictions per batch"
     coalitions = _coalitions(num_modalities, mc_permutations, generator, MAX_EXACT_MODALITIES, cost)
+    if pas_counts is not None and (
+        tuple(pas_counts.shape) != (num_samples, num_modalities) or pas_counts.dtype != torch.bool
+    ):
+        raise ValueError(f"pas_counts must be bool [{num_samples}, {num_modalities}], got {tuple(pas_counts.shape)}")
     if predict_empty and available is not None:
         raise ValueError("predict_empty plays the game without an availability mask: pass available=None")
     sampled = mc_permutations is not None
     return _shapley_from_coalitions(
-        predict, coalitions, num_samples, num_modalities, targets, available, predict_empty, sampled
+        predict, coalitions, num_samples, num_modalities, targets, available, predict_empty, sampled, pas_counts
     )
 
 
@@ -181,6 +188,7 @@ def _shapley_from_coalitions(
     available: Tensor | None,
     predict_empty: bool = False,
     sampled: bool = False,
+    pas_counts: Tensor | None = None,
 ) -> ShapleyScores:
     """Sum ``weight * m(S, i)`` per sample and modality for PSS (eq. 1) and PAS (eqs. 3-4).
 
@@ -209,7 +217,10 @@ def _shapley_from_coalitions(
     pss.index_add_(1, modality, shift * weight)
     pas = torch.zeros_like(pss)
     if targets is not None:
-        size = bits_to_mask(effective, num_modalities).sum(-1)  # |S ∩ A|
+        counted = bits_to_mask(effective, num_modalities)
+        if pas_counts is not None:
+            counted = counted & pas_counts.to(device).unsqueeze(1)
+        size = counted.sum(-1)  # |S ∩ A|, or |S ∩ pas_counts|
         value = (table == targets.to(device).unsqueeze(1)).double() * size  # V(S), eq. 3; V(∅) = 0
         pas.index_add_(1, modality, (value[:, idx_with] - value[:, idx_without]) * weight)
     dtype = torch.get_default_dtype()
