@@ -268,7 +268,7 @@ def test_2d_shape_errors_quote_the_files_shape(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="modality 'img'") as caught:
         load_folder(root)
     wrong, right = [good.shape[0], good.shape[1] + 1], list(good.shape)
-    assert f"has shape {wrong}, but sample 's0' has {right}" in str(caught.value)
+    assert f"has shape {wrong}, but 15 other samples (e.g. 's0') have {right}" in str(caught.value)
 
 
 def test_listed_file_is_missing(tmp_path: Path) -> None:
@@ -306,7 +306,10 @@ def test_truncated_npy_data(tmp_path: Path) -> None:
 def test_inconsistent_shape(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "d")
     np.save(root / "vec" / "s5.npy", np.zeros(5, dtype=np.float32))
-    with pytest.raises(ValueError, match=r"sample 's5', modality 'vec'\): vec/s5.npy has shape \[5\], but sample 's0'"):
+    with pytest.raises(
+        ValueError,
+        match=r"sample 's5', modality 'vec'\): vec/s5.npy has shape \[5\], but 15 other samples \(e.g. 's0'\)",
+    ):
         load_folder(root)
 
 

@@ -2,7 +2,7 @@
 
 - ``engine.resume.EpochCheckpoint`` replays, on resume, the one global-RNG draw that opening a DataLoader iterator
   makes (``torch.utils.data._BaseDataLoaderIter`` draws its base seed with ``torch.empty((), int64).random_()``).
-- ``engine.train.ReleaseProcessGroup`` tells spawned DDP workers by ``trainer.strategy._start_method``.
+- ``engine.callbacks.ReleaseProcessGroup`` tells spawned DDP workers by ``trainer.strategy._start_method``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def test_spawned_strategies_name_their_start_method() -> None:
         trainer = L.Trainer(accelerator="cpu", devices=2, strategy=name, logger=False, enable_checkpointing=False)
         assert getattr(trainer.strategy, "_start_method", None) == expected, (
             f"Lightning's {name} strategy no longer exposes _start_method={expected!r}: update ReleaseProcessGroup "
-            "(simmlm.engine.train)"
+            "(simmlm.engine.callbacks)"
         )
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
     assert getattr(trainer.strategy, "_start_method", None) not in ("spawn", "fork", "forkserver")

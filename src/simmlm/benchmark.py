@@ -50,7 +50,7 @@ def run_benchmark(
     be shared with other benchmarks on the same splits, e.g. to train stage 1 once for several MoFe lambdas.
     Finished runs made with another config are refused unless ``overwrite`` (or ``resume``).
     """
-    base = load_config(config, overrides)
+    base = load_config(config, {**(overrides or {}), "method": methods[0]})  # method options checked for it
     source = provenance()  # before anything is written
     task = task_for(base)
     splits = task.load_splits()  # before creating ``out``: bad data leaves nothing behind

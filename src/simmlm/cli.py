@@ -17,11 +17,11 @@ from simmlm.cli_common import (
     StrategyOpt,
     VerboseOpt,
     config_overrides,
-    csv_items,
     default_config_line,
     default_out,
     exits_on_signals,
     fail,
+    parse_methods,
     parse_seeds,
     placement,
     say,
@@ -74,15 +74,12 @@ def benchmark(
 
     from simmlm.benchmark import run_benchmark
     from simmlm.engine.train import quiet_lightning
-    from simmlm.methods import get_method
     from simmlm.runs import is_global_zero
 
     console = Console()
     out = out if out is not None else default_out(dataset, data_dir)
     try:
-        method_list = csv_items(methods)
-        for m in method_list:
-            get_method(m)
+        method_list = parse_methods(methods)
         seed_list = parse_seeds(seeds)
         config, line = default_config_line(dataset, config)
         say(console, line)
@@ -186,8 +183,8 @@ def compare(
 
 @app.command()
 def costs(
-    batch: Annotated[int, typer.Option(help="Samples per batch.")] = 450,
-    repeats: Annotated[int, typer.Option(help="Timed repeats per operation (the median is kept).")] = 20,
+    batch: Annotated[int, typer.Option(min=1, help="Samples per batch.")] = 450,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats per operation (the median is kept).")] = 20,
 ) -> None:
     """Print what every subset and a MoFe step cost relative to one full pass (run it on an idle machine)."""
     import torch
@@ -366,6 +363,8 @@ def report(directory: Annotated[Path, typer.Argument(help="A benchmark folder ho
     """Write report.html with figures (accuracy, ECE, CR, gate weights) and the protocol of a benchmark."""
     from simmlm.report import write_report
 
+    if directory.name == "summary.json" and directory.is_file():  # the summary itself: its folder was meant
+        directory = directory.parent
     try:
         path = write_report(directory)
     except (ValueError, OSError) as err:

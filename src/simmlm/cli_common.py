@@ -84,6 +84,18 @@ def csv_items(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def parse_methods(text: str) -> list[str]:
+    """``--methods simmlm,dmome`` as registered method names, each once; an empty or unknown one is an error."""
+    from simmlm.methods import get_method, list_methods
+
+    names = list(dict.fromkeys(csv_items(text)))
+    if not names:
+        raise ValueError(f"--methods is empty; give one or more of {', '.join(list_methods())}")
+    for name in names:
+        get_method(name)
+    return names
+
+
 def parse_seeds(text: str) -> list[int]:
     """``--seeds 0,1,2`` as integers; anything else is one clear error."""
     items = csv_items(text)
@@ -91,6 +103,9 @@ def parse_seeds(text: str) -> list[int]:
     if bad or not items:
         raise ValueError(f"--seeds expects comma-separated integers such as 0,1,2; got {text!r}")
     seeds = [int(item) for item in items]
+    outside = [s for s in seeds if not 0 <= s < 2**32]
+    if outside:
+        raise ValueError(f"--seeds: a seed is an integer from 0 to {2**32 - 1}, got {outside[0]}")
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
     if repeated:  # a repeated seed trains the same run twice and reports a spread of 0
         raise ValueError(f"--seeds {text!r} repeats {', '.join(map(str, repeated))}; give each seed once")

@@ -94,7 +94,9 @@ def convert_features(
         left_out = convert_feature_pickle(source, target)
     except RefusedPickle as err:
         raise fail(ValueError(f"refusing {source}: {err}")) from err
-    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
+    except OSError as err:  # the target could not be written (named), or the source not read
+        raise fail(err if str(target) in str(err) else OSError(f"cannot read {source}: {err}")) from err
+    except (ValueError, EOFError, pickle.UnpicklingError) as err:
         raise fail(ValueError(f"cannot convert {source}: {type(err).__name__}: {err}")) from err
     typer.echo(f"wrote {target}" + (f" (left out, not plain arrays: {', '.join(left_out)})" if left_out else ""))
     typer.echo(f"  simmlm data seqfeatures --data-dir {target.parent} --set data.file={target.name}")

@@ -13,11 +13,11 @@ from simmlm.cli_common import (
     SetOpt,
     VerboseOpt,
     config_overrides,
-    csv_items,
     default_config_line,
     default_out,
     exits_on_signals,
     fail,
+    parse_methods,
     parse_seeds,
     say,
     show_epochs,
@@ -59,15 +59,12 @@ def robustness(
     from rich.console import Console
 
     from simmlm.engine.train import quiet_lightning
-    from simmlm.methods import get_method
     from simmlm.robustness import load_suite, run_robustness
 
     console = Console()
     out = out if out is not None else default_out(dataset, data_dir, "-robustness")
     try:
-        method_list = csv_items(methods)
-        for m in method_list:
-            get_method(m)
+        method_list = parse_methods(methods)
         seed_list = parse_seeds(seeds)
         spec = load_suite(suite)
         config, line = default_config_line(dataset, config)

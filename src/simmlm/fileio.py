@@ -1,18 +1,23 @@
 """Atomic file writes: the project's one helper for "write to a temporary file beside it, then rename".
 
-A kill leaves the old file or the new one, never half of one. Plain Python and torch only, so every layer
-(datasets' caches, run folders, predictions) can use it.
+A kill leaves the old file or the new one, never half of one. Plain Python, torch and PyYAML only, so every layer
+(datasets' caches, run folders, predictions) can use it. Also the output folders' lock, and the one-line reasons
+a path a user gives cannot be read (:func:`not_a_file`, :func:`read_yaml`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from simmlm.portable import cache_subfolder
 
@@ -88,7 +93,12 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} is a file, not a folder: choose another --out")
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(
+            f"cannot create the output folder {folder} ({err.strerror or err}): choose another --out"
+        ) from err
     if any(os.environ.get(rank, "0") != "0" for rank in ("RANK", "LOCAL_RANK", "NODE_RANK")):
         yield  # another process of the same distributed run (launched with the same command): rank 0 owns the lock
         return
@@ -121,5 +131,30 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
         yield
     finally:
         lock.unlink(missing_ok=True)
-        if created and not any(folder.iterdir()):
-            folder.rmdir()  # a run refused before it wrote anything leaves nothing behind
+        if created and not any(p.is_file() for p in folder.rglob("*")):
+            shutil.rmtree(folder, ignore_errors=True)  # a run refused before it wrote a file leaves nothing behind
+
+
+def not_a_file(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a regular file, as a message naming it (``None`` when it can): not found, a
+    folder, a symlink loop, no permission, or something else (a pipe, a device)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        why = {errno.ELOOP: "a symlink loop, not a file", errno.EACCES: "permission denied"}
+        return f"{path}: {why.get(err.errno or 0, 'file not found')}"
+    if stat.S_ISDIR(mode):
+        return f"{path}: a folder, not a file"
+    return None if stat.S_ISREG(mode) else f"{path}: not a regular file (a pipe, socket or device)"
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The content of a YAML file a user gives; a ``ValueError`` naming it when it is not a readable file or not
+    YAML (the parser's message on one line)."""
+    problem = not_a_file(path)
+    if problem:
+        raise ValueError(problem)
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable YAML file ({' '.join(str(err).split())})") from err

@@ -24,10 +24,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-import yaml
 from pydantic import Field, ValidationError
 
 from simmlm.benchmark import run_benchmark
@@ -37,7 +36,7 @@ from simmlm.data.scenarios import corrupt, corruption_scale
 from simmlm.engine.config import RunConfig, StrictModel, load_config, resolve_config
 from simmlm.engine.tasks import Task, task_for
 from simmlm.evaluate import shapley_per_seed
-from simmlm.fileio import write_text_atomic
+from simmlm.fileio import read_yaml, write_text_atomic
 from simmlm.metrics.bootstrap import RunArrays
 from simmlm.reproducibility import provenance
 from simmlm.runs import load_checkpoint
@@ -58,7 +57,7 @@ class TrainingMissing(StrictModel):
     """Scenario 1: shares of the training and validation samples that lack ``modality``."""
 
     modality: str | None = Field(None, description="None: the dataset's first modality")
-    fractions: list[float] = Field(min_length=1)
+    fractions: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(min_length=1)
 
 
 class TrainingCorruption(TrainingMissing):
@@ -91,7 +90,7 @@ def load_suite(path: Path | None) -> SuiteConfig:
     """The suite of a YAML file (``None``: the defaults); a clear error for a bad key."""
     if path is None:
         return SuiteConfig()
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    raw = read_yaml(path) or {}
     try:
         return SuiteConfig.model_validate(raw)
     except ValidationError as err:

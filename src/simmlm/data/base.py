@@ -102,14 +102,22 @@ def without_annotation(splits: Splits) -> Splits:
     return replace(splits, train=unmarked, description=splits.description + note)
 
 
-def single_class_splits(splits: Splits) -> list[str]:
-    """The names of the splits whose samples all have one class (classification only): a validation split like that
-    selects epochs on one class, a test split measures one class; nothing is learned from a training split like
-    that."""
-    if splits.num_classes < 2:  # regression
-        return []
+def data_warnings(splits: Splits) -> list[str]:
+    """What makes some numbers of a benchmark on ``splits`` say little, one line each: a split whose samples all have
+    one class (classification; a validation split like that selects epochs on one class), and a modality that no
+    validation or test sample has (every subset with it is then unmeasured, NaN)."""
     parts = {"train": splits.train, "val": splits.val, "test": splits.test}
-    return [name for name, part in parts.items() if part.targets.ndim == 1 and part.targets.unique().numel() == 1]
+    lines = []
+    for name, part in parts.items():
+        if splits.num_classes >= 2 and part.targets.ndim == 1 and part.targets.unique().numel() == 1:
+            lines.append(
+                f"every {name} sample has the same class; what is measured on that split says nothing about the "
+                "other classes"
+            )
+        absent = [m for i, m in enumerate(part.modalities) if not bool(part.mask[:, i].any())]
+        if absent and name != "train":
+            lines.append(f"no {name} sample has {', '.join(absent)}: every subset with it goes unmeasured on {name}")
+    return lines
 
 
 class _WithIndex(Dataset[IndexedBatch]):

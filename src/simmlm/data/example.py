@@ -72,7 +72,9 @@ def write_example_dataset(
     if num_modalities < 2:
         raise ValueError(f"the example needs at least 2 modalities, got {num_modalities}")
     if num_classes < 2 or num_samples < 5 * num_classes:
-        raise ValueError(f"need >= 2 classes and >= 5 samples per class, got {num_samples} samples, {num_classes}")
+        raise ValueError(
+            f"need >= 2 classes and >= 5 samples per class, got {num_samples} samples and {num_classes} classes"
+        )
     if not 0.0 <= missing < 1.0:
         raise ValueError(f"missing must be in [0, 1), got {missing}")
     _check_new(directory)

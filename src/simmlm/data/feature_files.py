@@ -93,8 +93,11 @@ def convert_feature_pickle(source: Path, target: Path) -> list[str]:
                 left_out.append(f"{split}/{key}")
             else:
                 arrays[f"{split}/{key}"] = array
-    with atomic_path(target) as tmp, tmp.open("wb") as fh:
-        np.savez(fh, **arrays)  # type: ignore[arg-type]
+    try:
+        with atomic_path(target) as tmp, tmp.open("wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+    except OSError as err:
+        raise OSError(f"cannot write {target} ({err.strerror or err})") from err
     return left_out
 
 

@@ -26,9 +26,9 @@ Every problem raises one ``ValueError`` (or ``FileNotFoundError``) naming the ma
 
 from __future__ import annotations
 
+import collections
 import csv
 import re
-import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from simmlm.data.arrays import Archives, read_npy
 from simmlm.data.base import Splits, TensorMultimodalDataset
 
 SPLITS = ("train", "val", "test")
@@ -147,113 +148,24 @@ def _class_indices(rows: list[_Row], num_classes: int | None, path: Path) -> tup
     return [lookup[r.label] for r in rows], names
 
 
-def check_array(array: object, where: str) -> np.ndarray:
-    """A numeric, finite array as ``float32``, shape unchanged (:func:`as_model_input` adds the image channel)."""
-    if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        raise ValueError(f"{where}: dtype {getattr(array, 'dtype', type(array).__name__)} is not numeric")
-    if np.iscomplexobj(array):
-        raise ValueError(f"{where}: complex values are not supported")
-    if array.ndim == 0:
-        raise ValueError(f"{where}: a scalar; a modality needs an array of at least one value")
-    values = array.astype(np.float32)
-    if not np.isfinite(values).all():
-        raise ValueError(f"{where}: contains {int((~np.isfinite(values)).sum())} NaN or infinite value(s)")
-    return values
-
-
 def as_model_input(array: np.ndarray, sequence: bool = False) -> np.ndarray:
     """A file's array as the model reads it: 2-D ``[H, W]`` becomes ``[1, H, W]`` (a one-channel image), unless it
     is a ``[T, D]`` feature ``sequence``."""
     return array[None] if array.ndim == 2 and not sequence else array
 
 
-def read_npy(path: Path) -> np.ndarray:
-    """One ``.npy`` file through :func:`check_array`; unreadable, truncated or pickled files raise ``ValueError``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    with path.open("rb") as handle:
-        if handle.read(6) != b"\x93NUMPY":
-            hint = "; it looks like text: save arrays with numpy.save" if _is_text(path) else ""
-            raise ValueError(f"{path}: not a NumPy .npy file (it does not start with the .npy header{hint})")
-        handle.seek(0)
-        _check_npy_size(handle, path)
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        if "allow_pickle" in str(err) or "pickled" in str(err):
-            raise ValueError(f"{path}: holds Python objects (a pickled object array), not numbers") from err
-        raise ValueError(f"{path}: not a readable numeric .npy array ({err})") from err
-    except (OSError, EOFError) as err:
-        raise ValueError(f"{path}: a damaged or truncated .npy file ({err})") from err
-    return check_array(array, str(path))
-
-
-def _check_npy_size(handle: Any, path: Path) -> None:
-    """Refuse a ``.npy`` (``handle`` open at its start) whose header claims more data than the file holds (a damaged
-    or crafted header, e.g. 1e11 floats, would otherwise ask for that much memory before failing)."""
-    try:
-        version = np.lib.format.read_magic(handle)
-        if version not in ((1, 0), (2, 0)):
-            return  # a newer format: np.load checks it
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(handle)
-        header_end = handle.tell()
-    except (ValueError, OSError, EOFError, SyntaxError):
-        return  # a damaged header: np.load says what is wrong
-    claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-    held = path.stat().st_size - header_end
-    if claimed > held and not dtype.hasobject:  # an object array is refused by np.load(allow_pickle=False)
-        raise ValueError(
-            f"{path}: its header claims an array of shape {list(shape)} ({claimed:,} bytes) but the file holds "
-            f"{held:,}: truncated or damaged"
-        )
-
-
-def _is_text(path: Path) -> bool:
-    """Whether a file's first KiB decodes as UTF-8 text."""
-    try:
-        with path.open("rb") as handle:
-            handle.read(1024).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-class _Archives:
-    """``.npz`` archives opened once each and closed on exit."""
-
-    def __init__(self) -> None:
-        self.open: dict[Path, Any] = {}
-
-    def __enter__(self) -> _Archives:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for archive in self.open.values():
-            archive.close()
-
-    def read(self, path: Path, key: str) -> np.ndarray:
-        if path not in self.open:
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: file not found")
-            try:
-                self.open[path] = np.load(path, allow_pickle=False)
-            except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-                raise ValueError(f"{path}: not a readable .npz archive ({err})") from err
-        archive = self.open[path]
-        if key not in archive.files:
-            raise ValueError(f"{path}: no array named {key!r} (the archive holds {len(archive.files)} arrays)")
-        try:
-            array = archive[key]
-        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-            raise ValueError(f"{path}[{key!r}]: not a readable numeric array ({err})") from err
-        return check_array(array, f"{path}[{key!r}]")
-
-
-def _read_cell(root: Path, cell: str, sample_id: str, archives: _Archives, outside_paths: bool = False) -> np.ndarray:
+def _read_cell(
+    root: Path, cell: str, sample_id: str, archives: Archives, outside_paths: bool = False
+) -> np.ndarray | None:
+    """The array of one manifest cell (None for an empty cell: the modality is missing)."""
+    if not cell:
+        return None
     path = root / cell
     if not outside_paths:
-        resolved = path.resolve()
+        try:
+            resolved = path.resolve()
+        except (RuntimeError, OSError) as err:  # a symlink loop (RuntimeError before Python 3.13)
+            raise FileNotFoundError(f"{path}: a symlink loop, not a file") from err
         if not resolved.is_relative_to(root.resolve()):
             raise ValueError(
                 f"{cell!r} leads outside the data folder (to {resolved}); set data.outside_paths: true "
@@ -270,44 +182,48 @@ def _read_cell(root: Path, cell: str, sample_id: str, archives: _Archives, outsi
 def _load_modality(
     root: Path, name: str, rows: list[_Row], manifest: Path, sequence: bool = False, outside_paths: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stacked arrays ``[N, ...]`` (zeros where missing) and the presence vector ``[N]`` of one modality."""
-    first: tuple[str, tuple[int, ...]] | None = None
+    """Stacked arrays ``[N, ...]`` (zeros where missing) and the presence vector ``[N]`` of one modality. Samples
+    whose shape differs from the modality's most common one are refused, the first of them named."""
     arrays: list[np.ndarray | None] = []
-    with _Archives() as archives:
+    with Archives() as archives:
         for row in rows:
-            if not row.cells[name]:
-                arrays.append(None)
-                continue
-            where = f"{manifest.name} line {row.line} (sample {row.sample_id!r}, modality {name!r})"
             try:
-                array = _read_cell(root, row.cells[name], row.sample_id, archives, outside_paths)
-            except (ValueError, FileNotFoundError) as err:
-                raise type(err)(f"{where}: {err}") from err
-            if first is None:
-                first = (row.sample_id, array.shape)
-            elif array.shape != first[1]:
-                raise ValueError(
-                    f"{where}: {row.cells[name]} has shape {list(array.shape)}, but sample {first[0]!r} has "
-                    f"{list(first[1])}; every sample of a modality must have the same shape"
-                )
-            arrays.append(array)
-    assert first is not None  # the caller checks that every modality has a training sample
-    if sequence and len(first[1]) != 2:
+                arrays.append(_read_cell(root, row.cells[name], row.sample_id, archives, outside_paths))
+            except (ValueError, OSError) as err:
+                raise type(err)(f"{_where(manifest, row, name)}: {err}") from err
+    shapes = collections.Counter(a.shape for a in arrays if a is not None)
+    shape, count = shapes.most_common(1)[0]  # the caller checks that every modality has a training sample
+    for row, array in zip(rows, arrays, strict=True):
+        if array is not None and array.shape != shape:  # the odd one out, not whichever sample came first
+            usual = next(r.sample_id for r, a in zip(rows, arrays, strict=True) if a is not None and a.shape == shape)
+            raise ValueError(
+                f"{_where(manifest, row, name)}: {row.cells[name]} has shape {list(array.shape)}, but {count} other "
+                f"samples (e.g. {usual!r}) have {list(shape)}; every sample of a modality must have the same shape"
+            )
+    if sequence and len(shape) != 2:
         raise ValueError(
-            f"{manifest}: modality {name!r} is listed in sequences, but its arrays have shape {list(first[1])}; a "
+            f"{manifest}: modality {name!r} is listed in sequences, but its arrays have shape {list(shape)}; a "
             "feature sequence is a 2-D [T, D] array (frames x features)"
         )
     present = np.array([a is not None for a in arrays])
-    zeros = np.zeros(first[1], dtype=np.float32)
+    zeros = np.zeros(shape, dtype=np.float32)
     return np.stack([as_model_input(zeros if a is None else a, sequence) for a in arrays]), present
+
+
+def _where(manifest: Path, row: _Row, name: str) -> str:
+    return f"{manifest.name} line {row.line} (sample {row.sample_id!r}, modality {name!r})"
 
 
 def fit_standardization(values: np.ndarray, sequence: bool = False) -> dict[str, list[Any]]:
     """Mean and std of ``[N, ...]`` present samples: per feature for ``[N, D]`` and for ``[N, T, D]`` sequences, per
     channel for ``[N, C, ...]``."""
     axes = (0,) if values.ndim == 2 else (0, 1) if sequence else (0, *range(2, values.ndim))
-    mean = values.mean(axis=axes, keepdims=True)[0].astype(np.float64)
-    std = values.std(axis=axes, keepdims=True)[0].astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = values.mean(axis=axes, keepdims=True)[0].astype(np.float64)
+        std = values.std(axis=axes, keepdims=True)[0].astype(np.float64)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):  # float32 sums overflowed (values near 1e38)
+        mean = values.mean(axis=axes, keepdims=True, dtype=np.float64)[0]
+        std = values.std(axis=axes, keepdims=True, dtype=np.float64)[0]
     std = np.where(std < 1e-8, 1.0, std)  # constant features are only centred
     return {"mean": mean.tolist(), "std": std.tolist()}
 
@@ -341,6 +257,8 @@ def load_folder(
     manifest_path = root / manifest
     modalities, rows = _read_manifest(manifest_path)
     labels, classes = _class_indices(rows, num_classes, manifest_path)
+    if len(classes) < 2:
+        raise ValueError(f"{manifest_path}: every sample has the class {classes[0]!r}; a classifier needs two or more")
     trained = {label for label, row in zip(labels, rows, strict=True) if row.split == "train"}
     unseen = next((row for label, row in zip(labels, rows, strict=True) if label not in trained), None)
     if unseen is not None:

@@ -258,7 +258,11 @@ def _numeric(content: Mapping[str, Any], key: str, what: str, where: str) -> np.
     if key not in content:
         raise ValueError(
             f"{where} has no {what} key {key!r}; available keys: {sorted(map(str, content))}"
-            + (". Pass modalities= to name the keys this file uses." if what == "modality" else "")
+            + (
+                ". Name the keys this file uses with --set 'data.modalities=[...]' (modalities= in Python)."
+                if what == "modality"
+                else ""
+            )
         )
     try:
         array = np.asarray(content[key])

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from simmlm.data.augment import AugmentSpec
 from simmlm.data.brats import NiftiLayout
 from simmlm.data.scenarios import WithScenario
 from simmlm.engine.food101 import Food101Data
+from simmlm.fileio import not_a_file, read_yaml
 from simmlm.nn.experts import EXPERT_KINDS
 
 
@@ -197,7 +197,7 @@ class StageConfig(StrictModel):
 class TrainConfig(StrictModel):
     """Two-stage training: stage 1 trains each expert alone, stage 2 experts + gate with eq. 4."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of the run (0 to 2**32 - 1)")
     batch_size: int = Field(64, ge=1)
     stage1: StageConfig = StageConfig(epochs=40)
     stage2: StageConfig = StageConfig(epochs=30)
@@ -313,6 +313,8 @@ def find_config(config: str | Path) -> Path:
     packaged = PACKAGED_CONFIGS / f"{path.stem}.yaml"
     if path.name == str(config) and packaged.is_file():
         return packaged
+    if path.exists():  # a folder, a pipe: say so rather than "not found"
+        raise ValueError(f"config {not_a_file(path)}")
     raise FileNotFoundError(
         f"config {str(config)!r} not found: give a YAML file, or one of simmlm's own: {', '.join(packaged_configs())}"
     )
@@ -333,10 +335,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     raw: dict[str, Any] = {}
     if path is not None:
         path = find_config(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: not a readable YAML file ({' '.join(str(err).split())})") from err
+        raw = read_yaml(path) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: a run config must be a YAML mapping")
     for key, value in (overrides or {}).items():

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from simmlm.data.base import ShardedBatchSampler, Splits, TensorMultimodalDataset, make_loader, single_class_splits
+from simmlm.data.base import ShardedBatchSampler, Splits, TensorMultimodalDataset, data_warnings, make_loader
 from simmlm.engine.config import (
     AvmnistData,
     BratsData,
@@ -111,7 +111,8 @@ def resolve_data_dir(data_dir: Path | None) -> Path:
             raise FileNotFoundError("no data directory given: pass --data-dir DIR or set SIMMLM_DATA_DIR")
         data_dir = Path(env)
     if not Path(data_dir).is_dir():
-        raise FileNotFoundError(f"data directory {data_dir} does not exist")
+        what = "is a file, not a folder" if Path(data_dir).exists() else "does not exist"
+        raise FileNotFoundError(f"data directory {data_dir} {what}")
     return Path(data_dir)
 
 
@@ -175,7 +176,7 @@ def _read_food101(name: str, value: Path | str, preprocessing: dict[str, Any]) -
 
 def _read_sequence(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
     """One ``[T, D]`` feature sequence of a modality from a ``.npy`` file (zero frames count as absent)."""
-    from simmlm.data.folder import read_npy
+    from simmlm.data.arrays import read_npy
 
     array = read_npy(Path(path))
     if array.ndim != 2:
@@ -219,12 +220,8 @@ class ClassificationTask:
         if self.loader is None:
             raise ValueError(f"dataset {self.data.dataset!r} has no loader")
         splits = apply_scenario(self.loader(self.data), getattr(self.data, "scenario", None))
-        for name in single_class_splits(splits):
-            logging.getLogger("simmlm").warning(
-                "warning: every %s sample has the same class; what is measured on that split says nothing about "
-                "the other classes",
-                name,
-            )
+        for line in data_warnings(splits):
+            logging.getLogger("simmlm").warning("warning: %s", line)
         return splits
 
     def check_method(self, model: nn.Module, method: str) -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from simmlm.data.base import Splits, without_annotation
+from simmlm.engine.callbacks import EpochLog, FailOnDivergence, ReleaseProcessGroup
 from simmlm.engine.config import RunConfig, TrainConfig, resolve_config, stage_epochs
 from simmlm.engine.resume import AtomicCheckpointIO, EpochCheckpoint, RunCheckpoints
 from simmlm.engine.stages import CooperativeStage, ExpertStage
@@ -26,49 +27,9 @@ from simmlm.portable import configure_torch
 from simmlm.runs import RunResult, build_model
 
 
-class EpochLog(L.Callback):
-    """One line per finished epoch (its logged losses and validation scores) on the ``simmlm`` logger: the last
-    epoch of a stage at ``INFO``, the others at ``DEBUG`` (``--verbose`` shows them).
-
-    Used when progress bars are off (benchmarks, output piped to a file), so long runs still show where they are.
-    """
-
-    def _report(self, trainer: L.Trainer, epochs_done: int, level: int = logging.DEBUG) -> None:
-        if trainer.is_global_zero and epochs_done > 0:
-            metrics = ", ".join(f"{k} {float(v):.4f}" for k, v in sorted(trainer.callback_metrics.items()))
-            logging.getLogger("simmlm").log(level, "  epoch %d/%d: %s", epochs_done, trainer.max_epochs, metrics)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.first = trainer.current_epoch  # > 0 when resuming
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch > self.first:  # the previous epoch, including its validation, is complete
-            self._report(trainer, trainer.current_epoch)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._report(trainer, trainer.current_epoch, logging.INFO)
-
-
-class ReleaseProcessGroup(L.Callback):
-    """Destroys the process group of spawned workers once fitting is over (all collectives done).
-
-    Spawned workers exit without running ``atexit`` handlers, and a gloo group left alive then aborted a worker at
-    exit from time to time ("terminate called without an active exception"). Only for spawn/fork strategies: with
-    ``ddp`` the same processes run every stage and keep their group.
-    """
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        import torch.distributed as dist
-
-        spawned = getattr(trainer.strategy, "_start_method", None) in ("spawn", "fork", "forkserver")
-        if spawned and dist.is_available() and dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
-
-
 def _trainer(epochs: int, t: TrainConfig, progress: bool, checkpoint: Path | None = None) -> L.Trainer:
     """A Trainer on ``t``'s devices; with ``checkpoint``, writing it (atomically) after every epoch."""
-    callbacks: list[L.Callback] = [ReleaseProcessGroup()] if progress else [EpochLog(), ReleaseProcessGroup()]
+    callbacks: list[L.Callback] = [ReleaseProcessGroup(), FailOnDivergence()] + ([] if progress else [EpochLog()])
     if checkpoint is not None:
         callbacks.append(EpochCheckpoint(checkpoint))
     return L.Trainer(
