@@ -149,7 +149,7 @@ def test_manifest_may_have_a_bom_and_blank_lines(tmp_path: Path) -> None:
 
 def test_missing_manifest(tmp_path: Path) -> None:
     tmp_path.joinpath("empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="manifest.*manifest.csv not found"):
+    with pytest.raises(FileNotFoundError, match="manifest .*manifest.csv: file not found"):
         load_folder(tmp_path / "empty")
 
 

@@ -39,6 +39,7 @@ import torch
 
 from simmlm.data.arrays import Archives, read_npy
 from simmlm.data.base import Splits, TensorMultimodalDataset
+from simmlm.fileio import not_a_file
 
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("sample_id", "label", "split")
@@ -56,8 +57,9 @@ class _Row:
 
 def _read_manifest(path: Path) -> tuple[list[str], list[_Row]]:
     """Modality names (column order) and rows of a manifest, with every structural check."""
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} not found (a folder dataset needs a {path.name} listing samples)")
+    problem = not_a_file(path)
+    if problem:
+        raise FileNotFoundError(f"manifest {problem} (a folder dataset needs a {path.name} listing samples)")
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
@@ -65,6 +67,8 @@ def _read_manifest(path: Path) -> tuple[list[str], list[_Row]]:
             body = [(reader.line_num, cells) for cells in reader]
     except (UnicodeDecodeError, csv.Error) as err:
         raise ValueError(f"{path}: not a readable UTF-8 CSV file ({err})") from err
+    except OSError as err:
+        raise OSError(f"manifest {path}: cannot be read ({err.strerror or err})") from err
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise ValueError(
