@@ -224,3 +224,26 @@ def test_readme_recipe_table_is_what_results_avmnist_recipe_holds() -> None:
         expected += [_ci(s["subsets"][k]["accuracy"]) for k in ("image", "audio", "image+audio")]
         assert [rows[label][1], *rows[label][4:7]] == expected, label
         assert rows[label][7] == _ci(s["average_accuracy"]), label
+
+
+def test_readme_dream_paper_table_is_what_its_results_folders_hold() -> None:
+    """``dream`` (seeds 0-2 of the comparison), ``dream_paper`` and its PAS variant, every cell from its folder."""
+    import statistics
+
+    from simmlm.benchmark import _pm
+
+    text = README.read_text().split("- **`dream_paper`**", 1)[1].split("\n- `mmp` has no", 1)[0]
+    rows = {r[0]: r for r in ([c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines())}
+    sources = {
+        "`dream`": ("avmnist-compare", "dream"),
+        "`dream_paper`": ("avmnist-dream-paper", "dream_paper"),
+        "`dream_paper`, PAS over P": ("avmnist-dream-paper-pas-present", "dream_paper"),
+    }
+    for label, (folder, method) in sources.items():
+        m = json.loads((README.parent / "results" / folder / "summary.json").read_text())["methods"][method]
+        names = list(m["subsets"])
+        expected = [_pm(m["subsets"][n]["accuracy"][:3]) for n in names]
+        expected += [_pm(m["average_accuracy"][:3]), _pm(m["counterintuitive_rate"][:3])]
+        expected.append(_pm([statistics.fmean(m["subsets"][n]["ece"][i] for n in names) for i in range(3)]))
+        expected.append(_pm(m["val_average_accuracy"][:3]))
+        assert rows[label][1:] == expected, label
