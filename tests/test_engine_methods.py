@@ -104,3 +104,32 @@ def test_one_stage_methods_log_one_stage_with_the_whole_budget(caplog: pytest.Lo
     text = "\n".join(r.getMessage() for r in caplog.records if r.name == "simmlm")
     assert "one stage (no per-modality experts to train first): 2 epochs" in text
     assert "epoch 2/2: train/loss" in text and "stage2" not in text and "stage 1" not in text
+
+
+def test_stage_two_can_train_the_experts_at_a_lower_rate() -> None:
+    """``train.stage2.expert_lr_scale``: the experts in an Adam group of their own at ``lr`` times it, the gate at
+    ``lr``; at 1 (the default) one group, as before the setting existed."""
+    from simmlm.engine.stages import CooperativeStage
+    from simmlm.methods import create_method
+
+    model = create_method("simmlm", input_shapes={"a": (1, 12, 12), "b": (6,)}, num_classes=3, expert="mlp")
+    split = CooperativeStage(model, None, 1e-3, 0.0, {}, 0.0, expert_lr_scale=0.1).configure_optimizers()
+    experts = {id(p) for p in model.experts.parameters()}
+    assert [g["lr"] for g in split.param_groups] == [1e-4, 1e-3]
+    assert {id(p) for p in split.param_groups[0]["params"]} == experts
+    assert not experts & {id(p) for p in split.param_groups[1]["params"]}
+    assert sum(len(g["params"]) for g in split.param_groups) == len(list(model.parameters()))
+    assert len(CooperativeStage(model, None, 1e-3, 0.0, {}, 0.0).configure_optimizers().param_groups) == 1
+
+
+def test_settings_a_newer_simmlm_added_are_no_config_difference() -> None:
+    """A run saved before ``expert_lr_scale`` existed had its default: resuming or guarding it finds no difference."""
+    from simmlm.engine.config import config_differences
+
+    current = RunConfig().model_dump(mode="json")
+    older = RunConfig().model_dump(mode="json")
+    for stage in ("stage1", "stage2"):
+        del older["train"][stage]["expert_lr_scale"]
+    assert config_differences(older, current) == []
+    changed = RunConfig.model_validate({"train": {"stage2": {"epochs": 30, "expert_lr_scale": 0.1}}})
+    assert config_differences(older, changed.model_dump(mode="json")) == ["train.stage2.expert_lr_scale"]

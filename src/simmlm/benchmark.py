@@ -12,8 +12,9 @@ from typing import Any
 
 from simmlm.comparisons import compare_methods, comparison_markdown, comparison_note, runs_from_folder
 from simmlm.data.brats import REGIONS
-from simmlm.engine.config import load_config, stage_epochs
+from simmlm.engine.config import load_config
 from simmlm.engine.resume import remove_checkpoints
+from simmlm.engine.schedule import stage_epochs
 from simmlm.engine.tasks import task_for
 from simmlm.engine.train import run_key, train
 from simmlm.evaluate import SHAPLEY_NOTE, headline_keys, shapley_per_seed

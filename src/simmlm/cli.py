@@ -126,7 +126,8 @@ def data(
     from pydantic import ValidationError
     from rich.console import Console
 
-    from simmlm.engine.config import load_config, schedule_warning
+    from simmlm.engine.config import load_config
+    from simmlm.engine.schedule import schedule_warning
     from simmlm.engine.tasks import task_for
 
     show_epochs(Console())  # warnings about the data (e.g. a split of a single class)

@@ -192,6 +192,7 @@ class StageConfig(StrictModel):
     epochs: int = Field(ge=0)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    expert_lr_scale: float = Field(1.0, gt=0, description="stage 2: the experts learn at lr × this, the rest at lr")
 
 
 class TrainConfig(StrictModel):
@@ -377,7 +378,7 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     """Dotted keys in which two dumped run configs differ, ignoring where the run executes and reads its data."""
     import json
 
-    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
+    saved, current = (_with_defaults(json.loads(json.dumps(c))) for c in (saved, current))
     for cfg in (saved, current):
         for key in PLACEMENT_KEYS:
             cfg.get("train", {}).pop(key, None)
@@ -385,33 +386,15 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     return sorted(_diff(saved, current))
 
 
+def _with_defaults(dumped: dict[str, Any]) -> dict[str, Any]:
+    """A dumped config with the settings a newer simmlm added filled in at their defaults (as the run had them)."""
+    try:
+        return RunConfig.model_validate(dumped).model_dump(mode="json")
+    except ValidationError:
+        return dumped
+
+
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]
-
-
-#: Fewer optimiser steps than this in stage 1 (experts alone) usually leave the experts undertrained.
-MIN_STAGE1_STEPS = 100
-
-
-def stage_epochs(epochs: int, samples_per_epoch: int, train: TrainConfig) -> int:
-    """The epochs a stage runs: ``epochs``, raised so that the stage makes ``train.min_steps`` optimiser steps (a
-    stage with 0 epochs stays off)."""
-    per_epoch = -(-samples_per_epoch // train.batch_size)
-    return max(epochs, -(-train.min_steps // per_epoch)) if epochs > 0 else 0
-
-
-def schedule_warning(samples_per_epoch: int, train: TrainConfig) -> str | None:
-    """A warning when the schedule makes too few optimiser steps for the data (``None`` when it is fine)."""
-    per_epoch = -(-samples_per_epoch // train.batch_size)
-    epochs = stage_epochs(train.stage1.epochs, samples_per_epoch, train)
-    steps = per_epoch * epochs
-    if steps >= MIN_STAGE1_STEPS:
-        return None
-    return (
-        f"{samples_per_epoch} training samples with batch {train.batch_size} make {per_epoch} optimiser step(s) per "
-        f"epoch, {steps} in stage 1 ({epochs} epochs): small data usually needs at least {MIN_STAGE1_STEPS}, e.g. "
-        f"--set train.min_steps=300 (the folder config's), or a smaller batch and more epochs (README, Bring your "
-        "own data)"
-    )

@@ -119,6 +119,7 @@ class CooperativeStage(L.LightningModule):
         gate_shrinkage: float = 0.0,
         pairs_per_sample: int = 1,
         phase: str = "stage2",
+        expert_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.phase = phase  # the prefix of logged values: "stage2", or "train" for a method trained in one stage
@@ -126,6 +127,7 @@ class CooperativeStage(L.LightningModule):
         self.model, self.val_set, self.lr, self.weight_decay = model, val_set, lr, weight_decay
         self.augment, self.mofe_lambda, self.views = augment, mofe_lambda, views
         self.gate_shrinkage, self.pairs_per_sample = gate_shrinkage, pairs_per_sample
+        self.expert_lr_scale = expert_lr_scale
         self.best: tuple[tuple[float, float], int, dict[str, Tensor]] | None = None
         self.mofe_sums: Tensor | None = None  # [hinge, active fraction] summed over steps, kept on the device
         self.steps = 0
@@ -218,4 +220,14 @@ class CooperativeStage(L.LightningModule):
         return {"hinge_mean": hinge / steps, "active_fraction": active / steps}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        """Adam; with ``expert_lr_scale`` other than 1 the experts in a group of their own at ``lr`` times it (the
+        gate and everything else at ``lr``); a model without ``experts`` has one rate."""
+        experts = getattr(self.model, "experts", None)
+        if self.expert_lr_scale == 1.0 or not isinstance(experts, torch.nn.Module):
+            return torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        own = {id(p) for p in experts.parameters()}
+        groups: list[dict[str, Any]] = [
+            {"params": list(experts.parameters()), "lr": self.lr * self.expert_lr_scale},
+            {"params": [p for p in self.model.parameters() if id(p) not in own]},
+        ]
+        return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)

@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader
 
 from simmlm.data.base import Splits, without_annotation
 from simmlm.engine.callbacks import EpochLog, FailOnDivergence, ReleaseProcessGroup
-from simmlm.engine.config import RunConfig, TrainConfig, resolve_config, stage_epochs
+from simmlm.engine.config import RunConfig, TrainConfig, resolve_config
 from simmlm.engine.resume import AtomicCheckpointIO, EpochCheckpoint, RunCheckpoints
+from simmlm.engine.schedule import stage_epochs
 from simmlm.engine.stages import CooperativeStage, ExpertStage
 from simmlm.engine.tasks import Task, task_for
 from simmlm.methods import ExpertMixture, get_method
@@ -300,6 +301,7 @@ def _stage_two(
         gate_shrinkage,
         t.pairs_per_sample,
         "stage2" if two_stage else "train",
+        t.stage2.expert_lr_scale,
     )
     if t.gate_init == "uniform" and isinstance(model, ExpertMixture):
         model.reset_fusion_to_uniform()
