@@ -216,6 +216,7 @@ def test_readme_recipe_table_is_what_results_avmnist_recipe_holds() -> None:
         "100 + 40 epochs": "D-epochs",
         "batch 32": "E-batch32",
         "all four": "F-all",
+        "stage-2 experts at lr × 0.1": "G-expert-lr",
     }
     for label, folder in folders.items():
         m = json.loads((README.parent / "results" / "avmnist-recipe" / folder / "summary.json").read_text())["methods"]
