@@ -125,11 +125,11 @@ def run_benchmark(
                 f"{stage_epochs(t.stage2.epochs, n, t)} epochs{steps}; stage 1 is shared between methods with "
                 "identical experts); mmp (no per-modality experts) trains in one stage for the same total number "
                 "of epochs; dream trains for stage 2's epochs after its scorer (the late-fusion run of the same seed, "
-                "reused when the benchmark has it; dream_paper's own, reading no mask), its convolutional token "
-                "encoders starting from the scorer's stage-1 experts. Adam; every stage keeps its best epoch on "
-                f"validation {score_name} (stage 2: "
-                "mean over every subset), never on test data. Test metrics: every non-empty modality subset, each over "
-                "the test samples that have all of its modalities; ECE/SCE with 20 bins."
+                f"reused when the benchmark has it{UNMARKED_SCORER * ('dream_paper' in methods)}), its convolutional "
+                "token encoders starting from the scorer's stage-1 experts. Adam; every stage keeps its best epoch on "
+                f"validation {score_name} (stage 2: mean over every subset), never on test data. Test metrics: every "
+                "non-empty modality subset, each over the test samples that have all of its modalities; ECE/SCE with "
+                "20 bins."
             )
             summary["protocol"] += task.protocol(resolved)
             summary["methods"][method] = _aggregate(
@@ -142,8 +142,7 @@ def run_benchmark(
             runs_arrays = runs_from_folder(out, finished, seeds) if len(finished) > 1 else {}
             if runs_arrays:  # classification: every method against simmlm, with 95 % intervals
                 summary["comparisons"] = compare_methods(runs_arrays, COMPARISON_DRAWS)
-            # Written after every method, so an interruption keeps what is finished.
-            if is_global_zero():
+            if is_global_zero():  # written after every method, so an interruption keeps what is finished
                 task.figures(out, method, runs[0][1].model, resolved, splits)
                 write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
                 write_text_atomic(out / "summary.md", summary_markdown(summary))
@@ -151,6 +150,7 @@ def run_benchmark(
         return summary
 
 
+UNMARKED_SCORER = "; dream_paper's own, reading no mask"  #: the protocol's words where a benchmark runs dream_paper
 #: Bootstrap draws of the comparisons in ``summary.json``.
 COMPARISON_DRAWS = 1000
 
