@@ -42,6 +42,7 @@ def run_benchmark(
     resume: bool = False,
     cache: dict[str, Any] | None = None,
     overwrite: bool = False,
+    on_run: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Train and test every method with every seed; model selection uses the validation split only.
 
@@ -49,7 +50,7 @@ def run_benchmark(
     saved). With ``resume``, finished runs (``metrics.json`` present, same config) are loaded instead of trained
     and an interrupted run continues from its checkpoints. ``cache`` (see :func:`~simmlm.engine.train.train`) may
     be shared with other benchmarks on the same splits, e.g. to train stage 1 once for several MoFe lambdas.
-    Finished runs made with another config are refused unless ``overwrite`` (or ``resume``).
+    Finished runs made with another config are refused unless ``overwrite`` (or ``resume``); ``on_run()`` per run.
     """
     base = load_config(config, {**(overrides or {}), "method": methods[0]})  # method options checked for it
     source = provenance()  # before anything is written
@@ -58,10 +59,9 @@ def run_benchmark(
     data_dir = getattr(base.data, "data_dir", None) or os.environ.get("SIMMLM_DATA_DIR")
     with folder_lock(out, "simmlm benchmark"):  # creates ``out``; a second run on it is refused at once
         experts = explain_experts(base, task.input_shapes(splits))
+        given = overrides or {}
         cfgs = {
-            f"{m}-seed{s}": load_config(config, {**(overrides or {}), "method": m, "train.seed": s})
-            for m in methods
-            for s in seeds
+            f"{m}-seed{s}": load_config(config, {**given, "method": m, "train.seed": s}) for m in methods for s in seeds
         }
         if not (resume or overwrite):
             refuse_other_runs(out, cfgs, data_dir)
@@ -88,6 +88,7 @@ def run_benchmark(
                     run, result = load_run(run_dir, cfg)
                     cache[run_key(cfg, splits)] = result  # a later method may pre-train this run (DREAM's scorer)
                     runs.append(({"method": method, "seed": seed, **run}, result))
+                    on_run()
                     continue
                 log(f"{method} seed {seed}: training")
                 result = train(
@@ -115,8 +116,8 @@ def run_benchmark(
                     f"CR {report['counterintuitive_rate']:.2%}"
                 )
                 runs.append((run, result))
-            resolved = runs[0][1].config
-            score_name = task.score_name
+                on_run()
+            resolved, score_name = runs[0][1].config, task.score_name
             t, n = resolved.train, task.samples_per_epoch(splits)
             steps = f", each stage at least {t.min_steps} optimiser steps" if t.min_steps else ""
             summary["protocol"] = (
@@ -138,8 +139,7 @@ def run_benchmark(
                 full_modality_flops(runs[0][1].model, splits, resolved),
                 {s: r.config.train.mofe_lambda for s, (_, r) in zip(seeds, runs, strict=True)},
             )
-            finished = list(summary["methods"])
-            runs_arrays = runs_from_folder(out, finished, seeds) if len(finished) > 1 else {}
+            runs_arrays = runs_from_folder(out, list(summary["methods"]), seeds) if len(summary["methods"]) > 1 else {}
             if runs_arrays:  # classification: every method against simmlm, with 95 % intervals
                 summary["comparisons"] = compare_methods(runs_arrays, COMPARISON_DRAWS)
             if is_global_zero():  # written after every method, so an interruption keeps what is finished

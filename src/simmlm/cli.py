@@ -24,6 +24,7 @@ from simmlm.cli_common import (
     parse_methods,
     parse_seeds,
     placement,
+    run_progress,
     say,
     show_epochs,
 )
@@ -87,7 +88,8 @@ def benchmark(
         settings = config_overrides(data_dir, set_, **extra)
         quiet_lightning()
         show_epochs(console, verbose)
-        with exits_on_signals(f"the benchmark in {out}", out):
+        runs = len(method_list) * len(seed_list)
+        with exits_on_signals(f"the benchmark in {out}", out), run_progress(console, runs) as advance:
             summary = run_benchmark(
                 method_list,
                 seed_list,
@@ -97,6 +99,7 @@ def benchmark(
                 log=lambda line: say(console, line),
                 resume=resume,
                 overwrite=overwrite,
+                on_run=advance,
             )
     except (ValueError, OSError, ValidationError) as err:
         raise fail(err) from err

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -211,3 +211,19 @@ def default_out(dataset: str, data_dir: Path | None, suffix: str = "") -> Path:
     if dataset == "folder" and data_dir is not None:
         name = f"folder-{data_dir.resolve().name or 'data'}"
     return Path("results") / f"{name}{suffix}"
+
+
+@contextmanager
+def run_progress(console: Any, total: int) -> Iterator[Callable[[], None]]:
+    """A bar over a benchmark's ``total`` runs in a terminal (the lines printed meanwhile scroll above it), yielding
+    the function that advances it; when the output is piped to a file, nothing (the per-stage lines say where the
+    benchmark is)."""
+    if not console.is_terminal:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("runs", total=total)
+        yield lambda: bar.advance(task)
