@@ -21,14 +21,14 @@ def check_array(array: object, where: str) -> np.ndarray:
     if array.ndim == 0 or array.size == 0:
         what = "a scalar" if array.ndim == 0 else f"an array of no values (shape {list(array.shape)})"
         raise ValueError(f"{where}: {what}; a modality needs an array of at least one value")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{where}: contains {int((~np.isfinite(array)).sum())} NaN or infinite value(s)")
     with np.errstate(over="ignore"):
         values = array.astype(np.float32)
-    if not np.isfinite(values).all():
-        raise ValueError(
-            f"{where}: values beyond float32's range (±3.4e38), e.g. {array.flat[np.argmax(~np.isfinite(values))]:g}"
-        )
+    bad = ~np.isfinite(values)
+    if bad.any():  # one pass over the array; only the offending values are looked at again
+        source = array[bad]
+        if not np.isfinite(source).all():
+            raise ValueError(f"{where}: contains {int((~np.isfinite(source)).sum())} NaN or infinite value(s)")
+        raise ValueError(f"{where}: values beyond float32's range (±3.4e38), e.g. {source.flat[0]:g}")
     return values
 
 
