@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
@@ -22,9 +24,20 @@ settings.load_profile("simmlm")
 # of oversubscribed OpenMP threads when other processes share the (2-core) CI machine.
 torch.set_num_threads(1)
 
+# The device the method and engine tests of tests/test_device.py run on: the CPU unless SIMMLM_TEST_DEVICE names
+# another (``cuda`` on a GPU machine: ../shared/device/gpu-check.sh sets it). The suite never needs a GPU.
+TEST_DEVICE = torch.device(os.environ.get("SIMMLM_TEST_DEVICE", "cpu"))
+
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {"image": (1, 28, 28), "audio": (1, 20, 20)}
 MODALITIES: tuple[str, ...] = tuple(INPUT_SHAPES)
 NUM_CLASSES = 10
+
+
+@pytest.fixture(autouse=True)
+def _volume_cache_of_the_session(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BraTS-style cases the tests write are cached in a temporary folder, not in the user's cache."""
+    root = tmp_path_factory.getbasetemp() / "volume-cache"
+    monkeypatch.setattr("simmlm.data.volume_cache.cache_root", lambda: root)
 
 
 @pytest.fixture(autouse=True)

@@ -67,7 +67,7 @@ def torch_save_atomic(obj: Any, path: str | Path) -> None:
 LOCK_NAME = ".simmlm.lock"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this host (a process of another user counts as alive)."""
     try:
         os.kill(pid, 0)
@@ -114,7 +114,7 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
                 pid, owner_host = int(owner["pid"]), str(owner["host"])
             except (OSError, ValueError, KeyError, TypeError):
                 owner, pid, owner_host = {}, -1, host  # unreadable: written by a process killed mid-write
-            if owner_host == host and (pid < 0 or not _alive(pid)):
+            if owner_host == host and (pid < 0 or not alive(pid)):
                 lock.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             raise ValueError(

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -98,6 +98,22 @@ def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(data).all():
         raise ValueError(f"{path}: contains NaN or infinite values")
     return data, np.asarray(image.affine)
+
+
+class Case(Protocol):
+    """What a dataset's case offers: a :class:`VolumeCase` in memory, or a
+    :class:`~simmlm.data.volume_cache.CachedCase` whose arrays are read from disk on access."""
+
+    @property
+    def case_id(self) -> str: ...
+    @property
+    def inputs(self) -> dict[str, Tensor]: ...
+    @property
+    def mask(self) -> Tensor: ...
+    @property
+    def target(self) -> Tensor: ...
+    @property
+    def brain(self) -> Tensor: ...
 
 
 @dataclass
@@ -237,7 +253,7 @@ def regions_to_labels(regions: Tensor, convention: str) -> Tensor:
 class VolumeDataset(Dataset[Batch]):
     """Whole preprocessed cases (of different sizes); item ``i`` is ``(inputs [1, ...], mask [M], target)``."""
 
-    def __init__(self, cases: Sequence[VolumeCase], modalities: Sequence[str]) -> None:
+    def __init__(self, cases: Sequence[Case], modalities: Sequence[str]) -> None:
         if not cases:
             raise ValueError("volume dataset is empty")
         self.cases = list(cases)
@@ -285,13 +301,11 @@ class RandomCropDataset(Dataset[Batch]):
             raise ValueError(f"pos_fraction must be in [0, 1], got {pos_fraction}")
         self.volumes, self.samples_per_epoch, self.seed = volumes, samples_per_epoch, 0
         keys = [*volumes.modalities, "target"]
-        pad = SpatialPad(list(crop_size))
-        self.items: list[dict[str, Any]] = []  # padded once, with tumour / brain voxel indices computed once
-        for case in volumes.cases:
-            item: dict[str, Any] = {k: _plain(pad(v)) for k, v in {**case.inputs, "target": case.target}.items()}
-            brain = _plain(pad(case.brain.unsqueeze(0).float()))
-            item["fg"], item["bg"] = map_binary_to_indices(item["target"], brain, 0.5)
-            self.items.append(item)
+        self.pad, self.indices = SpatialPad(list(crop_size)), map_binary_to_indices
+        # Cases in memory are padded once, with their tumour / brain voxel indices computed once; cases read from
+        # the cache (simmlm.data.volume_cache) are read and padded for every crop, so memory stays one case.
+        in_memory = all(isinstance(case, VolumeCase) for case in volumes.cases)
+        self.items = [self._item(case) for case in volumes.cases] if in_memory else None
         transforms: list[Any] = [
             RandCropByPosNegLabeld(
                 keys,
@@ -306,6 +320,13 @@ class RandomCropDataset(Dataset[Batch]):
         if flip:
             transforms += [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(3)]
         self.transform = Compose(transforms)
+
+    def _item(self, case: Case) -> dict[str, Any]:
+        """A case padded to the crop size, with the indices of its tumour (``fg``) and other brain (``bg``) voxels."""
+        item: dict[str, Any] = {k: _plain(self.pad(v)) for k, v in {**case.inputs, "target": case.target}.items()}
+        brain = _plain(self.pad(case.brain.unsqueeze(0).float()))
+        item["fg"], item["bg"] = self.indices(item["target"], brain, 0.5)
+        return item
 
     def set_random_state(self, seed: int) -> None:
         """The seed every crop's randomness derives from (with its epoch and index)."""
@@ -327,7 +348,8 @@ class RandomCropDataset(Dataset[Batch]):
         entropy = [int(v) % 2**63 for v in (self.seed, epoch, index)]
         self.transform.set_random_state(seed=int(np.random.SeedSequence(entropy).generate_state(1)[0]))
         case = index % len(self.volumes)
-        (crop,) = self.transform(dict(self.items[case]))
+        item = self.items[case] if self.items is not None else self._item(self.volumes.cases[case])
+        (crop,) = self.transform(dict(item))
         inputs = {name: _plain(crop[name]) for name in self.volumes.modalities}
         return inputs, self.volumes.cases[case].mask, _plain(crop["target"])
 
@@ -338,24 +360,35 @@ def _plain(x: Any) -> Tensor:
     return x.float().contiguous()
 
 
-def load_brats_split(folder: Path, layout: NiftiLayout, downsample: int = 1) -> VolumeDataset:
-    """Every case folder in ``folder`` (sorted by name)."""
+def load_brats_split(
+    folder: Path, layout: NiftiLayout, downsample: int = 1, cache: Path | None = None, workers: int = 0
+) -> VolumeDataset:
+    """Every case folder in ``folder`` (sorted by name): preprocessed into memory, or with ``cache`` a folder,
+    into it once and read from there one case at a time (:mod:`simmlm.data.volume_cache`, ``workers`` processes
+    building it)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"split folder {folder} does not exist")
-    cases = sorted(p for p in folder.iterdir() if p.is_dir())
-    if not cases:
+    folders = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not folders:
         raise ValueError(f"split folder {folder} has no case folders")
-    return VolumeDataset([load_case(c, layout, downsample) for c in cases], list(layout.modalities))
+    if cache is None:
+        return VolumeDataset([load_case(c, layout, downsample) for c in folders], list(layout.modalities))
+    from simmlm.data.volume_cache import cached_cases
+
+    return VolumeDataset(cached_cases(folders, layout, downsample, cache, workers), list(layout.modalities))
 
 
 def load_brats(data_dir: Path, cfg: Any) -> Any:
     """Train / validation / test :class:`VolumeDataset` splits from a :class:`~simmlm.engine.config.BratsConfig`."""
     from simmlm.data.base import Splits
+    from simmlm.data.volume_cache import cache_root
 
     root = data_dir / cfg.subdir if cfg.subdir else data_dir
     layout = NiftiLayout(**cfg.model_dump(include=set(NiftiLayout.model_fields)))
+    cache = cache_root() if cfg.cache else None
     datasets = {
-        split: load_brats_split(root / cfg.splits[split], layout, cfg.downsample) for split in ("train", "val", "test")
+        split: load_brats_split(root / cfg.splits[split], layout, cfg.downsample, cache, cfg.workers)
+        for split in ("train", "val", "test")
     }
     counts = ", ".join(f"{split} {len(d)}" for split, d in datasets.items())
     description = (

@@ -38,6 +38,10 @@ class BratsConfig(NiftiLayout):
     pos_fraction: float = Field(0.5, ge=0, le=1, description="share of crops centred on tumour (else on brain)")
     flip: bool = True
     overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap at inference")
+    cache: bool = Field(
+        True, description="preprocess each case once into the cache folder and read it from there one case at a time"
+    )
+    workers: int = Field(0, ge=0, description="processes building the cache and loading training crops (0: this one)")
 
     @field_validator("splits")
     @classmethod
@@ -220,10 +224,21 @@ class TrainConfig(StrictModel):
     gate_shrinkage: NonNegative | Annotated[list[NonNegative], Field(min_length=1)] = Field(
         0.0, description="stage 2's weight of KL(gate || uniform) (README: the gate); a list: chosen on validation"
     )
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
+        "32",
+        description="training arithmetic (Lightning's): 32-bit, or mixed with bfloat16 (CPU, recent GPUs) or float16 "
+        "(CUDA only, with loss scaling); validation and test always run in 32-bit",
+    )
     accelerator: str = "auto"
     devices: int | Literal["auto"] = Field(1, description="devices per node (Lightning's `devices`)")
     strategy: str = Field("auto", description='Lightning strategy, e.g. "ddp", "ddp_spawn" (README: multiple GPUs)')
     num_nodes: int = Field(1, ge=1)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        """``precision: 32`` in YAML (or ``--set train.precision=32``) is a number: the same as ``"32"``."""
+        return "32" if value == 32 and not isinstance(value, bool) else value
 
 
 class RunConfig(StrictModel):

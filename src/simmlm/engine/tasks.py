@@ -362,7 +362,8 @@ class SegmentationTask:
         sampler = ShardedBatchSampler(
             len(crops), batch_size, shuffle=True, seed=seed, distributed=True, with_epoch=True
         )
-        return DataLoader(crops, sampler=sampler, batch_size=None)
+        workers = c.workers  # crops read from the cache in parallel; each depends on (seed, epoch, index) alone
+        return DataLoader(crops, sampler=sampler, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         from simmlm.losses.segmentation import dice_bce_per_sample

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -37,6 +39,7 @@ def _trainer(epochs: int, t: TrainConfig, progress: bool, checkpoint: Path | Non
         max_epochs=epochs,
         accelerator=t.accelerator,
         devices=t.devices,
+        precision=t.precision,
         strategy=_strategy(t),
         num_nodes=t.num_nodes,
         use_distributed_sampler=False,  # our ShardedBatchSampler shards each batch itself
@@ -48,6 +51,24 @@ def _trainer(epochs: int, t: TrainConfig, progress: bool, checkpoint: Path | Non
         enable_progress_bar=progress,
         num_sanity_val_steps=0,
     )
+
+
+def check_precision(t: TrainConfig) -> None:
+    """Refuse float16 mixed precision where it would run on the CPU (Lightning would switch to bfloat16 with a
+    warning, and the run would not be what its config says)."""
+    if t.precision != "16-mixed":
+        return
+    on_cpu = t.accelerator == "cpu" or (
+        t.accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    )
+    if on_cpu:
+        raise ValueError("train.precision 16-mixed needs a GPU (float16 autocast); on the CPU use bf16-mixed or 32")
+
+
+def pin_on_cuda(loader: DataLoader, trainer: L.Trainer) -> None:
+    """On CUDA, batches in page-locked memory, so Lightning's copies to the device (``non_blocking``) overlap."""
+    if isinstance(trainer.accelerator, CUDAAccelerator):
+        loader.pin_memory = True  # read when the loader starts an epoch; allowed after construction
 
 
 def _strategy(t: TrainConfig) -> str:
@@ -72,6 +93,7 @@ def _fit(
     trainer = _trainer(epochs, t, progress, store.last(phase) if store is not None else None)
     if t.batch_size % trainer.world_size:
         raise ValueError(f"train.batch_size {t.batch_size} must be a multiple of the {trainer.world_size} processes")
+    pin_on_cuda(loader, trainer)
     trainer.fit(stage, loader, ckpt_path=store.resume_from(phase) if store is not None else None)
     seconds = time.perf_counter() - start
     callback = trainer.checkpoint_callback
@@ -113,6 +135,7 @@ def stage1_key(cfg: RunConfig, splits: Splits, model: ExpertMixture) -> str:
                 "stage1",
                 "min_steps",
                 "augment",
+                "precision",
                 "accelerator",
                 "devices",
                 "strategy",
@@ -174,6 +197,7 @@ def train(
     unknown = sorted(set(t.augment) - set(splits.modalities))
     if unknown:
         raise ValueError(f"augment names unknown modalities {unknown}; known: {splits.modalities}")
+    check_precision(t)
     # only now, with the config, data and model known to be good, is anything written
     store = RunCheckpoints(checkpoint_dir, cfg, resume) if checkpoint_dir is not None else None
     entry = get_method(cfg.method)
