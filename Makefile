@@ -42,7 +42,7 @@ demo: setup
 	$(PORTABLE) $(BIN)/simmlm benchmark avmnist --methods simmlm,dmome --seeds 0,1,2 --data-dir $(DATA_DIR) --out $(DEMO_OUT)
 	$(BIN)/simmlm compare $(OUT)/summary.json $(DEMO_OUT)/summary.json
 
-# Regenerate the committed avMNIST headline results (portable mode; about 45 min on a 2-core CPU).
+# Regenerate the committed avMNIST headline and comparison (portable mode; about 1 h 45 min on a 2-core CPU).
 results: setup
 	$(PORTABLE) $(BIN)/simmlm benchmark avmnist --methods simmlm,dmome --seeds $(RESULT_SEEDS) --data-dir $(DATA_DIR) --out $(OUT)
 	$(PORTABLE) $(BIN)/simmlm benchmark avmnist --methods simmlm,dmome,late_fusion,mmp,dream --seeds $(COMPARE_SEEDS) \
