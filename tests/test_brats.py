@@ -149,7 +149,7 @@ def test_random_crops_are_reproducible_and_biased_to_tumour(tmp_path: Path) -> N
 def test_crops_depend_on_seed_epoch_and_index_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What makes segmentation resume exact and DDP ranks share one run's crops: no hidden random stream."""
     from simmlm.data.base import ShardedBatchSampler
-    from simmlm.engine.config import BratsConfig, BratsData
+    from simmlm.datasets.brats import BratsConfig, BratsData
     from simmlm.engine.tasks import SegmentationTask
 
     cases = [load_case(write_case(tmp_path, f"c{i}", BRATS2018, seed=i), BRATS2018) for i in range(2)]

@@ -127,7 +127,9 @@ def test_default_sections_are_not_shared_between_configs() -> None:
 
 
 def test_each_dataset_has_its_own_section_and_other_options_fail_at_load() -> None:
-    from simmlm.engine.config import AvmnistData, BratsData, FolderData
+    from simmlm.datasets.avmnist import AvmnistData
+    from simmlm.datasets.brats import BratsData
+    from simmlm.datasets.folder import FolderData
 
     assert isinstance(load_config(None).data, AvmnistData)  # no dataset key: avMNIST
     assert isinstance(load_config(None, {"data.dataset": "folder"}).data, FolderData)
@@ -136,7 +138,7 @@ def test_each_dataset_has_its_own_section_and_other_options_fail_at_load() -> No
         load_config(None, {"data.dataset": "folder", "data.audio_scaling": "minmax"})
     with pytest.raises(ValueError, match="manifets"):  # a typo
         load_config(None, {"data.dataset": "folder", "data.manifets": "m.csv"})
-    with pytest.raises(ValueError, match="data.dataset: unknown dataset 'cifar'; choose one of avmnist, folder"):
+    with pytest.raises(ValueError, match="data.dataset: unknown dataset 'cifar'; choose one of avmnist, brats, folder"):
         load_config(None, {"data.dataset": "cifar"})
 
 
@@ -189,7 +191,7 @@ def test_config_errors_name_the_key_and_suggest_the_nearest(overrides: dict[str,
 
 
 def test_frame_missing_on_avmnist_needs_the_sequence_layout() -> None:
-    from simmlm.engine.config import AvmnistData
+    from simmlm.datasets.avmnist import AvmnistData
 
     with pytest.raises(ValueError, match="needs layout: sequences"):
         AvmnistData(frame_missing=0.3)

@@ -126,7 +126,7 @@ def test_parallel_workers_build_the_same_arrays_and_report_a_bad_file(split: Pat
 def test_the_segmentation_task_reads_its_cases_through_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from simmlm.engine.config import BratsConfig, BratsData
+    from simmlm.datasets.brats import BratsConfig, BratsData
     from simmlm.engine.tasks import SegmentationTask
 
     for split in ("train", "validation", "test"):

@@ -30,6 +30,7 @@ from simmlm.cli_common import (
 )
 from simmlm.cli_example import convert_features, example_data
 from simmlm.cli_robustness import robustness
+from simmlm.datasets import datasets_help, get_dataset, list_datasets
 
 app = typer.Typer(help="Multimodal learning with missing modalities (SimMLM, DMoME, ...).", no_args_is_help=True)
 
@@ -38,7 +39,7 @@ app = typer.Typer(help="Multimodal learning with missing modalities (SimMLM, DMo
 def benchmark(
     dataset: Annotated[
         str,
-        typer.Argument(help="Dataset to benchmark: avmnist, mvmnist, seqfeatures, brats, or folder (your own data)."),
+        typer.Argument(help=f"Dataset to benchmark, one of: {datasets_help()}."),
     ],
     methods: Annotated[
         str, typer.Option(help="Comma-separated methods (see `simmlm methods`).")
@@ -116,10 +117,7 @@ def benchmark(
 def data(
     dataset: Annotated[
         str,
-        typer.Argument(
-            help="Dataset to build or check: avmnist, mvmnist, seqfeatures, brats (NIfTI cases), or folder (your own "
-            "data)."
-        ),
+        typer.Argument(help=f"Dataset to build or check, one of: {datasets_help()}."),
     ] = "avmnist",
     data_dir: DataDir = None,
     config: ConfigOpt = None,
@@ -204,7 +202,12 @@ def costs(
 
 @app.command()
 def download(
-    dataset: Annotated[str, typer.Argument(help="Dataset whose raw files to fetch from their public homes: avmnist.")],
+    dataset: Annotated[
+        str,
+        typer.Argument(
+            help=f"Dataset whose raw files to fetch from their homes: {', '.join(list_datasets(downloadable=True))}."
+        ),
+    ],
     data_dir: DataDir = None,
 ) -> None:
     """Download a dataset's raw files into DATA_DIR: resumable, checked against shipped SHA-256 sums.
@@ -213,14 +216,16 @@ def download(
 
     Mirrors: set SIMMLM_MNIST_URL and SIMMLM_FSDD_URL to other base URLs (README, avMNIST data).
     """
-    from simmlm.data.download import DATASETS, DownloadError, download_dataset
+    from simmlm.data.download import DownloadError
 
-    if dataset not in DATASETS:
-        raise fail(ValueError(f"cannot download {dataset!r}: choose one of {', '.join(sorted(DATASETS))}"))
+    fetch = get_dataset(dataset).download if dataset in list_datasets() else None
+    if fetch is None:
+        choices = ", ".join(list_datasets(downloadable=True))
+        raise fail(ValueError(f"cannot download {dataset!r}: choose one of {choices}"))
     if data_dir is None:
         raise fail(ValueError("--data-dir is required (or set SIMMLM_DATA_DIR): the folder to download into"))
     try:
-        download_dataset(dataset, data_dir)
+        fetch(data_dir)
     except DownloadError as err:
         fail(err)  # prints the one-line error, as for the other commands; a failed download exits with 1
         raise typer.Exit(code=1) from err

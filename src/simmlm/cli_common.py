@@ -10,14 +10,15 @@ from typing import Annotated, Any
 
 import typer
 
+from simmlm.datasets import folders_help, get_dataset, list_datasets
+from simmlm.datasets.registry import packaged_configs
+
 DataDir = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
         envvar="SIMMLM_DATA_DIR",
-        help="The dataset's folder: your manifest.csv and arrays (folder), the MNIST and FSDD files (avmnist, mvmnist; "
-        "`simmlm download avmnist` fetches them), the folder of the feature pickle (seqfeatures) or the NIfTI case "
-        "folders (brats).",
+        help=f"The dataset's folder. {folders_help()}.",
     ),
 ]
 ConfigOpt = Annotated[
@@ -25,8 +26,7 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="YAML run config: a file, or one shipped with simmlm by name (avmnist, avmnist_sequences, folder, "
-        "mvmnist, seqfeatures, brats_cpu, brats2018_gpu).",
+        help=f"YAML run config: a file, or one shipped with simmlm by name ({', '.join(packaged_configs())}).",
     ),
 ]
 SetOpt = Annotated[
@@ -208,7 +208,7 @@ def default_out(dataset: str, data_dir: Path | None, suffix: str = "") -> Path:
     """``results/DATASET`` (+ ``suffix``), or for your own data ``results/folder-NAME`` after its folder's name, so two
     folder datasets never share (and overwrite) one output folder."""
     name = dataset
-    if dataset == "folder" and data_dir is not None:
+    if dataset in list_datasets() and get_dataset(dataset).named_by_folder and data_dir is not None:
         name = f"folder-{data_dir.resolve().name or 'data'}"
     return Path("results") / f"{name}{suffix}"
 

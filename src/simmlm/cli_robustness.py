@@ -22,11 +22,12 @@ from simmlm.cli_common import (
     say,
     show_epochs,
 )
+from simmlm.datasets import list_datasets
 
 
 def robustness(
     dataset: Annotated[
-        str, typer.Argument(help="Classification dataset: avmnist, mvmnist, seqfeatures, or folder (your own data).")
+        str, typer.Argument(help=f"Classification dataset, one of: {', '.join(list_datasets('classification'))}.")
     ],
     methods: Annotated[
         str, typer.Option(help="Comma-separated methods (see `simmlm methods`).")

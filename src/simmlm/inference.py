@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from simmlm.engine.config import BratsConfig
+from simmlm.datasets.brats import BratsConfig
 from simmlm.fileio import atomic_path
 from simmlm.metrics.entropy import binary_entropy, categorical_entropy
 from simmlm.runs import load_checkpoint

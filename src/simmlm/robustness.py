@@ -33,7 +33,8 @@ from simmlm.benchmark import run_benchmark
 from simmlm.comparisons import compare_methods, holm_adjust
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.data.scenarios import corrupt, corruption_scale
-from simmlm.engine.config import RunConfig, StrictModel, load_config, resolve_config
+from simmlm.datasets.registry import StrictModel
+from simmlm.engine.config import RunConfig, load_config, resolve_config
 from simmlm.engine.tasks import Task, task_for
 from simmlm.evaluate import shapley_per_seed
 from simmlm.fileio import read_yaml, write_text_atomic

@@ -24,14 +24,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from simmlm.data.specs import NiftiLayout
 
 REGIONS = ("wt", "tc", "et")
 LABEL_REGIONS: dict[str, dict[str, tuple[int, ...]]] = {
@@ -39,38 +40,6 @@ LABEL_REGIONS: dict[str, dict[str, tuple[int, ...]]] = {
     "brats2018": {"wt": (1, 2, 4), "tc": (1, 4), "et": (4,)},
 }
 Batch = tuple[dict[str, Tensor], Tensor, Tensor]
-BRATS2018_FILES = {name: f"{{case}}_{name}.nii.gz" for name in ("flair", "t1", "t1ce", "t2")}  # 2018-2021 names
-
-
-class NiftiLayout(BaseModel):
-    """File names of one case (``{case}`` = the case folder's name) and the label convention.
-
-    Attributes:
-        modalities: modality name -> file name pattern, in the modality order of the dataset.
-        label: label map file name pattern.
-        brain_mask: brain mask file pattern, or ``None`` to use the voxels where any sequence is non-zero
-            (skull-stripped BraTS data has exact zeros outside the brain).
-        label_convention: ``"brats2015"`` or ``"brats2018"`` (see the module docstring).
-        allow_missing: a case folder without some modality's file is loaded with that modality marked missing
-            (mask ``False``) instead of raising. The label file is always required.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    modalities: dict[str, str] = Field(
-        default_factory=lambda: dict(BRATS2018_FILES),
-        description="modality -> file name pattern ({case} = the case folder's name), in modality order",
-    )
-    label: str = "{case}_seg.nii.gz"
-    brain_mask: str | None = Field(None, description="brain mask file pattern (None: voxels where any sequence != 0)")
-    label_convention: Literal["brats2015", "brats2018"] = "brats2018"
-    allow_missing: bool = Field(False, description="a missing sequence file marks the modality missing, not an error")
-
-    @field_validator("modalities")
-    @classmethod
-    def _some_modality(cls, modalities: dict[str, str]) -> dict[str, str]:
-        if len(modalities) < 1:
-            raise ValueError("a NIfTI layout needs at least one modality file")
-        return modalities
 
 
 def label_to_regions(labels: Tensor, convention: str) -> Tensor:

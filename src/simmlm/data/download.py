@@ -368,22 +368,3 @@ def download_files(
     if not quiet:
         console.print(summary.line(), markup=False, soft_wrap=True)
     return summary
-
-
-# --------------------------------------------------------------------------------------------- datasets
-
-
-def _download_avmnist(data_dir: Path, **options: Any) -> DownloadSummary:
-    from simmlm.data.avmnist_download import download_avmnist
-
-    return download_avmnist(data_dir, **options)
-
-
-DATASETS: dict[str, Callable[..., DownloadSummary]] = {"avmnist": _download_avmnist}
-
-
-def download_dataset(name: str, data_dir: Path, **options: Any) -> DownloadSummary:
-    """Download dataset ``name`` (one of :data:`DATASETS`) into ``data_dir``."""
-    if name not in DATASETS:
-        raise ValueError(f"cannot download {name!r}: choose one of {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](data_dir, **options)

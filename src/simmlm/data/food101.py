@@ -49,8 +49,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from simmlm.data.specs import MissingKind
+
 Split = Literal["train", "test"]
-MissingKind = Literal["text", "image", "both"]
 
 SPLITS: tuple[str, ...] = ("train", "test")
 MISSING_KINDS: tuple[str, ...] = ("text", "image", "both")

@@ -26,42 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from simmlm.data.base import Splits, TensorMultimodalDataset
+from simmlm.data.specs import DataScenario
 
 CORRUPTIONS = ("noise", "occlude", "band", "zeros")
-
-
-class DataScenario(BaseModel):
-    """A robustness scenario applied to the loaded splits (``simmlm.data.scenarios``; ``simmlm robustness`` sets
-    it): a share of the samples that have ``modality`` lose it (``missing``) or carry it corrupted while their mask
-    still says present (``noise``, ``occlude``, ``band``, ``zeros``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["missing", "noise", "occlude", "band", "zeros"]
-    modality: str
-    fraction: float = Field(ge=0, le=1, description="share of the samples having the modality that are affected")
-    severity: float = Field(
-        1.0,
-        ge=0,
-        description="noise: std in units of the modality's training std; occlude/band: share of the area/rows",
-    )
-    splits: tuple[Literal["train", "val", "test"], ...] = Field(("train", "val"), description="the splits affected")
-    seed: int = Field(0, ge=0, description="seed of the draws")
-
-
-class WithScenario(BaseModel):
-    """Classification datasets accept a robustness scenario (:class:`DataScenario`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    scenario: DataScenario | None = Field(None, description="robustness scenario on the loaded splits (None: none)")
 
 
 def apply_scenario(splits: Splits, spec: DataScenario | None) -> Splits:

@@ -6,154 +6,32 @@ import difflib
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from simmlm.data.augment import AugmentSpec
-from simmlm.data.brats import NiftiLayout
-from simmlm.data.scenarios import WithScenario
-from simmlm.engine.food101 import Food101Data
+from simmlm.datasets import DataSection, dataset_specs, list_datasets
+from simmlm.datasets.avmnist import AvmnistData
+from simmlm.datasets.registry import PACKAGED_CONFIGS, StrictModel, packaged_configs
 from simmlm.fileio import not_a_file, read_yaml
 from simmlm.nn.experts import EXPERT_KINDS
 
 
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BratsConfig(NiftiLayout):
-    """BraTS-style NIfTI cases (``simmlm.data.brats``): the file layout (:class:`~simmlm.data.brats.NiftiLayout`'s
-    fields: ``modalities``, ``label``, ``brain_mask``, ``label_convention``, ``allow_missing``), where the splits
-    are, resolution, crops and the sliding window."""
-
-    subdir: str | None = Field(None, description="folder under data_dir holding the split folders (None: data_dir)")
-    splits: dict[str, str] = Field(
-        default_factory=lambda: {"train": "train", "val": "validation", "test": "test"},
-        description="split -> sub-folder of case folders",
-    )
-    downsample: int = Field(1, ge=1, description="average-pool volumes by this factor (CPU work)")
-    crop_size: tuple[int, int, int] = (128, 128, 128)
-    crops_per_epoch: int = Field(250, ge=1, description="random training crops per epoch")
-    pos_fraction: float = Field(0.5, ge=0, le=1, description="share of crops centred on tumour (else on brain)")
-    flip: bool = True
-    overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap at inference")
-    cache: bool = Field(
-        True, description="preprocess each case once into the cache folder and read it from there one case at a time"
-    )
-    workers: int = Field(0, ge=0, description="processes building the cache and loading training crops (0: this one)")
-
-    @field_validator("splits")
-    @classmethod
-    def _three_splits(cls, splits: dict[str, str]) -> dict[str, str]:
-        if set(splits) != {"train", "val", "test"}:
-            raise ValueError(f"splits must map exactly train, val and test to folders, got {sorted(splits)}")
-        return splits
-
-
-DATA_DIR_FIELD = Field(None, description="default: $SIMMLM_DATA_DIR, then ../shared/data")
-
-
-class FrameMissing(StrictModel):
-    """Intra-modal missingness of sequence data (``simmlm.data.frames``): a share of frames zeroed per modality."""
-
-    frame_missing: float = Field(0.0, ge=0, le=1, description="intra-modal: share of frames zeroed per modality")
-    frame_missing_splits: tuple[Literal["train", "val", "test"], ...] = ("train", "val", "test")  # where it applies
-    missing_seed: int = Field(0, ge=0, description="seed of the simulated missingness")
-
-    def frame_ratios(self) -> dict[str, float]:
-        """``frame_missing`` for the splits it applies to (the others: none)."""
-        return {split: self.frame_missing for split in self.frame_missing_splits}
-
-
-class AvmnistData(FrameMissing, WithScenario):
-    """avMNIST (``simmlm.data.avmnist``): split, audio front end and scaling; sequences with missing frames."""
-
-    dataset: Literal["avmnist"] = "avmnist"
-    data_dir: Path | None = DATA_DIR_FIELD
-    val_fraction: float = Field(0.15, gt=0, lt=1)
-    val_split: Literal["stratified", "recording_index"] = "stratified"
-    audio_frontend: Literal["literature", "antialiased"] = Field(
-        "literature", description="MFCC front end (README: literature = what the published numbers use)"
-    )
-    mfcc_rate: float | None = Field(None, gt=0, description="rate told to the MFCC (None: the front end's)")
-    mfcc_pad: Literal["reflect", "constant"] | None = Field(None, description="STFT frame padding (None: front end's)")
-    audio_scaling: Literal["standardize", "minmax"] = "standardize"
-    layout: Literal["maps", "sequences"] = Field(
-        "maps", description="maps: [1, 28, 28] / [1, 20, 20]; sequences: image rows and audio frames as [T, D]"
-    )
-
-    @model_validator(mode="after")
-    def _frames_need_sequences(self) -> AvmnistData:
-        if self.frame_missing > 0 and self.layout != "sequences":
-            raise ValueError("frame_missing needs layout: sequences (frames are the image's rows, the audio's frames)")
-        return self
-
-
-class FolderData(WithScenario):
-    """Your own data: a folder with a CSV manifest (``simmlm.data.folder``)."""
-
-    dataset: Literal["folder"] = "folder"
-    data_dir: Path | None = DATA_DIR_FIELD
-    manifest: str = Field("manifest.csv", description="the manifest's file name inside data_dir")
-    standardize: bool = Field(True, description="standardise each modality with training statistics")
-    num_classes: int | None = Field(None, ge=2, description="number of classes (default: from the labels)")
-    sequences: list[str] = Field(
-        default_factory=list,
-        description="modalities whose 2-D arrays are [T, D] feature sequences (frames x features), for the sequence "
-        "experts; other 2-D arrays are one-channel images",
-    )
-    outside_paths: bool = Field(False, description="read manifest paths that lead outside data_dir (e.g. symlinks)")
-
-
-class MvmnistData(WithScenario):
-    """Multi-view MNIST (``simmlm.data.mvmnist``): six feature views of very different strength."""
-
-    dataset: Literal["mvmnist"] = "mvmnist"
-    data_dir: Path | None = DATA_DIR_FIELD
-    train_size: int = Field(1200, ge=20, description="training images (class-stratified, from MNIST-train)")
-    val_size: int = Field(300, ge=10, description="validation images (from MNIST-train, disjoint)")
-    test_size: int = Field(2000, ge=10, description="test images (from MNIST-test)")
-
-
-class SeqfeaturesData(FrameMissing, WithScenario):
-    """Utterance-level feature sequences (CMU-MOSI / MOSEI) in the MulT / MMSA pickle layout
-    (``simmlm.data.seqfeatures``), with simulated inter- and intra-modal missingness."""
-
-    dataset: Literal["seqfeatures"] = "seqfeatures"
-    data_dir: Path | None = DATA_DIR_FIELD
-    file: str = Field("mosi_data.pkl", description="the pickle, relative to data_dir (or an absolute path)")
-    modalities: list[str] = Field(default_factory=lambda: ["text", "audio", "vision"])
-    label_key: str | None = Field(None, description="key of the sentiment score (None: detected)")
-    task: Literal["binary", "classes7"] = Field("binary", description="Acc-2 (score > 0) or Acc-7 classes")
-    missing_rate: float = Field(0.0, ge=0, lt=1, description="inter-modal: per sample and modality drop rate")
-    missing_modalities: list[str] | None = Field(None, description="inter-modal: modalities dropped everywhere")
-    nan_to_num: bool = Field(True, description="replace non-finite feature values (COVAREP -inf) by 0")
-
-
-class BratsData(StrictModel):
-    """BraTS-style NIfTI cases (``simmlm.data.brats``), options under ``brats``."""
-
-    dataset: Literal["brats"] = "brats"
-    data_dir: Path | None = DATA_DIR_FIELD
-    brats: BratsConfig = BratsConfig()
-
-
-#: Which dataset and its own options: the ``dataset`` key picks the section (an option of another one is an error).
 def _dataset_of(value: Any) -> str:
     """The tag of a data section: its ``dataset`` (avMNIST when left out)."""
     return str(value.get("dataset", "avmnist") if isinstance(value, dict) else getattr(value, "dataset", "avmnist"))
 
 
-DataConfig = Annotated[
-    Annotated[AvmnistData, Tag("avmnist")]
-    | Annotated[FolderData, Tag("folder")]
-    | Annotated[MvmnistData, Tag("mvmnist")]
-    | Annotated[SeqfeaturesData, Tag("seqfeatures")]
-    | Annotated[BratsData, Tag("brats")]
-    | Annotated[Food101Data, Tag("food101")],
-    Discriminator(_dataset_of),
-]
+#: Which dataset and its own options: the ``dataset`` key picks the section of a registered dataset
+#: (:mod:`simmlm.datasets`; an option of another one is an error).
+if TYPE_CHECKING:
+    DataConfig = DataSection
+else:
+    DataConfig = Annotated[
+        Union[tuple(Annotated[spec.config, Tag(spec.name)] for spec in dataset_specs())],  # noqa: UP007
+        Discriminator(_dataset_of),
+    ]
 NonNegative = Annotated[float, Field(ge=0)]
 
 
@@ -279,12 +157,7 @@ def _config_keys(model: type[BaseModel], loc: tuple[str, ...] = ()) -> list[tupl
 def explain_config_error(err: ValidationError) -> str:
     """One line per problem, keys dotted as in YAML; an unknown key gets the nearest known ones."""
     known = _config_keys(RunConfig)
-    tags = [
-        t.tag
-        for m in typing.get_args(typing.get_args(DataConfig)[0])
-        for t in typing.get_args(m)[1:]
-        if isinstance(t, Tag)
-    ]
+    tags = list_datasets()
 
     def dotted(loc: Sequence[Any]) -> str:
         return ".".join(str(part) for part in loc if part not in tags)
@@ -310,15 +183,6 @@ def explain_config_error(err: ValidationError) -> str:
             got = "" if isinstance(error.get("input"), dict) else f" (got {error['input']!r})"
             lines.append(f"{where}: {error['msg']}{got}")
     return "invalid run config: " + "; ".join(lines)
-
-
-#: The run configs shipped with the package (``avmnist``, ``folder``, ...), also ``configs/`` in the repository.
-PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def packaged_configs() -> list[str]:
-    """Names of the configs shipped with simmlm (usable as ``--config NAME``)."""
-    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
 
 
 def find_config(config: str | Path) -> Path:

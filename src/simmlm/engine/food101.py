@@ -23,22 +23,21 @@ import time
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.data.food101 import (
     Food101Item,
-    MissingKind,
     Split,
     load_image,
     missing_pattern,
     read_food101,
     stratified_split,
 )
+from simmlm.datasets.food101 import MODALITIES, Food101Data, MissingProtocol
 from simmlm.fileio import cache_dir, torch_save_atomic
 from simmlm.nn.encoders import (
     ImageEncoder,
@@ -47,59 +46,11 @@ from simmlm.nn.encoders import (
     build_text_encoder,
     encoder_identity,
 )
-from simmlm.nn.experts import expert_options_for
 
-MODALITIES = ("image", "text")
 CACHE_VERSION = 1  # bump when the encoding itself changes
 MODES = {"frozen": "frozen", "finetune": "fine-tuned"}
 WHAT = {"text": "text", "image": "image", "both": "image or text (half each)"}
 WHERE = {"train": "training and validation", "test": "test", "both": "training, validation and test"}
-
-
-class MissingProtocol(BaseModel):
-    """The literature's missing-modality protocol: ``rate`` of the samples lose their ``kind`` modality."""
-
-    model_config = ConfigDict(extra="forbid")
-    rate: float = Field(0.0, ge=0, le=1, description="share of samples that lose a modality (eta)")
-    kind: MissingKind = Field("text", description="text, image, or both (half of the affected lose each)")
-    at: Literal["train", "test", "both"] = Field("both", description="train (with validation), test, or both")
-    seed: int = Field(0, description="seed of the draw (the test split's draw uses seed + 1)")
-
-
-class Food101Data(BaseModel):
-    """UPMC Food-101 (``simmlm.engine.food101``): images and titles, frozen encoders, the missing-rate protocol."""
-
-    model_config = ConfigDict(extra="forbid")
-    dataset: Literal["food101"] = "food101"
-    data_dir: Path | None = Field(None, description="default: $SIMMLM_DATA_DIR, then ../shared/data")
-    image_size: int = Field(224, ge=8, description="images are resized (shorter side) and centre-cropped to this")
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of each training class kept for validation")
-    split_seed: int = Field(0, description="seed of the validation split and of max_per_class")
-    max_per_class: int | None = Field(None, ge=2, description="use at most this many samples per class and split")
-    allow_missing_images: bool = Field(False, description="keep CSV rows whose image file is absent (text only)")
-    image_encoder: ImageEncoderSpec = ImageEncoderSpec()
-    text_encoder: TextEncoderSpec = TextEncoderSpec()
-    missing: MissingProtocol = MissingProtocol()
-    mode: Literal["frozen", "finetune"] = Field(
-        "frozen",
-        description="frozen: experts over cached encoder features; finetune: the encoders are part of the experts "
-        "(raw uint8 images and token ids held in memory; needs model.gate_on: features)",
-    )
-    encode_batch: int = Field(64, ge=1, description="images / titles per encoder call while caching")
-
-    def experts(self, model: Any) -> tuple[str | dict[str, str], dict[str, Any]]:
-        """The experts for ``model`` (a ``ModelConfig``): as configured when frozen; fine-tuning, each modality's
-        :class:`~simmlm.nn.encoders.EncoderExpert` on this section's encoder, with the configured head options."""
-        if self.mode == "frozen":
-            return model.expert, model.expert_options
-        if model.gate_on != "features":
-            raise ValueError("data.mode finetune needs model.gate_on: features (the gate reads the encoders' features)")
-        specs = {"image": self.image_encoder, "text": self.text_encoder}
-        options = {
-            name: {**expert_options_for(name, list(MODALITIES), model.expert_options), "encoder": spec.model_dump()}
-            for name, spec in specs.items()
-        }
-        return {"image": "image_encoder", "text": "text_encoder"}, options
 
 
 def _say(line: str) -> None:

@@ -3,8 +3,8 @@
 A task gives the splits of its dataset, the training loader, the per-sample task loss ``l`` of eq. 4, the validation
 score used to select epochs, the test report, the input shapes the model is built for, its headline metric and
 protocol text, the figures a benchmark draws and how ``simmlm predict`` reads files. Everything else (stages,
-MoFe, seeds, checkpoints, benchmark) is shared. :data:`DATASETS` maps a dataset name to its task; a new dataset
-is one entry there and its loader in ``simmlm.data``.
+MoFe, seeds, checkpoints, benchmark) is shared. Each dataset of :mod:`simmlm.datasets` names its task; a new kind
+of task is a class with the :class:`Task` protocol.
 """
 
 from __future__ import annotations
@@ -22,16 +22,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from simmlm.data.base import ShardedBatchSampler, Splits, TensorMultimodalDataset, data_warnings, make_loader
-from simmlm.engine.config import (
-    AvmnistData,
-    BratsData,
-    DataConfig,
-    FolderData,
-    Food101Data,
-    MvmnistData,
-    RunConfig,
-    SeqfeaturesData,
-)
+from simmlm.datasets import get_dataset
+from simmlm.datasets.avmnist import AvmnistData
+from simmlm.datasets.brats import BratsData
+from simmlm.engine.config import DataConfig, RunConfig
 from simmlm.evaluate import classification_report, segmentation_report
 from simmlm.inferers import predict_subsets
 from simmlm.losses.mofe import per_sample_cross_entropy
@@ -114,86 +108,6 @@ def resolve_data_dir(data_dir: Path | None) -> Path:
         what = "is a file, not a folder" if Path(data_dir).exists() else "does not exist"
         raise FileNotFoundError(f"data directory {data_dir} {what}")
     return Path(data_dir)
-
-
-def _load_avmnist(data: AvmnistData) -> Splits:
-    from simmlm.data.avmnist import load_avmnist, resolve_frontend
-
-    frontend = resolve_frontend(data.audio_frontend, data.mfcc_rate, data.mfcc_pad)
-    return load_avmnist(
-        resolve_data_dir(data.data_dir),
-        data.val_fraction,
-        data.audio_scaling,
-        data.val_split,
-        frontend=frontend,
-        layout=data.layout,
-        frame_missing=data.frame_ratios(),
-        missing_seed=data.missing_seed,
-    )
-
-
-def _load_folder(data: FolderData) -> Splits:
-    from simmlm.data.folder import load_folder
-
-    root = resolve_data_dir(data.data_dir)
-    return load_folder(root, data.manifest, data.standardize, data.num_classes, data.sequences, data.outside_paths)
-
-
-def _load_mvmnist(data: MvmnistData) -> Splits:
-    from simmlm.data.mvmnist import load_mvmnist
-
-    return load_mvmnist(resolve_data_dir(data.data_dir), data.train_size, data.val_size, data.test_size)
-
-
-def _load_seqfeatures(data: SeqfeaturesData) -> Splits:
-    from simmlm.data.seqfeatures import load_seqfeatures
-
-    path = Path(data.file) if Path(data.file).is_absolute() else resolve_data_dir(data.data_dir) / data.file
-    return load_seqfeatures(
-        path,
-        data.modalities,
-        data.label_key,
-        data.task,
-        data.missing_rate,
-        data.missing_modalities,
-        data.frame_ratios(),
-        data.missing_seed,
-        data.nan_to_num,
-    )
-
-
-def _load_food101(data: Food101Data) -> Splits:
-    from simmlm.engine.food101 import load_food101
-
-    return load_food101(data, resolve_data_dir(data.data_dir))
-
-
-def _read_food101(name: str, value: Path | str, preprocessing: dict[str, Any]) -> Tensor:
-    from simmlm.engine.food101 import read_input
-
-    return read_input(name, value, preprocessing)
-
-
-def _read_sequence(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
-    """One ``[T, D]`` feature sequence of a modality from a ``.npy`` file (zero frames count as absent)."""
-    from simmlm.data.arrays import read_npy
-
-    array = read_npy(Path(path))
-    if array.ndim != 2:
-        raise ValueError(f"{path}: {name} must be a [T, D] feature sequence, got shape {list(array.shape)}")
-    return torch.from_numpy(array)
-
-
-def _read_avmnist(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
-    from simmlm.data.avmnist_input import read_input
-
-    return read_input(name, path, preprocessing)
-
-
-def _read_folder(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
-    from simmlm.data.folder import read_input
-
-    return read_input(name, path, preprocessing)
 
 
 Loader = Callable[[Any], Splits]
@@ -388,22 +302,11 @@ class SegmentationTask:
         return {n: torch.zeros(1, *s) for n, s in shapes.items()}, torch.ones(1, len(shapes), dtype=torch.bool)
 
 
-#: dataset name -> its task, built from the dataset's config.
-DATASETS: dict[str, Callable[[Any], Task]] = {
-    "avmnist": lambda data: ClassificationTask(data, _load_avmnist, _read_avmnist),
-    "folder": lambda data: ClassificationTask(data, _load_folder, _read_folder),
-    "mvmnist": lambda data: ClassificationTask(data, _load_mvmnist),
-    "seqfeatures": lambda data: ClassificationTask(data, _load_seqfeatures, _read_sequence),
-    "brats": SegmentationTask,
-    "food101": lambda data: ClassificationTask(data, _load_food101, _read_food101),
-}
-
-
 def task_for(cfg: RunConfig) -> Task:
-    """The task of the configured dataset."""
-    return DATASETS[cfg.data.dataset](cfg.data)
+    """The task of the configured dataset (:mod:`simmlm.datasets`)."""
+    return get_dataset(cfg.data.dataset).task(cfg.data)
 
 
 def load_splits(data: DataConfig) -> Splits:
     """Train / validation / test splits of the configured dataset."""
-    return DATASETS[data.dataset](data).load_splits()
+    return get_dataset(data.dataset).task(data).load_splits()

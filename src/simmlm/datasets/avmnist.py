@@ -1,0 +1,90 @@
+"""avMNIST: MNIST digits paired with spoken digits of the FSDD (SMIL's protocol); loader in
+:mod:`simmlm.data.avmnist`, single files for ``simmlm predict`` in :mod:`simmlm.data.avmnist_input`, the raw files'
+public homes in :mod:`simmlm.data.avmnist_download`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from simmlm.data.specs import FrameMissing, WithScenario
+from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, register_dataset
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from simmlm.data.base import Splits
+    from simmlm.engine.tasks import Task
+
+
+class AvmnistData(DataSection, FrameMissing, WithScenario):
+    """avMNIST (``simmlm.data.avmnist``): split, audio front end and scaling; sequences with missing frames."""
+
+    dataset: Literal["avmnist"] = "avmnist"
+    data_dir: Path | None = DATA_DIR_FIELD
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    val_split: Literal["stratified", "recording_index"] = "stratified"
+    audio_frontend: Literal["literature", "antialiased"] = Field(
+        "literature", description="MFCC front end (README: literature = what the published numbers use)"
+    )
+    mfcc_rate: float | None = Field(None, gt=0, description="rate told to the MFCC (None: the front end's)")
+    mfcc_pad: Literal["reflect", "constant"] | None = Field(None, description="STFT frame padding (None: front end's)")
+    audio_scaling: Literal["standardize", "minmax"] = "standardize"
+    layout: Literal["maps", "sequences"] = Field(
+        "maps", description="maps: [1, 28, 28] / [1, 20, 20]; sequences: image rows and audio frames as [T, D]"
+    )
+
+    @model_validator(mode="after")
+    def _frames_need_sequences(self) -> AvmnistData:
+        if self.frame_missing > 0 and self.layout != "sequences":
+            raise ValueError("frame_missing needs layout: sequences (frames are the image's rows, the audio's frames)")
+        return self
+
+
+def load(data: AvmnistData) -> Splits:
+    from simmlm.data.avmnist import load_avmnist, resolve_frontend
+    from simmlm.engine.tasks import resolve_data_dir
+
+    frontend = resolve_frontend(data.audio_frontend, data.mfcc_rate, data.mfcc_pad)
+    return load_avmnist(
+        resolve_data_dir(data.data_dir),
+        data.val_fraction,
+        data.audio_scaling,
+        data.val_split,
+        frontend=frontend,
+        layout=data.layout,
+        frame_missing=data.frame_ratios(),
+        missing_seed=data.missing_seed,
+    )
+
+
+def read(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
+    from simmlm.data.avmnist_input import read_input
+
+    return read_input(name, path, preprocessing)
+
+
+def task(data: AvmnistData) -> Task:
+    from simmlm.engine.tasks import ClassificationTask
+
+    return ClassificationTask(data, load, read)
+
+
+def download(data_dir: Path, **options: Any) -> Any:
+    from simmlm.data.avmnist_download import download_avmnist
+
+    return download_avmnist(data_dir, **options)
+
+
+SPEC = register_dataset(
+    DatasetSpec(
+        name="avmnist",
+        config=AvmnistData,
+        task=task,
+        summary="MNIST digits with spoken digits, SMIL's protocol",
+        folder="avmnist/ with the MNIST and FSDD files (`simmlm download avmnist` fetches them)",
+        download=download,
+    )
+)

@@ -1,0 +1,74 @@
+"""Your own data: a folder with a CSV manifest and one array file per sample and modality, missing modalities
+allowed in every split; loader and ``simmlm predict``'s reader in :mod:`simmlm.data.folder`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from simmlm.data.specs import WithScenario
+from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, register_dataset
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from simmlm.data.base import Splits
+    from simmlm.engine.tasks import Task
+
+
+class FolderData(DataSection, WithScenario):
+    """Your own data: a folder with a CSV manifest (``simmlm.data.folder``)."""
+
+    dataset: Literal["folder"] = "folder"
+    data_dir: Path | None = DATA_DIR_FIELD
+    manifest: str = Field("manifest.csv", description="the manifest's file name inside data_dir")
+    standardize: bool = Field(True, description="standardise each modality with training statistics")
+    num_classes: int | None = Field(None, ge=2, description="number of classes (default: from the labels)")
+    sequences: list[str] = Field(
+        default_factory=list,
+        description="modalities whose 2-D arrays are [T, D] feature sequences (frames x features), for the sequence "
+        "experts; other 2-D arrays are one-channel images",
+    )
+    outside_paths: bool = Field(False, description="read manifest paths that lead outside data_dir (e.g. symlinks)")
+
+
+def load(data: FolderData) -> Splits:
+    from simmlm.data.folder import load_folder
+    from simmlm.engine.tasks import resolve_data_dir
+
+    root = resolve_data_dir(data.data_dir)
+    return load_folder(root, data.manifest, data.standardize, data.num_classes, data.sequences, data.outside_paths)
+
+
+def read(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
+    from simmlm.data.folder import read_input
+
+    return read_input(name, path, preprocessing)
+
+
+def task(data: FolderData) -> Task:
+    from simmlm.engine.tasks import ClassificationTask
+
+    return ClassificationTask(data, load, read)
+
+
+def example(directory: Path) -> dict[str, Any]:
+    from simmlm.data.example import write_example_dataset
+
+    write_example_dataset(directory, num_samples=120, seed=0)
+    return {}
+
+
+SPEC = register_dataset(
+    DatasetSpec(
+        name="folder",
+        config=FolderData,
+        task=task,
+        summary="your own data: a CSV manifest and arrays",
+        folder="your manifest.csv and arrays (`simmlm example-data` writes one)",
+        example=example,
+        named_by_folder=True,
+    )
+)

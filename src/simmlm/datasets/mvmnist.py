@@ -1,0 +1,50 @@
+"""Multi-view MNIST: six feature views of very different strength computed from MNIST images (the gate on many
+views); loader in :mod:`simmlm.data.mvmnist`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from simmlm.data.specs import WithScenario
+from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, register_dataset
+
+if TYPE_CHECKING:
+    from simmlm.data.base import Splits
+    from simmlm.engine.tasks import Task
+
+
+class MvmnistData(DataSection, WithScenario):
+    """Multi-view MNIST (``simmlm.data.mvmnist``): six feature views of very different strength."""
+
+    dataset: Literal["mvmnist"] = "mvmnist"
+    data_dir: Path | None = DATA_DIR_FIELD
+    train_size: int = Field(1200, ge=20, description="training images (class-stratified, from MNIST-train)")
+    val_size: int = Field(300, ge=10, description="validation images (from MNIST-train, disjoint)")
+    test_size: int = Field(2000, ge=10, description="test images (from MNIST-test)")
+
+
+def load(data: MvmnistData) -> Splits:
+    from simmlm.data.mvmnist import load_mvmnist
+    from simmlm.engine.tasks import resolve_data_dir
+
+    return load_mvmnist(resolve_data_dir(data.data_dir), data.train_size, data.val_size, data.test_size)
+
+
+def task(data: MvmnistData) -> Task:
+    from simmlm.engine.tasks import ClassificationTask
+
+    return ClassificationTask(data, load)
+
+
+SPEC = register_dataset(
+    DatasetSpec(
+        name="mvmnist",
+        config=MvmnistData,
+        task=task,
+        summary="six views of MNIST digits of very different strength",
+        folder="avmnist/mnist/ with the MNIST files (`simmlm download avmnist` fetches them)",
+    )
+)

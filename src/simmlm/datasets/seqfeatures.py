@@ -1,0 +1,88 @@
+"""Utterance-level feature sequences (CMU-MOSI / MOSEI) in the MulT / MMSA pickle layout, or its ``.npz``
+conversion; loader in :mod:`simmlm.data.seqfeatures`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from simmlm.data.specs import FrameMissing, WithScenario
+from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, register_dataset
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from simmlm.data.base import Splits
+    from simmlm.engine.tasks import Task
+
+
+class SeqfeaturesData(DataSection, FrameMissing, WithScenario):
+    """Utterance-level feature sequences (CMU-MOSI / MOSEI) in the MulT / MMSA pickle layout
+    (``simmlm.data.seqfeatures``), with simulated inter- and intra-modal missingness."""
+
+    dataset: Literal["seqfeatures"] = "seqfeatures"
+    data_dir: Path | None = DATA_DIR_FIELD
+    file: str = Field("mosi_data.pkl", description="the pickle, relative to data_dir (or an absolute path)")
+    modalities: list[str] = Field(default_factory=lambda: ["text", "audio", "vision"])
+    label_key: str | None = Field(None, description="key of the sentiment score (None: detected)")
+    task: Literal["binary", "classes7"] = Field("binary", description="Acc-2 (score > 0) or Acc-7 classes")
+    missing_rate: float = Field(0.0, ge=0, lt=1, description="inter-modal: per sample and modality drop rate")
+    missing_modalities: list[str] | None = Field(None, description="inter-modal: modalities dropped everywhere")
+    nan_to_num: bool = Field(True, description="replace non-finite feature values (COVAREP -inf) by 0")
+
+
+def load(data: SeqfeaturesData) -> Splits:
+    from simmlm.data.seqfeatures import load_seqfeatures
+    from simmlm.engine.tasks import resolve_data_dir
+
+    path = Path(data.file) if Path(data.file).is_absolute() else resolve_data_dir(data.data_dir) / data.file
+    return load_seqfeatures(
+        path,
+        data.modalities,
+        data.label_key,
+        data.task,
+        data.missing_rate,
+        data.missing_modalities,
+        data.frame_ratios(),
+        data.missing_seed,
+        data.nan_to_num,
+    )
+
+
+def read(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
+    """One ``[T, D]`` feature sequence of a modality from a ``.npy`` file (zero frames count as absent)."""
+    import torch
+
+    from simmlm.data.arrays import read_npy
+
+    array = read_npy(Path(path))
+    if array.ndim != 2:
+        raise ValueError(f"{path}: {name} must be a [T, D] feature sequence, got shape {list(array.shape)}")
+    return torch.from_numpy(array)
+
+
+def task(data: SeqfeaturesData) -> Task:
+    from simmlm.engine.tasks import ClassificationTask
+
+    return ClassificationTask(data, load, read)
+
+
+def example(directory: Path) -> dict[str, Any]:
+    from simmlm.data.example import write_example_sequences
+
+    path = write_example_sequences(directory, num_samples=150, seed=0)
+    return {"file": path.name}
+
+
+SPEC = register_dataset(
+    DatasetSpec(
+        name="seqfeatures",
+        config=SeqfeaturesData,
+        task=task,
+        summary="feature sequences such as CMU-MOSI / MOSEI, MulT / MMSA pickles",
+        folder="the folder of the feature pickle or its .npz (data.file)",
+        example=example,
+    )
+)
