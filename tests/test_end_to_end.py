@@ -67,8 +67,8 @@ def test_benchmark_writes_contract_and_reloadable_checkpoints(tmp_path: Path) ->
     assert "± " in (out / "summary.md").read_text()
 
     # The checkpoint rebuilds the same model: its test accuracy matches what the benchmark recorded.
-    from simmlm.engine import load_checkpoint, load_splits
     from simmlm.datasets.avmnist import AvmnistData
+    from simmlm.engine import load_checkpoint, load_splits
     from simmlm.evaluate import classification_report
     from simmlm.inferers import predict_subsets
 

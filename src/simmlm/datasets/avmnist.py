@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from simmlm.data.specs import FrameMissing, WithScenario
-from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, register_dataset
+from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, Example, register_dataset
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -78,6 +78,54 @@ def download(data_dir: Path, **options: Any) -> Any:
     return download_avmnist(data_dir, **options)
 
 
+def write_mnist(folder: Path, per_class: dict[str, int], seed: int = 0) -> None:
+    """MNIST's four IDX files (``train``, ``t10k``) in ``folder``, ``per_class[split]`` images of each digit: a bright
+    block whose place on a 5 x 2 grid is the digit, on noise. A stand-in for MNIST in the examples."""
+    import gzip
+
+    import numpy as np
+
+    from simmlm.data.avmnist import MNIST_FILES
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, (images_file, labels_file) in MNIST_FILES.items():
+        labels = np.repeat(np.arange(10, dtype=np.uint8), per_class[split])
+        images = rng.integers(0, 60, size=(len(labels), 28, 28))
+        for i, digit in enumerate(labels.tolist()):
+            row, col = 3 + 5 * (digit // 2) + int(rng.integers(-1, 2)), 5 + 12 * (digit % 2) + int(rng.integers(-1, 2))
+            images[i, row : row + 4, col : col + 6] = 255
+        for name, array in ((images_file, images.astype(np.uint8)), (labels_file, labels)):
+            header = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+            with gzip.open(folder / name, "wb") as handle:
+                handle.write(header + array.tobytes())
+
+
+def example(directory: Path) -> Example:
+    """Synthetic avMNIST in the real layout: :func:`write_mnist` and, for every FSDD recording the protocol reads, a
+    quarter-second tone whose pitch is the digit, with noise; one test pair as ``.npy`` image and ``.wav``."""
+    import numpy as np
+    import soundfile
+
+    from simmlm.data.avmnist import RECORDINGS_PER_DIGIT, SPEAKERS
+
+    root = directory / "avmnist"
+    write_mnist(root / "mnist", {"train": 110, "test": 50})
+    recordings = root / "fsdd" / "recordings"
+    recordings.mkdir(parents=True)
+    rng, rate = np.random.default_rng(0), 8000
+    time = np.arange(rate // 4) / rate
+    for digit in range(10):
+        for speaker in SPEAKERS:
+            for index in range(RECORDINGS_PER_DIGIT):
+                pitch = (250 + 90 * digit) * (1 + 0.03 * rng.standard_normal())
+                wave = 0.3 * np.sin(2 * np.pi * pitch * time) + 0.05 * rng.standard_normal(time.size)
+                soundfile.write(recordings / f"{digit}_{speaker}_{index}.wav", wave.astype(np.float32), rate)
+    image = directory / "sample-image.npy"
+    np.save(image, np.zeros((28, 28), dtype=np.uint8))
+    return Example(inputs={"image": image, "audio": recordings / f"3_{SPEAKERS[0]}_0.wav"})
+
+
 SPEC = register_dataset(
     DatasetSpec(
         name="avmnist",
@@ -86,5 +134,6 @@ SPEC = register_dataset(
         summary="MNIST digits with spoken digits, SMIL's protocol",
         folder="avmnist/ with the MNIST and FSDD files (`simmlm download avmnist` fetches them)",
         download=download,
+        example=example,
     )
 )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 
 from simmlm.data.specs import NiftiLayout
-from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, register_dataset
+from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, Example, register_dataset
 
 if TYPE_CHECKING:
     from simmlm.engine.tasks import Task
@@ -58,6 +58,35 @@ def task(data: BratsData) -> Task:
     return SegmentationTask(data)
 
 
+def example(directory: Path) -> Example:
+    """Four small cases in the BraTS 2018 layout (train 2, validation 1, test 1): four sequences brighter inside a
+    tumour of labels 1, 2 and 4, zero outside a box of brain; a small 3-D U-Net."""
+    import nibabel as nib
+    import numpy as np
+
+    layout, shape = NiftiLayout(), (20, 18, 16)
+    for split, seeds in (("train", (0, 1)), ("validation", (2,)), ("test", (3,))):
+        for seed in seeds:
+            rng, case = np.random.default_rng(seed), directory / split / f"case{seed}"
+            case.mkdir(parents=True)
+            labels = np.zeros(shape, dtype=np.float32)
+            labels[6:14, 5:13, 4:12] = rng.choice((1, 2, 4), size=(8, 8, 8))
+            brain = np.zeros(shape, dtype=np.float32)
+            brain[2:18, 2:16, 2:14] = 1
+            for m, pattern in enumerate(layout.modalities.values()):
+                volume = (rng.normal(size=shape) + (m + 1) * (labels > 0)) * brain
+                nib.save(
+                    nib.Nifti1Image(volume.astype(np.float32), np.eye(4)), str(case / pattern.format(case=case.name))
+                )
+            nib.save(nib.Nifti1Image(labels, np.eye(4)), str(case / layout.label.format(case=case.name)))
+    test = directory / "test" / "case3"
+    return Example(
+        data={"brats": {"crop_size": [16, 16, 16], "crops_per_epoch": 2}},
+        inputs={name: test / pattern.format(case="case3") for name, pattern in layout.modalities.items()},
+        config={"model.expert_options": {"channels": [4, 8], "strides": [2], "num_res_units": 0}},
+    )
+
+
 SPEC = register_dataset(
     DatasetSpec(
         name="brats",
@@ -66,5 +95,6 @@ SPEC = register_dataset(
         summary="3D brain-tumour segmentation from NIfTI cases",
         folder="train/, validation/ and test/ folders of NIfTI case folders",
         kind="segmentation",
+        example=example,
     )
 )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from simmlm.data.specs import WithScenario
-from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, register_dataset
+from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, Example, register_dataset
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -54,11 +54,20 @@ def task(data: FolderData) -> Task:
     return ClassificationTask(data, load, read)
 
 
-def example(directory: Path) -> dict[str, Any]:
+def example(directory: Path) -> Example:
+    """Three modalities, four classes, a quarter of the modalities missing
+    (:func:`~simmlm.data.example.write_example_dataset`)."""
+    import csv
+
     from simmlm.data.example import write_example_dataset
 
     write_example_dataset(directory, num_samples=120, seed=0)
-    return {}
+    with (directory / "manifest.csv").open(newline="") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["split"] == "test")
+    inputs: dict[str, Path | str] = {
+        k: directory / v for k, v in row.items() if k not in ("sample_id", "label", "split") and v
+    }
+    return Example(inputs=inputs)
 
 
 SPEC = register_dataset(

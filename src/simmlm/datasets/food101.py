@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from simmlm.data.specs import MissingProtocol
-from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, register_dataset
+from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, Example, register_dataset
 from simmlm.nn.specs import ImageEncoderSpec, TextEncoderSpec
 
 if TYPE_CHECKING:
@@ -78,11 +78,17 @@ def task(data: Food101Data) -> Task:
     return ClassificationTask(data, load, read)
 
 
-def example(directory: Path) -> dict[str, Any]:
+def example(directory: Path) -> Example:
+    """Coloured shapes with dish titles in the real layout (:func:`~simmlm.data.example.write_example_food101`),
+    small encoders."""
     from simmlm.data.example import write_example_food101
 
     write_example_food101(directory, classes=3, per_class=12, size=16, seed=0)
-    return {"image_size": 16, "image_encoder": {"width": 4}, "text_encoder": {"dim": 16, "buckets": 256}}
+    image = sorted((directory / "images" / "test").rglob("*.jpg"))[0]
+    return Example(
+        data={"image_size": 16, "image_encoder": {"width": 4}, "text_encoder": {"dim": 16, "buckets": 256}},
+        inputs={"image": image, "text": f"a plate of {image.parent.name.replace('_', ' ')}"},
+    )
 
 
 SPEC = register_dataset(

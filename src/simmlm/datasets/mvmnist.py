@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from simmlm.data.specs import WithScenario
-from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, register_dataset
+from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, Example, register_dataset
 
 if TYPE_CHECKING:
     from simmlm.data.base import Splits
@@ -39,6 +39,15 @@ def task(data: MvmnistData) -> Task:
     return ClassificationTask(data, load)
 
 
+def example(directory: Path) -> Example:
+    """Stand-in MNIST files (:func:`simmlm.datasets.avmnist.write_mnist`) and small splits; its views are computed
+    from the images, so ``simmlm predict`` reads no files for it."""
+    from simmlm.datasets.avmnist import write_mnist
+
+    write_mnist(directory / "avmnist" / "mnist", {"train": 12, "test": 6})
+    return Example(data={"train_size": 60, "val_size": 40, "test_size": 50})
+
+
 SPEC = register_dataset(
     DatasetSpec(
         name="mvmnist",
@@ -46,5 +55,6 @@ SPEC = register_dataset(
         task=task,
         summary="six views of MNIST digits of very different strength",
         folder="avmnist/mnist/ with the MNIST files (`simmlm download avmnist` fetches them)",
+        example=example,
     )
 )

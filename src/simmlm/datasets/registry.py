@@ -13,7 +13,7 @@ without loading it): a spec's callables import their loaders on first use.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,6 +46,22 @@ class DataSection(StrictModel):
 
 
 @dataclass(frozen=True)
+class Example:
+    """A small dataset that a spec's example writer wrote, and how to use it.
+
+    Attributes:
+        data: the ``data`` keys that read it, besides ``dataset`` and ``data_dir``.
+        inputs: one sample's files (or texts) for ``simmlm predict``, by modality; ``None`` when the dataset has no
+            single-file reader.
+        config: other config keys a run on it needs (``model.expert_options`` of a volume expert, ...).
+    """
+
+    data: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Path | str] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """A dataset as simmlm knows it.
 
@@ -58,8 +74,8 @@ class DatasetSpec:
         kind: ``classification`` or ``segmentation`` (``simmlm robustness`` takes classification datasets).
         download: fetches its raw files into a folder (``simmlm download NAME``), if they have a public home:
             called as ``download(data_dir, **options)``, returns what ``simmlm download`` prints.
-        example: writes a small dataset of this kind into an empty folder and returns the ``data`` keys that read
-            it (besides ``dataset`` and ``data_dir``); the contract test of every dataset trains on it.
+        example: writes a small learnable dataset of this kind into a new folder and says how to use it
+            (:class:`Example`); the contract test of every dataset trains, predicts and reports on it.
         named_by_folder: the default output folder is named after the data folder (own data: two folders never
             share one output folder), not after the dataset.
     """
@@ -71,7 +87,7 @@ class DatasetSpec:
     folder: str
     kind: Kind = "classification"
     download: Callable[..., Any] | None = None
-    example: Callable[[Path], dict[str, Any]] | None = None
+    example: Callable[[Path], Example] | None = None
     named_by_folder: bool = False
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from simmlm.data.specs import FrameMissing, WithScenario
-from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, register_dataset
+from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, Example, register_dataset
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -69,11 +69,20 @@ def task(data: SeqfeaturesData) -> Task:
     return ClassificationTask(data, load, read)
 
 
-def example(directory: Path) -> dict[str, Any]:
-    from simmlm.data.example import write_example_sequences
+def example(directory: Path) -> Example:
+    """A MulT-style pickle of three feature sequences (:func:`~simmlm.data.example.write_example_sequences`), and
+    one sample's sequences as ``.npy`` files."""
+    import numpy as np
+
+    from simmlm.data.example import SEQUENCE_SHAPES, write_example_sequences
 
     path = write_example_sequences(directory, num_samples=150, seed=0)
-    return {"file": path.name}
+    rng = np.random.default_rng(0)
+    inputs: dict[str, Path | str] = {}
+    for name, shape in SEQUENCE_SHAPES.items():
+        inputs[name] = directory / f"sample-{name}.npy"
+        np.save(inputs[name], rng.normal(size=shape).astype(np.float32))
+    return Example(data={"file": path.name}, inputs=inputs)
 
 
 SPEC = register_dataset(

@@ -160,7 +160,9 @@ class ClassificationTask:
 
         if output is not None:
             raise ValueError("--output is for segmentation runs (a predicted NIfTI label map)")
-        if self.reader is None or not meta.get("preprocessing"):
+        if self.reader is None:
+            raise ValueError(f"simmlm predict reads no single files for {self.data.dataset} (its inputs are computed)")
+        if not meta.get("preprocessing"):
             raise ValueError("this run stores no known preprocessing (a run of an older version?); retrain it")
         return classify_files(model, cfg.method, meta, files, self.reader)
 

@@ -161,11 +161,12 @@ _SET_FROM_THE_DATA = ("num_classes", "input_size", "in_channels", "in_features",
 def resolve_expert_kind(kind: str, input_shape: tuple[int, ...]) -> str:
     """``"auto"`` -> ``"lenet"`` for square ``[C, S, S]`` inputs with ``S >= 12``, ``"gru"`` for ``[T, D]`` feature
     sequences (2-D inputs: only sequence datasets give them; the folder dataset reads 2-D arrays as images),
-    else ``"mlp"``; others unchanged."""
+    ``"unet3d"`` for ``[C, D, H, W]`` volumes (only segmentation datasets give them), else ``"mlp"``; others
+    unchanged."""
     if kind != "auto":
         return kind
     square = len(input_shape) == 3 and input_shape[1] == input_shape[2] and input_shape[1] >= 12
-    return "lenet" if square else "gru" if len(input_shape) == 2 else "mlp"
+    return "lenet" if square else "gru" if len(input_shape) == 2 else "unet3d" if len(input_shape) == 4 else "mlp"
 
 
 def explain_expert(name: str, kind: str, input_shape: tuple[int, ...]) -> tuple[str, str]:
@@ -184,6 +185,8 @@ def explain_expert(name: str, kind: str, input_shape: tuple[int, ...]) -> tuple[
         why = f"lenet (auto: a square {shape} image, at least 12 px)"
     elif resolved == "gru":
         why = f"gru (auto: a [T, D] = {shape} feature sequence)"
+    elif resolved == "unet3d":
+        why = f"unet3d (auto: a [C, D, H, W] = {shape} volume)"
     else:
         why = (
             f"mlp (auto: input {shape} is neither a square image of at least 12 px nor a sequence, so it is flattened)"
