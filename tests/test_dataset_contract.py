@@ -11,8 +11,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
+from pydantic import create_model
 from typer.testing import CliRunner
 
 from simmlm.benchmark import run_benchmark
@@ -76,6 +78,11 @@ def test_a_spec_is_checked_when_it_registers() -> None:
         register_dataset(DatasetSpec("folder2", FolderData, get_dataset("folder").task, "x", "y"))
     with pytest.raises(ValueError, match="unknown dataset 'nope'"):
         get_dataset("nope")
+    section = create_model("ToyData", __base__=FolderData, dataset=(Literal["toy"], "toy"))
+    toy = DatasetSpec("toy", section, get_dataset("folder").task, "x", "y")
+    with pytest.raises(RuntimeError, match="registers after simmlm.engine.config was imported"):
+        register_dataset(toy)  # the config union would not know it: said, not silently ignored
+    assert "toy" not in list_datasets()
 
 
 def test_listing_the_datasets_and_the_cli_help_load_no_torch() -> None:

@@ -92,6 +92,7 @@ class DatasetSpec:
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
+_SEALED = False  # set once the config's data union is built from the registry (:func:`sealed_specs`)
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
@@ -103,6 +104,11 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     tag = spec.config.model_fields["dataset"].default
     if tag != spec.name:
         raise ValueError(f"dataset {spec.name!r}: its config's dataset field defaults to {tag!r}, not to its name")
+    if _SEALED:
+        raise RuntimeError(
+            f"dataset {spec.name!r} registers after simmlm.engine.config was imported, so run configs would not know "
+            "it: import the module that registers it first (importing simmlm.datasets is light)"
+        )
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -127,6 +133,14 @@ def list_datasets(kind: Kind | None = None, downloadable: bool = False) -> list[
 def dataset_specs() -> list[DatasetSpec]:
     """Every registered spec, in registration order."""
     return list(_REGISTRY.values())
+
+
+def sealed_specs() -> list[DatasetSpec]:
+    """Every registered spec, for building the config's ``data`` union (``simmlm.engine.config`` does, once): a
+    dataset registering later would be unknown to run configs, so :func:`register_dataset` refuses it from now on."""
+    global _SEALED
+    _SEALED = True
+    return dataset_specs()
 
 
 def datasets_help(kind: Kind | None = None, downloadable: bool = False) -> str:

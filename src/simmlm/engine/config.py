@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from simmlm.data.augment import AugmentSpec
-from simmlm.datasets import DataSection, dataset_specs, list_datasets
+from simmlm.datasets import DataSection, list_datasets
 from simmlm.datasets.avmnist import AvmnistData
-from simmlm.datasets.registry import PACKAGED_CONFIGS, StrictModel, packaged_configs
+from simmlm.datasets.registry import PACKAGED_CONFIGS, StrictModel, packaged_configs, sealed_specs
 from simmlm.fileio import not_a_file, read_yaml
 from simmlm.nn.experts import EXPERT_KINDS
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     DataConfig = DataSection
 else:
     DataConfig = Annotated[
-        Union[tuple(Annotated[spec.config, Tag(spec.name)] for spec in dataset_specs())],  # noqa: UP007
+        Union[tuple(Annotated[spec.config, Tag(spec.name)] for spec in sealed_specs())],  # noqa: UP007
         Discriminator(_dataset_of),
     ]
 NonNegative = Annotated[float, Field(ge=0)]
