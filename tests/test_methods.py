@@ -52,6 +52,19 @@ def test_registry_lists_known_methods() -> None:
         get_method("no-such-method")
 
 
+def test_a_method_sets_only_the_training_settings_a_config_leaves_open() -> None:
+    """``register_method`` refuses a misspelt or foreign training default at once (it used to become a "train
+    default" that failed much later), and the keys it allows are exactly the config's open ones."""
+    from simmlm.engine.config import TrainConfig
+    from simmlm.methods.registry import METHOD_TRAIN_KEYS, register_method
+
+    assert {k for k, f in TrainConfig.model_fields.items() if f.default is None} == METHOD_TRAIN_KEYS
+    builder = get_method("late_fusion").builder
+    with pytest.raises(ValueError, match=r"train_defaults \['mofe_lamda'\] are not for a method to set"):
+        register_method("late_fusion_typo", builder, "x", train_defaults={"mofe_lamda": 0.1})
+    assert "late_fusion_typo" not in list_methods()
+
+
 @pytest.mark.parametrize("bits", SUBSETS)
 def test_forward_every_subset_shapes_and_gate_weights(method: nn.Module, bits: int) -> None:
     batch = 3

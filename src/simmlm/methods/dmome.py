@@ -89,6 +89,11 @@ register_method(
     "simmlm",
     build_dmome,
     "DMoME trained in two stages with the More-vs-Fewer ranking loss (lambda 0.1)",
-    mofe_lambda=0.1,
+    train_defaults={"mofe_lambda": 0.1},
 )
-register_method("dmome", build_dmome, "DMoME without MoFe (the paper's lambda = 0 ablation)", mofe_lambda=0.0)
+register_method(
+    "dmome",
+    build_dmome,
+    "DMoME without MoFe (the paper's lambda = 0 ablation)",
+    train_defaults={"mofe_lambda": 0.0},
+)

@@ -395,7 +395,7 @@ register_method(
     stage1_in_pretrain=True,
     cost="about 1x simmlm's training time with 2 modalities (avMNIST, its late-fusion scorer reused from the "
     "benchmark), about 25x per step with 6 (MLP views): it enhances and scores over all 2^M subsets",
-    mofe_lambda=0.0,
+    train_defaults={"mofe_lambda": 0.0},
 )
 register_method(
     "dream_paper",
@@ -407,5 +407,5 @@ register_method(
     stage1_in_pretrain=True,
     cost="as dream, and its scorer runs once per subset without sharing the experts' pass (2^M scorer passes)",
     option_defaults={"annotation": "none"},
-    mofe_lambda=0.0,
+    train_defaults={"mofe_lambda": 0.0},
 )

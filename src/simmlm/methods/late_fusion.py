@@ -77,5 +77,5 @@ register_method(
     "late_fusion",
     build_late_fusion,
     "mean of the available experts' logits, trained with random modality dropout (lambda 0)",
-    mofe_lambda=0.0,
+    train_defaults={"mofe_lambda": 0.0},
 )

@@ -242,5 +242,5 @@ register_method(
     "masked modality projection: tokens of missing modalities projected from available ones (lambda 0)",
     cost="about 2x simmlm's training time with 2 modalities (avMNIST), about 45x with 6 (mvmnist: ~5 min a seed "
     "against 7 s on 2 CPU cores)",
-    mofe_lambda=0.0,
+    train_defaults={"mofe_lambda": 0.0},
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,8 @@ from torch import nn
 TrainMethod = Callable[[str, dict[str, Any] | None], tuple[nn.Module, dict[str, Any]]]
 COMMON_ARGS = ("input_shapes", "num_classes", "expert", "expert_options")
 GATE_ARGS = ("gate_width", "gate_hidden", "gate_channels", "gate_on")
+#: The training settings a method fills where a run config leaves them open (``None`` in ``TrainConfig``).
+METHOD_TRAIN_KEYS = frozenset({"mofe_lambda"})
 
 
 @dataclass(frozen=True)
@@ -102,18 +104,25 @@ def register_method(
     cost: str = "",
     option_defaults: dict[str, Any] | None = None,
     stage1_in_pretrain: bool = False,
-    **train_defaults: Any,
+    train_defaults: Mapping[str, Any] | None = None,
 ) -> None:
-    """Add a method to the registry (``train_defaults`` override the training config, e.g. ``mofe_lambda``; the
-    hooks are described in :class:`MethodEntry`)."""
+    """Add a method to the registry (``train_defaults``: the training settings the method fills where a config
+    leaves them open, :data:`METHOD_TRAIN_KEYS`, e.g. ``{"mofe_lambda": 0.1}``; the hooks are described in
+    :class:`MethodEntry`)."""
     if name in _REGISTRY:
         raise ValueError(f"method {name!r} is already registered")
+    unknown = sorted(set(train_defaults or {}) - METHOD_TRAIN_KEYS)
+    if unknown:
+        raise ValueError(
+            f"method {name!r}: train_defaults {unknown} are not for a method to set; it may set "
+            f"{sorted(METHOD_TRAIN_KEYS)}"
+        )
     gate = all(arg in inspect.signature(builder).parameters for arg in GATE_ARGS[:3])
     _REGISTRY[name] = MethodEntry(
         name,
         builder,
         description,
-        dict(train_defaults),
+        dict(train_defaults or {}),
         gate,
         _options_model(name, builder),
         pretrain,
