@@ -14,6 +14,7 @@ from simmlm.cli import app
 from simmlm.engine.config import RunConfig
 from simmlm.engine.train import quiet_lightning, train
 from simmlm.reproducibility import TRACKED_PACKAGES, machine_note, provenance, source_state, summary_differences
+from test_end_to_end import DATA_DIR, needs_data
 
 
 def _weights(seed: int) -> dict[str, torch.Tensor]:
@@ -180,6 +181,14 @@ def test_costs_measures_positive_ratios_for_every_subset() -> None:
     assert costs.subsets == 7 and costs.all_subsets_ratio > 0 and costs.mofe_step_ratio > 0
     result = CliRunner().invoke(app, ["costs", "--help"])
     assert result.exit_code == 0 and "full pass" in result.output
+
+
+@needs_data
+def test_costs_times_the_engine_against_a_bare_loop_on_the_same_work() -> None:
+    from simmlm.costs import engine_overhead
+
+    engine, bare = engine_overhead(str(DATA_DIR), epochs=1)
+    assert engine > 0 and bare > 0 and engine / bare < 20  # both ran the epoch (the ratio itself: `simmlm costs`)
 
 
 def test_compare_skips_what_only_a_newer_version_writes_but_not_what_the_rerun_lacks(tmp_path: Path) -> None:

@@ -187,17 +187,27 @@ def compare(
 def costs(
     batch: Annotated[int, typer.Option(min=1, help="Samples per batch.")] = 450,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats per operation (the median is kept).")] = 20,
+    engine_epochs: Annotated[
+        int, typer.Option(min=0, help="Also time this many stage-1 epochs of avMNIST: the engine against a bare loop.")
+    ] = 0,
+    data_dir: DataDir = None,
 ) -> None:
     """Print what every subset and a MoFe step cost relative to one full pass (run it on an idle machine)."""
     import torch
 
-    from simmlm.costs import SETTINGS, measure
+    from simmlm.costs import SETTINGS, engine_overhead, measure
 
     typer.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, median of {repeats}")
     typer.echo(f"{'setting':<40} {'subsets':>7} {'all subsets / full pass':>24} {'MoFe step / plain step':>23}")
     for name, (shapes, expert) in SETTINGS.items():
         c = measure(shapes, expert, batch, repeats, name)
         typer.echo(f"{name:<40} {c.subsets:>7} {c.all_subsets_ratio:>23.2f}x {c.mofe_step_ratio:>22.2f}x")
+    if engine_epochs:
+        engine, bare = engine_overhead(str(data_dir) if data_dir else None, engine_epochs)
+        typer.echo(
+            f"stage 1 of avMNIST, {engine_epochs} epochs: engine {engine:.1f} s, bare PyTorch loop {bare:.1f} s, "
+            f"{engine / bare:.2f}x"
+        )
 
 
 @app.command()

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from simmlm.losses.mofe import mofe_terms
-from simmlm.methods import DMoME, create_method
+from simmlm.methods import DMoME, ExpertMixture, create_method
 from simmlm.subsets import all_subsets, bits_to_mask, sample_nested_pairs
 
 #: (name, modality shapes, expert kind): the settings of the gate issue's measurements.
@@ -79,3 +79,53 @@ def measure(
     plain = _median_seconds(plain_step, repeats)
     mofe = _median_seconds(mofe_step, repeats)
     return Costs(setting, len(codes), every / forward, mofe / plain)
+
+
+def engine_overhead(data_dir: str | None, epochs: int) -> tuple[float, float]:
+    """Seconds of ``epochs`` stage-1 epochs of the avMNIST experts (``configs/avmnist.yaml``) through the engine
+    (Lightning, as ``simmlm benchmark`` trains them) and through a bare PyTorch loop doing the same work: the same
+    model and initial weights, batches, augmentation, loss and optimiser, and after every epoch each expert scored
+    on validation and the better one copied. Data loading is outside both timings."""
+    import copy
+
+    from simmlm.data.augment import augment_inputs
+    from simmlm.engine.config import load_config
+    from simmlm.engine.tasks import task_for
+    from simmlm.engine.train import quiet_lightning, stage_one
+    from simmlm.runs import build_model
+
+    cfg = load_config("avmnist", {"data.data_dir": data_dir, "train.stage1.epochs": epochs})
+    task = task_for(cfg)
+    splits = task.load_splits()
+    model = build_model(cfg, task.input_shapes(splits), splits.num_classes)
+    assert isinstance(model, ExpertMixture)  # simmlm's experts
+    initial = copy.deepcopy(model.state_dict())
+    quiet_lightning()
+    start = time.perf_counter()
+    stage_one(cfg, splits, model, task, progress=False, cache=None, store=None)
+    engine = time.perf_counter() - start
+
+    model.load_state_dict(initial)
+    t = cfg.train
+    loader = task.train_loader(splits.train, t.batch_size, seed=0)
+    optimiser = torch.optim.Adam(model.experts.parameters(), lr=t.stage1.lr, weight_decay=t.stage1.weight_decay)
+    singletons = [1 << m for m in range(len(splits.modalities))]
+    best: dict[str, tuple[tuple[float, float], dict[str, torch.Tensor]]] = {}
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        model.train()
+        for inputs, mask, target in loader:
+            logits = model.expert_logits(augment_inputs(inputs, t.augment), mask, validate_args=False)
+            losses = [
+                F.cross_entropy(logits[mask[:, m], m], target[mask[:, m]])
+                for m in range(mask.shape[1])
+                if mask[:, m].any()
+            ]
+            optimiser.zero_grad()
+            torch.stack(losses).sum().backward()
+            optimiser.step()
+        for name, score in zip(splits.modalities, task.scores(model, splits.val, singletons), strict=True):
+            if score is not None and (name not in best or score > best[name][0]):
+                best[name] = (score, copy.deepcopy(model.experts[name].state_dict()))
+    return engine, time.perf_counter() - start

@@ -227,7 +227,7 @@ def train(
 
         selected.update(entry.pretrain(model, train_method, splits.train))
     if t.stage1.epochs > 0 and isinstance(model, ExpertMixture):
-        stage1 = _stage_one(cfg, splits, model, task, progress, cache, store)
+        stage1 = stage_one(cfg, splits, model, task, progress, cache, store)
         selected.update(stage1.selected)
         prior_seconds += stage1.seconds
         shared_seconds += stage1.seconds if stage1.selected.get("stage1_reused") else 0.0
@@ -356,7 +356,7 @@ def _stage_two(
     return StageTwoResult(selected, mofe, seconds, (float(score[0]), float(score[1])))
 
 
-def _stage_one(
+def stage_one(
     cfg: RunConfig,
     splits: Splits,
     model: ExpertMixture,
