@@ -120,3 +120,19 @@ def test_a_new_dataset_is_one_module_and_one_import_line(tmp_path: Path) -> None
         [sys.executable, "-c", code, str(Path(__file__).parent), str(work)], env=env, text=True, capture_output=True
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", ["brats", "mvmnist"])
+def test_example_data_writes_a_registered_dataset_and_prints_a_command_that_reads_it(name: str, tmp_path: Path) -> None:
+    """``simmlm example-data DIR --layout NAME`` for the datasets whose example is their registered writer."""
+    import shlex
+
+    written = CliRunner().invoke(app, ["example-data", str(tmp_path / "d"), "--layout", name])
+    assert written.exit_code == 0, written.output
+    command = shlex.split(written.output.splitlines()[-1])
+    assert command[:3] == ["simmlm", "benchmark", name]
+    checked = CliRunner().invoke(app, ["data", *command[2:]])
+    assert checked.exit_code == 0, checked.output
+    assert ("train 2 " if name == "brats" else "train 60 ") in checked.output, checked.output
+    again = CliRunner().invoke(app, ["example-data", str(tmp_path / "d"), "--layout", name])
+    assert again.exit_code == 2 and "not an empty folder" in again.output

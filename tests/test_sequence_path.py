@@ -146,4 +146,4 @@ def test_example_data_writes_a_sentiment_pickle_the_sequence_path_reads(tmp_path
     again = CliRunner().invoke(app, ["example-data", str(tmp_path / "try"), "--layout", "mmsa"])
     assert again.exit_code == 2 and "already exists and is not empty" in again.output
     wrong = CliRunner().invoke(app, ["example-data", str(tmp_path / "x"), "--layout", "csv"])
-    assert wrong.exit_code == 2 and "--layout must be folder, mmsa or food101" in wrong.output
+    assert wrong.exit_code == 2 and "--layout must be one of folder, mmsa, food101, avmnist" in wrong.output

@@ -10,6 +10,26 @@ from typing import Annotated
 import typer
 
 from simmlm.cli_common import fail
+from simmlm.datasets import get_dataset, list_datasets
+
+#: Datasets whose example is their registered example writer's (the others above have writers with options).
+_REGISTERED = [name for name in list_datasets() if name not in ("folder", "food101", "seqfeatures")]
+
+
+def _registered_example(name: str, directory: Path) -> None:
+    """``directory`` filled by dataset ``name``'s example writer (:mod:`simmlm.datasets`), and the command to run."""
+    import json
+
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise fail(ValueError(f"{directory} exists and is not an empty folder"))
+    try:
+        example = get_dataset(name).example(directory)  # type: ignore[misc]
+    except (ValueError, OSError, ImportError) as err:
+        raise fail(err) from err
+    sets = {**{f"data.{k}": v for k, v in example.data.items()}, **example.config}
+    options = "".join(f" --set '{key}={json.dumps(value)}'" for key, value in sets.items())
+    typer.echo(f"wrote {directory} (a small synthetic {name} in its real layout); next:")
+    typer.echo(f"  simmlm benchmark {name} --data-dir {directory}{options}")
 
 
 def example_data(
@@ -29,8 +49,9 @@ def example_data(
         str,
         typer.Option(
             help="folder (manifest.csv + .npy files), mmsa (a MulT / MMSA feature pickle of text, audio and vision "
-            "sequences with sentiment scores; --modalities, --classes and --missing do not apply) or food101 (JPEG "
-            "images and titles in the UPMC Food-101 layout; --classes, --samples per class and --seed apply)."
+            "sequences with sentiment scores; --modalities, --classes and --missing do not apply), food101 (JPEG "
+            "images and titles in the UPMC Food-101 layout; --classes, --samples per class and --seed apply), or "
+            f"{', '.join(_REGISTERED)} (a small synthetic stand-in in the dataset's real layout; no option applies)."
         ),
     ] = "folder",
     tiny_bert: Annotated[
@@ -43,8 +64,12 @@ def example_data(
     layout (--layout food101)."""
     from simmlm.data.example import write_example_dataset, write_example_food101, write_example_sequences
 
+    if layout in _REGISTERED:
+        _registered_example(layout, directory)
+        return
     if layout not in ("folder", "mmsa", "food101"):
-        raise fail(ValueError(f"--layout must be folder, mmsa or food101, got {layout!r}"))
+        choices = ", ".join(("folder", "mmsa", "food101", *_REGISTERED))
+        raise fail(ValueError(f"--layout must be one of {choices}, got {layout!r}"))
     try:
         if layout == "food101":
             per_class = 100 if samples is None else samples
