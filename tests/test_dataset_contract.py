@@ -135,4 +135,4 @@ def test_example_data_writes_a_registered_dataset_and_prints_a_command_that_read
     assert checked.exit_code == 0, checked.output
     assert ("train 2 " if name == "brats" else "train 60 ") in checked.output, checked.output
     again = CliRunner().invoke(app, ["example-data", str(tmp_path / "d"), "--layout", name])
-    assert again.exit_code == 2 and "not an empty folder" in again.output
+    assert again.exit_code == 2 and "already exists and is not empty" in again.output

@@ -20,10 +20,12 @@ def _registered_example(name: str, directory: Path) -> None:
     """``directory`` filled by dataset ``name``'s example writer (:mod:`simmlm.datasets`), and the command to run."""
     import json
 
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise fail(ValueError(f"{directory} exists and is not an empty folder"))
+    from simmlm.data.example import check_new_folder, new_folder
+
     try:
-        example = get_dataset(name).example(directory)  # type: ignore[misc]
+        check_new_folder(directory)
+        with new_folder(directory) as tmp:  # an interrupted writer leaves nothing half written
+            example = get_dataset(name).example(tmp)  # type: ignore[misc]
     except (ValueError, OSError, ImportError) as err:
         raise fail(err) from err
     sets = {**{f"data.{k}": v for k, v in example.data.items()}, **example.config}

@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, Example, register_dataset
+from simmlm.datasets.registry import (
+    DATA_DIR_FIELD,
+    DataSection,
+    DatasetSpec,
+    Example,
+    classification_task,
+    register_dataset,
+)
 
 
 class ToyData(DataSection):
@@ -41,12 +48,6 @@ def read(name: str, path: Path, preprocessing: dict[str, Any]) -> Any:
     return torch.from_numpy(np.load(path))
 
 
-def task(data: ToyData) -> Any:
-    from simmlm.engine.tasks import ClassificationTask
-
-    return ClassificationTask(data, load, read)
-
-
 def example(directory: Path) -> Example:
     import numpy as np
 
@@ -59,4 +60,6 @@ def example(directory: Path) -> Example:
     return Example(inputs={"left": directory / "one.npy"})
 
 
-SPEC = register_dataset(DatasetSpec("toy", ToyData, task, "two noisy views", "toy.npz", example=example))
+SPEC = register_dataset(
+    DatasetSpec("toy", ToyData, classification_task(load, read), "two noisy views", "toy.npz", example=example)
+)

@@ -28,14 +28,14 @@ IMAGE_SIDE = 16
 VECTOR_SIZE = 12
 
 
-def _check_new(directory: Path) -> None:
+def check_new_folder(directory: Path) -> None:
     """``ValueError`` unless ``directory`` is new or an empty folder."""
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ValueError(f"{directory} already exists and is not empty; choose a new folder")
 
 
 @contextmanager
-def _new_folder(directory: Path) -> Iterator[Path]:
+def new_folder(directory: Path) -> Iterator[Path]:
     """A temporary folder beside ``directory`` that becomes ``directory`` when the block ends (and is removed if it
     raises), so an interrupted writer leaves nothing half written."""
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,7 @@ def write_example_dataset(
         )
     if not 0.0 <= missing < 1.0:
         raise ValueError(f"missing must be in [0, 1), got {missing}")
-    _check_new(directory)
+    check_new_folder(directory)
     rng = np.random.default_rng(seed)
     names = example_modalities(num_modalities)
     shapes = {name: (IMAGE_SIDE, IMAGE_SIDE) if name == "image" else (VECTOR_SIZE,) for name in names}
@@ -97,7 +97,7 @@ def write_example_dataset(
     present = rng.random((num_samples, num_modalities)) >= missing
     for row in np.flatnonzero(~present.any(1)):
         present[row, rng.integers(num_modalities)] = True
-    with _new_folder(directory) as tmp:
+    with new_folder(directory) as tmp:
         for name in names:
             (tmp / name).mkdir()
         rows = []
@@ -141,7 +141,7 @@ def write_example_sequences(directory: str | Path, num_samples: int = 600, seed:
     directory = Path(directory)
     if num_samples < 20:
         raise ValueError(f"the example needs at least 20 samples, got {num_samples}")
-    _check_new(directory)
+    check_new_folder(directory)
     rng = np.random.default_rng(seed)
     scores = np.round(rng.uniform(-3, 3, num_samples) * 3) / 3  # some exactly 0, as in MOSI
     arrays = {}
@@ -289,11 +289,11 @@ def write_example_food101(
         raise ValueError(f"classes must be in 2..{len(EXAMPLE_CLASSES)}, got {classes}")
     if per_class < 2 or size < 8:
         raise ValueError(f"need per_class >= 2 and size >= 8, got per_class={per_class}, size={size}")
-    _check_new(directory)
+    check_new_folder(directory)
     rng = np.random.default_rng(seed)
     chosen = EXAMPLE_CLASSES[:classes]
     counts = {"train": per_class, "test": max(2, per_class // 3)}
-    with _new_folder(directory) as tmp:
+    with new_folder(directory) as tmp:
         (tmp / "texts").mkdir()
         for split, count in counts.items():
             rows = []
@@ -324,9 +324,9 @@ def write_tiny_bert(directory: str | Path, texts: list[str], seed: int = 0) -> P
     from simmlm.nn.encoders import ngrams
 
     directory = Path(directory)
-    _check_new(directory)
+    check_new_folder(directory)
     words = sorted({g for text in texts for g in ngrams(text) if " " not in g and not g.startswith("#")})
-    with _new_folder(directory) as tmp:
+    with new_folder(directory) as tmp:
         (tmp / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
         transformers.BertTokenizer(str(tmp / "vocab.txt")).save_pretrained(tmp)  # the vocabulary file: v4 and v5
         config = transformers.BertConfig(

@@ -10,13 +10,19 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from simmlm.data.specs import FrameMissing, WithScenario
-from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, Example, register_dataset
+from simmlm.datasets.registry import (
+    DATA_DIR_FIELD,
+    DataSection,
+    DatasetSpec,
+    Example,
+    classification_task,
+    register_dataset,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
 
     from simmlm.data.base import Splits
-    from simmlm.engine.tasks import Task
 
 
 class AvmnistData(DataSection, FrameMissing, WithScenario):
@@ -64,12 +70,6 @@ def read(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
     from simmlm.data.avmnist_input import read_input
 
     return read_input(name, path, preprocessing)
-
-
-def task(data: AvmnistData) -> Task:
-    from simmlm.engine.tasks import ClassificationTask
-
-    return ClassificationTask(data, load, read)
 
 
 def download(data_dir: Path, **options: Any) -> Any:
@@ -130,7 +130,7 @@ SPEC = register_dataset(
     DatasetSpec(
         name="avmnist",
         config=AvmnistData,
-        task=task,
+        task=classification_task(load, read),
         summary="MNIST digits with spoken digits, SMIL's protocol",
         folder="avmnist/ with the MNIST and FSDD files (`simmlm download avmnist` fetches them)",
         download=download,

@@ -9,13 +9,19 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from simmlm.data.specs import WithScenario
-from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, Example, register_dataset
+from simmlm.datasets.registry import (
+    DATA_DIR_FIELD,
+    DataSection,
+    DatasetSpec,
+    Example,
+    classification_task,
+    register_dataset,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
 
     from simmlm.data.base import Splits
-    from simmlm.engine.tasks import Task
 
 
 class FolderData(DataSection, WithScenario):
@@ -48,12 +54,6 @@ def read(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
     return read_input(name, path, preprocessing)
 
 
-def task(data: FolderData) -> Task:
-    from simmlm.engine.tasks import ClassificationTask
-
-    return ClassificationTask(data, load, read)
-
-
 def example(directory: Path) -> Example:
     """Three modalities, four classes, a quarter of the modalities missing
     (:func:`~simmlm.data.example.write_example_dataset`)."""
@@ -74,7 +74,7 @@ SPEC = register_dataset(
     DatasetSpec(
         name="folder",
         config=FolderData,
-        task=task,
+        task=classification_task(load, read),
         summary="your own data: a CSV manifest and arrays",
         folder="your manifest.csv and arrays (`simmlm example-data` writes one)",
         example=example,

@@ -10,14 +10,20 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from simmlm.data.specs import MissingProtocol
-from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, Example, register_dataset
+from simmlm.datasets.registry import (
+    DATA_DIR_FIELD,
+    DataSection,
+    DatasetSpec,
+    Example,
+    classification_task,
+    register_dataset,
+)
 from simmlm.nn.specs import ImageEncoderSpec, TextEncoderSpec
 
 if TYPE_CHECKING:
     from torch import Tensor
 
     from simmlm.data.base import Splits
-    from simmlm.engine.tasks import Task
 
 MODALITIES = ("image", "text")
 
@@ -72,12 +78,6 @@ def read(name: str, value: Path | str, preprocessing: dict[str, Any]) -> Tensor:
     return read_input(name, value, preprocessing)
 
 
-def task(data: Food101Data) -> Task:
-    from simmlm.engine.tasks import ClassificationTask
-
-    return ClassificationTask(data, load, read)
-
-
 def example(directory: Path) -> Example:
     """Coloured shapes with dish titles in the real layout (:func:`~simmlm.data.example.write_example_food101`),
     small encoders."""
@@ -95,7 +95,7 @@ SPEC = register_dataset(
     DatasetSpec(
         name="food101",
         config=Food101Data,
-        task=task,
+        task=classification_task(load, read),
         summary="UPMC Food-101 images and titles",
         folder="the UPMC Food-101 CSVs and images/ (`simmlm example-data --layout food101` writes a small one)",
         example=example,

@@ -9,11 +9,17 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from simmlm.data.specs import WithScenario
-from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, Example, register_dataset
+from simmlm.datasets.registry import (
+    DATA_DIR_FIELD,
+    DataSection,
+    DatasetSpec,
+    Example,
+    classification_task,
+    register_dataset,
+)
 
 if TYPE_CHECKING:
     from simmlm.data.base import Splits
-    from simmlm.engine.tasks import Task
 
 
 class MvmnistData(DataSection, WithScenario):
@@ -33,12 +39,6 @@ def load(data: MvmnistData) -> Splits:
     return load_mvmnist(resolve_data_dir(data.data_dir), data.train_size, data.val_size, data.test_size)
 
 
-def task(data: MvmnistData) -> Task:
-    from simmlm.engine.tasks import ClassificationTask
-
-    return ClassificationTask(data, load)
-
-
 def example(directory: Path) -> Example:
     """Stand-in MNIST files (:func:`simmlm.datasets.avmnist.write_mnist`) and small splits; its views are computed
     from the images, so ``simmlm predict`` reads no files for it."""
@@ -52,7 +52,7 @@ SPEC = register_dataset(
     DatasetSpec(
         name="mvmnist",
         config=MvmnistData,
-        task=task,
+        task=classification_task(load),
         summary="six views of MNIST digits of very different strength",
         folder="avmnist/mnist/ with the MNIST files (`simmlm download avmnist` fetches them)",
         example=example,

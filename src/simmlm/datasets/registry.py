@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
+    from simmlm.data.base import Splits
     from simmlm.engine.tasks import Task
 
 Kind = Literal["classification", "segmentation"]
@@ -89,6 +92,20 @@ class DatasetSpec:
     download: Callable[..., Any] | None = None
     example: Callable[[Path], Example] | None = None
     named_by_folder: bool = False
+
+
+def classification_task(
+    load: Callable[[Any], Splits], read: Callable[[str, Any, dict[str, Any]], Tensor] | None = None
+) -> Callable[[Any], Task]:
+    """The ``task`` of a classification dataset: its splits from ``load(section)``, one file of one modality for
+    ``simmlm predict`` from ``read`` (none: predict reads no single files for it)."""
+
+    def task(data: Any) -> Task:
+        from simmlm.engine.tasks import ClassificationTask
+
+        return ClassificationTask(data, load, read)
+
+    return task
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}

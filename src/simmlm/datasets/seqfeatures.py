@@ -9,13 +9,19 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from simmlm.data.specs import FrameMissing, WithScenario
-from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, Example, register_dataset
+from simmlm.datasets.registry import (
+    DATA_DIR_FIELD,
+    DataSection,
+    DatasetSpec,
+    Example,
+    classification_task,
+    register_dataset,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
 
     from simmlm.data.base import Splits
-    from simmlm.engine.tasks import Task
 
 
 class SeqfeaturesData(DataSection, FrameMissing, WithScenario):
@@ -63,12 +69,6 @@ def read(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
     return torch.from_numpy(array)
 
 
-def task(data: SeqfeaturesData) -> Task:
-    from simmlm.engine.tasks import ClassificationTask
-
-    return ClassificationTask(data, load, read)
-
-
 def example(directory: Path) -> Example:
     """A MulT-style pickle of three feature sequences (:func:`~simmlm.data.example.write_example_sequences`), and
     one sample's sequences as ``.npy`` files."""
@@ -89,7 +89,7 @@ SPEC = register_dataset(
     DatasetSpec(
         name="seqfeatures",
         config=SeqfeaturesData,
-        task=task,
+        task=classification_task(load, read),
         summary="feature sequences such as CMU-MOSI / MOSEI, MulT / MMSA pickles",
         folder="the folder of the feature pickle or its .npz (data.file)",
         example=example,
