@@ -8,13 +8,13 @@ DATA_DIR ?= $(if $(wildcard ../shared/data/avmnist),../shared/data,data)
 OUT ?= results/avmnist
 export SIMMLM_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: setup lock demo results test test-fast lint clean
+.PHONY: setup lock demo results test test-fast lint docs clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: the CPU wheel; nothing later may pull another build. constraints.txt pins the rest.
 	$(BIN)/pip install -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -c constraints.txt -e '.[dev,text]'
+	$(BIN)/pip install -c constraints.txt -e '.[dev,text,docs]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -22,7 +22,7 @@ setup: $(VENV)/.installed
 # Re-resolve every dependency from pyproject.toml in a scratch venv and write their versions to constraints.txt.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install torch==2.13.0 && .lock-venv/bin/pip install '.[dev,text]'
+	.lock-venv/bin/pip install torch==2.13.0 && .lock-venv/bin/pip install '.[dev,text,docs]'
 	{ sed -n '1,2p' constraints.txt; .lock-venv/bin/pip freeze --exclude simmlm | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > constraints.new
 	mv constraints.new constraints.txt && rm -rf .lock-venv
 
@@ -59,6 +59,11 @@ lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy src
+
+# The documentation site (docs/_build/html/index.html); warnings are errors.
+docs: setup
+	rm -rf docs/_build docs/_generated docs/reference/_autosummary
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

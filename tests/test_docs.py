@@ -1,4 +1,5 @@
-"""The README's Python example runs as written."""
+"""The README and the docs: their Python examples run as written, and every results table in them is what its
+committed results folder holds (no hand-copied number can drift)."""
 
 from __future__ import annotations
 
@@ -7,28 +8,40 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+#: The pages whose Python blocks run here: the tutorials and getting started (a block is one script).
+RUNNABLE = sorted([*DOCS.glob("tutorials/*.md"), *DOCS.glob("getting-started/*.md"), README])
 
 
-def test_readme_python_example_runs() -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README has no Python example"
-    for block in blocks:
-        exec(compile(block, str(README), "exec"), {})
+@pytest.mark.parametrize("page", RUNNABLE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_python_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S):
+        exec(compile(block, str(page), "exec"), {"__name__": "__docs__"})
 
 
-def test_readme_opens_with_the_two_commands() -> None:
-    head = "\n".join(README.read_text().splitlines()[:10])
+def test_docs_opens_with_the_two_commands_and_stays_short() -> None:
+    lines = README.read_text().splitlines()
+    head = "\n".join(lines[:10])
     assert "make demo" in head and "make test" in head
+    assert len(lines) <= 150, "the README is a front page: the rest belongs in docs/"
 
 
-def _rows(section: str, results: str) -> tuple[list[list[str]], dict]:
-    """The table rows of the README section whose heading starts with ``section``, and ``results/<results>``."""
-    import json
+def test_docs_links_resolve() -> None:
+    """Every relative link of the README names a file of the repository."""
+    for target in re.findall(r"\]\((?!https?://|#)([^)#]+)", README.read_text()):
+        assert (ROOT / target).exists(), target
 
-    text = README.read_text().split(f"\n## {section}", 1)[1].split("\n## ", 1)[0]
+
+def _rows(page: str, results: str) -> tuple[list[list[str]], dict]:
+    """The table rows of a docs page (``README.md`` or a path under ``docs/``), and ``results/<results>``."""
+    text = (README if page == "README.md" else DOCS / page).read_text()
     rows = [[c.strip().strip("*").strip() for c in line.strip("|").split("|")] for line in text.splitlines()]
-    summary = json.loads((README.parent / "results" / results / "summary.json").read_text())
+    summary = json.loads((ROOT / "results" / results / "summary.json").read_text())
     return [r for r in rows if len(r) > 1], summary
 
 
@@ -41,14 +54,14 @@ def _check_accuracy_rows(section: str, results: str, label: dict[str, str]) -> N
     subsets = [names[0], names[1], "+".join(names)]
     for method, m in summary["methods"].items():
         row = next((r for r in rows if r[0] == label.get(method, method)), None)
-        assert row is not None, f"README section {section!r} has no row for {method}"
+        assert row is not None, f"{section} has no row for {method}"
         expected = [_ci(m["subsets"][s]["accuracy"]) for s in subsets]
         expected += [_ci(m["average_accuracy"]), _ci(m["counterintuitive_rate"])]
-        assert row[1:6] == expected, f"README row for {method} does not match results/{results}/summary.json"
+        assert row[1:6] == expected, f"{section}: the row for {method} does not match results/{results}/summary.json"
 
 
-def test_readme_main_table_is_what_results_avmnist_holds() -> None:
-    _check_accuracy_rows("Results: avMNIST", "avmnist", {"simmlm": "simmlm (λ = 0.1)", "dmome": "dmome (λ = 0)"})
+def test_docs_main_table_is_what_results_avmnist_holds() -> None:
+    _check_accuracy_rows("results/avmnist.md", "avmnist", {"simmlm": "simmlm (λ = 0.1)", "dmome": "dmome (λ = 0)"})
 
 
 def _check_setting_rows(
@@ -66,7 +79,7 @@ def _check_setting_rows(
     cell = cell or _pm
     rows, _ = _rows(section, next(iter(folders.values())))
     for label, folder in folders.items():
-        summary = json.loads((README.parent / "results" / folder / "summary.json").read_text())
+        summary = json.loads((ROOT / "results" / folder / "summary.json").read_text())
         keep = [summary["seeds"].index(k) for k in seeds] if seeds is not None else range(len(summary["seeds"]))
 
         def show(values: Sequence[float], keep: Sequence[int] = keep) -> str:
@@ -82,7 +95,7 @@ def _check_setting_rows(
             assert row[2 : 2 + len(expected)] == expected, (folder, method)
 
 
-def test_readme_variants_table_is_what_their_results_folders_hold() -> None:
+def test_docs_variants_table_is_what_their_results_folders_hold() -> None:
     """Every row of the avMNIST variants table: accuracy per subset, average, CR, mean ECE, validation average."""
     folders = {
         "main (literature front end, shared view)": "avmnist",
@@ -93,25 +106,29 @@ def test_readme_variants_table_is_what_their_results_folders_hold() -> None:
     }
     from simmlm.benchmark import _ci
 
-    _check_setting_rows("Results: avMNIST", folders, with_calibration=True, cell=_ci, seeds=(0, 1, 2))
+    _check_setting_rows("results/avmnist.md", folders, with_calibration=True, cell=_ci, seeds=(0, 1, 2))
 
 
-def test_readme_comparison_table_is_what_results_avmnist_compare_holds() -> None:
-    _check_accuracy_rows("Comparison of all methods", "avmnist-compare", {})
+def test_docs_comparison_table_is_what_results_avmnist_compare_holds() -> None:
+    _check_accuracy_rows("results/comparison.md", "avmnist-compare", {})
 
 
-def test_readme_multiview_table_is_what_results_mvmnist_holds() -> None:
+def test_readme_headline_table_is_what_results_avmnist_compare_holds() -> None:
+    _check_accuracy_rows("README.md", "avmnist-compare", {})
+
+
+def test_docs_multiview_table_is_what_results_mvmnist_holds() -> None:
     """Rows of the multi-view table: all six views, mean over subsets and CR, from the two results folders."""
     from simmlm.benchmark import _pm
 
-    rows, _ = _rows("The gate on many views", "mvmnist")
+    rows, _ = _rows("results/multiview.md", "mvmnist")
     chosen = "chosen on validation"
     for folder, label in (
         ("mvmnist", "gate_shrinkage: 1.0"),
         ("mvmnist-no-shrinkage", "gate_shrinkage: 0"),
         ("mvmnist-shrinkage-chosen", chosen),
     ):
-        summary = json.loads((README.parent / "results" / folder / "summary.json").read_text())
+        summary = json.loads((ROOT / "results" / folder / "summary.json").read_text())
         full = "+".join(summary["modalities"])
         for method, m in summary["methods"].items():
             wanted = [_pm(m["subsets"][full]["accuracy"]), _pm(m["average_accuracy"]), _pm(m["counterintuitive_rate"])]
@@ -120,14 +137,14 @@ def test_readme_multiview_table_is_what_results_mvmnist_holds() -> None:
             assert row[2:5] == wanted, (folder, method)
 
 
-def test_readme_sequence_tables_are_what_the_frame_missing_folders_hold() -> None:
+def test_docs_sequence_tables_are_what_the_frame_missing_folders_hold() -> None:
     """Average accuracy and CR of every method at every share of missing frames, each from its results folder."""
     from simmlm.benchmark import _pm
 
-    rows, _ = _rows("avMNIST as sequences", "avmnist-sequences-frames00")
+    rows, _ = _rows("results/avmnist-sequences.md", "avmnist-sequences-frames00")
     levels = ("00", "30", "50", "70")
     summaries = [
-        json.loads((README.parent / "results" / f"avmnist-sequences-frames{k}" / "summary.json").read_text())
+        json.loads((ROOT / "results" / f"avmnist-sequences-frames{k}" / "summary.json").read_text())
         for k in levels
     ]
     for table, key in (("accuracy", "average_accuracy"), ("CR", "counterintuitive_rate")):
@@ -137,10 +154,10 @@ def test_readme_sequence_tables_are_what_the_frame_missing_folders_hold() -> Non
             assert row[2:6] == [_pm(s["methods"][method][key]) for s in summaries], (method, table)
 
 
-def test_readme_example_pickle_table_is_what_results_seqfeatures_example_holds() -> None:
+def test_docs_example_pickle_table_is_what_results_seqfeatures_example_holds() -> None:
     from simmlm.benchmark import _pm
 
-    rows, summary = _rows("Sequence features", "seqfeatures-example")
+    rows, summary = _rows("tutorials/sequences.md", "seqfeatures-example")
     for method, m in summary["methods"].items():
         row = next(r for r in rows if r[0] == method)
         expected = [_pm(m["subsets"][s]["accuracy"]) for s in ("text", "text+audio+vision")]
@@ -148,13 +165,13 @@ def test_readme_example_pickle_table_is_what_results_seqfeatures_example_holds()
         assert row[1:5] == expected, method
 
 
-def test_readme_robustness_tables_are_what_results_avmnist_robustness_holds() -> None:
+def test_docs_robustness_tables_are_what_results_avmnist_robustness_holds() -> None:
     """Average accuracy and CR of every method, clean and at each scenario's worst severity, from robustness.json."""
     from simmlm.benchmark import _pm
 
-    text = README.read_text().split("\n## Robustness", 1)[1].split("\n## ", 1)[0]
+    text = (DOCS / "results" / "robustness.md").read_text()
     rows = [[c.strip().strip("*").strip() for c in line.strip("|").split("|")] for line in text.splitlines()]
-    r = json.loads((README.parent / "results" / "avmnist-robustness" / "robustness.json").read_text())
+    r = json.loads((ROOT / "results" / "avmnist-robustness" / "robustness.json").read_text())
     checked = 0
     for key, title in (("average_accuracy", "average accuracy"), ("counterintuitive_rate", "CR")):
         table = text.split(f"Test {title} (%)", 1)[1].split("\n\n", 2)[1]
@@ -168,7 +185,7 @@ def test_readme_robustness_tables_are_what_results_avmnist_robustness_holds() ->
     assert checked >= 2 * (1 + len(r["scenarios"])) and rows
 
 
-def test_readme_food101_table_is_what_its_results_folders_hold() -> None:
+def test_docs_food101_table_is_what_its_results_folders_hold() -> None:
     """Every row of the UPMC Food-101 table: per-subset accuracy, average and CR, from the folder of its setting."""
     folders = {
         "hashed n-grams": "food101-example",
@@ -177,15 +194,15 @@ def test_readme_food101_table_is_what_its_results_folders_hold() -> None:
         "input gate": "food101-example-inputgate",
         "fine-tuned": "food101-example-finetune",
     }
-    _check_setting_rows("UPMC Food-101", folders, with_calibration=False)
+    _check_setting_rows("tutorials/food101.md", folders, with_calibration=False)
 
 
-def test_readme_folder_shrinkage_table_is_what_its_results_folders_hold() -> None:
-    """The own-data rows (λ chosen on validation, λ = 0, late fusion) under "The gate on many views", mean ± 95 %
+def test_docs_folder_shrinkage_table_is_what_its_results_folders_hold() -> None:
+    """The own-data rows (λ chosen on validation, λ = 0, late fusion) under "results/multiview.md", mean ± 95 %
     interval, each from its results folder."""
     from simmlm.benchmark import _ci
 
-    rows, _ = _rows("The gate on many views", "folder-example3")
+    rows, _ = _rows("results/multiview.md", "folder-example3")
     for m in (3, 6):
         runs = (
             ("simmlm, λ chosen", f"folder-example{m}", "simmlm"),
@@ -193,7 +210,7 @@ def test_readme_folder_shrinkage_table_is_what_its_results_folders_hold() -> Non
             ("late_fusion", f"folder-example{m}", "late_fusion"),
         )
         for label, folder, method in runs:
-            summary = json.loads((README.parent / "results" / folder / "summary.json").read_text())
+            summary = json.loads((ROOT / "results" / folder / "summary.json").read_text())
             v, full = summary["methods"][method], "+".join(summary["modalities"])
             row = next(r for r in rows if r[1:3] == [f"{m} modalities", label])
             expected = [
@@ -204,10 +221,10 @@ def test_readme_folder_shrinkage_table_is_what_its_results_folders_hold() -> Non
             assert row[3:6] == expected, (folder, method)
 
 
-def test_readme_recipe_table_is_what_results_avmnist_recipe_holds() -> None:
+def test_docs_recipe_table_is_what_results_avmnist_recipe_holds() -> None:
     from simmlm.benchmark import _ci
 
-    text = README.read_text().split("**The recipe revisited", 1)[1].split("Validation supports", 1)[0]
+    text = (DOCS / "datasets" / "avmnist.md").read_text().split("**The recipe revisited", 1)[1].split("Validation supports", 1)[0]
     rows = {r[0]: r for r in ([c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines())}
     folders = {
         "as configured": "A-baseline",
@@ -219,7 +236,7 @@ def test_readme_recipe_table_is_what_results_avmnist_recipe_holds() -> None:
         "stage-2 experts at lr × 0.1": "G-expert-lr",
     }
     for label, folder in folders.items():
-        m = json.loads((README.parent / "results" / "avmnist-recipe" / folder / "summary.json").read_text())["methods"]
+        m = json.loads((ROOT / "results" / "avmnist-recipe" / folder / "summary.json").read_text())["methods"]
         s = m["simmlm"]
         expected = [_ci(s["val_average_accuracy"])]
         expected += [_ci(s["subsets"][k]["accuracy"]) for k in ("image", "audio", "image+audio")]
@@ -227,13 +244,13 @@ def test_readme_recipe_table_is_what_results_avmnist_recipe_holds() -> None:
         assert rows[label][7] == _ci(s["average_accuracy"]), label
 
 
-def test_readme_dream_paper_table_is_what_its_results_folders_hold() -> None:
+def test_docs_dream_paper_table_is_what_its_results_folders_hold() -> None:
     """``dream`` (seeds 0-2 of the comparison), ``dream_paper`` and its PAS variant, every cell from its folder."""
     import statistics
 
     from simmlm.benchmark import _pm
 
-    text = README.read_text().split("- **`dream_paper`**", 1)[1].split("\n- `mmp` has no", 1)[0]
+    text = (DOCS / "concepts" / "other-methods.md").read_text().split("- **`dream_paper`**", 1)[1].split("\n- `mmp` has no", 1)[0]
     rows = {r[0]: r for r in ([c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines())}
     sources = {
         "`dream`": ("avmnist-compare", "dream"),
@@ -241,7 +258,7 @@ def test_readme_dream_paper_table_is_what_its_results_folders_hold() -> None:
         "`dream_paper`, PAS over P": ("avmnist-dream-paper-pas-present", "dream_paper"),
     }
     for label, (folder, method) in sources.items():
-        m = json.loads((README.parent / "results" / folder / "summary.json").read_text())["methods"][method]
+        m = json.loads((ROOT / "results" / folder / "summary.json").read_text())["methods"][method]
         names = list(m["subsets"])
         expected = [_pm(m["subsets"][n]["accuracy"][:3]) for n in names]
         expected += [_pm(m["average_accuracy"][:3]), _pm(m["counterintuitive_rate"][:3])]
