@@ -37,7 +37,7 @@ NUM_CLASSES = 10
 def _volume_cache_of_the_session(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """BraTS-style cases the tests write are cached in a temporary folder, not in the user's cache."""
     root = tmp_path_factory.getbasetemp() / "volume-cache"
-    monkeypatch.setattr("simmlm.data.volume_cache.cache_root", lambda: root)
+    monkeypatch.setattr("simmlm.datasets.brats.volume_cache.cache_root", lambda: root)
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ def test_no_method_or_dataset_special_cases_outside_their_homes() -> None:
         if name != "methods/dream.py" and re.search(r"isinstance\([^)]*\bDREAM\b", text):
             offenders.append(f"{name}: isinstance(..., DREAM)")
         for dataset in re.findall(r"""[=!]= ?["'](avmnist|brats|folder|food101|mvmnist|seqfeatures)["']""", text):
-            home = name.startswith(("datasets/", f"data/{dataset}")) or name == "cli_example.py"  # its --layout
+            home = name.startswith("datasets/") or name == "cli_example.py"  # its --layout
             if not home:
                 offenders.append(f'{name}: == "{dataset}" (the special cases of a dataset belong in its spec)')
     assert not offenders, offenders

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from simmlm.data.avmnist import check_files, read_idx, required_files, stratified_val_indices
 from simmlm.data.base import TensorMultimodalDataset, make_loader
+from simmlm.datasets.avmnist.loader import check_files, read_idx, required_files, stratified_val_indices
 
 
 def _write_idx(path: Path, array: np.ndarray, *, drop: int = 0) -> None:
@@ -242,7 +242,7 @@ def _tone_wav(path: Path, seconds: float = 0.5, freq: float = 1800.0) -> Path:
 def test_literature_front_end_keeps_what_the_anti_alias_filter_removes(tmp_path: Path) -> None:
     """A 1.8 kHz tone lies above the 1.33 kHz Nyquist of the resampled signal: slicing folds it into the band
     (to 0.87 kHz), filtered decimation removes it, so the anti-aliased map carries almost no energy."""
-    from simmlm.data.avmnist import AUDIO_FRONTENDS, mfcc_map
+    from simmlm.datasets.avmnist.loader import AUDIO_FRONTENDS, mfcc_map
 
     wav = _tone_wav(tmp_path / "tone.wav")
     literature, real = mfcc_map(wav, AUDIO_FRONTENDS["literature"])
@@ -253,7 +253,7 @@ def test_literature_front_end_keeps_what_the_anti_alias_filter_removes(tmp_path:
 
 
 def test_front_end_options_each_change_the_map(tmp_path: Path) -> None:
-    from simmlm.data.avmnist import AUDIO_FRONTENDS, mfcc_map, resolve_frontend
+    from simmlm.datasets.avmnist.loader import AUDIO_FRONTENDS, mfcc_map, resolve_frontend
 
     wav = _tone_wav(tmp_path / "tone.wav", freq=600.0)
     base = mfcc_map(wav, AUDIO_FRONTENDS["literature"])[0]
@@ -268,7 +268,7 @@ def test_front_end_options_each_change_the_map(tmp_path: Path) -> None:
 
 
 def test_cache_name_depends_on_the_front_end(tmp_path: Path) -> None:
-    from simmlm.data.avmnist import AUDIO_FRONTENDS, fingerprint
+    from simmlm.datasets.avmnist.loader import AUDIO_FRONTENDS, fingerprint
 
     wav = _tone_wav(tmp_path / "tone.wav")
     names = {fingerprint([wav], frontend) for frontend in AUDIO_FRONTENDS.values()}

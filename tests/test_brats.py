@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from simmlm.data.brats import (
+from simmlm.datasets.brats.loader import (
     NiftiLayout,
     RandomCropDataset,
     VolumeCase,
@@ -83,7 +83,7 @@ def test_label_regions_for_both_conventions() -> None:
 
 
 def test_regions_to_labels_inverts_the_2018_mapping() -> None:
-    from simmlm.data.brats import regions_to_labels
+    from simmlm.datasets.brats.loader import regions_to_labels
 
     labels = torch.tensor([0, 1, 2, 4])
     assert regions_to_labels(label_to_regions(labels, "brats2018"), "brats2018").tolist() == [0, 1, 2, 4]

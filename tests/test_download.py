@@ -19,8 +19,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from simmlm.cli import app
-from simmlm.data import avmnist, avmnist_download, download
+from simmlm.data import download
 from simmlm.data.download import ChecksumError, DownloadError, RemoteFile, download_files
+from simmlm.datasets.avmnist import download as avmnist_download
+from simmlm.datasets.avmnist import loader as avmnist
 
 SHARED_AVMNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "avmnist"
 FAST = {"quiet": True, "retry_wait": 0.0, "timeout": 5.0}
@@ -279,7 +281,7 @@ def test_unreachable_server_gives_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_shipped_checksums_cover_exactly_the_avmnist_files(monkeypatch: pytest.MonkeyPatch) -> None:
-    table = download.load_checksums(avmnist_download.CHECKSUM_FILE)
+    table = download.load_checksums(avmnist_download.CHECKSUM_PACKAGE, avmnist_download.CHECKSUM_FILE)
     assert sorted(table) == sorted(p.as_posix() for p in avmnist.required_files(Path()))
     assert len(table) == 1504
     monkeypatch.delenv(avmnist_download.MNIST_URL_ENV, raising=False)

@@ -142,7 +142,7 @@ def test_seeded_training_is_repeatable() -> None:
 def test_avmnist_splits_follow_the_protocol() -> None:
     import numpy as np
 
-    from simmlm.data.avmnist import load_arrays, load_avmnist, recording_indices
+    from simmlm.datasets.avmnist.loader import load_arrays, load_avmnist, recording_indices
 
     arrays = load_arrays(DATA_DIR)
     assert arrays["image"].shape == (1500, 28, 28) and arrays["audio"].shape == (1500, 20, 20)
@@ -164,8 +164,8 @@ def test_avmnist_splits_follow_the_protocol() -> None:
 @pytest.mark.slow
 @needs_data
 def test_avmnist_sequence_layout_is_the_maps_read_as_frames_with_frames_missing() -> None:
-    from simmlm.data.avmnist import load_avmnist
     from simmlm.data.frames import SequenceFeatureDataset
+    from simmlm.datasets.avmnist.loader import load_avmnist
 
     maps = load_avmnist(DATA_DIR)
     seq = load_avmnist(DATA_DIR, layout="sequences", frame_missing={"train": 0.5, "test": 0.7}, missing_seed=3)

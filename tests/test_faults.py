@@ -225,7 +225,7 @@ def test_values_near_float32s_limits(example: Path, tmp_path: Path) -> None:
     such (it is not NaN)."""
     import numpy as np
 
-    from simmlm.data.folder import load_folder
+    from simmlm.datasets.folder.loader import load_folder
 
     data = _copy(example, tmp_path)
     head, rows = _manifest_rows(data)

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from simmlm.cli import app
-from simmlm.data.folder import apply_standardization, load_folder
+from simmlm.datasets.folder.loader import apply_standardization, load_folder
 
 SHAPES: dict[str, tuple[int, ...]] = {"vec": (4,), "img": (12, 12)}
 

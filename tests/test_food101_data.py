@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from simmlm.data.example import EXAMPLE_CLASSES, write_example_food101
-from simmlm.data.food101 import load_image, missing_pattern, read_food101, stratified_split
+from simmlm.datasets.food101.loader import load_image, missing_pattern, read_food101, stratified_split
+from simmlm.datasets.food101.synthetic import EXAMPLE_CLASSES, write_example_food101
 
 
 @pytest.fixture

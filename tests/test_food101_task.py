@@ -14,13 +14,13 @@ import yaml
 from typer.testing import CliRunner
 
 from simmlm.cli import app
-from simmlm.data.example import write_example_food101, write_tiny_bert
-from simmlm.data.food101 import titles_csv
 from simmlm.data.specs import MissingProtocol
 from simmlm.datasets.food101 import Food101Data
-from simmlm.engine import food101
+from simmlm.datasets.food101 import task as food101
+from simmlm.datasets.food101.loader import titles_csv
+from simmlm.datasets.food101.synthetic import write_example_food101, write_tiny_bert
+from simmlm.datasets.food101.task import embed_split, load_food101
 from simmlm.engine.config import ConfigError, RunConfig, find_config, resolve_config
-from simmlm.engine.food101 import embed_split, load_food101
 from simmlm.engine.tasks import task_for
 from simmlm.engine.train import quiet_lightning, train
 from simmlm.methods import create_method

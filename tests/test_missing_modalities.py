@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from simmlm.data.base import Splits, TensorMultimodalDataset
-from simmlm.data.folder import load_folder
+from simmlm.datasets.folder.loader import load_folder
 from simmlm.engine.config import RunConfig
 from simmlm.engine.stages import CooperativeStage, ExpertStage
 from simmlm.engine.train import quiet_lightning, train

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from simmlm.data.mvmnist import VIEWS, _dct, _moments, _morphology, _pixels, _profiles, load_mvmnist
+from simmlm.datasets.mvmnist.loader import VIEWS, _dct, _moments, _morphology, _pixels, _profiles, load_mvmnist
 from test_end_to_end import DATA_DIR, needs_data
 
 

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simmlm.cli import app
-from simmlm.data.example import write_example_dataset
+from simmlm.datasets.folder.synthetic import write_example_dataset
 from simmlm.engine.config import RunConfig, find_config, load_config
 from simmlm.engine.schedule import schedule_warning, stage_epochs
 from simmlm.runs import build_model, save_checkpoint

@@ -12,9 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 from simmlm.cli import app
-from simmlm.data.example import example_modalities, write_example_dataset
-from simmlm.data.folder import load_folder
-from simmlm.data.folder import read_input as read_folder_input
+from simmlm.datasets.folder.loader import load_folder
+from simmlm.datasets.folder.loader import read_input as read_folder_input
+from simmlm.datasets.folder.synthetic import example_modalities, write_example_dataset
 from simmlm.engine import load_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")  # Lightning, `simmlm train`

@@ -122,8 +122,8 @@ def _fill(item: str, files: dict) -> str:
 @pytest.mark.slow
 @needs_data
 def test_predict_preprocessing_matches_training(tmp_path: Path) -> None:
-    from simmlm.data.avmnist import load_arrays, load_avmnist
-    from simmlm.data.avmnist_input import read_input as read_avmnist_input
+    from simmlm.datasets.avmnist.input import read_input as read_avmnist_input
+    from simmlm.datasets.avmnist.loader import load_arrays, load_avmnist
 
     splits = load_avmnist(DATA_DIR)
     first_test = int(np.flatnonzero(load_arrays(DATA_DIR)["is_test"])[0])  # 0_jackson_0.wav

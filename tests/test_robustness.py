@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from simmlm.cli import app
 from simmlm.data.base import Splits, TensorMultimodalDataset
-from simmlm.data.example import write_example_dataset
+from simmlm.datasets.folder.synthetic import write_example_dataset
 from simmlm.engine.config import load_config
 from simmlm.engine.tasks import task_for
 from simmlm.robustness import CLEAN, SuiteConfig, assemble, load_suite, plan

@@ -13,7 +13,7 @@ import torch
 
 from simmlm.data.base import TensorMultimodalDataset, make_loader
 from simmlm.data.frames import SequenceFeatureDataset
-from simmlm.data.seqfeatures import load_seqfeatures
+from simmlm.datasets.seqfeatures.loader import load_seqfeatures
 
 DIMS = {"text": 3, "audio": 4, "vision": 2}
 T = 5

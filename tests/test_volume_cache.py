@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from simmlm.data.brats import RandomCropDataset, VolumeDataset, load_brats_split
-from simmlm.data.volume_cache import CachedCase, cached_cases, entry_name
+from simmlm.datasets.brats.loader import RandomCropDataset, VolumeDataset, load_brats_split
+from simmlm.datasets.brats.volume_cache import CachedCase, cached_cases, entry_name
 from test_brats import BRATS2015, BRATS2018, write_case
 
 
@@ -132,7 +132,7 @@ def test_the_segmentation_task_reads_its_cases_through_the_cache(
     for split in ("train", "validation", "test"):
         for i in range(2):
             write_case(tmp_path / "data" / split, f"{split}{i}", BRATS2018, seed=i)
-    monkeypatch.setattr("simmlm.data.volume_cache.cache_root", lambda: tmp_path / "cache")
+    monkeypatch.setattr("simmlm.datasets.brats.volume_cache.cache_root", lambda: tmp_path / "cache")
     cfg = BratsConfig(crop_size=(8, 8, 8), crops_per_epoch=4)
     splits = SegmentationTask(BratsData(data_dir=tmp_path / "data", brats=cfg)).load_splits()
     assert all(isinstance(c, CachedCase) for d in (splits.train, splits.val, splits.test) for c in d.cases)

@@ -28,7 +28,11 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> Non
     subprocess.run([*pip, "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", str(dist)], check=True)
     (wheel,) = dist.glob("simmlm-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"simmlm/configs/avmnist.yaml", "simmlm/configs/folder.yaml", "simmlm/data/avmnist.sha256"} <= names
+    assert {
+        "simmlm/configs/avmnist.yaml",
+        "simmlm/configs/folder.yaml",
+        "simmlm/datasets/avmnist/avmnist.sha256",
+    } <= names
     assert "simmlm/datasets/registry.py" in names and not any(n.startswith(("tests/", "results/")) for n in names)
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True)
     work.mkdir()

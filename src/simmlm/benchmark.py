@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from simmlm.comparisons import compare_methods, comparison_markdown, comparison_note, runs_from_folder
-from simmlm.data.brats import REGIONS
+from simmlm.datasets.brats.loader import REGIONS
 from simmlm.engine.config import load_config
 from simmlm.engine.resume import remove_checkpoints
 from simmlm.engine.schedule import stage_epochs

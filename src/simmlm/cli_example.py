@@ -20,7 +20,7 @@ def _registered_example(name: str, directory: Path) -> None:
     """``directory`` filled by dataset ``name``'s example writer (:mod:`simmlm.datasets`), and the command to run."""
     import json
 
-    from simmlm.data.example import check_new_folder, new_folder
+    from simmlm.fileio import check_new_folder, new_folder
 
     try:
         check_new_folder(directory)
@@ -64,7 +64,9 @@ def example_data(
     """Write a small synthetic dataset in the folder layout (manifest.csv + .npy files, some modalities missing), a
     sentiment feature pickle in the MulT / MMSA layout (--layout mmsa), or image-title pairs in the UPMC Food-101
     layout (--layout food101)."""
-    from simmlm.data.example import write_example_dataset, write_example_food101, write_example_sequences
+    from simmlm.datasets.folder.synthetic import write_example_dataset
+    from simmlm.datasets.food101.synthetic import write_example_food101
+    from simmlm.datasets.seqfeatures.synthetic import write_example_sequences
 
     if layout in _REGISTERED:
         _registered_example(layout, directory)
@@ -80,8 +82,8 @@ def example_data(
             command = f"  simmlm benchmark food101 --data-dir {directory} --set data.image_size=32"
             typer.echo(f"{command} --methods simmlm,dmome,late_fusion,mmp")
             if tiny_bert:
-                from simmlm.data.example import write_tiny_bert
-                from simmlm.data.food101 import read_food101
+                from simmlm.datasets.food101.loader import read_food101
+                from simmlm.datasets.food101.synthetic import write_tiny_bert
 
                 titles = [item.title for item in read_food101(directory, "train") if item.title]
                 bert = write_tiny_bert(directory / "tiny-bert", titles, seed)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from simmlm.data.brats import REGIONS
+from simmlm.datasets.brats.loader import REGIONS
 from simmlm.inferers import SubsetPredictions, sliding_window_subsets
 from simmlm.metrics import (
     accuracy,
@@ -177,8 +177,8 @@ def segmentation_report(
     ``calibration=False`` skips the voxel-wise ECE/SCE (reported as NaN), e.g. for epoch selection on Dice.
 
     ``dataset`` yields ``(inputs {name: [C, D, H, W]}, mask [M], target [3, D, H, W])`` per case and has a
-    ``cases[i].brain`` mask (:class:`~simmlm.data.brats.VolumeDataset`). Voxels are predicted positive where the
-    region's sigmoid exceeds 0.5.
+    ``cases[i].brain`` mask (:class:`~simmlm.datasets.brats.loader.VolumeDataset`). Voxels are predicted positive
+    where the region's sigmoid exceeds 0.5.
 
     Returns:
         ``{"subsets": {name: {"dice_wt", "dice_tc", "dice_et", "dice_mean", "ece", "sce", "ece_wt", ..., "sce_et"}},

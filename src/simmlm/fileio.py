@@ -1,8 +1,9 @@
 """Atomic file writes: the project's one helper for "write to a temporary file beside it, then rename".
 
 A kill leaves the old file or the new one, never half of one. Plain Python, torch and PyYAML only, so every layer
-(datasets' caches, run folders, predictions) can use it. Also the output folders' lock, and the one-line reasons
-a path a user gives cannot be read (:func:`not_a_file`, :func:`read_yaml`).
+(datasets' caches, run folders, predictions) can use it. Also a new folder filled under a temporary name
+(:func:`new_folder`, the example writers'), the output folders' lock, and the one-line reasons a path a user gives
+cannot be read (:func:`not_a_file`, :func:`read_yaml`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import errno
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +64,28 @@ def torch_save_atomic(obj: Any, path: str | Path) -> None:
             torch.save(obj, handle)
         except RuntimeError as err:
             raise OSError(f"could not write {path} (is the disk full or the folder not writable?): {err}") from err
+
+
+def check_new_folder(directory: Path) -> None:
+    """``ValueError`` unless ``directory`` is new or an empty folder."""
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise ValueError(f"{directory} already exists and is not empty; choose a new folder")
+
+
+@contextmanager
+def new_folder(directory: Path) -> Iterator[Path]:
+    """A temporary folder beside ``directory`` that becomes ``directory`` when the block ends (and is removed if it
+    raises), so an interrupted writer (the example-data writers) leaves nothing half written."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        yield tmp
+        if directory.exists():
+            directory.rmdir()
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 LOCK_NAME = ".simmlm.lock"

@@ -1,13 +1,13 @@
 """``simmlm predict``: a trained run on files, with any subset of the modalities (the others are marked missing).
 
 The preprocessing fitted in training is read from the checkpoint, and each dataset reads its own files (the task's
-reader: ``simmlm.data.avmnist_input.read_input``, ``simmlm.data.folder.read_input``, NIfTI via ``simmlm.data.brats``).
-avMNIST runs: ``image`` as PNG (28x28, grey or RGB) or NPY (28x28 grey levels 0..255, as MNIST); ``audio`` as WAV
-(any rate; the run's front end turns it into the 20x20 MFCC map of training) or NPY (a raw, unscaled 20x20 MFCC
-map). Folder-dataset runs (your own data): one ``.npy`` per modality, raw as in the dataset folder (the training
-standardisation is applied here). BraTS runs: one NIfTI volume per MRI sequence (optionally a ``brain_mask`` NIfTI;
-otherwise the brain is where any sequence is non-zero), preprocessed as in training and segmented by sliding window.
-"""
+reader: ``simmlm.datasets.avmnist.input.read_input``, ``simmlm.datasets.folder.loader.read_input``, NIfTI via
+``simmlm.datasets.brats.loader``). avMNIST runs: ``image`` as PNG (28x28, grey or RGB) or NPY (28x28 grey levels 0..255,
+as MNIST); ``audio`` as WAV (any rate; the run's front end turns it into the 20x20 MFCC map of training) or NPY (a raw,
+unscaled 20x20 MFCC map). Folder-dataset runs (your own data): one ``.npy`` per modality, raw as in the dataset folder
+(the training standardisation is applied here). BraTS runs: one NIfTI volume per MRI sequence (optionally a
+``brain_mask`` NIfTI; otherwise the brain is where any sequence is non-zero), preprocessed as in training and segmented
+by sliding window."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def segment_files(
     import nibabel as nib
     import torch.nn.functional as F
 
-    from simmlm.data.brats import REGIONS, brain_region, preprocess_volumes, read_nifti, regions_to_labels
+    from simmlm.datasets.brats.loader import REGIONS, brain_region, preprocess_volumes, read_nifti, regions_to_labels
     from simmlm.evaluate import region_gate_weights
     from simmlm.inferers import sliding_window_subsets
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from simmlm.data.brats import REGIONS, VolumeCase
+from simmlm.datasets.brats.loader import REGIONS, VolumeCase
 from simmlm.evaluate import region_gate_weights
 from simmlm.fileio import atomic_path
 from simmlm.inferers import sliding_window_subsets

@@ -143,7 +143,7 @@ class ShardedBatchSampler(Sampler[list[Any]]):
 
     With ``with_epoch`` a batch lists ``(epoch, index)`` pairs instead of indices, ``epoch`` being what
     :meth:`set_epoch` was last given (Lightning calls it before every epoch, a resumed fit included): a dataset
-    can then draw its randomness from ``(seed, epoch, index)`` alone (:class:`simmlm.data.brats.RandomCropDataset`).
+    can then draw its randomness from ``(seed, epoch, index)`` alone (a dataset's random crops, for instance).
     """
 
     def __init__(

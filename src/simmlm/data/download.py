@@ -5,8 +5,9 @@ Every file is checked against its checksum (for ``*.gz`` files, optionally of th
 same content circulates in differently compressed ``.gz`` files). A file already present whose sum verifies is
 skipped; one whose sum fails is downloaded again. Downloads go to ``<file>.part`` and resume with an HTTP
 ``Range`` request; only a verified file is renamed (``os.replace``, atomic) to its final name, so nothing truncated
-or corrupt ever sits there. A dataset's sources and checksums live with it (avMNIST:
-:mod:`simmlm.data.avmnist_download`); :func:`download_dataset` picks one by name (``simmlm download``).
+or corrupt ever sits there. Nothing here names a dataset: a dataset's sources and checksums live in its package
+under :mod:`simmlm.datasets` (the checksum table as package data, read by :func:`load_checksums`), and its spec's
+``download`` hook is what ``simmlm download NAME`` calls.
 """
 
 from __future__ import annotations
@@ -96,9 +97,9 @@ def parse_checksums(text: str) -> dict[str, str]:
     return table
 
 
-def load_checksums(name: str) -> dict[str, str]:
-    """The checksum table shipped inside the package (``simmlm/data/<name>``)."""
-    return parse_checksums(package_files("simmlm.data").joinpath(name).read_text(encoding="utf-8"))
+def load_checksums(package: str, name: str) -> dict[str, str]:
+    """The checksum table ``name`` shipped as package data of ``package`` (a dataset's, beside its downloader)."""
+    return parse_checksums(package_files(package).joinpath(name).read_text(encoding="utf-8"))
 
 
 def content_sha256(path: Path, gunzip: bool = False) -> str:

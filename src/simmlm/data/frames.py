@@ -8,7 +8,7 @@ is kept, all False for a missing modality) and zero-fills the dropped frames, so
 the masks; the sequence experts (:mod:`simmlm.nn.sequence`) treat an all-zero frame as absent. At ``r = 1`` every
 frame of a present modality is zeroed while its modality mask stays True: only the frame mask tells.
 
-Used by :mod:`simmlm.data.seqfeatures` (MOSI / MOSEI feature pickles) and by avMNIST's sequence layout.
+Used by the sequence datasets of :mod:`simmlm.datasets` (MOSI / MOSEI feature pickles, avMNIST's sequence layout).
 """
 
 from __future__ import annotations

@@ -1,16 +1,15 @@
 """Data settings as pydantic models, with no torch import: what a config's ``data`` section is built from (the
 dataset sections of :mod:`simmlm.datasets`), kept light so that listing the datasets (``simmlm --help``) does not
 load the numerical stack. The code that acts on them is in :mod:`simmlm.data.scenarios` and
-:mod:`simmlm.data.brats`."""
+:mod:`simmlm.data.frames`."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 MissingKind = Literal["text", "image", "both"]
-BRATS2018_FILES = {name: f"{{case}}_{name}.nii.gz" for name in ("flair", "t1", "t1ce", "t2")}  # 2018-2021 names
 
 
 class DataScenario(BaseModel):
@@ -38,37 +37,6 @@ class WithScenario(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scenario: DataScenario | None = Field(None, description="robustness scenario on the loaded splits (None: none)")
-
-
-class NiftiLayout(BaseModel):
-    """File names of one case (``{case}`` = the case folder's name) and the label convention.
-
-    Attributes:
-        modalities: modality name -> file name pattern, in the modality order of the dataset.
-        label: label map file name pattern.
-        brain_mask: brain mask file pattern, or ``None`` to use the voxels where any sequence is non-zero
-            (skull-stripped BraTS data has exact zeros outside the brain).
-        label_convention: ``"brats2015"`` or ``"brats2018"`` (see :mod:`simmlm.data.brats`).
-        allow_missing: a case folder without some modality's file is loaded with that modality marked missing
-            (mask ``False``) instead of raising. The label file is always required.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    modalities: dict[str, str] = Field(
-        default_factory=lambda: dict(BRATS2018_FILES),
-        description="modality -> file name pattern ({case} = the case folder's name), in modality order",
-    )
-    label: str = "{case}_seg.nii.gz"
-    brain_mask: str | None = Field(None, description="brain mask file pattern (None: voxels where any sequence != 0)")
-    label_convention: Literal["brats2015", "brats2018"] = "brats2018"
-    allow_missing: bool = Field(False, description="a missing sequence file marks the modality missing, not an error")
-
-    @field_validator("modalities")
-    @classmethod
-    def _some_modality(cls, modalities: dict[str, str]) -> dict[str, str]:
-        if len(modalities) < 1:
-            raise ValueError("a NIfTI layout needs at least one modality file")
-        return modalities
 
 
 class FrameMissing(BaseModel):

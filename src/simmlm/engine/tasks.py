@@ -215,7 +215,7 @@ class SegmentationTask:
         self.data, self.cfg = data, data.brats
 
     def load_splits(self) -> Splits:
-        from simmlm.data.brats import load_brats
+        from simmlm.datasets.brats.loader import load_brats
 
         return load_brats(resolve_data_dir(self.data.data_dir), self.cfg)
 
@@ -266,7 +266,7 @@ class SegmentationTask:
         return {name: (x.shape[0], *self.cfg.crop_size) for name, x in case.inputs.items()}
 
     def train_loader(self, dataset: Any, batch_size: int, seed: int, with_index: bool = False) -> DataLoader:
-        from simmlm.data.brats import RandomCropDataset
+        from simmlm.datasets.brats.loader import RandomCropDataset
 
         if with_index:
             raise ValueError("segmentation training has no per-sample index (DREAM is classification-only)")

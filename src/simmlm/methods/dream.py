@@ -396,6 +396,9 @@ register_method(
     cost="about 1x simmlm's training time with 2 modalities (avMNIST, its late-fusion scorer reused from the "
     "benchmark), about 25x per step with 6 (MLP views): it enhances and scores over all 2^M subsets",
     train_defaults={"mofe_lambda": 0.0},
+    protocol="dream trains for stage 2's epochs after its scorer (the late-fusion run of the same seed, reused when "
+    "the benchmark has it{presets}), its convolutional token encoders starting from the scorer's stage-1 experts",
+    smoke_options={"dim": 8, "heads": 2},
 )
 register_method(
     "dream_paper",
@@ -408,4 +411,6 @@ register_method(
     cost="as dream, and its scorer runs once per subset without sharing the experts' pass (2^M scorer passes)",
     option_defaults={"annotation": "none"},
     train_defaults={"mofe_lambda": 0.0},
+    protocol="dream_paper's own, reading no mask",
+    smoke_options={"dim": 8, "heads": 2},
 )

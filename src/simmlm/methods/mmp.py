@@ -243,4 +243,6 @@ register_method(
     cost="about 2x simmlm's training time with 2 modalities (avMNIST), about 45x with 6 (mvmnist: ~5 min a seed "
     "against 7 s on 2 CPU cores)",
     train_defaults={"mofe_lambda": 0.0},
+    protocol="mmp (no per-modality experts) trains in one stage for the same total number of epochs",
+    smoke_options={"dim": 8, "heads": 2},
 )

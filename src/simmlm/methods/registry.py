@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,11 @@ class MethodEntry:
         stage1_in_pretrain: ``pretrain`` starts the model from stage-1 weights (DREAM: its token encoders from its
             scorer's experts), so a method without per-modality experts trains for stage 2's epochs only, like
             the expert mixtures, instead of both stages' total.
+        protocol: how the method trains, as a clause of a benchmark's protocol text; ``None`` for the expert
+            mixtures, whose two stages the text describes once for all of them. A preset's clause (an entry with
+            ``option_defaults``) is a note that its base method's clause takes in its ``{presets}`` slot when the
+            benchmark runs the preset (:func:`protocol_clauses`).
+        smoke_options: small ``model.method_options`` that keep a test run of the method quick.
     """
 
     name: str
@@ -58,6 +63,8 @@ class MethodEntry:
     cost: str = ""
     option_defaults: dict[str, Any] = field(default_factory=dict)
     stage1_in_pretrain: bool = False
+    protocol: str | None = None
+    smoke_options: dict[str, Any] = field(default_factory=dict)
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Raise ``ValueError`` naming the method when ``options`` are not this method's (unknown or mistyped)."""
@@ -105,6 +112,8 @@ def register_method(
     option_defaults: dict[str, Any] | None = None,
     stage1_in_pretrain: bool = False,
     train_defaults: Mapping[str, Any] | None = None,
+    protocol: str | None = None,
+    smoke_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Add a method to the registry (``train_defaults``: the training settings the method fills where a config
     leaves them open, :data:`METHOD_TRAIN_KEYS`, e.g. ``{"mofe_lambda": 0.1}``; the hooks are described in
@@ -131,11 +140,33 @@ def register_method(
         cost,
         dict(option_defaults or {}),
         stage1_in_pretrain,
+        protocol,
+        dict(smoke_options or {}),
     )
+    _REGISTRY[name].check_options(_REGISTRY[name].smoke_options)
 
 
 def list_methods() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def expert_mixtures() -> list[str]:
+    """The registered methods that train as expert mixtures in two stages (no ``protocol`` clause of their own), in
+    registration order."""
+    return [e.name for e in _REGISTRY.values() if e.protocol is None]
+
+
+def protocol_clauses(methods: Sequence[str]) -> list[str]:
+    """The protocol clauses of every registered method that is not an expert mixture, each with the notes of its
+    presets that ``methods`` runs; methods that build on another's run (a ``pretrain`` hook) come last."""
+    bases = [e for e in _REGISTRY.values() if e.protocol is not None and not e.option_defaults]
+    clauses = []
+    for entry in sorted(bases, key=lambda e: e.pretrain is not None):
+        presets = [
+            e for e in _REGISTRY.values() if e.option_defaults and e.builder is entry.builder and e.name in methods
+        ]
+        clauses.append(entry.protocol.format(presets="".join(f"; {e.protocol}" for e in presets)))  # type: ignore[union-attr]
+    return clauses
 
 
 def get_method(name: str) -> MethodEntry:

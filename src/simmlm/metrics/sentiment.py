@@ -10,9 +10,9 @@ For sentiment scores in [-3, 3] (MOSI / MOSEI regression), from predicted and tr
 - ``acc7``: 7-class accuracy of the rounded clipped scores, ``round(clip(s, -3, 3))`` with round-half-to-even
   (NumPy's and PyTorch's rounding, as the reference code uses).
 
-For class predictions (IEMOCAP's four emotions, or the binary / 7-class tasks of :mod:`simmlm.data.seqfeatures`):
-:func:`weighted_f1`, the support-weighted mean of the per-class F1 (scikit-learn's ``average="weighted"``), next
-to :func:`simmlm.metrics.accuracy`.
+For class predictions (IEMOCAP's four emotions, or the binary / 7-class tasks of
+:mod:`simmlm.datasets.seqfeatures.loader`): :func:`weighted_f1`, the support-weighted mean of the per-class F1
+(scikit-learn's ``average="weighted"``), next to :func:`simmlm.metrics.accuracy`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Modules for ``[T, D]`` feature sequences (one row of ``D`` features per frame), e.g. CMU-MOSI / MOSEI.
 
 A frame whose features are all zero is absent: zero padding, a frame dropped by intra-modal missingness
-(:mod:`simmlm.data.seqfeatures` zero-fills those), or every frame of a missing modality. Pooling and the
+(:mod:`simmlm.datasets.seqfeatures.loader` zero-fills those), or every frame of a missing modality. Pooling and the
 Transformer's attention ignore absent frames (so trailing padding changes nothing there); the GRU and the
 convolutions still run over them.
 """

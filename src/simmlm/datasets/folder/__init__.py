@@ -1,5 +1,5 @@
 """Your own data: a folder with a CSV manifest and one array file per sample and modality, missing modalities
-allowed in every split; loader and ``simmlm predict``'s reader in :mod:`simmlm.data.folder`."""
+allowed in every split; loader and ``simmlm predict``'s reader in :mod:`simmlm.datasets.folder.loader`."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 class FolderData(DataSection, WithScenario):
-    """Your own data: a folder with a CSV manifest (``simmlm.data.folder``)."""
+    """Your own data: a folder with a CSV manifest (``simmlm.datasets.folder.loader``)."""
 
     dataset: Literal["folder"] = "folder"
     data_dir: Path | None = DATA_DIR_FIELD
@@ -41,7 +41,7 @@ class FolderData(DataSection, WithScenario):
 
 
 def load(data: FolderData) -> Splits:
-    from simmlm.data.folder import load_folder
+    from simmlm.datasets.folder.loader import load_folder
     from simmlm.engine.tasks import resolve_data_dir
 
     root = resolve_data_dir(data.data_dir)
@@ -49,17 +49,17 @@ def load(data: FolderData) -> Splits:
 
 
 def read(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
-    from simmlm.data.folder import read_input
+    from simmlm.datasets.folder.loader import read_input
 
     return read_input(name, path, preprocessing)
 
 
 def example(directory: Path) -> Example:
     """Three modalities, four classes, a quarter of the modalities missing
-    (:func:`~simmlm.data.example.write_example_dataset`)."""
+    (:func:`~simmlm.datasets.folder.synthetic.write_example_dataset`)."""
     import csv
 
-    from simmlm.data.example import write_example_dataset
+    from simmlm.datasets.folder.synthetic import write_example_dataset
 
     write_example_dataset(directory, num_samples=120, seed=0)
     with (directory / "manifest.csv").open(newline="") as handle:

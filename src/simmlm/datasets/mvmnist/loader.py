@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from simmlm.data.avmnist import MNIST_FILES, read_idx
 from simmlm.data.base import Splits, TensorMultimodalDataset
+from simmlm.datasets.avmnist.loader import MNIST_FILES, read_idx
 
 VIEWS = ("pixels", "pca", "profiles", "dct", "morphology", "moments")
 SPLIT_SEED = 0
@@ -125,7 +125,7 @@ def _stratified(labels: np.ndarray, sizes: tuple[int, ...], rng: np.random.Gener
 
 def load_mvmnist(data_dir: str | Path, train_size: int = 1200, val_size: int = 300, test_size: int = 2000) -> Splits:
     """Multi-view MNIST splits (module docstring); sizes are rounded down to multiples of 10 (class-stratified)."""
-    from simmlm.data.avmnist import check_files, mnist_files
+    from simmlm.datasets.avmnist.loader import check_files, mnist_files
 
     root = Path(data_dir) / "avmnist"
     check_files(root, mnist_files(root))  # the MNIST files only: the recordings are avMNIST's

@@ -1,6 +1,7 @@
-"""avMNIST: MNIST digits paired with spoken digits of the FSDD (SMIL's protocol); loader in
-:mod:`simmlm.data.avmnist`, single files for ``simmlm predict`` in :mod:`simmlm.data.avmnist_input`, the raw files'
-public homes in :mod:`simmlm.data.avmnist_download`."""
+"""avMNIST: MNIST digits paired with spoken digits of the FSDD (SMIL's protocol). This module (no torch): the
+``data:`` section and the spec; the loader in :mod:`simmlm.datasets.avmnist.loader`, single files for ``simmlm
+predict`` in :mod:`simmlm.datasets.avmnist.input`, the raw files' public homes and checksums in
+:mod:`simmlm.datasets.avmnist.download`."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 
 class AvmnistData(DataSection, FrameMissing, WithScenario):
-    """avMNIST (``simmlm.data.avmnist``): split, audio front end and scaling; sequences with missing frames."""
+    """avMNIST (:mod:`~simmlm.datasets.avmnist.loader`): split, audio front end and scaling; sequences with missing
+    frames."""
 
     dataset: Literal["avmnist"] = "avmnist"
     data_dir: Path | None = DATA_DIR_FIELD
@@ -50,7 +52,7 @@ class AvmnistData(DataSection, FrameMissing, WithScenario):
 
 
 def load(data: AvmnistData) -> Splits:
-    from simmlm.data.avmnist import load_avmnist, resolve_frontend
+    from simmlm.datasets.avmnist.loader import load_avmnist, resolve_frontend
     from simmlm.engine.tasks import resolve_data_dir
 
     frontend = resolve_frontend(data.audio_frontend, data.mfcc_rate, data.mfcc_pad)
@@ -67,13 +69,14 @@ def load(data: AvmnistData) -> Splits:
 
 
 def read(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
-    from simmlm.data.avmnist_input import read_input
+    from simmlm.datasets.avmnist.input import read_input
 
     return read_input(name, path, preprocessing)
 
 
-def download(data_dir: Path, **options: Any) -> Any:
-    from simmlm.data.avmnist_download import download_avmnist
+def fetch(data_dir: Path, **options: Any) -> Any:
+    """The spec's ``download`` hook (named otherwise: ``download`` is this package's module of sources)."""
+    from simmlm.datasets.avmnist.download import download_avmnist
 
     return download_avmnist(data_dir, **options)
 
@@ -85,7 +88,7 @@ def write_mnist(folder: Path, per_class: dict[str, int], seed: int = 0) -> None:
 
     import numpy as np
 
-    from simmlm.data.avmnist import MNIST_FILES
+    from simmlm.datasets.avmnist.loader import MNIST_FILES
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -107,7 +110,7 @@ def example(directory: Path) -> Example:
     import numpy as np
     import soundfile
 
-    from simmlm.data.avmnist import RECORDINGS_PER_DIGIT, SPEAKERS
+    from simmlm.datasets.avmnist.loader import RECORDINGS_PER_DIGIT, SPEAKERS
 
     root = directory / "avmnist"
     write_mnist(root / "mnist", {"train": 110, "test": 50})
@@ -133,7 +136,7 @@ SPEC = register_dataset(
         task=classification_task(load, read),
         summary="MNIST digits with spoken digits, SMIL's protocol",
         folder="avmnist/ with the MNIST and FSDD files (`simmlm download avmnist` fetches them)",
-        download=download,
+        download=fetch,
         example=example,
     )
 )

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from simmlm.data.specs import NiftiLayout
+from simmlm.datasets.brats import NiftiLayout
 
 REGIONS = ("wt", "tc", "et")
 LABEL_REGIONS: dict[str, dict[str, tuple[int, ...]]] = {
@@ -71,7 +71,7 @@ def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 class Case(Protocol):
     """What a dataset's case offers: a :class:`VolumeCase` in memory, or a
-    :class:`~simmlm.data.volume_cache.CachedCase` whose arrays are read from disk on access."""
+    :class:`~simmlm.datasets.brats.volume_cache.CachedCase` whose arrays are read from disk on access."""
 
     @property
     def case_id(self) -> str: ...
@@ -272,7 +272,7 @@ class RandomCropDataset(Dataset[Batch]):
         keys = [*volumes.modalities, "target"]
         self.pad, self.indices = SpatialPad(list(crop_size)), map_binary_to_indices
         # Cases in memory are padded once, with their tumour / brain voxel indices computed once; cases read from
-        # the cache (simmlm.data.volume_cache) are read and padded for every crop, so memory stays one case.
+        # the cache (simmlm.datasets.brats.volume_cache) are read and padded for every crop, so memory stays one case.
         in_memory = all(isinstance(case, VolumeCase) for case in volumes.cases)
         self.items = [self._item(case) for case in volumes.cases] if in_memory else None
         transforms: list[Any] = [
@@ -333,8 +333,8 @@ def load_brats_split(
     folder: Path, layout: NiftiLayout, downsample: int = 1, cache: Path | None = None, workers: int = 0
 ) -> VolumeDataset:
     """Every case folder in ``folder`` (sorted by name): preprocessed into memory, or with ``cache`` a folder,
-    into it once and read from there one case at a time (:mod:`simmlm.data.volume_cache`, ``workers`` processes
-    building it)."""
+    into it once and read from there one case at a time (:mod:`simmlm.datasets.brats.volume_cache`, ``workers``
+    processes building it)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"split folder {folder} does not exist")
     folders = sorted(p for p in folder.iterdir() if p.is_dir())
@@ -342,7 +342,7 @@ def load_brats_split(
         raise ValueError(f"split folder {folder} has no case folders")
     if cache is None:
         return VolumeDataset([load_case(c, layout, downsample) for c in folders], list(layout.modalities))
-    from simmlm.data.volume_cache import cached_cases
+    from simmlm.datasets.brats.volume_cache import cached_cases
 
     return VolumeDataset(cached_cases(folders, layout, downsample, cache, workers), list(layout.modalities))
 
@@ -350,7 +350,7 @@ def load_brats_split(
 def load_brats(data_dir: Path, cfg: Any) -> Any:
     """Train / validation / test :class:`VolumeDataset` splits from a :class:`~simmlm.engine.config.BratsConfig`."""
     from simmlm.data.base import Splits
-    from simmlm.data.volume_cache import cache_root
+    from simmlm.datasets.brats.volume_cache import cache_root
 
     root = data_dir / cfg.subdir if cfg.subdir else data_dir
     layout = NiftiLayout(**cfg.model_dump(include=set(NiftiLayout.model_fields)))

@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 from simmlm.data.base import Splits, TensorMultimodalDataset
-from simmlm.data.food101 import (
+from simmlm.datasets.food101 import MODALITIES, Food101Data, MissingProtocol
+from simmlm.datasets.food101.loader import (
     Food101Item,
     Split,
     load_image,
@@ -37,7 +38,6 @@ from simmlm.data.food101 import (
     read_food101,
     stratified_split,
 )
-from simmlm.datasets.food101 import MODALITIES, Food101Data, MissingProtocol
 from simmlm.fileio import cache_dir, torch_save_atomic
 from simmlm.nn.encoders import (
     ImageEncoder,

@@ -1,6 +1,7 @@
 """UPMC Food-101 (image + title, the SimMLM paper's image-text benchmark): the CSV layout and JPEGs are read by
-:mod:`simmlm.data.food101`; the frozen encoders' embedding cache, the missing-rate protocol and predict's reader
-are in :mod:`simmlm.engine.food101`."""
+:mod:`simmlm.datasets.food101.loader`; the frozen encoders' embedding cache, the missing-rate protocol and
+predict's reader are in :mod:`simmlm.datasets.food101.task`; the example writer in
+:mod:`simmlm.datasets.food101.synthetic`."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ MODALITIES = ("image", "text")
 
 
 class Food101Data(DataSection):
-    """UPMC Food-101 (``simmlm.engine.food101``): images and titles, frozen encoders, the missing-rate protocol."""
+    """UPMC Food-101 (:mod:`~simmlm.datasets.food101.task`): images and titles, frozen encoders, the missing-rate
+    protocol."""
 
     dataset: Literal["food101"] = "food101"
     data_dir: Path | None = DATA_DIR_FIELD
@@ -66,22 +68,22 @@ class Food101Data(DataSection):
 
 
 def load(data: Food101Data) -> Splits:
-    from simmlm.engine.food101 import load_food101
+    from simmlm.datasets.food101.task import load_food101
     from simmlm.engine.tasks import resolve_data_dir
 
     return load_food101(data, resolve_data_dir(data.data_dir))
 
 
 def read(name: str, value: Path | str, preprocessing: dict[str, Any]) -> Tensor:
-    from simmlm.engine.food101 import read_input
+    from simmlm.datasets.food101.task import read_input
 
     return read_input(name, value, preprocessing)
 
 
 def example(directory: Path) -> Example:
-    """Coloured shapes with dish titles in the real layout (:func:`~simmlm.data.example.write_example_food101`),
-    small encoders."""
-    from simmlm.data.example import write_example_food101
+    """Coloured shapes with dish titles in the real layout
+    (:func:`~simmlm.datasets.food101.synthetic.write_example_food101`), small encoders."""
+    from simmlm.datasets.food101.synthetic import write_example_food101
 
     write_example_food101(directory, classes=3, per_class=12, size=16, seed=0)
     image = sorted((directory / "images" / "test").rglob("*.jpg"))[0]

@@ -1,11 +1,11 @@
 """Preprocessed BraTS-style cases on disk, read one case at a time (the idea of MONAI's ``PersistentDataset``).
 
-Reading and preprocessing a case (:func:`simmlm.data.brats.load_case`: four gzipped NIfTI sequences, a label map,
-z-scoring, the brain crop) takes seconds and about 100 MB at full resolution, so holding a whole BraTS training set
-in memory (285 cases) is out of reach and re-reading it for every run is slow. Here each case is preprocessed once
-into an *entry*, a folder of ``.npy`` arrays under ``<cache>/brats/``, and a dataset holds only the entries' paths
-and masks (:class:`CachedCase`); a case's arrays are read when an item is taken (a training crop, a sliding-window
-evaluation), so memory does not grow with the number of cases.
+Reading and preprocessing a case (:func:`simmlm.datasets.brats.loader.load_case`: four gzipped NIfTI sequences, a label
+map, z-scoring, the brain crop) takes seconds and about 100 MB at full resolution, so holding a whole BraTS training set
+in memory (285 cases) is out of reach and re-reading it for every run is slow. Here each case is preprocessed once into
+an *entry*, a folder of ``.npy`` arrays under ``<cache>/brats/``, and a dataset holds only the entries' paths and masks
+(:class:`CachedCase`); a case's arrays are read when an item is taken (a training crop, a sliding-window evaluation), so
+memory does not grow with the number of cases.
 
 An entry's name is a hash of everything its arrays depend on: the preprocessing settings (the file layout, label
 convention, downsampling, margin and :data:`PREPROCESSING_VERSION`) and each source file's name, size and
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from simmlm.data.brats import NiftiLayout, VolumeCase, load_case
+from simmlm.datasets.brats.loader import NiftiLayout, VolumeCase, load_case
 from simmlm.fileio import alive, cache_dir
 
 PREPROCESSING_VERSION = 1  # bump when load_case's arithmetic changes: every entry is rebuilt
@@ -49,7 +49,7 @@ def cache_root() -> Path:
 
 @dataclass(frozen=True)
 class CachedCase:
-    """A case in the cache: its id and mask in memory, its arrays (:class:`~simmlm.data.brats.VolumeCase`'s
+    """A case in the cache: its id and mask in memory, its arrays (:class:`~simmlm.datasets.brats.loader.VolumeCase`'s
     ``inputs``, ``target``, ``brain``) read from ``entry`` on every access."""
 
     case_id: str

@@ -1,6 +1,6 @@
 """Where avMNIST's raw files come from, and their checksums (``simmlm download avmnist --data-dir DIR``).
 
-``DIR/avmnist/`` receives what the avMNIST build reads (:func:`simmlm.data.avmnist.required_files`):
+``DIR/avmnist/`` receives what the avMNIST build reads (:func:`simmlm.datasets.avmnist.loader.required_files`):
 
 * ``mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` from the MNIST mirrors in :data:`MNIST_MIRRORS`,
   tried in order (yann.lecun.com, the original home, now often refuses scripted downloads; torchvision falls
@@ -36,7 +36,7 @@ FSDD_COMMIT = "d6938f9bf1545aa66d8489fc9f1385a7abd64282"
 FSDD_URL = f"https://raw.githubusercontent.com/Jakobovski/free-spoken-digit-dataset/{FSDD_COMMIT}/recordings/"
 MNIST_URL_ENV = "SIMMLM_MNIST_URL"
 FSDD_URL_ENV = "SIMMLM_FSDD_URL"
-CHECKSUM_FILE = "avmnist.sha256"
+CHECKSUM_PACKAGE, CHECKSUM_FILE = "simmlm.datasets.avmnist", "avmnist.sha256"  # shipped beside this module
 USER_AGENT = "simmlm-download/1 (python-urllib)"
 MANUAL_LAYOUT = (
     "avmnist/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz and "
@@ -72,13 +72,13 @@ def avmnist_files(
     checksums: Mapping[str, str] | None = None,
 ) -> list[RemoteFile]:
     """The 1,504 raw files of avMNIST with their sources and checksums (the shipped table by default)."""
-    from simmlm.data import avmnist
+    from simmlm.datasets.avmnist import loader
 
-    table = load_checksums(CHECKSUM_FILE) if checksums is None else checksums
+    table = load_checksums(CHECKSUM_PACKAGE, CHECKSUM_FILE) if checksums is None else checksums
     mirrors = mnist_mirrors(mnist_urls)
     recordings = fsdd_base(fsdd_url)
     out = []
-    for rel in avmnist.required_files(Path()):
+    for rel in loader.required_files(Path()):
         path = rel.as_posix()
         if path not in table:
             raise ValueError(f"no checksum for avmnist/{path} in the checksum table")

@@ -1,5 +1,5 @@
 """Multi-view MNIST: six feature views of very different strength computed from MNIST images (the gate on many
-views); loader in :mod:`simmlm.data.mvmnist`."""
+views); loader in :mod:`simmlm.datasets.mvmnist.loader`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class MvmnistData(DataSection, WithScenario):
-    """Multi-view MNIST (``simmlm.data.mvmnist``): six feature views of very different strength."""
+    """Multi-view MNIST (``simmlm.datasets.mvmnist.loader``): six feature views of very different strength."""
 
     dataset: Literal["mvmnist"] = "mvmnist"
     data_dir: Path | None = DATA_DIR_FIELD
@@ -33,7 +33,7 @@ class MvmnistData(DataSection, WithScenario):
 
 
 def load(data: MvmnistData) -> Splits:
-    from simmlm.data.mvmnist import load_mvmnist
+    from simmlm.datasets.mvmnist.loader import load_mvmnist
     from simmlm.engine.tasks import resolve_data_dir
 
     return load_mvmnist(resolve_data_dir(data.data_dir), data.train_size, data.val_size, data.test_size)

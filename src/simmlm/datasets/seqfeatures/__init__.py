@@ -1,5 +1,5 @@
 """Utterance-level feature sequences (CMU-MOSI / MOSEI) in the MulT / MMSA pickle layout, or its ``.npz``
-conversion; loader in :mod:`simmlm.data.seqfeatures`."""
+conversion; loader in :mod:`simmlm.datasets.seqfeatures.loader`."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 class SeqfeaturesData(DataSection, FrameMissing, WithScenario):
     """Utterance-level feature sequences (CMU-MOSI / MOSEI) in the MulT / MMSA pickle layout
-    (``simmlm.data.seqfeatures``), with simulated inter- and intra-modal missingness."""
+    (``simmlm.datasets.seqfeatures.loader``), with simulated inter- and intra-modal missingness."""
 
     dataset: Literal["seqfeatures"] = "seqfeatures"
     data_dir: Path | None = DATA_DIR_FIELD
@@ -40,7 +40,7 @@ class SeqfeaturesData(DataSection, FrameMissing, WithScenario):
 
 
 def load(data: SeqfeaturesData) -> Splits:
-    from simmlm.data.seqfeatures import load_seqfeatures
+    from simmlm.datasets.seqfeatures.loader import load_seqfeatures
     from simmlm.engine.tasks import resolve_data_dir
 
     path = Path(data.file) if Path(data.file).is_absolute() else resolve_data_dir(data.data_dir) / data.file
@@ -70,11 +70,12 @@ def read(name: str, path: Path, preprocessing: dict[str, Any]) -> Tensor:
 
 
 def example(directory: Path) -> Example:
-    """A MulT-style pickle of three feature sequences (:func:`~simmlm.data.example.write_example_sequences`), and
-    one sample's sequences as ``.npy`` files."""
+    """A MulT-style pickle of three feature sequences
+    (:func:`~simmlm.datasets.seqfeatures.synthetic.write_example_sequences`), and one sample's sequences as ``.npy``
+    files."""
     import numpy as np
 
-    from simmlm.data.example import SEQUENCE_SHAPES, write_example_sequences
+    from simmlm.datasets.seqfeatures.synthetic import SEQUENCE_SHAPES, write_example_sequences
 
     path = write_example_sequences(directory, num_samples=150, seed=0)
     rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@
 train / test split. This module reads the dataset as it is distributed, decodes its JPEGs, draws the missing-rate
 protocol of the literature, splits a stratified validation set off the training split, and writes a tiny
 learnable stand-in in the same layout
-(:func:`simmlm.data.example.write_example_food101`). There is no model code here.
+(:func:`simmlm.datasets.food101.synthetic.write_example_food101`). There is no model code here.
 
 Layout (as :func:`read_food101` expects it and the example writer writes it)::
 

@@ -8,7 +8,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from simmlm.data.avmnist import AUDIO_FRONTENDS, AudioFrontend, as_sequences, mfcc_map, scale_audio, scale_image
+from simmlm.datasets.avmnist.loader import (
+    AUDIO_FRONTENDS,
+    AudioFrontend,
+    as_sequences,
+    mfcc_map,
+    scale_audio,
+    scale_image,
+)
 
 
 def _finite(array: np.ndarray, path: Path) -> np.ndarray:

@@ -1,22 +1,55 @@
-"""BraTS-style 3D MRI segmentation from NIfTI case folders (whole tumour, tumour core, enhancing tumour); loader,
-labels and crops in :mod:`simmlm.data.brats`, the preprocessing cache in :mod:`simmlm.data.volume_cache`."""
+"""BraTS-style 3D MRI segmentation from NIfTI case folders (whole tumour, tumour core, enhancing tumour): the file
+layout and the ``data:`` section here (no torch); loader, labels and crops in :mod:`simmlm.datasets.brats.loader`, the
+preprocessing cache in :mod:`simmlm.datasets.brats.volume_cache`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from simmlm.data.specs import NiftiLayout
 from simmlm.datasets.registry import DATA_DIR_FIELD, DataSection, DatasetSpec, Example, register_dataset
 
 if TYPE_CHECKING:
     from simmlm.engine.tasks import Task
 
+BRATS2018_FILES = {name: f"{{case}}_{name}.nii.gz" for name in ("flair", "t1", "t1ce", "t2")}  # 2018-2021 names
+
+
+class NiftiLayout(BaseModel):
+    """File names of one case (``{case}`` = the case folder's name) and the label convention.
+
+    Attributes:
+        modalities: modality name -> file name pattern, in the modality order of the dataset.
+        label: label map file name pattern.
+        brain_mask: brain mask file pattern, or ``None`` to use the voxels where any sequence is non-zero
+            (skull-stripped BraTS data has exact zeros outside the brain).
+        label_convention: ``"brats2015"`` or ``"brats2018"`` (see :mod:`simmlm.datasets.brats.loader`).
+        allow_missing: a case folder without some modality's file is loaded with that modality marked missing
+            (mask ``False``) instead of raising. The label file is always required.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    modalities: dict[str, str] = Field(
+        default_factory=lambda: dict(BRATS2018_FILES),
+        description="modality -> file name pattern ({case} = the case folder's name), in modality order",
+    )
+    label: str = "{case}_seg.nii.gz"
+    brain_mask: str | None = Field(None, description="brain mask file pattern (None: voxels where any sequence != 0)")
+    label_convention: Literal["brats2015", "brats2018"] = "brats2018"
+    allow_missing: bool = Field(False, description="a missing sequence file marks the modality missing, not an error")
+
+    @field_validator("modalities")
+    @classmethod
+    def _some_modality(cls, modalities: dict[str, str]) -> dict[str, str]:
+        if len(modalities) < 1:
+            raise ValueError("a NIfTI layout needs at least one modality file")
+        return modalities
+
 
 class BratsConfig(NiftiLayout):
-    """BraTS-style NIfTI cases (``simmlm.data.brats``): the file layout (:class:`~simmlm.data.specs.NiftiLayout`'s
+    """BraTS-style NIfTI cases (``simmlm.datasets.brats.loader``): the file layout (:class:`NiftiLayout`'s
     fields: ``modalities``, ``label``, ``brain_mask``, ``label_convention``, ``allow_missing``), where the splits
     are, resolution, crops and the sliding window."""
 
@@ -45,7 +78,7 @@ class BratsConfig(NiftiLayout):
 
 
 class BratsData(DataSection):
-    """BraTS-style NIfTI cases (``simmlm.data.brats``), options under ``brats``."""
+    """BraTS-style NIfTI cases (``simmlm.datasets.brats.loader``), options under ``brats``."""
 
     dataset: Literal["brats"] = "brats"
     data_dir: Path | None = DATA_DIR_FIELD
