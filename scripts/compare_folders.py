@@ -1,6 +1,6 @@
 """Compare runs of two benchmark folders on the same data and seeds (e.g. a setting against the default), with the
-intervals of ``summary.md`` (:func:`simmlm.comparisons.compare_methods`: seeds paired, the test-set variance they
-share added)::
+intervals of ``summary.md`` (:func:`simmlm.experiments.comparisons.compare_methods`: seeds paired, the test-set variance
+they share added)::
 
     python scripts/compare_folders.py results/folder-example3 simmlm results/folder-example3-no-shrinkage simmlm
 
@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from simmlm.benchmark import COMPARISON_DRAWS
-from simmlm.comparisons import compare_methods, comparison_markdown, runs_from_folder
+from simmlm.experiments.benchmark import COMPARISON_DRAWS
+from simmlm.experiments.comparisons import compare_methods, comparison_markdown, runs_from_folder
 
 
 def main(folder_a: str, method_a: str, folder_b: str, method_b: str) -> None:

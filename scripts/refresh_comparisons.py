@@ -1,7 +1,8 @@
 """Recompute the ``comparisons`` of finished benchmarks from their runs' saved test predictions, without training.
 
-For a change of the comparison procedure only (:mod:`simmlm.comparisons`): every other number of ``summary.json``
-is kept, ``summary.md`` is rendered again from it and ``report.html`` written again where there was one::
+For a change of the comparison procedure only (:mod:`simmlm.experiments.comparisons`): every other number of
+``summary.json`` is kept, ``summary.md`` is rendered again from it and ``report.html`` written again where there was
+one::
 
     python scripts/refresh_comparisons.py results/avmnist results/avmnist-compare ...
 
@@ -14,10 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from simmlm.benchmark import COMPARISON_DRAWS, summary_markdown
-from simmlm.comparisons import compare_methods, runs_from_folder
+from simmlm.experiments.benchmark import COMPARISON_DRAWS, summary_markdown
+from simmlm.experiments.comparisons import compare_methods, runs_from_folder
 from simmlm.fileio import write_text_atomic
-from simmlm.report import write_report
+from simmlm.reporting.report import write_report
 
 
 def refresh(directory: Path) -> bool:

@@ -71,8 +71,8 @@ def first_step(data: Path, cache: bool) -> dict[str, float]:
     import torch
 
     from simmlm.engine.config import RunConfig
+    from simmlm.engine.runs import build_model
     from simmlm.engine.tasks import task_for
-    from simmlm.runs import build_model
 
     start = time.perf_counter()
     brats = {

@@ -1,4 +1,5 @@
-"""The code's shape: special cases live behind the seams (method registry, tasks), files stay small."""
+"""The code's shape: the layers (ARCHITECTURE.md) import only downwards, special cases live behind the seams (method
+registry, dataset packages, tasks), files stay small."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def test_no_method_or_dataset_special_cases_outside_their_homes() -> None:
         if name != "methods/dream.py" and re.search(r"isinstance\([^)]*\bDREAM\b", text):
             offenders.append(f"{name}: isinstance(..., DREAM)")
         for dataset in re.findall(r"""[=!]= ?["'](avmnist|brats|folder|food101|mvmnist|seqfeatures)["']""", text):
-            home = name.startswith("datasets/") or name == "cli_example.py"  # its --layout
+            home = name.startswith("datasets/") or name == "cli/example.py"  # its --layout
             if not home:
                 offenders.append(f'{name}: == "{dataset}" (the special cases of a dataset belong in its spec)')
     assert not offenders, offenders
@@ -76,4 +77,127 @@ def test_no_import_cycles_between_modules() -> None:
     for module in sorted(graph):
         visit(module, [module], finished)
     assert not cycles, cycles[:5]
-    assert "simmlm.engine.config" in graph["simmlm.runs"]  # the graph is read (a parse that found nothing passes)
+    assert (
+        "simmlm.engine.config" in graph["simmlm.engine.runs"]
+    )  # the graph is read (a parse that found nothing passes)
+
+
+# The layers (ARCHITECTURE.md): the core is plain PyTorch and knows nothing of training, experiments, reports or
+# commands; the ring stands on it.
+CORE = ("portable", "fileio", "subsets", "data", "nn", "metrics", "losses", "methods", "evaluation")
+RING = ("engine", "experiments", "reporting", "cli")
+DATASET_NAMES = re.compile(r"avmnist|brats|food101|mvmnist|seqfeatures", re.IGNORECASE)
+#: The training files, the only ones that import Lightning.
+LIGHTNING = {"engine/train.py", "engine/stages.py", "engine/resume.py", "engine/callbacks.py"}
+
+
+def _every_import() -> dict[str, set[str]]:
+    """Source file (relative to ``src/simmlm``) -> every module it imports anywhere: at module level, inside
+    functions and under ``if TYPE_CHECKING:`` (``from a.b import c`` counts as ``a.b.c`` and ``a.b``)."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for name, text in _sources().items():
+        modules: set[str] = set()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{name}: a relative import"
+                modules.add(node.module or "")
+                modules |= {f"{node.module}.{alias.name}" for alias in node.names}
+        found[name] = modules
+    return found
+
+
+def _in(package: str, modules: set[str]) -> set[str]:
+    return {m for m in modules if m == f"simmlm.{package}" or m.startswith(f"simmlm.{package}.")}
+
+
+def _of(layer: tuple[str, ...], name: str) -> bool:
+    """Whether the source file ``name`` belongs to one of the packages (or top-level modules) of ``layer``."""
+    return name.split("/")[0].removesuffix(".py") in layer
+
+
+def test_the_core_never_imports_the_ring() -> None:
+    """subsets, data, nn, metrics, losses, methods and evaluation (and the helpers portable, fileio) import nothing of
+    engine, experiments, reporting or cli, not even inside a function: the core stands alone."""
+    offenders = {
+        name: sorted(set().union(*(_in(package, modules) for package in RING)))
+        for name, modules in _every_import().items()
+        if _of(CORE, name)
+    }
+    assert not {name: bad for name, bad in offenders.items() if bad}
+    assert "simmlm.subsets" in _every_import()["evaluation/evaluate.py"]  # the imports are read
+
+
+def test_data_is_generic_machinery_that_names_no_dataset() -> None:
+    """data/ imports nothing of datasets/, and its code (docstrings and comments aside) names no dataset: what is
+    one dataset's lives in its package under datasets/."""
+    import ast
+
+    imports = {name: _in("datasets", m) for name, m in _every_import().items() if _of(("data",), name)}
+    assert "data/base.py" in imports and not {name: bad for name, bad in imports.items() if bad}
+    offenders = []
+    for name, text in _sources().items():
+        if not _of(("data",), name):
+            continue
+        tree = ast.parse(text)
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            words = []
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                words.append(node.value)
+            elif isinstance(node, ast.Name):
+                words.append(node.id)
+            elif isinstance(node, ast.Attribute):
+                words.append(node.attr)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                words.append(node.name)
+            elif isinstance(node, ast.arg):
+                words.append(node.arg)
+            offenders += [f"{name}: {w!r}" for w in words if DATASET_NAMES.search(w)]
+    assert not offenders, offenders
+
+
+def test_the_top_level_holds_only_the_core_helpers() -> None:
+    """Everything else is in a package that names its layer."""
+    assert {p.name for p in SOURCE.glob("*.py")} == {"__init__.py", "portable.py", "fileio.py", "subsets.py"}
+
+
+def test_lightning_stays_in_the_training_files() -> None:
+    """Configs, tasks, run folders (load_run, predict) and everything below them import no Lightning."""
+    importers = {
+        name
+        for name, modules in _every_import().items()
+        if any(m.split(".")[0] in ("lightning", "pytorch_lightning") for m in modules)
+    }
+    assert importers == LIGHTNING
+
+
+def test_run_folders_and_predict_load_no_lightning_at_import() -> None:
+    """What importing ``simmlm.engine.runs`` (load_run, predict_files) or ``simmlm.evaluation.predict`` runs, package
+    ``__init__`` files included, reaches none of the training files (``tests/test_predict.py`` checks it in a fresh
+    interpreter)."""
+    graph = _module_imports()
+    training = {f"simmlm.{name.removesuffix('.py').replace('/', '.')}" for name in LIGHTNING}
+
+    def reached(module: str) -> set[str]:
+        seen, todo = set(), [module]
+        while todo:
+            current = todo.pop()
+            parents = {".".join(current.split(".")[:k]) for k in range(2, current.count(".") + 1)}
+            for dependency in (graph.get(current, set()) | parents) - seen:
+                seen.add(dependency)
+                todo.append(dependency)
+        return seen
+
+    for module in ("simmlm.engine.runs", "simmlm.evaluation.predict", "simmlm.engine.tasks", "simmlm.datasets"):
+        assert not reached(module) & training, (module, sorted(reached(module) & training))

@@ -14,8 +14,8 @@ import torch
 from scipy.stats import t as student_t
 from torch import Tensor
 
-from simmlm.evaluate import classification_report
-from simmlm.inferers import SubsetPredictions
+from simmlm.evaluation.evaluate import classification_report
+from simmlm.evaluation.inferers import SubsetPredictions
 from simmlm.metrics.bootstrap import (
     METRICS,
     Comparison,

@@ -21,8 +21,8 @@ from simmlm.datasets.brats.loader import (
     load_brats_split,
     load_case,
 )
-from simmlm.evaluate import segmentation_report
-from simmlm.inferers import sliding_window_subsets
+from simmlm.evaluation.evaluate import segmentation_report
+from simmlm.evaluation.inferers import sliding_window_subsets
 from simmlm.losses.segmentation import dice_bce_per_sample
 from simmlm.methods import DMoME, LateFusion, create_method
 from simmlm.metrics import expected_calibration_error, static_calibration_error
@@ -304,9 +304,9 @@ def test_segmentation_report_dice_and_cr_by_hand() -> None:
 
 def test_gpu_config_trains_one_step_on_a_tiny_four_modality_volume(tmp_path: Path) -> None:
     from simmlm.engine.config import load_config
+    from simmlm.engine.runs import save_run
     from simmlm.engine.tasks import load_splits
     from simmlm.engine.train import quiet_lightning, train
-    from simmlm.runs import save_run
 
     for split, seeds in (("train", (0, 1)), ("validation", (2,)), ("test", (3,))):
         for seed in seeds:
@@ -333,7 +333,7 @@ def test_gpu_config_trains_one_step_on_a_tiny_four_modality_volume(tmp_path: Pat
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["average_dice"] >= 0
 
     # predict from NIfTI files with two of the four sequences, writing the label map in the input's space
-    from simmlm.inference import predict_files
+    from simmlm.engine.runs import predict_files
 
     case = tmp_path / "test" / "case3"
     files = {"flair": case / "case3_flair.nii.gz", "t1ce": case / "case3_t1ce.nii.gz"}
@@ -350,10 +350,10 @@ def test_gpu_config_trains_one_step_on_a_tiny_four_modality_volume(tmp_path: Pat
 
 
 def test_figures_summary_and_report_for_a_segmentation_run(tmp_path: Path) -> None:
-    from simmlm.benchmark import _aggregate, summary_markdown
+    from simmlm.experiments.benchmark import _aggregate, summary_markdown
     from simmlm.metrics.entropy import binary_entropy
-    from simmlm.report import write_report
-    from simmlm.segmentation_figures import case_figure, population_gates_figure
+    from simmlm.reporting.report import write_report
+    from simmlm.reporting.segmentation_figures import case_figure, population_gates_figure
 
     modalities = ["flair", "t1c"]
     layout = NiftiLayout(modalities={"flair": "{case}_flair.nii.gz", "t1c": "{case}_t1ce.nii.gz"})

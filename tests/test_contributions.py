@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from simmlm.evaluate import classification_report, modality_contributions
-from simmlm.inferers import SubsetPredictions
+from simmlm.evaluation.evaluate import classification_report, modality_contributions
+from simmlm.evaluation.inferers import SubsetPredictions
 from simmlm.subsets import all_subsets
 
 

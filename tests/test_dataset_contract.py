@@ -17,13 +17,13 @@ import pytest
 from pydantic import create_model
 from typer.testing import CliRunner
 
-from simmlm.benchmark import run_benchmark
 from simmlm.cli import app
 from simmlm.datasets import DatasetSpec, get_dataset, list_datasets, register_dataset
 from simmlm.datasets.folder import FolderData
 from simmlm.engine.config import default_config, load_config
+from simmlm.engine.runs import predict_files
 from simmlm.engine.train import quiet_lightning
-from simmlm.inference import predict_files
+from simmlm.experiments.benchmark import run_benchmark
 
 TINY = {"train.stage1.epochs": 1, "train.stage2.epochs": 1, "train.batch_size": 8, "train.min_steps": 0}
 

@@ -14,8 +14,8 @@ from conftest import INPUT_SHAPES, NUM_CLASSES, TEST_DEVICE, check_gate_weights,
 from simmlm.data.base import make_loader
 from simmlm.engine.config import RunConfig
 from simmlm.engine.train import pin_on_cuda, quiet_lightning, train
-from simmlm.evaluate import classification_report
-from simmlm.inferers import predict_subsets
+from simmlm.evaluation.evaluate import classification_report
+from simmlm.evaluation.inferers import predict_subsets
 from simmlm.methods import create_method, list_methods
 from simmlm.methods.base import outputs_for_subsets
 from simmlm.subsets import all_subsets, bits_to_mask

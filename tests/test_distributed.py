@@ -11,8 +11,8 @@ from conftest import synthetic_splits
 from simmlm.data.base import ShardedBatchSampler, Splits, make_loader
 from simmlm.engine.config import RunConfig
 from simmlm.engine.train import quiet_lightning, train
-from simmlm.evaluate import classification_report
-from simmlm.inferers import predict_subsets
+from simmlm.evaluation.evaluate import classification_report
+from simmlm.evaluation.inferers import predict_subsets
 
 
 def _cfg(stage2: int, **train: object) -> RunConfig:

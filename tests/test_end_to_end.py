@@ -69,8 +69,8 @@ def test_benchmark_writes_contract_and_reloadable_checkpoints(tmp_path: Path) ->
     # The checkpoint rebuilds the same model: its test accuracy matches what the benchmark recorded.
     from simmlm.datasets.avmnist import AvmnistData
     from simmlm.engine import load_checkpoint, load_splits
-    from simmlm.evaluate import classification_report
-    from simmlm.inferers import predict_subsets
+    from simmlm.evaluation.evaluate import classification_report
+    from simmlm.evaluation.inferers import predict_subsets
 
     model, cfg, meta = load_checkpoint(out / "runs" / "simmlm-seed1" / "model.pt")
     assert cfg.train.seed == 1 and cfg.train.mofe_lambda == 0.1

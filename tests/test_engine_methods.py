@@ -7,11 +7,11 @@ import torch
 
 from conftest import synthetic_splits
 from simmlm.engine.config import RunConfig
+from simmlm.engine.runs import full_modality_flops
 from simmlm.engine.train import quiet_lightning, train
-from simmlm.evaluate import classification_report
-from simmlm.inferers import predict_subsets
+from simmlm.evaluation.evaluate import classification_report
+from simmlm.evaluation.inferers import predict_subsets
 from simmlm.methods import DREAM, ExpertMixture, list_methods
-from simmlm.runs import full_modality_flops
 
 
 @pytest.mark.parametrize("method", list_methods())

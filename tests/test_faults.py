@@ -326,7 +326,7 @@ def test_a_terminal_gets_a_bar_over_the_runs_and_a_pipe_does_not() -> None:
 
     from rich.console import Console
 
-    from simmlm.cli_common import run_progress
+    from simmlm.cli.common import run_progress
 
     terminal, piped = StringIO(), StringIO()
     console = Console(file=terminal, force_terminal=True, width=80)

@@ -94,8 +94,8 @@ def test_all_subsets_at_once_equal_the_gate_on_each_zero_filled_subset(channels:
 
 
 def test_per_sample_evenness_is_one_for_the_plain_mean_and_zero_for_one_expert() -> None:
-    from simmlm.evaluate import classification_report
-    from simmlm.inferers import SubsetPredictions
+    from simmlm.evaluation.evaluate import classification_report
+    from simmlm.evaluation.inferers import SubsetPredictions
 
     weights = torch.tensor([[[0.5, 0.5], [1.0, 0.0], [0.0, 1.0], [0.9, 0.1]]])  # one subset (a+b), four samples
     preds = SubsetPredictions(

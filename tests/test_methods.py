@@ -10,7 +10,7 @@ from torch import nn
 
 from conftest import INPUT_SHAPES, MODALITIES, NUM_CLASSES, check_gate_weights, random_inputs
 from simmlm.data.base import TensorMultimodalDataset
-from simmlm.inferers import predict_subsets
+from simmlm.evaluation.inferers import predict_subsets
 from simmlm.methods import DMoME, ModelOutput, create_method, get_method, list_methods
 from simmlm.methods.base import outputs_for_subsets
 from simmlm.subsets import all_subsets, bits_to_mask

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.datasets.folder.loader import load_folder
 from simmlm.engine.config import RunConfig
+from simmlm.engine.runs import build_model
 from simmlm.engine.stages import CooperativeStage, ExpertStage
 from simmlm.engine.train import quiet_lightning, train
-from simmlm.evaluate import classification_report
-from simmlm.inferers import SubsetPredictions, predict_subsets
+from simmlm.evaluation.evaluate import classification_report
+from simmlm.evaluation.inferers import SubsetPredictions, predict_subsets
 from simmlm.methods import DMoME
 from simmlm.metrics import accuracy, counterintuitive_rate, expected_calibration_error
-from simmlm.runs import build_model
 from simmlm.subsets import all_subsets, mask_to_bits, subset_name
 from test_folder_data import write_folder
 

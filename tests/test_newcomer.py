@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from simmlm.cli import app
 from simmlm.datasets.folder.synthetic import write_example_dataset
 from simmlm.engine.config import RunConfig, find_config, load_config
+from simmlm.engine.runs import build_model, save_checkpoint
 from simmlm.engine.schedule import schedule_warning, stage_epochs
-from simmlm.runs import build_model, save_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")
 TINY = ["--set", "train.stage1.epochs=1", "--set", "train.stage2.epochs=1", "--set", "train.min_steps=0"]
@@ -134,8 +134,8 @@ def test_min_steps_raises_the_epochs_of_small_data_only() -> None:
 
 def test_shared_stage_one_time_is_reported_apart_from_own_training(tmp_path: Path) -> None:
     from conftest import synthetic_splits
-    from simmlm.benchmark import summary_markdown
     from simmlm.engine.train import train
+    from simmlm.experiments.benchmark import summary_markdown
 
     cache: dict = {}
     splits = synthetic_splits(24)

@@ -31,7 +31,7 @@ import torch
 from conftest import synthetic_splits
 from simmlm.engine.config import RunConfig
 from simmlm.engine.train import quiet_lightning, train
-from simmlm.reproducibility import provenance
+from simmlm.experiments.reproducibility import provenance
 
 quiet_lightning()
 cfg = RunConfig.model_validate({

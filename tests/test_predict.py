@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from simmlm.cli import app
 from simmlm.engine.config import RunConfig
-from simmlm.runs import build_model, save_checkpoint
+from simmlm.engine.runs import build_model, save_checkpoint
 from test_end_to_end import DATA_DIR, needs_data
 
 SHAPES = {"image": (1, 28, 28), "audio": (1, 20, 20)}
@@ -149,7 +149,10 @@ def test_core_and_predict_do_not_import_lightning(run_dir: Path, files: dict[str
     code = (
         "import sys\n"
         "import simmlm.methods, simmlm.losses, simmlm.metrics, simmlm.data, simmlm.subsets, simmlm.engine.config\n"
+        "import simmlm.evaluation.evaluate, simmlm.evaluation.inferers, simmlm.evaluation.predict\n"
         "assert 'lightning' not in sys.modules, 'importing the core loaded lightning'\n"
+        "from simmlm.engine.runs import load_run, predict_files\n"
+        "assert 'lightning' not in sys.modules, 'importing the run folders (load_run, predict) loaded lightning'\n"
         "from typer.testing import CliRunner\n"
         "from simmlm.cli import app\n"
         f"result = CliRunner().invoke(app, ['predict', {str(run_dir)!r}, '--input', 'image={files['one.png']}'])\n"
@@ -186,7 +189,7 @@ def test_a_damaged_or_foreign_model_pt_is_one_line_without_unsafe_advice(
 
 def test_no_random_file_escapes_the_one_line_refusal(tmp_path: Path) -> None:
     """Random bytes made torch raise many exception types (one of them escaped as a traceback)."""
-    from simmlm.runs import load_checkpoint
+    from simmlm.engine.runs import load_checkpoint
 
     rng = np.random.default_rng(1)
     for k in range(40):

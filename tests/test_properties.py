@@ -17,8 +17,8 @@ from torch import nn
 
 from conftest import check_gate_weights
 from simmlm.data.base import TensorMultimodalDataset
-from simmlm.evaluate import classification_report
-from simmlm.inferers import predict_subsets
+from simmlm.evaluation.evaluate import classification_report
+from simmlm.evaluation.inferers import predict_subsets
 from simmlm.methods import create_method, list_methods
 from simmlm.subsets import all_subsets, bits_to_mask, subset_name
 

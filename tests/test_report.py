@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from simmlm.benchmark import summary_markdown
 from simmlm.cli import app
+from simmlm.experiments.benchmark import summary_markdown
 
 
 def _summary() -> dict:
@@ -67,7 +67,7 @@ def test_reliability_bins_reproduce_the_ece() -> None:
     import torch
 
     from simmlm.metrics import expected_calibration_error
-    from simmlm.report import reliability_bins
+    from simmlm.reporting.report import reliability_bins
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(300, 10)) * 3
@@ -112,7 +112,7 @@ def test_report_and_tables_show_a_subset_no_test_sample_has_as_a_dash(tmp_path: 
 
 
 def test_gate_evenness_shows_a_collapsing_gate() -> None:
-    from simmlm.benchmark import gate_evenness
+    from simmlm.experiments.benchmark import gate_evenness
 
     assert gate_evenness([0.25] * 4) == pytest.approx(1.0)
     assert gate_evenness([1.0, 0.0, 0.0]) == 0.0
@@ -122,7 +122,7 @@ def test_gate_evenness_shows_a_collapsing_gate() -> None:
 
 
 def test_summary_markdown_becomes_html_tables() -> None:
-    from simmlm.report import markdown_to_html
+    from simmlm.reporting.report import markdown_to_html
 
     page = markdown_to_html("# title\n\nsome <text>\nmore\n\n| a | b |\n|---|---|\n| 1 | x<y |\n| 2 | z |\n\n## next\n")
     assert "<h2>title</h2>" in page and "<h3>next</h3>" in page
@@ -234,8 +234,8 @@ def page_images(directory: Path) -> list[Path]:
 def test_every_figure_fits_the_page_without_overlaps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, m: int, segmentation: bool
 ) -> None:
-    from simmlm import report_figures
-    from simmlm.report import write_report
+    from simmlm.reporting import report_figures
+    from simmlm.reporting.report import write_report
 
     problems: list[str] = []
     save = report_figures.save
@@ -288,7 +288,7 @@ _CAPTIONS = {
 
 
 def test_added_value_and_scores_by_size_on_a_hand_computed_case() -> None:
-    from simmlm.report_figures import added_value, by_size
+    from simmlm.reporting.report_figures import added_value, by_size
 
     def entry(*accuracy: float) -> dict:
         return {"accuracy": list(accuracy), "ece": [0.0] * len(accuracy)}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from simmlm.report import write_report
+from simmlm.reporting.report import write_report
 from test_report import write_synthetic
 
 _MEASURE = """<script>

@@ -13,7 +13,13 @@ from conftest import synthetic_splits
 from simmlm.cli import app
 from simmlm.engine.config import RunConfig
 from simmlm.engine.train import quiet_lightning, train
-from simmlm.reproducibility import TRACKED_PACKAGES, machine_note, provenance, source_state, summary_differences
+from simmlm.experiments.reproducibility import (
+    TRACKED_PACKAGES,
+    machine_note,
+    provenance,
+    source_state,
+    summary_differences,
+)
 from test_end_to_end import DATA_DIR, needs_data
 
 
@@ -175,7 +181,7 @@ def test_machine_note_names_mode_threads_and_processor() -> None:
 
 
 def test_costs_measures_positive_ratios_for_every_subset() -> None:
-    from simmlm.costs import measure
+    from simmlm.experiments.costs import measure
 
     costs = measure({"a": (1, 12, 12), "b": (6,), "c": (4,)}, "auto", batch=8, repeats=1)
     assert costs.subsets == 7 and costs.all_subsets_ratio > 0 and costs.mofe_step_ratio > 0
@@ -185,7 +191,7 @@ def test_costs_measures_positive_ratios_for_every_subset() -> None:
 
 @needs_data
 def test_costs_times_the_engine_against_a_bare_loop_on_the_same_work() -> None:
-    from simmlm.costs import engine_overhead
+    from simmlm.experiments.costs import engine_overhead
 
     engine, bare = engine_overhead(str(DATA_DIR), epochs=1)
     assert engine > 0 and bare > 0 and engine / bare < 20  # both ran the epoch (the ratio itself: `simmlm costs`)

@@ -11,10 +11,10 @@ import torch
 from conftest import synthetic_splits
 from simmlm.engine.config import RunConfig
 from simmlm.engine.resume import load_resume_file
+from simmlm.engine.runs import RunResult
 from simmlm.engine.stages import CooperativeStage, ExpertStage
 from simmlm.engine.train import quiet_lightning, train
 from simmlm.fileio import torch_save_atomic as atomic_torch_save
-from simmlm.runs import RunResult
 
 
 class Killed(Exception):

@@ -26,8 +26,8 @@ _HOMES = {
     "list_datasets": "simmlm.datasets",
     "load_config": "simmlm.engine.config",
     "train": "simmlm.engine.train",
-    "load_checkpoint": "simmlm.runs",
-    "predict_files": "simmlm.inference",
+    "load_checkpoint": "simmlm.engine.runs",
+    "predict_files": "simmlm.engine.runs",
 }
 __all__ = [
     "create_method",
@@ -42,10 +42,9 @@ __all__ = [
 if TYPE_CHECKING:
     from simmlm.datasets import list_datasets
     from simmlm.engine.config import load_config
+    from simmlm.engine.runs import load_checkpoint, predict_files
     from simmlm.engine.train import train
-    from simmlm.inference import predict_files
     from simmlm.methods import create_method, list_methods
-    from simmlm.runs import load_checkpoint
 
 
 def __getattr__(name: str) -> Any:

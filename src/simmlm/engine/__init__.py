@@ -1,6 +1,8 @@
-"""Training engine (Lightning): two-stage training and resuming. Configs (``engine.config``) and tasks
-(``engine.tasks``) need no Lightning; ``train`` and friends are imported on first use, so importing a config
-does not import Lightning."""
+"""Training engine: two-stage training and resuming (Lightning: ``engine.train``, ``engine.stages``,
+``engine.resume``, ``engine.callbacks``), and what needs no Lightning: configs (``engine.config``), tasks
+(``engine.tasks``), the schedule (``engine.schedule``) and run folders (``engine.runs``: checkpoints, metrics,
+``simmlm predict`` on a run). ``train`` and friends are imported on first use, so importing a config, a task or a
+run folder does not import Lightning."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ def __getattr__(name: str) -> Any:
 
         return train
     if name in ("RunResult", "load_checkpoint", "save_checkpoint"):
-        from simmlm import runs
+        from simmlm.engine import runs
 
         return getattr(runs, name)
     if name == "load_splits":

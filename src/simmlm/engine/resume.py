@@ -32,8 +32,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 
 from simmlm.engine.config import RunConfig, config_differences
+from simmlm.engine.runs import is_global_zero
 from simmlm.fileio import torch_save_atomic, write_text_atomic
-from simmlm.runs import is_global_zero
 
 
 def load_resume_file(path: Path) -> dict[str, Any]:

@@ -26,8 +26,8 @@ from simmlm.datasets import get_dataset
 from simmlm.datasets.avmnist import AvmnistData
 from simmlm.datasets.brats import BratsData
 from simmlm.engine.config import DataConfig, RunConfig
-from simmlm.evaluate import classification_report, segmentation_report
-from simmlm.inferers import predict_subsets
+from simmlm.evaluation.evaluate import classification_report, segmentation_report
+from simmlm.evaluation.inferers import predict_subsets
 from simmlm.losses.mofe import per_sample_cross_entropy
 
 
@@ -156,7 +156,7 @@ class ClassificationTask:
     def predict(
         self, model: nn.Module, cfg: RunConfig, meta: dict[str, Any], files: dict[str, Any], output: Path | None
     ) -> dict[str, Any]:
-        from simmlm.inference import classify_files
+        from simmlm.evaluation.predict import classify_files
 
         if output is not None:
             raise ValueError("--output is for segmentation runs (a predicted NIfTI label map)")
@@ -240,7 +240,7 @@ class SegmentationTask:
 
     def figures(self, out: Path, method: str, model: nn.Module, cfg: RunConfig, splits: Splits) -> None:
         """The first test case under every subset (the paper's Fig. 2)."""
-        from simmlm.segmentation_figures import case_figure
+        from simmlm.reporting.segmentation_figures import case_figure
 
         case = splits.test.cases[0]  # type: ignore[attr-defined]
         (out / "figures").mkdir(exist_ok=True)
@@ -250,14 +250,14 @@ class SegmentationTask:
 
     def summary_figures(self, summary: dict[str, Any], out: Path) -> None:
         """The population gate weights per subset and region (the paper's Fig. 3)."""
-        from simmlm.segmentation_figures import population_gates_figure
+        from simmlm.reporting.segmentation_figures import population_gates_figure
 
         population_gates_figure(summary, out / "figures" / "population_gates.png")
 
     def predict(
         self, model: nn.Module, cfg: RunConfig, meta: dict[str, Any], files: dict[str, Any], output: Path | None
     ) -> dict[str, Any]:
-        from simmlm.inference import segment_files
+        from simmlm.evaluation.predict import segment_files
 
         return segment_files(model, cfg.method, self.cfg, list(meta["modalities"]), files, output)
 

@@ -22,12 +22,12 @@ from simmlm.data.base import Splits, without_annotation
 from simmlm.engine.callbacks import EpochLog, FailOnDivergence, ReleaseProcessGroup
 from simmlm.engine.config import RunConfig, TrainConfig, resolve_config
 from simmlm.engine.resume import AtomicCheckpointIO, EpochCheckpoint, RunCheckpoints
+from simmlm.engine.runs import RunResult, build_model
 from simmlm.engine.schedule import stage_epochs
 from simmlm.engine.stages import CooperativeStage, ExpertStage
 from simmlm.engine.tasks import Task, task_for
 from simmlm.methods import ExpertMixture, get_method
 from simmlm.portable import configure_torch
-from simmlm.runs import RunResult, build_model
 
 
 def _trainer(epochs: int, t: TrainConfig, progress: bool, checkpoint: Path | None = None) -> L.Trainer:

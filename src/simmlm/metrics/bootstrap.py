@@ -1,7 +1,7 @@
 """Paired bootstrap comparison of two methods evaluated on the same test set under every modality subset.
 
-A resample of the test set is a row of counts ``w [N]`` (:func:`bootstrap_weights`): sample ``n`` is counted
-``w_n`` times. The report's metrics (:func:`simmlm.evaluate.classification_report`) are weighted sums of per-sample
+A resample of the test set is a row of counts ``w [N]`` (:func:`bootstrap_weights`): sample ``n`` is counted ``w_n``
+times. The report's metrics (:func:`simmlm.evaluation.evaluate.classification_report`) are weighted sums of per-sample
 statistics, so every resample's metrics come from matrix products (:func:`weighted_classification_metrics`), with
 ``c_sn = 1`` if sample ``n`` has every modality of subset ``s`` (covers it):
 
@@ -133,8 +133,8 @@ def weighted_classification_metrics(
     """The report's average accuracy, CR and mean ECE for each resample, sample ``n`` counted ``weights[b, n]``
     times (see the module docstring).
 
-    With unit weights these are :func:`simmlm.evaluate.classification_report`'s numbers (ECE: the mean over the
-    subsets with samples of each subset's ``ece``). A subset with no weight in a resample is left out of its
+    With unit weights these are :func:`simmlm.evaluation.evaluate.classification_report`'s numbers (ECE: the mean over
+    the subsets with samples of each subset's ``ece``). A subset with no weight in a resample is left out of its
     averages; a resample without weight on any subset or any nested pair gets NaN.
 
     Args:

@@ -1,6 +1,6 @@
 """avMNIST: MNIST digits paired with spoken digits of the FSDD (SMIL's protocol). This module (no torch): the
-``data:`` section and the spec; the loader in :mod:`simmlm.datasets.avmnist.loader`, single files for ``simmlm
-predict`` in :mod:`simmlm.datasets.avmnist.input`, the raw files' public homes and checksums in
+``data:`` section and the spec; the loader in :mod:`simmlm.datasets.avmnist.loader`, single files for
+``simmlm predict`` in :mod:`simmlm.datasets.avmnist.input`, the raw files' public homes and checksums in
 :mod:`simmlm.datasets.avmnist.download`."""
 
 from __future__ import annotations

@@ -155,6 +155,8 @@ def load_mvmnist(data_dir: str | Path, train_size: int = 1200, val_size: int = 3
         )
 
     dims = ", ".join(f"{v} {views['train'][v].shape[1]}" for v in VIEWS)
+    # The protocol text of summary.json: it names this module by its old path (simmlm.data.mvmnist) because the
+    # committed results/mvmnist* summaries hold that text and `simmlm compare` reads a changed protocol as a difference.
     description = (
         f"Multi-view MNIST: six views of each image ({dims} dims; simmlm.data.mvmnist), standardised with training "
         f"statistics; class-stratified, fixed seed: {len(targets['train'])} train and {len(targets['val'])} validation "

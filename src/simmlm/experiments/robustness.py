@@ -29,18 +29,18 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Field, ValidationError
 
-from simmlm.benchmark import run_benchmark
-from simmlm.comparisons import compare_methods, holm_adjust
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.data.scenarios import corrupt, corruption_scale
 from simmlm.datasets.registry import StrictModel
 from simmlm.engine.config import RunConfig, load_config, resolve_config
+from simmlm.engine.runs import load_checkpoint
 from simmlm.engine.tasks import Task, task_for
-from simmlm.evaluate import shapley_per_seed
+from simmlm.evaluation.evaluate import shapley_per_seed
+from simmlm.experiments.benchmark import run_benchmark
+from simmlm.experiments.comparisons import compare_methods, holm_adjust
+from simmlm.experiments.reproducibility import provenance
 from simmlm.fileio import read_yaml, write_text_atomic
 from simmlm.metrics.bootstrap import RunArrays
-from simmlm.reproducibility import provenance
-from simmlm.runs import load_checkpoint
 from simmlm.subsets import mask_to_bits
 
 Kind = Literal["noise", "occlude", "band", "zeros"]
@@ -295,7 +295,7 @@ def run_robustness(
     Finished cells (``cells/<name>/cell.json`` of the same suite, methods and seeds) are loaded, and an
     interrupted cell resumes its benchmark run by run.
     """
-    from simmlm.robustness_report import robustness_markdown, write_figures
+    from simmlm.reporting.robustness_report import robustness_markdown, write_figures
 
     suite = suite or SuiteConfig()
     base = load_config(config, overrides)

@@ -1,9 +1,8 @@
 """``robustness.md`` and the figures of a robustness suite; the Shapley bars that benchmark reports share.
 
-Figures (rules of :mod:`simmlm.report_figures`): per scenario, accuracy and CR against severity, one line per method,
-band ± std over seeds (``robustness/<scenario>.png``); the population Shapley contribution of each modality per
-method, clean and at each scenario's strongest severity (``robustness/shapley.png``).
-"""
+Figures (rules of :mod:`simmlm.reporting.report_figures`): per scenario, accuracy and CR against severity, one line per
+method, band ± std over seeds (``robustness/<scenario>.png``); the population Shapley contribution of each modality per
+method, clean and at each scenario's strongest severity (``robustness/shapley.png``)."""
 
 from __future__ import annotations
 
@@ -16,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from simmlm import report_figures as rf
-from simmlm.comparisons import comparison_markdown, comparison_note, reference_method
-from simmlm.evaluate import SHAPLEY_NOTE
+from simmlm.evaluation.evaluate import SHAPLEY_NOTE
+from simmlm.experiments.comparisons import comparison_markdown, comparison_note, reference_method
+from simmlm.reporting import report_figures as rf
 
 #: What a scenario's severity means, by the scenario's first words.
 SEVERITY_MEANING = {

@@ -10,7 +10,7 @@ the axes and rotates or shrinks crowded tick labels (:func:`save`). Which figure
   ``MAX_ROWS`` subsets, else the ``EDGE_ROWS`` best and worst;
 * gate weights as subset x modality heatmaps (:func:`gate_heatmap`), at most ``MAX_ROWS`` rows;
 * reliability diagrams per subset, or pooled by subset size beyond ``MAX_BAR_SUBSETS`` subsets
-  (``simmlm.report``, next to :func:`simmlm.report.reliability_bins`).
+  (``simmlm.reporting.report``, next to :func:`simmlm.reporting.report.reliability_bins`).
 """
 
 from __future__ import annotations

@@ -10,18 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from simmlm.comparisons import compare_methods, comparison_markdown, comparison_note, runs_from_folder
 from simmlm.datasets.brats.loader import REGIONS
 from simmlm.engine.config import load_config
 from simmlm.engine.resume import remove_checkpoints
-from simmlm.engine.schedule import stage_epochs
-from simmlm.engine.tasks import task_for
-from simmlm.engine.train import run_key, train
-from simmlm.evaluate import SHAPLEY_NOTE, headline_keys, shapley_per_seed
-from simmlm.fileio import folder_lock, write_text_atomic
-from simmlm.metrics.bootstrap import seed_interval
-from simmlm.reproducibility import provenance
-from simmlm.runs import (
+from simmlm.engine.runs import (
     count_params,
     explain_experts,
     full_modality_flops,
@@ -30,6 +22,14 @@ from simmlm.runs import (
     refuse_other_runs,
     save_run,
 )
+from simmlm.engine.schedule import stage_epochs
+from simmlm.engine.tasks import task_for
+from simmlm.engine.train import run_key, train
+from simmlm.evaluation.evaluate import SHAPLEY_NOTE, headline_keys, shapley_per_seed
+from simmlm.experiments.comparisons import compare_methods, comparison_markdown, comparison_note, runs_from_folder
+from simmlm.experiments.reproducibility import provenance
+from simmlm.fileio import folder_lock, write_text_atomic
+from simmlm.metrics.bootstrap import seed_interval
 
 
 def run_benchmark(

@@ -1,4 +1,6 @@
-"""``simmlm predict``: a trained run on files, with any subset of the modalities (the others are marked missing).
+"""One sample given as files, with any subset of the modalities (the others are marked missing): what
+``simmlm predict`` computes once the run's task has read the files (:func:`simmlm.engine.runs.predict_files` loads
+the run and hands the files to its task, whose ``predict`` calls :func:`classify_files` or :func:`segment_files`).
 
 The preprocessing fitted in training is read from the checkpoint, and each dataset reads its own files (the task's
 reader: ``simmlm.datasets.avmnist.input.read_input``, ``simmlm.datasets.folder.loader.read_input``, NIfTI via
@@ -7,7 +9,7 @@ as MNIST); ``audio`` as WAV (any rate; the run's front end turns it into the 20x
 unscaled 20x20 MFCC map). Folder-dataset runs (your own data): one ``.npy`` per modality, raw as in the dataset folder
 (the training standardisation is applied here). BraTS runs: one NIfTI volume per MRI sequence (optionally a
 ``brain_mask`` NIfTI; otherwise the brain is where any sequence is non-zero), preprocessed as in training and segmented
-by sliding window."""
+by sliding window. No Lightning, and nothing of the engine: run folders are read by :mod:`simmlm.engine.runs`."""
 
 from __future__ import annotations
 
@@ -22,34 +24,6 @@ from torch import Tensor, nn
 from simmlm.datasets.brats import BratsConfig
 from simmlm.fileio import atomic_path
 from simmlm.metrics.entropy import binary_entropy, categorical_entropy
-from simmlm.runs import load_checkpoint
-
-
-def predict_files(run_dir: str | Path, files: dict[str, Path | str], output: Path | None = None) -> dict[str, Any]:
-    """Prediction, class probabilities (or region volumes), gate weights and entropy for the given files.
-
-    The run's task reads the files (each dataset's own reader; a ``str`` is a text given as such, e.g. a title) and
-    predicts; ``output`` (segmentation runs only)
-    receives the predicted label map as NIfTI, in the input's space.
-    """
-    from simmlm.engine.tasks import task_for
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "model.pt").is_file():
-        unfinished = " (it holds checkpoints/: an unfinished run; finish it with --resume)"
-        raise FileNotFoundError(
-            f"{run_dir} holds no model.pt{unfinished if (run_dir / 'checkpoints').is_dir() else ''}: give the folder "
-            "of a finished run, where train or benchmark wrote model.pt (e.g. results/avmnist/runs/simmlm-seed0)"
-        )
-    model, cfg, meta = load_checkpoint(run_dir / "model.pt")
-    task = task_for(cfg)
-    modalities: list[str] = list(meta["modalities"])
-    unknown = sorted(set(files) - set(modalities) - task.extra_inputs)
-    if unknown:
-        raise ValueError(f"unknown modality {unknown}; this model takes {modalities}")
-    if not set(files) - task.extra_inputs:
-        raise ValueError(f"give at least one input; this model takes {modalities}")
-    return task.predict(model, cfg, meta, files, output)
 
 
 @torch.no_grad()
@@ -94,7 +68,7 @@ def _contributions(
 ) -> dict[str, float]:
     """Shapley contribution of each given modality to the probability of the predicted class (the value of a subset:
     that class's probability from it; no modality: 1/K), from one prediction per subset of the given modalities."""
-    from simmlm.evaluate import modality_contributions
+    from simmlm.evaluation.evaluate import modality_contributions
     from simmlm.methods.base import outputs_for_subsets
     from simmlm.subsets import bits_to_mask, mask_to_bits
 
@@ -127,8 +101,8 @@ def segment_files(
     import torch.nn.functional as F
 
     from simmlm.datasets.brats.loader import REGIONS, brain_region, preprocess_volumes, read_nifti, regions_to_labels
-    from simmlm.evaluate import region_gate_weights
-    from simmlm.inferers import sliding_window_subsets
+    from simmlm.evaluation.evaluate import region_gate_weights
+    from simmlm.evaluation.inferers import sliding_window_subsets
 
     arrays = {}
     for name, path in files.items():

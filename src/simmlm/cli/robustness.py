@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from simmlm.cli_common import (
+from simmlm.cli.common import (
     ConfigOpt,
     DataDir,
     SetOpt,
@@ -60,7 +60,7 @@ def robustness(
     from rich.console import Console
 
     from simmlm.engine.train import quiet_lightning
-    from simmlm.robustness import load_suite, run_robustness
+    from simmlm.experiments.robustness import load_suite, run_robustness
 
     console = Console()
     out = out if out is not None else default_out(dataset, data_dir, "-robustness")

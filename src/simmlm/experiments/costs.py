@@ -90,9 +90,9 @@ def engine_overhead(data_dir: str | None, epochs: int) -> tuple[float, float]:
 
     from simmlm.data.augment import augment_inputs
     from simmlm.engine.config import load_config
+    from simmlm.engine.runs import build_model
     from simmlm.engine.tasks import task_for
     from simmlm.engine.train import quiet_lightning, stage_one
-    from simmlm.runs import build_model
 
     cfg = load_config("avmnist", {"data.data_dir": data_dir, "train.stage1.epochs": epochs})
     task = task_for(cfg)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from simmlm.cli_common import (
+from simmlm.cli.common import (
     ConfigOpt,
     DataDir,
     DevicesOpt,
@@ -28,8 +28,8 @@ from simmlm.cli_common import (
     say,
     show_epochs,
 )
-from simmlm.cli_example import convert_features, example_data
-from simmlm.cli_robustness import robustness
+from simmlm.cli.example import convert_features, example_data
+from simmlm.cli.robustness import robustness
 from simmlm.datasets import datasets_help, get_dataset, list_datasets
 
 app = typer.Typer(help="Multimodal learning with missing modalities (SimMLM, DMoME, ...).", no_args_is_help=True)
@@ -74,9 +74,9 @@ def benchmark(
     from pydantic import ValidationError
     from rich.console import Console
 
-    from simmlm.benchmark import run_benchmark
+    from simmlm.engine.runs import is_global_zero
     from simmlm.engine.train import quiet_lightning
-    from simmlm.runs import is_global_zero
+    from simmlm.experiments.benchmark import run_benchmark
 
     console = Console()
     out = out if out is not None else default_out(dataset, data_dir)
@@ -142,7 +142,7 @@ def data(
         raise fail(err) from err
     typer.echo(splits.description)
     typer.echo(f"train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
-    from simmlm.runs import explain_experts
+    from simmlm.engine.runs import explain_experts
 
     for name, expert in explain_experts(cfg, task.input_shapes(splits)).items():
         typer.echo(f"expert for {name}: {expert['why']}")
@@ -165,7 +165,7 @@ def compare(
     """
     import json
 
-    from simmlm.reproducibility import compare_summaries, machine_note
+    from simmlm.experiments.reproducibility import compare_summaries, machine_note
 
     summaries = []
     for path in (reference, new):
@@ -195,7 +195,7 @@ def costs(
     """Print what every subset and a MoFe step cost relative to one full pass (run it on an idle machine)."""
     import torch
 
-    from simmlm.costs import SETTINGS, engine_overhead, measure
+    from simmlm.experiments.costs import SETTINGS, engine_overhead, measure
 
     typer.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, median of {repeats}")
     typer.echo(f"{'setting':<40} {'subsets':>7} {'all subsets / full pass':>24} {'MoFe step / plain step':>23}")
@@ -270,12 +270,12 @@ def train(
 
     from simmlm.engine.config import find_config, load_config
     from simmlm.engine.resume import remove_checkpoints
+    from simmlm.engine.runs import is_global_zero, save_run
     from simmlm.engine.tasks import load_splits
     from simmlm.engine.train import quiet_lightning
     from simmlm.engine.train import train as train_run
-    from simmlm.evaluate import headline_keys
+    from simmlm.evaluation.evaluate import headline_keys
     from simmlm.fileio import folder_lock
-    from simmlm.runs import is_global_zero, save_run
 
     # progress bars on a terminal; piped to a file or another program, one flushed line per epoch instead
     progress = sys.stderr.isatty()
@@ -329,7 +329,7 @@ def predict(
     """Predict from files with any subset of the modalities: class or tumour regions, gate weights, entropy."""
     import json
 
-    from simmlm.inference import predict_files
+    from simmlm.engine.runs import predict_files
 
     files: dict[str, Path | str] = {}
     for item in input_ or []:
@@ -380,7 +380,7 @@ def predict(
 @app.command()
 def report(directory: Annotated[Path, typer.Argument(help="A benchmark folder holding summary.json.")]) -> None:
     """Write report.html with figures (accuracy, ECE, CR, gate weights) and the protocol of a benchmark."""
-    from simmlm.report import write_report
+    from simmlm.reporting.report import write_report
 
     if directory.name == "summary.json" and directory.is_file():  # the summary itself: its folder was meant
         directory = directory.parent
@@ -404,6 +404,3 @@ def methods() -> None:
 app.command()(robustness)
 app.command("example-data")(example_data)
 app.command("convert-features")(convert_features)
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

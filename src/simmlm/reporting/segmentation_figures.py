@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from simmlm.datasets.brats.loader import REGIONS, VolumeCase
-from simmlm.evaluate import region_gate_weights
+from simmlm.evaluation.evaluate import region_gate_weights
+from simmlm.evaluation.inferers import sliding_window_subsets
 from simmlm.fileio import atomic_path
-from simmlm.inferers import sliding_window_subsets
 from simmlm.metrics.entropy import binary_entropy
-from simmlm.report import _pyplot
+from simmlm.reporting.report import _pyplot
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits, subset_name
 
 REGION_COLOURS = {"wt": "gold", "tc": "tab:red", "et": "deepskyblue"}

@@ -31,7 +31,7 @@ def source_state(root: Path | None = None) -> dict[str, Any]:
 
     ``root`` defaults to the checkout that holds this package; outside a git checkout both values are ``None``.
     """
-    root = root or Path(__file__).resolve().parents[2]
+    root = root or Path(__file__).resolve().parents[3]  # src/simmlm/experiments/ -> the checkout
     commit = _git("rev-parse", "HEAD", cwd=root)
     if commit is None:
         return {"git_commit": None, "dirty": None}
@@ -225,7 +225,7 @@ def headline_checks(reference: dict[str, Any], new: dict[str, Any], alpha: float
     """
     from scipy.stats import t as student_t
 
-    from simmlm.evaluate import headline_keys
+    from simmlm.evaluation.evaluate import headline_keys
 
     rows: list[tuple[str, str, list[float], list[float]]] = []
     for method, ref in reference["methods"].items():

@@ -9,6 +9,9 @@ A run folder (``simmlm train --out DIR`` or ``DIR/runs/<method>-seed<k>`` of a b
 - ``predictions.npz`` (classification): test-set class probabilities per subset, for reliability diagrams, and
   the test samples' ids where the dataset names them (folder data: the manifest's ``sample_id``).
 
+:func:`predict_files` runs a finished run folder's model on files (``simmlm predict``): its task reads them and
+predicts (:mod:`simmlm.evaluation.predict`).
+
 Every file is written to a temporary file beside its target and renamed over it
 (:func:`simmlm.fileio.atomic_path`), so a kill leaves the old file or the new one, never half of one. Under DDP
 only the global rank 0 writes.
@@ -235,3 +238,30 @@ def load_run(run_dir: Path, cfg: RunConfig) -> tuple[dict[str, Any], RunResult]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     shared = metrics.get("shared_seconds", 0.0)  # absent from runs written before it was recorded
     return metrics, RunResult(model, saved, metrics["train_seconds"], metrics["selected"], metrics["mofe"], shared)
+
+
+def predict_files(run_dir: str | Path, files: dict[str, Path | str], output: Path | None = None) -> dict[str, Any]:
+    """Prediction, class probabilities (or region volumes), gate weights and entropy for the given files.
+
+    The run's task reads the files (each dataset's own reader; a ``str`` is a text given as such, e.g. a title) and
+    predicts (:mod:`simmlm.evaluation.predict`: the files each dataset reads); ``output`` (segmentation runs only)
+    receives the predicted label map as NIfTI, in the input's space.
+    """
+    from simmlm.engine.tasks import task_for
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.pt").is_file():
+        unfinished = " (it holds checkpoints/: an unfinished run; finish it with --resume)"
+        raise FileNotFoundError(
+            f"{run_dir} holds no model.pt{unfinished if (run_dir / 'checkpoints').is_dir() else ''}: give the folder "
+            "of a finished run, where train or benchmark wrote model.pt (e.g. results/avmnist/runs/simmlm-seed0)"
+        )
+    model, cfg, meta = load_checkpoint(run_dir / "model.pt")
+    task = task_for(cfg)
+    modalities: list[str] = list(meta["modalities"])
+    unknown = sorted(set(files) - set(modalities) - task.extra_inputs)
+    if unknown:
+        raise ValueError(f"unknown modality {unknown}; this model takes {modalities}")
+    if not set(files) - task.extra_inputs:
+        raise ValueError(f"give at least one input; this model takes {modalities}")
+    return task.predict(model, cfg, meta, files, output)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from simmlm.cli_common import fail
+from simmlm.cli.common import fail
 from simmlm.datasets import get_dataset, list_datasets
 
 #: Datasets whose example is their registered example writer's (the others above have writers with options).

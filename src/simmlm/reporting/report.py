@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 
 import simmlm
-from simmlm import report_figures as rf
-from simmlm.evaluate import headline_keys
+from simmlm.evaluation.evaluate import headline_keys
 from simmlm.fileio import write_text_atomic
+from simmlm.reporting import report_figures as rf
 from simmlm.subsets import subset_name
 
 _DICE = ("dice_mean", "dice_wt", "dice_tc", "dice_et")
-_pyplot = rf.pyplot  # matplotlib on the Agg backend (simmlm.segmentation_figures draws with it)
+_pyplot = rf.pyplot  # matplotlib on the Agg backend (simmlm.reporting.segmentation_figures draws with it)
 
 _SORT_SCRIPT = """<script>
 document.querySelectorAll("table.sortable th").forEach((th, col) => th.addEventListener("click", () => {
@@ -135,7 +135,8 @@ def _reliability(directory: Path, summary: dict[str, Any], path: Path) -> str | 
 
 
 def _figures(directory: Path, summary: dict[str, Any]) -> list[tuple[str, str]]:
-    """Draw the figures (rules in :mod:`simmlm.report_figures`); returns (file, caption) pairs in page order."""
+    """Draw the figures (rules in :mod:`~simmlm.reporting.report_figures`); returns (file, caption) pairs in page
+    order."""
     segmentation = headline_keys(next(iter(summary["methods"].values())))[0] == "dice_mean"
     if segmentation:
         scores = [(k, "Dice (%), " + ("mean over WT, TC, ET" if k == "dice_mean" else k[5:].upper())) for k in _DICE]
@@ -186,7 +187,7 @@ def _figures(directory: Path, summary: dict[str, Any]) -> list[tuple[str, str]]:
         caption = "Mean gate weight (test set) of each modality (columns) per subset (rows), one panel per method "
         figures.append(("gate_weights.png", caption + "with a gate. " + gates))
     if all("shapley" in m for m in summary["methods"].values()):
-        from simmlm.robustness_report import shapley_bars
+        from simmlm.reporting.robustness_report import shapley_bars
 
         panels = [
             (title, {n: m["shapley"][value] for n, m in summary["methods"].items()})
@@ -251,7 +252,7 @@ Modalities: {html.escape(", ".join(summary["modalities"]))}. simmlm {simmlm.__ve
             named = "; ".join(f"{n}: {e['kind']}" for n, e in summary["experts"].items())
             intro += f"<p>Experts: {html.escape(named)} (why: the summary's protocol section).</p>"
     if robustness_path.is_file():
-        from simmlm.robustness_report import robustness_markdown, write_figures
+        from simmlm.reporting.robustness_report import robustness_markdown, write_figures
 
         robustness = _read_json(robustness_path)
         figures += write_figures(robustness, directory)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from simmlm.datasets.brats.loader import REGIONS
-from simmlm.inferers import SubsetPredictions, sliding_window_subsets
+from simmlm.evaluation.inferers import SubsetPredictions, sliding_window_subsets
 from simmlm.metrics import (
     accuracy,
     counterintuitive_rate,
