@@ -29,7 +29,7 @@ from simmlm.evaluation.evaluate import SHAPLEY_NOTE, headline_keys, shapley_per_
 from simmlm.experiments.comparisons import compare_methods, comparison_markdown, comparison_note, runs_from_folder
 from simmlm.experiments.reproducibility import provenance
 from simmlm.fileio import folder_lock, write_text_atomic
-from simmlm.metrics.bootstrap import seed_interval
+from simmlm.reporting.format import NO_NUMBER, ci, over_subsets, pm, training_seconds
 
 
 def run_benchmark(
@@ -209,30 +209,6 @@ def gate_evenness(weights: Sequence[float]) -> float:
     return entropy / math.log(len(weights))
 
 
-def _pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
-    if any(math.isnan(v) for v in values):
-        return "–"  # e.g. a subset that no test sample has
-    mean = statistics.fmean(values) * scale
-    std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _ci(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
-    """Mean ± the half-width of its 95 % t-interval over the seeds (the mean's uncertainty from the seeds alone)."""
-    if len(values) < 2 or any(math.isnan(v) for v in values):
-        return "–"
-    interval = seed_interval(values)
-    return f"{interval.difference * scale:.{digits}f} ± {(interval.high - interval.difference) * scale:.{digits}f}"
-
-
-def _over_subsets(m: dict[str, Any], key: str, names: Sequence[str]) -> list[float]:
-    """Per seed, the mean of a subset metric over the subsets some test sample has (NaN for the others)."""
-    return [
-        statistics.fmean(v for v in per_seed if not math.isnan(v))
-        for per_seed in zip(*(m["subsets"][n][key] for n in names), strict=True)
-    ]
-
-
 def _region_calibration(methods: dict[str, Any], names: Sequence[str]) -> list[str]:
     """The voxel ECE / SCE table per region (none for summaries written before it was measured per region)."""
     if not all(f"ece_{r}" in m["subsets"][n] for m in methods.values() for n in names for r in REGIONS):
@@ -241,17 +217,10 @@ def _region_calibration(methods: dict[str, Any], names: Sequence[str]) -> list[s
     lines += ["| method | WT | TC | ET |", "|---|---|---|---|"]
     for method, m in methods.items():
         cells = [
-            f"{_pm(_over_subsets(m, f'ece_{r}', names))} / {_pm(_over_subsets(m, f'sce_{r}', names))}" for r in REGIONS
+            f"{pm(over_subsets(m, f'ece_{r}', names))} / {pm(over_subsets(m, f'sce_{r}', names))}" for r in REGIONS
         ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines
-
-
-def _seconds(m: dict[str, Any]) -> str:
-    """Mean training seconds of a method: its own, and the reused (shared) part when there is one."""
-    total = statistics.fmean(m["train_seconds"])
-    shared = statistics.fmean(m.get("shared_seconds") or [0.0])  # absent from summaries of older versions
-    return f"{total - shared:.1f}" + (f" (+{shared:.1f} reused)" if shared else "")
 
 
 #: Beyond this many subsets (more than three modalities) the per-subset tables are transposed, subsets as rows.
@@ -292,13 +261,13 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         [*names, "average", "CR (%) ↓", "ECE (%) ↓", "params", "MFLOPs", "train s"],
         {
             method: [
-                *(_pm(m["subsets"][n][key]) for n in names),
-                _pm(m[average]),
-                _pm(m["counterintuitive_rate"]),
-                _pm(_over_subsets(m, "ece", names)),
+                *(pm(m["subsets"][n][key]) for n in names),
+                pm(m[average]),
+                pm(m["counterintuitive_rate"]),
+                pm(over_subsets(m, "ece", names)),
                 f"{m['params']:,}",
                 f"{m['flops_full'] / 1e6:.2f}",
-                _seconds(m),
+                training_seconds(m),
             ]
             for method, m in methods.items()
         },
@@ -331,7 +300,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines += _table(
             [*names, "average", "CR (%) ↓"],
             {
-                method: [*(_ci(m["subsets"][n][key]) for n in names), _ci(m[average]), _ci(m["counterintuitive_rate"])]
+                method: [*(ci(m["subsets"][n][key]) for n in names), ci(m[average]), ci(m["counterintuitive_rate"])]
                 for method, m in methods.items()
             },
             wide=len(names) > WIDE_SUBSETS,
@@ -340,12 +309,12 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines += ["", "## Test Dice (%) per region: WT / TC / ET", "", "| method | " + " | ".join(names) + " |"]
         lines += ["|---" * (len(names) + 1) + "|"]
         for method, m in methods.items():
-            cells = [" / ".join(_pm(m["subsets"][n][f"dice_{r}"], digits=1) for r in REGIONS) for n in names]
+            cells = [" / ".join(pm(m["subsets"][n][f"dice_{r}"], digits=1) for r in REGIONS) for n in names]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines += ["", "| method | CR WT | CR TC | CR ET |", "|---|---|---|---|"]
         for method, m in methods.items():
             cr = m["counterintuitive_rate_regions"]
-            lines.append(f"| {method} | " + " | ".join(_pm(cr[r]) for r in REGIONS) + " |")
+            lines.append(f"| {method} | " + " | ".join(pm(cr[r]) for r in REGIONS) + " |")
         lines += _region_calibration(methods, names)
     if "comparisons" in summary:
         lines += ["", "## Differences to simmlm (95 % intervals)", "", comparison_note(COMPARISON_DRAWS), ""]
@@ -363,14 +332,14 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         ]
         for method, m in methods.items():
             for value, phi in m["shapley"].items():
-                lines.append(f"| {method} | {value} | " + " | ".join(_pm(phi[x]) for x in modalities) + " |")
+                lines.append(f"| {method} | {value} | " + " | ".join(pm(phi[x]) for x in modalities) + " |")
     lines += [
         "",
         "## Calibration (%) per subset: ECE / SCE (20 bins) ↓",
         "",
     ]
     calibration = {
-        method: [f"{_pm(m['subsets'][n]['ece'])} / {_pm(m['subsets'][n]['sce'])}" for n in names]
+        method: [f"{pm(m['subsets'][n]['ece'])} / {pm(m['subsets'][n]['sce'])}" for n in names]
         for method, m in methods.items()
     }
     lines += _table(names, calibration, wide=len(names) > WIDE_SUBSETS)
@@ -388,9 +357,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     for method, m in methods.items():
         for subset, weights in m["gate_weights"].items():
             real = len(weights) > 1 and not any(math.isnan(v) for v in weights.values())  # NaN: no test sample
-            evenness = f"{gate_evenness(list(weights.values())):.2f}" if real else "–"
+            evenness = f"{gate_evenness(list(weights.values())):.2f}" if real else NO_NUMBER
             per_sample = m.get("gate_evenness", {}).get(subset)  # absent: one modality, or a segmentation summary
-            evenness += f" | {_pm(per_sample, scale=1.0)}" if per_sample else " | –"
+            evenness += f" | {pm(per_sample, scale=1.0)}" if per_sample else f" | {NO_NUMBER}"
             if segmentation:
                 per_region = m["gate_weights_regions"][subset]
                 cells = [f"{k} " + "/".join(f"{per_region[k][r]:.2f}" for r in REGIONS) for k in weights]
@@ -407,8 +376,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for method, m in methods.items():
         lines.append(
-            f"| {method} | {m['mofe_lambda']} | {_pm(m['mofe_active_fraction'])} | "
-            f"{_pm(m['mofe_hinge_mean'], scale=1.0, digits=4)} |"
+            f"| {method} | {m['mofe_lambda']} | {pm(m['mofe_active_fraction'])} | "
+            f"{pm(m['mofe_hinge_mean'], scale=1.0, digits=4)} |"
         )
     chosen = {method: m["gate_shrinkage"] for method, m in methods.items() if "gate_shrinkage" in m}
     if chosen:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from simmlm.metrics.bootstrap import RunArrays, compare_runs, holm
+from simmlm.reporting.format import difference
 
 REFERENCE = "simmlm"
 #: metric key -> column title (differences in percentage points; ↓: lower is better)
@@ -75,15 +76,6 @@ def holm_adjust(families: Sequence[Mapping[str, Mapping[str, dict[str, Any]]]], 
     return len(entries)
 
 
-def _cell(value: Mapping[str, Any]) -> str:
-    text = f"{value['difference'] * 100:+.2f} [{value['low'] * 100:+.2f}, {value['high'] * 100:+.2f}]"
-    if not value["significant"]:
-        return text + " no significant difference"
-    if value.get("significant_holm") is False:
-        return text + " (not after Holm)"
-    return text
-
-
 def comparison_markdown(
     groups: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]], lead: str | None = None
 ) -> list[str]:
@@ -93,7 +85,7 @@ def comparison_markdown(
     lines = [head, "|---" * (len(METRICS) + 1 + bool(lead)) + "|"]
     for value, comparisons in groups.items():
         for name, metrics in comparisons.items():
-            cells = " | ".join(_cell(metrics[k]) for k in METRICS)
+            cells = " | ".join(difference(metrics[k]) for k in METRICS)
             lines.append((f"| {value} " if lead else "") + f"| {name} | {cells} |")
     return lines
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 from simmlm.evaluation.evaluate import SHAPLEY_NOTE
 from simmlm.experiments.comparisons import comparison_markdown, comparison_note, reference_method
 from simmlm.reporting import report_figures as rf
+from simmlm.reporting.format import pm
 
 #: What a scenario's severity means, by the scenario's first words.
 SEVERITY_MEANING = {
@@ -43,17 +43,10 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def _pm(values: Sequence[float], scale: float = 100.0) -> str:
-    if any(math.isnan(v) for v in values):
-        return "–"
-    std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values) * scale:.2f} ± {std:.2f}"
-
-
 def _metric_table(severities: Mapping[str, Any], key: str, methods: Sequence[str]) -> list[str]:
     lines = ["| method | " + " | ".join(severities) + " |", "|---" * (len(severities) + 1) + "|"]
     for m in methods:
-        lines.append(f"| {m} | " + " | ".join(_pm(s["methods"][m][key]) for s in severities.values()) + " |")
+        lines.append(f"| {m} | " + " | ".join(pm(s["methods"][m][key]) for s in severities.values()) + " |")
     return lines
 
 
@@ -91,9 +84,7 @@ def robustness_markdown(r: dict[str, Any]) -> str:
         lines += ["|---|---|---|---|"]
         for m in methods:
             v = clean["methods"][m]
-            lines.append(
-                f"| {m} | {_pm(v['average_accuracy'])} | {_pm(v['counterintuitive_rate'])} | {_pm(v['ece'])} |"
-            )
+            lines.append(f"| {m} | {pm(v['average_accuracy'])} | {pm(v['counterintuitive_rate'])} | {pm(v['ece'])} |")
         lines += ["", *comparison_markdown({"": clean["comparisons"]})]
     for scenario, severities in r["scenarios"].items():
         lines += ["", f"## {scenario}", "", f"Severity: {severity_meaning(scenario)}."]
@@ -118,7 +109,7 @@ def robustness_markdown(r: dict[str, Any]) -> str:
         for m in methods:
             phi = entry["methods"][m].get("shapley", {}).get("probability")
             if phi:
-                lines.append(f"| {scenario} | {severity} | {m} | " + " | ".join(_pm(phi[x]) for x in modalities) + " |")
+                lines.append(f"| {scenario} | {severity} | {m} | " + " | ".join(pm(phi[x]) for x in modalities) + " |")
     return "\n".join(lines) + "\n"
 
 
