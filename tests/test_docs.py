@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from simmlm.reporting.format import ci, over_subsets, pm
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
@@ -47,7 +49,6 @@ def _rows(page: str, results: str) -> tuple[list[list[str]], dict]:
 
 def _check_accuracy_rows(section: str, results: str, label: dict[str, str]) -> None:
     """Rows "| method | accuracy per subset | average | CR |", each mean ± the half-width of its 95 % interval."""
-    from simmlm.benchmark import _ci
 
     rows, summary = _rows(section, results)
     names = list(summary["modalities"])
@@ -55,8 +56,8 @@ def _check_accuracy_rows(section: str, results: str, label: dict[str, str]) -> N
     for method, m in summary["methods"].items():
         row = next((r for r in rows if r[0] == label.get(method, method)), None)
         assert row is not None, f"{section} has no row for {method}"
-        expected = [_ci(m["subsets"][s]["accuracy"]) for s in subsets]
-        expected += [_ci(m["average_accuracy"]), _ci(m["counterintuitive_rate"])]
+        expected = [ci(m["subsets"][s]["accuracy"]) for s in subsets]
+        expected += [ci(m["average_accuracy"]), ci(m["counterintuitive_rate"])]
         assert row[1:6] == expected, f"{section}: the row for {method} does not match results/{results}/summary.json"
 
 
@@ -74,9 +75,8 @@ def _check_setting_rows(
     """Rows "| setting | method | accuracy per subset | average | CR |" (then mean ECE and validation average when
     ``with_calibration``) of a README section, each setting from its own results folder: ``cell`` of the per-seed
     values (default mean ± std), of ``seeds`` only when given (a folder with more seeds shown on the same ones)."""
-    from simmlm.benchmark import _over_subsets, _pm
 
-    cell = cell or _pm
+    cell = cell or pm
     rows, _ = _rows(section, next(iter(folders.values())))
     for label, folder in folders.items():
         summary = json.loads((ROOT / "results" / folder / "summary.json").read_text())
@@ -91,7 +91,7 @@ def _check_setting_rows(
             expected = [show(s["accuracy"]) for s in m["subsets"].values()]
             expected += [show(m[k]) for k in ("average_accuracy", "counterintuitive_rate")]
             if with_calibration:
-                expected += [show(_over_subsets(m, "ece", list(m["subsets"]))), show(m["val_average_accuracy"])]
+                expected += [show(over_subsets(m, "ece", list(m["subsets"]))), show(m["val_average_accuracy"])]
             assert row[2 : 2 + len(expected)] == expected, (folder, method)
 
 
@@ -104,9 +104,8 @@ def test_docs_variants_table_is_what_their_results_folders_hold() -> None:
         "`data.audio_scaling=minmax`": "avmnist-minmax",
         "`data.val_split=recording_index`": "avmnist-recording-index-val",
     }
-    from simmlm.benchmark import _ci
 
-    _check_setting_rows("results/avmnist.md", folders, with_calibration=True, cell=_ci, seeds=(0, 1, 2))
+    _check_setting_rows("results/avmnist.md", folders, with_calibration=True, cell=ci, seeds=(0, 1, 2))
 
 
 def test_docs_comparison_table_is_what_results_avmnist_compare_holds() -> None:
@@ -119,7 +118,6 @@ def test_readme_headline_table_is_what_results_avmnist_compare_holds() -> None:
 
 def test_docs_multiview_table_is_what_results_mvmnist_holds() -> None:
     """Rows of the multi-view table: all six views, mean over subsets and CR, from the two results folders."""
-    from simmlm.benchmark import _pm
 
     rows, _ = _rows("results/multiview.md", "mvmnist")
     chosen = "chosen on validation"
@@ -131,7 +129,7 @@ def test_docs_multiview_table_is_what_results_mvmnist_holds() -> None:
         summary = json.loads((ROOT / "results" / folder / "summary.json").read_text())
         full = "+".join(summary["modalities"])
         for method, m in summary["methods"].items():
-            wanted = [_pm(m["subsets"][full]["accuracy"]), _pm(m["average_accuracy"]), _pm(m["counterintuitive_rate"])]
+            wanted = [pm(m["subsets"][full]["accuracy"]), pm(m["average_accuracy"]), pm(m["counterintuitive_rate"])]
             tag = "" if method == "late_fusion" and label != chosen else label
             row = next(r for r in rows if r[1] == method and (tag in r[0]))
             assert row[2:5] == wanted, (folder, method)
@@ -139,35 +137,31 @@ def test_docs_multiview_table_is_what_results_mvmnist_holds() -> None:
 
 def test_docs_sequence_tables_are_what_the_frame_missing_folders_hold() -> None:
     """Average accuracy and CR of every method at every share of missing frames, each from its results folder."""
-    from simmlm.benchmark import _pm
 
     rows, _ = _rows("results/avmnist-sequences.md", "avmnist-sequences-frames00")
     levels = ("00", "30", "50", "70")
     summaries = [
-        json.loads((ROOT / "results" / f"avmnist-sequences-frames{k}" / "summary.json").read_text())
-        for k in levels
+        json.loads((ROOT / "results" / f"avmnist-sequences-frames{k}" / "summary.json").read_text()) for k in levels
     ]
     for table, key in (("accuracy", "average_accuracy"), ("CR", "counterintuitive_rate")):
         for method in summaries[0]["methods"]:
             row = next((r for r in rows if r[0] == method and r[1] == table), None)
             assert row is not None, f"no {table} row for {method}"
-            assert row[2:6] == [_pm(s["methods"][method][key]) for s in summaries], (method, table)
+            assert row[2:6] == [pm(s["methods"][method][key]) for s in summaries], (method, table)
 
 
 def test_docs_example_pickle_table_is_what_results_seqfeatures_example_holds() -> None:
-    from simmlm.benchmark import _pm
 
     rows, summary = _rows("tutorials/sequences.md", "seqfeatures-example")
     for method, m in summary["methods"].items():
         row = next(r for r in rows if r[0] == method)
-        expected = [_pm(m["subsets"][s]["accuracy"]) for s in ("text", "text+audio+vision")]
-        expected += [_pm(m["average_accuracy"]), _pm(m["counterintuitive_rate"])]
+        expected = [pm(m["subsets"][s]["accuracy"]) for s in ("text", "text+audio+vision")]
+        expected += [pm(m["average_accuracy"]), pm(m["counterintuitive_rate"])]
         assert row[1:5] == expected, method
 
 
 def test_docs_robustness_tables_are_what_results_avmnist_robustness_holds() -> None:
     """Average accuracy and CR of every method, clean and at each scenario's worst severity, from robustness.json."""
-    from simmlm.benchmark import _pm
 
     text = (DOCS / "results" / "robustness.md").read_text()
     rows = [[c.strip().strip("*").strip() for c in line.strip("|").split("|")] for line in text.splitlines()]
@@ -180,7 +174,7 @@ def test_docs_robustness_tables_are_what_results_avmnist_robustness_holds() -> N
         for line in table.splitlines()[2:]:
             scenario, severity, *cells = [c.strip().strip("*").strip() for c in line.strip("|").split("|")]
             entry = r["clean"] if scenario == "clean" else r["scenarios"][scenario][severity]
-            assert cells == [_pm(entry["methods"][m][key]) for m in r["methods"]], (scenario, key)
+            assert cells == [pm(entry["methods"][m][key]) for m in r["methods"]], (scenario, key)
             checked += 1
     assert checked >= 2 * (1 + len(r["scenarios"])) and rows
 
@@ -200,7 +194,6 @@ def test_docs_food101_table_is_what_its_results_folders_hold() -> None:
 def test_docs_folder_shrinkage_table_is_what_its_results_folders_hold() -> None:
     """The own-data rows (λ chosen on validation, λ = 0, late fusion) under "results/multiview.md", mean ± 95 %
     interval, each from its results folder."""
-    from simmlm.benchmark import _ci
 
     rows, _ = _rows("results/multiview.md", "folder-example3")
     for m in (3, 6):
@@ -214,17 +207,16 @@ def test_docs_folder_shrinkage_table_is_what_its_results_folders_hold() -> None:
             v, full = summary["methods"][method], "+".join(summary["modalities"])
             row = next(r for r in rows if r[1:3] == [f"{m} modalities", label])
             expected = [
-                _ci(v["subsets"][full]["accuracy"]),
-                _ci(v["average_accuracy"]),
-                _ci(v["counterintuitive_rate"]),
+                ci(v["subsets"][full]["accuracy"]),
+                ci(v["average_accuracy"]),
+                ci(v["counterintuitive_rate"]),
             ]
             assert row[3:6] == expected, (folder, method)
 
 
 def test_docs_recipe_table_is_what_results_avmnist_recipe_holds() -> None:
-    from simmlm.benchmark import _ci
-
-    text = (DOCS / "datasets" / "avmnist.md").read_text().split("**The recipe revisited", 1)[1].split("Validation supports", 1)[0]
+    text = (DOCS / "datasets" / "avmnist.md").read_text()
+    text = text.split("**The recipe revisited", 1)[1].split("Validation supports", 1)[0]
     rows = {r[0]: r for r in ([c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines())}
     folders = {
         "as configured": "A-baseline",
@@ -238,19 +230,18 @@ def test_docs_recipe_table_is_what_results_avmnist_recipe_holds() -> None:
     for label, folder in folders.items():
         m = json.loads((ROOT / "results" / "avmnist-recipe" / folder / "summary.json").read_text())["methods"]
         s = m["simmlm"]
-        expected = [_ci(s["val_average_accuracy"])]
-        expected += [_ci(s["subsets"][k]["accuracy"]) for k in ("image", "audio", "image+audio")]
+        expected = [ci(s["val_average_accuracy"])]
+        expected += [ci(s["subsets"][k]["accuracy"]) for k in ("image", "audio", "image+audio")]
         assert [rows[label][1], *rows[label][4:7]] == expected, label
-        assert rows[label][7] == _ci(s["average_accuracy"]), label
+        assert rows[label][7] == ci(s["average_accuracy"]), label
 
 
 def test_docs_dream_paper_table_is_what_its_results_folders_hold() -> None:
     """``dream`` (seeds 0-2 of the comparison), ``dream_paper`` and its PAS variant, every cell from its folder."""
     import statistics
 
-    from simmlm.benchmark import _pm
-
-    text = (DOCS / "concepts" / "other-methods.md").read_text().split("- **`dream_paper`**", 1)[1].split("\n- `mmp` has no", 1)[0]
+    text = (DOCS / "concepts" / "other-methods.md").read_text()
+    text = text.split("- **`dream_paper`**", 1)[1].split("\n- `mmp` has no", 1)[0]
     rows = {r[0]: r for r in ([c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines())}
     sources = {
         "`dream`": ("avmnist-compare", "dream"),
@@ -260,8 +251,38 @@ def test_docs_dream_paper_table_is_what_its_results_folders_hold() -> None:
     for label, (folder, method) in sources.items():
         m = json.loads((ROOT / "results" / folder / "summary.json").read_text())["methods"][method]
         names = list(m["subsets"])
-        expected = [_pm(m["subsets"][n]["accuracy"][:3]) for n in names]
-        expected += [_pm(m["average_accuracy"][:3]), _pm(m["counterintuitive_rate"][:3])]
-        expected.append(_pm([statistics.fmean(m["subsets"][n]["ece"][i] for n in names) for i in range(3)]))
-        expected.append(_pm(m["val_average_accuracy"][:3]))
+        expected = [pm(m["subsets"][n]["accuracy"][:3]) for n in names]
+        expected += [pm(m["average_accuracy"][:3]), pm(m["counterintuitive_rate"][:3])]
+        expected.append(pm([statistics.fmean(m["subsets"][n]["ece"][i] for n in names) for i in range(3)]))
+        expected.append(pm(m["val_average_accuracy"][:3]))
         assert rows[label][1:] == expected, label
+
+
+def _bash_block(page: Path, first_command: str) -> list[list[str]]:
+    """The commands of the first ``bash`` block of ``page`` that starts with ``first_command``, split as a shell
+    would (comments dropped)."""
+    import shlex
+
+    for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
+        if block.startswith(first_command):
+            return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    raise AssertionError(f"{page.name} has no bash block starting with {first_command!r}")
+
+
+@pytest.mark.parametrize("page", [README, DOCS / "getting-started" / "index.md"], ids=lambda p: p.name)
+def test_own_data_quick_start_runs_as_written(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The six own-data commands, exactly as the page gives them, with tiny training schedules and one seed added."""
+    from typer.testing import CliRunner
+
+    from simmlm.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--set", "train.stage1.epochs=1", "--set", "train.stage2.epochs=1", "--set", "train.min_steps=0"]
+    commands = _bash_block(page, "simmlm example-data")
+    assert [c[1] for c in commands] == ["example-data", "data", "train", "predict", "benchmark", "report"]
+    for command in commands:
+        args = command[1:] + (tiny if command[1] == "train" else [])
+        args += [*tiny, "--seeds", "0"] if command[1] == "benchmark" else []
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, (command, result.output)
+    assert (tmp_path / "results" / "my_data" / "report.html").exists()

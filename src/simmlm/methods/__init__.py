@@ -1,5 +1,5 @@
-"""Methods: plain ``nn.Module``s sharing ``forward(inputs, mask) -> ModelOutput``, each registering itself (with its
-builder, training defaults and engine hooks) in :mod:`simmlm.methods.registry` when its file is imported."""
+"""Methods: plain ``nn.Module`` classes sharing ``forward(inputs, mask) -> ModelOutput``, each registering itself (with
+its builder, training defaults and engine hooks) in :mod:`simmlm.methods.registry` when its file is imported."""
 
 from simmlm.methods.base import ExpertMixture, ModelOutput, outputs_for_subsets, validate_inputs, zero_fill
 from simmlm.methods.dmome import DMoME, build_dmome

@@ -210,8 +210,8 @@ def seed_and_test_interval(per_seed: Tensor, resampled: Tensor, level: float = 0
 
     The paired bootstrap used before (test samples and seeds resampled together) cannot leave the range of the
     ``R`` per-seed differences: with 3 seeds and no true difference up to 26 % of its 95 % intervals excluded 0;
-    this interval's rate stays near 5 % for 3, 5 and 10 seeds (``scripts/interval_coverage.py``, the README's
-    table).
+    this interval's rate stays near 5 % for 3, 5 and 10 seeds (``scripts/interval_coverage.py``, the table of
+    the docs' "Metrics and intervals" page).
 
     Args:
         per_seed: ``[R]`` the difference per seed on the test set.
