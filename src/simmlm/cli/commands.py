@@ -1,4 +1,5 @@
-"""Command-line interface. Heavy libraries are imported inside the commands so ``simmlm --help`` is instant."""
+"""The ``simmlm`` commands on one typer app (:data:`app`, ``simmlm.cli:app``). Heavy libraries are imported inside
+the commands so ``simmlm --help`` is instant."""
 
 from __future__ import annotations
 
