@@ -126,8 +126,8 @@ def cli_reference() -> str:
                 continue
             names = ", ".join(f"`{o}`" for o in [*param.opts, *param.secondary_opts])
             if param.param_type_name == "argument":
-                names = f"`{param.human_readable_name}`"
-            kind = "flag" if getattr(param, "is_flag", False) else param.type.name
+                names = f"`{(param.name or '').upper()}`"
+            kind = "flag" if getattr(param, "is_flag", False) else _type(param.type_descriptor.annotation)
             default = "required" if param.required else ("" if param.default in (None, ()) else f"`{param.default}`")
             lines.append(f"| {names} | {kind} | {_cell(default)} | {_cell(getattr(param, 'help', '') or '')} |")
         lines.append("")

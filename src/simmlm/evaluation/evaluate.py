@@ -31,12 +31,12 @@ from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits, subset_name
 def classification_report(preds: SubsetPredictions, modalities: Sequence[str], n_bins: int = 20) -> dict[str, Any]:
     """Metrics of a classifier under every subset in ``preds``, each over the samples that have the subset.
 
-    Returns:
-        ``{"subsets": {name: {"accuracy", "ece", "sce", "samples"}}, "average_accuracy", "counterintuitive_rate",
-        "gate_weights": {name: {modality: mean weight}}, "gate_evenness": {name: mean per-sample evenness}}``;
-        CR uses correctness (0/1) as the score P. A sample's evenness is the entropy of its gate weights over the
-        subset's modalities divided by its maximum, ``log |S|`` (1: the plain mean of the experts, 0: one expert);
-        subsets of one modality have none.
+    Returns a dict ``{"subsets": {name: {"accuracy", "ece", "sce", "samples"}}, "average_accuracy",
+    "counterintuitive_rate", "gate_weights": {name: {modality: mean weight}}, "gate_evenness": {name: mean
+    per-sample evenness}}``;
+    CR uses correctness (0/1) as the score P. A sample's evenness is the entropy of its gate weights over the
+    subset's modalities divided by its maximum, ``log |S|`` (1: the plain mean of the experts, 0: one expert);
+    subsets of one modality have none.
     """
     probs = preds.logits.float().softmax(-1)  # [S, N, K]
     covered = preds.covered  # [S, N]
@@ -180,13 +180,12 @@ def segmentation_report(
     ``cases[i].brain`` mask (:class:`~simmlm.datasets.brats.loader.VolumeDataset`). Voxels are predicted positive
     where the region's sigmoid exceeds 0.5.
 
-    Returns:
-        ``{"subsets": {name: {"dice_wt", "dice_tc", "dice_et", "dice_mean", "ece", "sce", "ece_wt", ..., "sce_et"}},
-        "average_dice",
-        "counterintuitive_rate" (mean over regions), "counterintuitive_rate_regions", "gate_weights"
-        {name: {modality: mean over regions}}, "gate_weights_regions", "cases" {case: {subset: [wt, tc, et]}}}``.
-        Dice is averaged over cases; ECE/SCE are voxel-wise over the brain voxels of all cases, per region and
-        their mean over regions; CR uses each case's Dice as P, per region.
+    Returns a dict ``{"subsets": {name: {"dice_wt", "dice_tc", "dice_et", "dice_mean", "ece", "sce", "ece_wt", ...,
+    "sce_et"}}, "average_dice",
+    "counterintuitive_rate" (mean over regions), "counterintuitive_rate_regions", "gate_weights"
+    {name: {modality: mean over regions}}, "gate_weights_regions", "cases" {case: {subset: [wt, tc, et]}}}``.
+    Dice is averaged over cases; ECE/SCE are voxel-wise over the brain voxels of all cases, per region and
+    their mean over regions; CR uses each case's Dice as P, per region.
     """
     was_training = model.training
     model.eval()

@@ -277,7 +277,7 @@ def _checked_prediction(prediction: Tensor, num_samples: int) -> Tensor:
 def subset_value_table(
     values: Tensor, subsets: Sequence[int], available: Tensor, num_modalities: int, empty_value: float
 ) -> Tensor:
-    """The game ``v_n(S) = value_n(S ∩ A_n)`` of every sample on every subset code ``S`` in ``0 .. 2^M - 1``.
+    """The game ``v_n(S) = value_n(S ∩ A_n)`` of every sample on every subset code ``S`` from ``0`` to ``2^M - 1``.
 
     A missing modality never changes ``v_n`` (a null player), so the available ones share ``v_n`` as in the game
     on ``A_n`` alone.

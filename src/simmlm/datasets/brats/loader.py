@@ -11,12 +11,12 @@ configuration:
 
 Labels become three overlapping binary regions, whole tumour (WT), tumour core (TC) and enhancing tumour (ET):
 
-==========  =================================================  =========  ======  ====
-convention  labels                                             WT         TC      ET
-==========  =================================================  =========  ======  ====
-brats2015   1 necrosis, 2 oedema, 3 non-enhancing, 4 enhancing  1,2,3,4    1,3,4   4
-brats2018   1 necrosis/non-enhancing, 2 oedema, 4 enhancing     1,2,4      1,4     4
-==========  =================================================  =========  ======  ====
+==========  ===================================================  =========  ======  ====
+convention  labels                                               WT         TC      ET
+==========  ===================================================  =========  ======  ====
+brats2015   1 necrosis, 2 oedema, 3 non-enhancing, 4 enhancing   1,2,3,4    1,3,4   4
+brats2018   1 necrosis/non-enhancing, 2 oedema, 4 enhancing      1,2,4      1,4     4
+==========  ===================================================  =========  ======  ====
 """
 
 from __future__ import annotations
