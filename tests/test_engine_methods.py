@@ -11,7 +11,7 @@ from simmlm.engine.runs import full_modality_flops
 from simmlm.engine.train import quiet_lightning, train
 from simmlm.evaluation.evaluate import classification_report
 from simmlm.evaluation.inferers import predict_subsets
-from simmlm.methods import DREAM, ExpertMixture, list_methods
+from simmlm.methods import DREAM, ExpertMixture, get_method, list_methods
 
 
 @pytest.mark.parametrize("method", list_methods())
@@ -23,7 +23,7 @@ def test_method_trains_and_evaluates_on_every_subset(method: str) -> None:
             "method": method,
             "model": {
                 "expert": {"a": "lenet", "b": "mlp"},
-                "method_options": {"dim": 16} if method in ("mmp", "dream") else {},
+                "method_options": get_method(method).smoke_options,
             },
             "train": {"batch_size": 16, "stage1": {"epochs": 1}, "stage2": {"epochs": 1}},
         }

@@ -348,3 +348,21 @@ def test_batch_norm_statistics_come_from_present_rows_only() -> None:
     none = torch.zeros(8, M, dtype=torch.bool)
     none[:, 1] = True
     assert torch.all(model.expert_logits(inputs, none)[:, 0] == 0)  # no image at all: an empty batch, no error
+
+
+def test_a_method_describes_itself_in_the_benchmark_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The protocol text names the expert mixtures and takes every other method's clause from its registry entry
+    (a preset's note goes into its base method's clause when the benchmark runs it); smoke options are checked."""
+    from simmlm.methods import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    builder = get_method("mmp").builder
+    registry.register_method("solo", builder, "x", protocol="solo trains alone{presets}", smoke_options={"dim": 8})
+    registry.register_method("solo_small", builder, "x", option_defaults={"dim": 4}, protocol="solo_small at dim 4")
+    assert "solo" not in registry.expert_mixtures() and "simmlm" in registry.expert_mixtures()
+    assert "solo trains alone" in registry.protocol_clauses(["simmlm"])
+    assert "solo trains alone; solo_small at dim 4" in registry.protocol_clauses(["solo_small"])
+    assert get_method("solo").smoke_options == {"dim": 8}
+    with pytest.raises(ValueError, match="method_options of 'solo_typo': unknown option dimm"):
+        registry.register_method("solo_typo", builder, "x", protocol="y", smoke_options={"dimm": 8})
+    assert "solo_typo" not in registry.list_methods()

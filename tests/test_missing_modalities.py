@@ -18,7 +18,7 @@ from simmlm.engine.stages import CooperativeStage, ExpertStage
 from simmlm.engine.train import quiet_lightning, train
 from simmlm.evaluation.evaluate import classification_report
 from simmlm.evaluation.inferers import SubsetPredictions, predict_subsets
-from simmlm.methods import DMoME
+from simmlm.methods import DMoME, get_method
 from simmlm.metrics import accuracy, counterintuitive_rate, expected_calibration_error
 from simmlm.subsets import all_subsets, mask_to_bits, subset_name
 from test_folder_data import write_folder
@@ -163,7 +163,7 @@ def test_any_number_of_modalities_through_folder_and_engine(tmp_path: Path, num_
     cfg = RunConfig.model_validate(
         {
             "method": method,
-            "model": {"expert": "auto", "method_options": {"dim": 8, "heads": 2} if method in ("mmp", "dream") else {}},
+            "model": {"expert": "auto", "method_options": get_method(method).smoke_options},
             "train": {"batch_size": 12, "stage1": {"epochs": 1}, "stage2": {"epochs": 1}},
         }
     )

@@ -19,7 +19,7 @@ from conftest import check_gate_weights
 from simmlm.data.base import TensorMultimodalDataset
 from simmlm.evaluation.evaluate import classification_report
 from simmlm.evaluation.inferers import predict_subsets
-from simmlm.methods import create_method, list_methods
+from simmlm.methods import create_method, get_method, list_methods
 from simmlm.subsets import all_subsets, bits_to_mask, subset_name
 
 NUM_CLASSES = 4
@@ -34,7 +34,7 @@ def _shapes(num_modalities: int) -> dict[str, tuple[int, ...]]:
 def _model(name: str, num_modalities: int) -> nn.Module:
     state = torch.random.get_rng_state()
     torch.manual_seed(7)
-    options = {"dim": 8, "heads": 2} if name in ("mmp", "dream") else {}
+    options = get_method(name).smoke_options
     model = create_method(name, input_shapes=_shapes(num_modalities), num_classes=NUM_CLASSES, expert="auto", **options)
     torch.random.set_rng_state(state)
     return model.eval()

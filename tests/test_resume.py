@@ -15,6 +15,7 @@ from simmlm.engine.runs import RunResult
 from simmlm.engine.stages import CooperativeStage, ExpertStage
 from simmlm.engine.train import quiet_lightning, train
 from simmlm.fileio import torch_save_atomic as atomic_torch_save
+from simmlm.methods import get_method
 
 
 class Killed(Exception):
@@ -27,7 +28,7 @@ def _cfg(method: str, stage1: int, stage2: int) -> RunConfig:
             "method": method,
             "model": {
                 "expert": {"a": "lenet", "b": "mlp"},  # LeNet-5 has dropout: the global RNG matters
-                "method_options": {"dim": 16} if method in ("mmp", "dream") else {},
+                "method_options": get_method(method).smoke_options,
             },
             "train": {
                 "seed": 3,

@@ -29,6 +29,7 @@ from simmlm.evaluation.evaluate import SHAPLEY_NOTE, headline_keys, shapley_per_
 from simmlm.experiments.comparisons import compare_methods, comparison_markdown, comparison_note, runs_from_folder
 from simmlm.experiments.reproducibility import provenance
 from simmlm.fileio import folder_lock, write_text_atomic
+from simmlm.methods.registry import expert_mixtures, protocol_clauses
 from simmlm.reporting.format import NO_NUMBER, ci, over_subsets, pm, training_seconds
 
 
@@ -121,16 +122,13 @@ def run_benchmark(
             t, n = resolved.train, task.samples_per_epoch(splits)
             steps = f", each stage at least {t.min_steps} optimiser steps" if t.min_steps else ""
             summary["protocol"] = (
-                f"{splits.description} Expert mixtures (simmlm, dmome, late_fusion) train in two stages "
+                f"{splits.description} Expert mixtures ({', '.join(expert_mixtures())}) train in two stages "
                 f"(stage 1: {stage_epochs(t.stage1.epochs, n, t)} epochs per expert, stage 2: "
                 f"{stage_epochs(t.stage2.epochs, n, t)} epochs{steps}; stage 1 is shared between methods with "
-                "identical experts); mmp (no per-modality experts) trains in one stage for the same total number "
-                "of epochs; dream trains for stage 2's epochs after its scorer (the late-fusion run of the same seed, "
-                f"reused when the benchmark has it{UNMARKED_SCORER * ('dream_paper' in methods)}), its convolutional "
-                "token encoders starting from the scorer's stage-1 experts. Adam; every stage keeps its best epoch on "
-                f"validation {score_name} (stage 2: mean over every subset), never on test data. Test metrics: every "
-                "non-empty modality subset, each over the test samples that have all of its modalities; ECE/SCE with "
-                "20 bins."
+                f"identical experts); {'; '.join(protocol_clauses(methods))}. Adam; every stage keeps its best "
+                f"epoch on validation {score_name} (stage 2: mean over every subset), never on test data. Test "
+                "metrics: every non-empty modality subset, each over the test samples that have all of its "
+                "modalities; ECE/SCE with 20 bins."
             )
             summary["protocol"] += task.protocol(resolved)
             summary["methods"][method] = _aggregate(
@@ -150,7 +148,6 @@ def run_benchmark(
         return summary
 
 
-UNMARKED_SCORER = "; dream_paper's own, reading no mask"  #: the protocol's words where a benchmark runs dream_paper
 #: Bootstrap draws of the comparisons in ``summary.json``.
 COMPARISON_DRAWS = 1000
 

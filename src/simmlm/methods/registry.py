@@ -127,7 +127,7 @@ def register_method(
             f"{sorted(METHOD_TRAIN_KEYS)}"
         )
     gate = all(arg in inspect.signature(builder).parameters for arg in GATE_ARGS[:3])
-    _REGISTRY[name] = MethodEntry(
+    entry = MethodEntry(
         name,
         builder,
         description,
@@ -143,7 +143,8 @@ def register_method(
         protocol,
         dict(smoke_options or {}),
     )
-    _REGISTRY[name].check_options(_REGISTRY[name].smoke_options)
+    entry.check_options(entry.smoke_options)  # a misspelt smoke option fails here, not in a test run
+    _REGISTRY[name] = entry
 
 
 def list_methods() -> list[str]:
