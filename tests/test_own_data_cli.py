@@ -1,4 +1,4 @@
-"""The README's "Bring your own data" walkthrough: example-data -> data -> train -> predict -> benchmark -> report."""
+"""The own-data tutorial's walkthrough (docs/tutorials/own-data.md): example-data -> data -> train -> predict -> benchmark -> report."""
 
 from __future__ import annotations
 

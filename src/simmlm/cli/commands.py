@@ -225,7 +225,7 @@ def download(
 
     Files already present and verified are skipped; a corrupt one is downloaded again.
 
-    Mirrors: set SIMMLM_MNIST_URL and SIMMLM_FSDD_URL to other base URLs (README, avMNIST data).
+    Mirrors: set SIMMLM_MNIST_URL and SIMMLM_FSDD_URL to other base URLs (docs/datasets/avmnist.md).
     """
     from simmlm.data.download import DownloadError
 

@@ -124,7 +124,7 @@ def machine_note(reference: dict[str, Any], new: dict[str, Any]) -> str | None:
         )
     if not reasons:
         return None
-    return "; ".join(reasons) + ' (README, "Reproducing the numbers").'
+    return "; ".join(reasons) + " (docs/concepts/reproducibility.md)."
 
 
 def summary_differences(reference: Any, new: Any, path: str = "") -> list[str]:

@@ -14,7 +14,7 @@ index < 15 form the test split (450), the others the train split (1,050). Audio:
 with an MNIST image of the same digit (train images from MNIST-train, test images from MNIST-test), drawn
 without replacement by a fixed-seed generator, so the pairing is deterministic.
 
-Scaling (chosen deliberately, see README "avMNIST data"): images are mapped to [-1, 1] (``x / 127.5 - 1``).
+Scaling (chosen deliberately, see docs/datasets/avmnist.md): images are mapped to [-1, 1] (``x / 127.5 - 1``).
 MFCC maps are standardised per coefficient with statistics of the training split (mean and std over all
 train cells of that coefficient, padding included), because coefficient 0 spans hundreds of units while the
 others span tens: a global min-max to [-1, 1] squashes the informative coefficients into a narrow band.
