@@ -1,5 +1,5 @@
-"""The code's shape: the layers (docs/contributing/architecture.md) import only downwards, special cases live behind the seams (method
-registry, dataset packages, tasks), files stay small."""
+"""The code's shape: the layers (docs/contributing/architecture.md) import only downwards, special cases live
+behind the seams (method registry, dataset packages, tasks), files stay small."""
 
 from __future__ import annotations
 
@@ -82,8 +82,8 @@ def test_no_import_cycles_between_modules() -> None:
     )  # the graph is read (a parse that found nothing passes)
 
 
-# The layers (docs/contributing/architecture.md): the core is plain PyTorch and knows nothing of training, experiments, reports or
-# commands; the ring stands on it.
+# The layers (docs/contributing/architecture.md): the core is plain PyTorch and knows nothing of training,
+# experiments, reports or commands; the ring stands on it.
 CORE = ("portable", "fileio", "subsets", "data", "nn", "metrics", "losses", "methods", "evaluation")
 RING = ("engine", "experiments", "reporting", "cli")
 DATASET_NAMES = re.compile(r"avmnist|brats|food101|mvmnist|seqfeatures", re.IGNORECASE)

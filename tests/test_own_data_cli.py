@@ -1,4 +1,5 @@
-"""The own-data tutorial's walkthrough (docs/tutorials/own-data.md): example-data -> data -> train -> predict -> benchmark -> report."""
+"""The own-data tutorial's walkthrough (docs/tutorials/own-data.md): example-data -> data -> train -> predict ->
+benchmark -> report."""
 
 from __future__ import annotations
 

@@ -39,9 +39,14 @@ DevicesOpt = Annotated[
     str | None, typer.Option("--devices", help='Devices per node: a number or "auto" (default: the config\'s, 1).')
 ]
 StrategyOpt = Annotated[
-    str | None, typer.Option("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, ... (docs/tutorials/resume-and-gpus.md).")
+    str | None,
+    typer.Option(
+        "--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, ... (docs/tutorials/resume-and-gpus.md)."
+    ),
 ]
-NodesOpt = Annotated[int | None, typer.Option("--num-nodes", help="Number of nodes (multi-node DDP; docs/tutorials/resume-and-gpus.md).")]
+NodesOpt = Annotated[
+    int | None, typer.Option("--num-nodes", help="Number of nodes (multi-node DDP; docs/tutorials/resume-and-gpus.md).")
+]
 
 
 def placement(devices: str | None, strategy: str | None, num_nodes: int | None) -> dict[str, Any]:

@@ -41,7 +41,9 @@ def robustness(
     ] = None,
     suite: Annotated[
         Path | None,
-        typer.Option(help="YAML of the scenarios and severities (docs/tutorials/robustness.md); default: the built-in suite."),
+        typer.Option(
+            help="YAML of the scenarios and severities (docs/tutorials/robustness.md); default: the built-in suite."
+        ),
     ] = None,
     config: ConfigOpt = None,
     data_dir: DataDir = None,

@@ -100,7 +100,8 @@ class TrainConfig(StrictModel):
         "stage1/stage2 say (0: the epochs as given)",
     )
     gate_shrinkage: NonNegative | Annotated[list[NonNegative], Field(min_length=1)] = Field(
-        0.0, description="stage 2's weight of KL(gate || uniform) (docs/results/multiview.md); a list: chosen on validation"
+        0.0,
+        description="stage 2's weight of KL(gate || uniform) (docs/results/multiview.md); a list: chosen on validation",
     )
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
         "32",
@@ -109,7 +110,9 @@ class TrainConfig(StrictModel):
     )
     accelerator: str = "auto"
     devices: int | Literal["auto"] = Field(1, description="devices per node (Lightning's `devices`)")
-    strategy: str = Field("auto", description='Lightning strategy, e.g. "ddp", "ddp_spawn" (docs/tutorials/resume-and-gpus.md)')
+    strategy: str = Field(
+        "auto", description='Lightning strategy, e.g. "ddp", "ddp_spawn" (docs/tutorials/resume-and-gpus.md)'
+    )
     num_nodes: int = Field(1, ge=1)
 
     @field_validator("precision", mode="before")

@@ -25,6 +25,6 @@ def schedule_warning(samples_per_epoch: int, train: TrainConfig) -> str | None:
     return (
         f"{samples_per_epoch} training samples with batch {train.batch_size} make {per_epoch} optimiser step(s) per "
         f"epoch, {steps} in stage 1 ({epochs} epochs): small data usually needs at least {MIN_STAGE1_STEPS}, e.g. "
-        f"--set train.min_steps=300 (the folder config's), or a smaller batch and more epochs (docs/tutorials/own-data.md, Bring your "
-        "own data)"
+        f"--set train.min_steps=300 (the folder config's), or a smaller batch and more epochs "
+        "(docs/tutorials/own-data.md)"
     )

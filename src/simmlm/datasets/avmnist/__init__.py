@@ -35,7 +35,8 @@ class AvmnistData(DataSection, FrameMissing, WithScenario):
     val_fraction: float = Field(0.15, gt=0, lt=1)
     val_split: Literal["stratified", "recording_index"] = "stratified"
     audio_frontend: Literal["literature", "antialiased"] = Field(
-        "literature", description="MFCC front end (literature = what the published numbers use; docs/datasets/avmnist.md)"
+        "literature",
+        description="MFCC front end (literature = what the published numbers use; docs/datasets/avmnist.md)",
     )
     mfcc_rate: float | None = Field(None, gt=0, description="rate told to the MFCC (None: the front end's)")
     mfcc_pad: Literal["reflect", "constant"] | None = Field(None, description="STFT frame padding (None: front end's)")
