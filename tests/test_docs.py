@@ -286,3 +286,10 @@ def test_own_data_quick_start_runs_as_written(page: Path, tmp_path: Path, monkey
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, (command, result.output)
     assert (tmp_path / "results" / "my_data" / "report.html").exists()
+
+
+def test_the_own_data_tutorial_lists_every_shipped_config() -> None:
+    from simmlm.datasets.registry import packaged_configs
+
+    text = (DOCS / "tutorials" / "own-data.md").read_text().split("**Configs.**", 1)[1].split(")", 1)[0]
+    assert re.findall(r"`(\w+)`", text) == packaged_configs()
