@@ -152,7 +152,7 @@ def test_method_options_are_checked_against_the_method_at_load() -> None:
         load_config(None, {"method": "mmp", "model.method_options": {"dimm": 16}})
     with pytest.raises(ValueError, match="method_options of 'dream': depth"):
         load_config(None, {"method": "dream", "model.method_options": {"depth": "deep"}})
-    with pytest.raises(ValueError, match="method_options of 'simmlm'.*its options: none"):
+    with pytest.raises(ValueError, match="method_options of 'simmlm'.*its options: reliability"):
         load_config(None, {"method": "simmlm", "model.method_options": {"dim": 16}})
     with pytest.raises(ValueError, match="unknown method 'simlm'"):
         load_config(None, {"method": "simlm"})

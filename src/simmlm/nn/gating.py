@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -120,3 +122,63 @@ def build_gate_encoder(input_shape: tuple[int, ...], width: int = 8) -> nn.Modul
     for size in input_shape:
         in_features *= size
     return FlatGateEncoder(in_features, 2 * width)
+
+
+#: The per-expert reliability signals :func:`reliability_signals` computes, in order.
+RELIABILITY_SIGNALS = ("normalised entropy", "max probability", "energy", "agreement")
+
+
+def reliability_signals(expert_logits: Tensor, available: Tensor) -> Tensor:
+    """How trustworthy each expert's output looks, ``[B, M, 4]``, from the outputs alone (no label, detached).
+
+    Per expert ``m`` with class probabilities ``p^m = softmax(o^m)`` over ``T`` classes: the normalised predictive
+    entropy ``H(p^m) / log T`` and the maximum probability (Hendrycks & Gimpel 2017; QMF, Zhang et al. 2023, weighs
+    modalities by such uncertainty), the free energy ``-logsumexp(o^m) / log T`` (Liu et al. 2020: lower on
+    in-distribution inputs), and the agreement ``1 - JS(p^m, p̄)`` with the mean ``p̄`` of the other available
+    experts (Jensen-Shannon divergence in units of ``log 2``; 1 when the sample has no other expert). A corrupted
+    modality tends to give a flat or an odd, disagreeing output: these are the gate's evidence that it has become
+    unreliable. Missing modalities get zeros (their gate logit is ``-inf`` anyway).
+
+    Args:
+        expert_logits: ``[B, M, T]`` class logits of every expert.
+        available: ``[B, M]`` which modalities each sample has.
+    """
+    logits = expert_logits.detach().float()
+    num_classes = logits.shape[-1]
+    log_t = math.log(max(num_classes, 2))
+    log_p = logits.log_softmax(-1)
+    p = log_p.exp()
+    entropy = -(p * log_p).sum(-1) / log_t
+    energy = -logits.logsumexp(-1) / log_t
+    have = available.to(p.dtype).unsqueeze(-1)  # [B, M, 1]
+    others = (p * have).sum(1, keepdim=True) - p * have  # [B, M, T]: the sum over the other available experts
+    count = have.sum(1, keepdim=True) - have
+    mean_others = others / count.clamp_min(1)
+    mid = 0.5 * (p + mean_others)
+    js = 0.5 * (_kl(p, mid) + _kl(mean_others, mid)) / math.log(2)
+    agreement = torch.where(count.squeeze(-1) > 0, 1 - js, torch.ones_like(js))
+    signals = torch.stack([entropy, p.amax(-1), energy, agreement], -1)
+    return signals * have
+
+
+def _kl(p: Tensor, q: Tensor) -> Tensor:
+    """``KL(p || q)`` over the last axis, with ``0 log 0 = 0``."""
+    return torch.where(p > 0, p * (p.clamp_min(1e-12).log() - q.clamp_min(1e-12).log()), p.new_zeros(())).sum(-1)
+
+
+class ReliabilityHead(nn.Module):
+    """A per-modality linear map of the reliability signals to an additive gate logit, ``r^m = a_m · s^m + c_m``.
+
+    It starts at zero (the gate is then exactly the base gate) and learns, in stage 2, how much each modality's
+    evidence of unreliability should lower its weight. Added to every subset's logits alike: the signals depend on
+    the expert, not on the subset.
+    """
+
+    def __init__(self, num_modalities: int, num_signals: int = len(RELIABILITY_SIGNALS)) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_modalities, num_signals))
+        self.bias = nn.Parameter(torch.zeros(num_modalities))
+
+    def forward(self, signals: Tensor) -> Tensor:
+        """``[B, M, R]`` signals -> ``[B, M]`` logit offsets."""
+        return (signals * self.weight).sum(-1) + self.bias

@@ -1,0 +1,79 @@
+"""DMoME's reliability-aware gate (beyond the paper): the signals, and that the option starts as the plain gate."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from simmlm.methods import create_method
+from simmlm.nn.gating import RELIABILITY_SIGNALS, reliability_signals
+
+SHAPES = {"a": (1, 16, 16), "b": (12,), "c": (8,)}
+
+
+def test_signals_of_flat_confident_missing_and_disagreeing_experts() -> None:
+    flat = torch.zeros(4)
+    sure = torch.tensor([20.0, 0, 0, 0])
+    other = torch.tensor([0, 20.0, 0, 0])
+    logits = torch.stack([torch.stack([flat, sure, sure]), torch.stack([sure, other, other])])  # [2, 3, 4]
+    available = torch.tensor([[True, True, False], [True, True, True]])
+    s = reliability_signals(logits, available)
+    assert s.shape == (2, 3, len(RELIABILITY_SIGNALS))
+    entropy, top, energy, agreement = s.unbind(-1)
+    assert entropy[0, 0] == pytest.approx(1.0) and top[0, 0] == pytest.approx(0.25)  # a flat output
+    assert entropy[0, 1] == pytest.approx(0.0, abs=1e-6) and top[0, 1] == pytest.approx(1.0)
+    assert energy[0, 0] == pytest.approx(-1.0)  # -logsumexp(0, 0, 0, 0) / log 4
+    assert torch.equal(s[0, 2], torch.zeros(4))  # missing: zeros
+    # the mean of the others puts half on its class: m = (1/4, 3/4), JS = (KL(p || m) + KL(q || m)) / 2, in bits
+    js = (math.log(4 / 3) + 0.5 * math.log(2) + 0.5 * math.log(2 / 3)) / 2 / math.log(2)
+    assert agreement[1, 1] == pytest.approx(1 - js, abs=1e-4)
+    assert agreement[1, 0] == pytest.approx(0.0, abs=1e-3)  # the odd one out: no overlap with the others' mean
+    single = reliability_signals(logits[:1], torch.tensor([[False, True, False]]))
+    assert single[0, 1, 3] == 1.0  # nobody to disagree with
+
+
+def test_signals_are_detached_and_batch_independent() -> None:
+    logits = torch.randn(5, 3, 6, requires_grad=True)
+    available = torch.rand(5, 3) > 0.3
+    available[:, 0] = True
+    s = reliability_signals(logits, available)
+    assert not s.requires_grad
+    assert torch.allclose(reliability_signals(logits[2:3], available[2:3]), s[2:3])
+    assert torch.isfinite(s).all() and (s[..., 3] <= 1 + 1e-6).all() and (s[..., 3] >= -1e-6).all()
+
+
+def test_the_option_starts_as_the_plain_gate_and_learns_only_its_own_term() -> None:
+    torch.manual_seed(0)
+    plain = create_method("simmlm", input_shapes=SHAPES, num_classes=4, expert="auto")
+    torch.manual_seed(0)
+    reliable = create_method("simmlm", input_shapes=SHAPES, num_classes=4, expert="auto", reliability=True)
+    inputs = {k: torch.randn(6, *v) for k, v in SHAPES.items()}
+    available = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 1], [1, 0, 0], [0, 0, 1], [1, 1, 0]], dtype=torch.bool)
+    a, b = plain(inputs, available), reliable(inputs, available)
+    assert torch.allclose(a.logits, b.logits) and torch.equal(a.gate_weights == 0, b.gate_weights == 0)
+    b.logits.logsumexp(-1).sum().backward()
+    assert reliable.reliability is not None and reliable.reliability.weight.grad is not None
+    assert reliable.reliability.weight.grad.abs().sum() > 0
+    subsets = [available, available & torch.tensor([True, False, True])]
+    outs = reliable.forward_subsets(inputs, available, subsets)
+    assert torch.allclose(outs[0].logits, b.logits, atol=1e-6)
+
+
+def test_a_lower_reliability_logit_moves_weight_away() -> None:
+    torch.manual_seed(0)
+    model = create_method("simmlm", input_shapes=SHAPES, num_classes=4, expert="auto", reliability=True)
+    inputs = {k: torch.randn(3, *v) for k, v in SHAPES.items()}
+    available = torch.ones(3, 3, dtype=torch.bool)
+    before = model(inputs, available).gate_weights
+    with torch.no_grad():
+        assert model.reliability is not None
+        model.reliability.bias[1] = -math.log(100)
+    after = model(inputs, available).gate_weights
+    assert (after[:, 1] < before[:, 1] / 50).all()
+
+
+def test_reliability_refuses_outputs_it_cannot_read() -> None:
+    with pytest.raises(ValueError, match="no gate per output channel"):
+        create_method("simmlm", input_shapes=SHAPES, num_classes=3, expert="auto", gate_channels=3, reliability=True)
