@@ -84,7 +84,7 @@ def test_no_import_cycles_between_modules() -> None:
 
 # The layers (docs/contributing/architecture.md): the core is plain PyTorch and knows nothing of training,
 # experiments, reports or commands; the ring stands on it.
-CORE = ("portable", "fileio", "subsets", "data", "nn", "metrics", "losses", "methods", "evaluation")
+CORE = ("portable", "fileio", "progress", "subsets", "data", "nn", "metrics", "losses", "methods", "evaluation")
 RING = ("engine", "experiments", "reporting", "cli")
 DATASET_NAMES = re.compile(r"avmnist|brats|food101|mvmnist|seqfeatures", re.IGNORECASE)
 #: The training files, the only ones that import Lightning.
@@ -169,7 +169,13 @@ def test_data_is_generic_machinery_that_names_no_dataset() -> None:
 
 def test_the_top_level_holds_only_the_core_helpers() -> None:
     """Everything else is in a package that names its layer."""
-    assert {p.name for p in SOURCE.glob("*.py")} == {"__init__.py", "portable.py", "fileio.py", "subsets.py"}
+    assert {p.name for p in SOURCE.glob("*.py")} == {
+        "__init__.py",
+        "portable.py",
+        "fileio.py",
+        "progress.py",
+        "subsets.py",
+    }
 
 
 def test_lightning_stays_in_the_training_files() -> None:
@@ -201,3 +207,29 @@ def test_run_folders_and_predict_load_no_lightning_at_import() -> None:
 
     for module in ("simmlm.engine.runs", "simmlm.evaluation.predict", "simmlm.engine.tasks", "simmlm.datasets"):
         assert not reached(module) & training, (module, sorted(reached(module) & training))
+
+
+def test_the_library_reports_through_one_logger_per_module_and_never_prints() -> None:
+    """Outside the command line (whose output is its result), no ``print(...)``, no ``logging.getLogger("simmlm")``
+    at a call site (a module's logger is ``logging.getLogger(__name__)``, a child of ``simmlm`` that the CLI's handler
+    shows), no ``log=print``-style callbacks, and progress bars only through ``simmlm.progress``."""
+    import ast
+
+    offenders, imports = [], _every_import()
+    for name, text in _sources().items():
+        if name.startswith("cli/"):
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                offenders.append(f"{name}:{node.lineno}: print(...)")
+            elif isinstance(node, ast.Call) and ast.unparse(node.func) in ("logging.getLogger", "getLogger"):
+                given = [a.value for a in node.args if isinstance(a, ast.Constant)]
+                if not node.args or any(str(v).split(".")[0] == "simmlm" for v in given):  # root, or by hand
+                    offenders.append(f"{name}:{node.lineno}: {ast.unparse(node)} (use logging.getLogger(__name__))")
+            elif isinstance(node, ast.arg) and node.arg == "log":
+                offenders.append(f"{name}:{node.lineno}: a log= parameter (log on the module's logger)")
+            elif isinstance(node, ast.Name) and node.id == "print":
+                offenders.append(f"{name}:{node.lineno}: print as a value")
+        if name != "progress.py" and "rich.progress" in imports[name]:
+            offenders.append(f"{name}: rich.progress (show progress with simmlm.progress)")
+    assert not offenders, offenders

@@ -37,7 +37,7 @@ def test_every_dataset_loads_trains_tests_every_subset_predicts_and_reports(name
     overrides |= {f"data.{key}": value for key, value in example.data.items()} | example.config
     quiet_lightning()
     out = tmp_path / "bench"
-    summary = run_benchmark(["simmlm"], [0], out, default_config(name), overrides, log=lambda line: None)
+    summary = run_benchmark(["simmlm"], [0], out, default_config(name), overrides)
 
     modalities = summary["modalities"]
     subsets = {"+".join(c) for k in range(1, len(modalities) + 1) for c in itertools.combinations(modalities, k)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import io
+import logging
 import random
 import re
 import socket
@@ -15,7 +15,6 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
 from simmlm.cli import app
@@ -195,19 +194,27 @@ def test_corrupt_gzip_is_reported_not_crashed(tiny, tmp_path: Path) -> None:
     assert not (tmp_path / "data/mnist/tiny-idx1-ubyte.gz").exists() and leftovers(tmp_path / "data") == []
 
 
-def test_corrupt_present_file_is_downloaded_again_and_said_so(tiny, tmp_path: Path) -> None:
+def test_corrupt_present_file_is_downloaded_again_and_said_so(
+    tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     _, files, served = tiny
     root = tmp_path / "data"
     download_files(files, root, **FAST)
     (root / "rec/0_a_0.wav").write_bytes(b"damaged")
-    out = io.StringIO()
-    summary = download_files(files, root, **{**FAST, "quiet": False}, console=Console(file=out, width=200))
+    with caplog.at_level(logging.INFO, logger="simmlm"):
+        summary = download_files(files, root, **{**FAST, "quiet": False}, description="downloading tiny")
     assert summary.replaced == summary.downloaded == ["rec/0_a_0.wav"] and len(summary.present) == 2
     assert (root / "rec/0_a_0.wav").read_bytes() == served["rec/0_a_0.wav"]
-    text = out.getvalue()
-    assert "rec/0_a_0.wav: present but its checksum does not match" in text
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "rec/0_a_0.wav: present but its checksum does not match" in warnings[0]
+    text = "\n".join(r.getMessage() for r in caplog.records)
     assert "downloaded 1 file" in text and "1 replaced after a checksum mismatch" in text
     assert "already present 2" in text
+    assert "downloading tiny: 0/3 files" in text and "downloading tiny: 3/3 files" in text  # piped: plain lines
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="simmlm"):
+        download_files(files, root, **FAST)
+    assert not caplog.records  # quiet: not a line
 
 
 def test_interrupted_download_resumes_with_a_range_request(tiny, tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def test_runs_without_progress_bars_log_one_line_per_epoch(caplog: pytest.LogCap
     )
     with caplog.at_level("DEBUG", logger="simmlm"):
         train(cfg, synthetic_splits(40), progress=False)
-    lines = [r.getMessage() for r in caplog.records if r.name == "simmlm"]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("simmlm.")]
     heads = ["stage 1 (each expert alone)", "epoch 1/2", "epoch 2/2", "stage 2 (experts + gate)", "epoch 1/1"]
     assert [line.split(":")[0].strip() for line in lines] == heads
     assert "stage1/val_score_a" in lines[1] and "stage2/val_mean_score" in lines[4]
@@ -101,7 +101,7 @@ def test_one_stage_methods_log_one_stage_with_the_whole_budget(caplog: pytest.Lo
     )
     with caplog.at_level("INFO", logger="simmlm"):
         train(cfg, synthetic_splits(40), progress=False)
-    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "simmlm")
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("simmlm."))
     assert "one stage (no per-modality experts to train first): 2 epochs" in text
     assert "epoch 2/2: train/loss" in text and "stage2" not in text and "stage 1" not in text
 

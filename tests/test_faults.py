@@ -319,22 +319,3 @@ def test_report_given_the_summary_file_reports_its_folder(tmp_path: Path) -> Non
     shutil.copytree(Path(__file__).parents[1] / "results" / "mvmnist", folder, ignore=shutil.ignore_patterns("runs"))
     code, output = _run("report", str(folder / "summary.json"))
     assert code == 0 and (folder / "report.html").is_file()
-
-
-def test_a_terminal_gets_a_bar_over_the_runs_and_a_pipe_does_not() -> None:
-    from io import StringIO
-
-    from rich.console import Console
-
-    from simmlm.cli.common import run_progress
-
-    terminal, piped = StringIO(), StringIO()
-    console = Console(file=terminal, force_terminal=True, width=80)
-    with run_progress(console, 2) as advance:
-        console.print("a run trained")  # lines printed meanwhile still appear
-        advance()
-        advance()
-    assert "2/2" in terminal.getvalue() and "a run trained" in terminal.getvalue()
-    with run_progress(Console(file=piped), 2) as advance:
-        advance()
-    assert piped.getvalue() == ""

@@ -80,7 +80,8 @@ def test_the_cache_is_built_once_and_rebuilt_when_a_file_or_setting_changes(
     folders = sorted(split.iterdir())
     with caplog.at_level(logging.INFO, logger="simmlm"):
         first = cached_cases(folders, BRATS2015, 1, cache)
-    assert sum("cached " in r.getMessage() for r in caplog.records) == 3
+    built = [r.getMessage() for r in caplog.records]
+    assert "preprocessing 3 of 3 cases" in built[0] and "BraTS cache: 3/3 cases in" in built[-1], built
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="simmlm"):
         again = cached_cases(folders, BRATS2015, 1, cache)
@@ -93,7 +94,8 @@ def test_the_cache_is_built_once_and_rebuilt_when_a_file_or_setting_changes(
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="simmlm"):
         changed = cached_cases(folders, BRATS2015, 1, cache)
-    assert sum("cached " in r.getMessage() for r in caplog.records) == 1
+    built = [r.getMessage() for r in caplog.records]
+    assert "preprocessing 1 of 3 cases" in built[0] and "BraTS cache: 1/1 cases in" in built[-1], built
     assert changed[1].entry != first[1].entry and changed[0].entry == first[0].entry
     assert not torch.equal(changed[1].inputs["flair"], first[1].inputs["flair"])
 

@@ -25,9 +25,8 @@ from simmlm.cli.common import (
     parse_methods,
     parse_seeds,
     placement,
-    run_progress,
     say,
-    show_epochs,
+    show_logs,
 )
 from simmlm.cli.example import convert_features, example_data
 from simmlm.cli.robustness import robustness
@@ -89,20 +88,9 @@ def benchmark(
         extra = {"data.dataset": dataset, "train.mofe_lambda": mofe_lambda, **placement(devices, strategy, num_nodes)}
         settings = config_overrides(data_dir, set_, **extra)
         quiet_lightning()
-        show_epochs(console, verbose)
-        runs = len(method_list) * len(seed_list)
-        with exits_on_signals(f"the benchmark in {out}", out), run_progress(console, runs) as advance:
-            summary = run_benchmark(
-                method_list,
-                seed_list,
-                out,
-                config,
-                settings,
-                log=lambda line: say(console, line),
-                resume=resume,
-                overwrite=overwrite,
-                on_run=advance,
-            )
+        show_logs(console, verbose)
+        with exits_on_signals(f"the benchmark in {out}", out):
+            summary = run_benchmark(method_list, seed_list, out, config, settings, resume=resume, overwrite=overwrite)
     except (ValueError, OSError, ValidationError) as err:
         raise fail(err) from err
     if not is_global_zero():
@@ -132,7 +120,7 @@ def data(
     from simmlm.engine.schedule import schedule_warning
     from simmlm.engine.tasks import task_for
 
-    show_epochs(Console())  # warnings about the data (e.g. a split of a single class)
+    show_logs(Console())  # warnings about the data (e.g. a split of a single class), progress of its caches
     try:
         config, line = default_config_line(dataset, config)
         typer.echo(line)
@@ -227,8 +215,11 @@ def download(
 
     Mirrors: set SIMMLM_MNIST_URL and SIMMLM_FSDD_URL to other base URLs (docs/datasets/avmnist.md).
     """
+    from rich.console import Console
+
     from simmlm.data.download import DownloadError
 
+    show_logs(Console(stderr=True))  # what is downloaded, files that were corrupt, the summary line
     fetch = get_dataset(dataset).download if dataset in list_datasets() else None
     if fetch is None:
         choices = ", ".join(list_datasets(downloadable=True))
@@ -287,7 +278,7 @@ def train(
         splits = load_splits(cfg.data)
         if not progress:
             quiet_lightning()
-            show_epochs(Console(), verbose)
+            show_logs(Console(), verbose)
         with folder_lock(out, "simmlm train"), exits_on_signals(f"the run in {out}", out / "checkpoints"):
             result = train_run(cfg, splits, progress=progress, checkpoint_dir=out / "checkpoints", resume=resume)
             report = save_run(out, result, splits)["test"]

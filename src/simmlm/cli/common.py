@@ -1,9 +1,9 @@
-"""What the ``simmlm`` commands share: option types, config lookup, overrides, progress lines and errors."""
+"""What the ``simmlm`` commands share: option types, config lookup, overrides, log lines and errors."""
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -117,9 +117,15 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def say(console: Any, text: str, **style: Any) -> None:
-    """Print a progress line and flush it, so output piped to a file or a pager shows up as it happens."""
-    console.print(text, markup=False, soft_wrap=True, **style)
+def say(console: Any, text: str, style: str = "") -> None:
+    """Print a progress line and flush it, so output piped to a file or a pager shows up as it happens; in a terminal
+    showing a progress bar (:mod:`simmlm.progress`), above the bar."""
+    from simmlm.progress import live_console
+
+    target = (live_console() if console.is_terminal else None) or console
+    line = target.render_str(text, markup=False)  # highlighted as a print of the string would be
+    line.style = style  # on the line only: print(style=...) would also restyle a bar drawn below it
+    target.print(line, soft_wrap=True)
     console.file.flush()
 
 
@@ -128,14 +134,19 @@ VerboseOpt = Annotated[
 ]
 
 
-def show_epochs(console: Any, verbose: bool = False) -> None:
-    """Print the engine's progress lines (logger ``simmlm``) on ``console``, benchmarks running without progress bars:
-    a line per stage and run, and with ``verbose`` one per epoch."""
+def show_logs(console: Any, verbose: bool = False) -> None:
+    """Print the library's lines (the ``simmlm`` logger and its children, one per module) on ``console``: a line per
+    stage and run, progress where no bar is drawn (:mod:`simmlm.progress`), warnings in yellow; with ``verbose`` also
+    a line per epoch (``DEBUG``)."""
     import logging
 
     class _Console(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            say(console, record.getMessage(), style="yellow" if record.levelno >= logging.WARNING else "dim")
+            if record.levelno >= logging.WARNING:
+                style = "yellow"
+            else:  # what a benchmark or the suite does stands out; the engine's and the data's lines are dim
+                style = "" if record.name.startswith("simmlm.experiments") else "dim"
+            say(console, record.getMessage(), style=style)
 
     logger = logging.getLogger("simmlm")
     for old in [h for h in logger.handlers if getattr(h, "simmlm_console", False)]:
@@ -216,19 +227,3 @@ def default_out(dataset: str, data_dir: Path | None, suffix: str = "") -> Path:
     if dataset in list_datasets() and get_dataset(dataset).named_by_folder and data_dir is not None:
         name = f"folder-{data_dir.resolve().name or 'data'}"
     return Path("results") / f"{name}{suffix}"
-
-
-@contextmanager
-def run_progress(console: Any, total: int) -> Iterator[Callable[[], None]]:
-    """A bar over a benchmark's ``total`` runs in a terminal (the lines printed meanwhile scroll above it), yielding
-    the function that advances it; when the output is piped to a file, nothing (the per-stage lines say where the
-    benchmark is)."""
-    if not console.is_terminal:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("runs", total=total)
-        yield lambda: bar.advance(task)

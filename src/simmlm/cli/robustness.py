@@ -20,7 +20,7 @@ from simmlm.cli.common import (
     parse_methods,
     parse_seeds,
     say,
-    show_epochs,
+    show_logs,
 )
 from simmlm.datasets import list_datasets
 
@@ -74,9 +74,9 @@ def robustness(
         say(console, line)
         settings = config_overrides(data_dir, set_, **{"data.dataset": dataset})
         quiet_lightning()
-        show_epochs(console, verbose)
+        show_logs(console, verbose)
         with exits_on_signals(f"the robustness suite in {out}", out, resume_flag=False):
-            run_robustness(method_list, seed_list, out, config, settings, spec, log=lambda text: say(console, text))
+            run_robustness(method_list, seed_list, out, config, settings, spec)
     except (ValueError, OSError, ValidationError) as err:
         raise fail(err) from err
     console.print(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -27,7 +28,10 @@ from dataclasses import dataclass, field
 from http.client import HTTPException
 from importlib.resources import files as package_files
 from pathlib import Path
-from typing import Any
+
+from simmlm.progress import progress
+
+logger = logging.getLogger(__name__)
 
 USER_AGENT = "simmlm-download/1 (python-urllib)"
 _CHUNK = 1 << 16
@@ -212,11 +216,11 @@ class _Downloader:
         retries: int,
         retry_wait: float,
         on_bytes: Callable[[int], None],
-        log: Callable[[str], None],
+        quiet: bool,
         manual: str,
     ) -> None:
         self.root, self.timeout, self.retries, self.retry_wait = root, timeout, retries, retry_wait
-        self.on_bytes, self.log, self.manual = on_bytes, log, manual
+        self.on_bytes, self.quiet, self.manual = on_bytes, quiet, manual
         self.stop = threading.Event()
 
     def one(self, item: RemoteFile) -> str:
@@ -229,7 +233,9 @@ class _Downloader:
             if ok:
                 part.unlink(missing_ok=True)
                 return "present"
-            self.log(f"{item.path}: present but its checksum does not match ({actual}); downloading it again")
+            if not self.quiet:
+                what = "%s: present but its checksum does not match (%s); downloading it again"
+                logger.warning(what, item.path, actual)
             final.unlink()  # never leave a corrupt file under the final name
             status = "replaced"
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +296,6 @@ def download_files(
     retry_wait: float = 0.5,
     workers: int = 8,
     quiet: bool = False,
-    console: Any = None,
     description: str = "downloading",
     manual: str | None = None,
 ) -> DownloadSummary:
@@ -299,57 +304,41 @@ def download_files(
     ``timeout``: seconds for connecting and for each read. ``retries``: extra attempts per URL after a
     transient failure (read timeout, reset, truncated body, 5xx), each resuming the partial file, after
     ``retry_wait * 2**k`` seconds. ``workers`` files are fetched at a time. ``manual`` ends the network error's
-    message: how to get the files by hand. ``quiet``: no progress bar, messages or summary line.
+    message: how to get the files by hand. The progress over the files (and the bytes received) shows as
+    :mod:`simmlm.progress` shows it, under ``description``; a file present but corrupt is a warning and the summary
+    line an ``INFO`` record on this module's logger. ``quiet``: none of these.
 
     Raises :class:`DownloadError` (network, local disk) or :class:`ChecksumError` on the first file that fails;
     files finished by then stay (verified) and partial ones stay as ``.part`` for the next run to resume.
     """
-    from rich.console import Console
     from rich.filesize import decimal
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     items = list(files)
     root = Path(root)
-    console = console if console is not None else Console(stderr=True)
     summary = DownloadSummary(root)
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[size]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=quiet,
-    )
-    task = progress.add_task(description, total=len(items), size="")
     lock = threading.Lock()
-
-    def on_bytes(count: int) -> None:
-        with lock:
-            summary.bytes += count
-            total = summary.bytes
-        progress.update(task, size=decimal(total))
-
-    def log(message: str) -> None:
-        if not quiet:
-            progress.console.print(message, markup=False, soft_wrap=True)
-
     manual = manual or f"copy the files by hand into {root}"
-    downloader = _Downloader(root, timeout, retries, retry_wait, on_bytes, log, manual)
+    with progress(description, len(items), "files", enabled=not quiet) as bar:
 
-    def work(item: RemoteFile) -> None:
-        try:
-            status = downloader.one(item)
-        except OSError as err:  # network errors are handled inside: this one is local (permissions, disk)
-            raise DownloadError(f"{item.path}: {err}") from err
-        with lock:
-            (summary.present if status == "present" else summary.downloaded).append(item.path)
-            if status == "replaced":
-                summary.replaced.append(item.path)
-        progress.advance(task)
+        def on_bytes(count: int) -> None:
+            with lock:
+                summary.bytes += count
+                total = summary.bytes
+            bar.note(decimal(total))
 
-    with progress:
+        downloader = _Downloader(root, timeout, retries, retry_wait, on_bytes, quiet, manual)
+
+        def work(item: RemoteFile) -> None:
+            try:
+                status = downloader.one(item)
+            except OSError as err:  # network errors are handled inside: this one is local (permissions, disk)
+                raise DownloadError(f"{item.path}: {err}") from err
+            with lock:
+                (summary.present if status == "present" else summary.downloaded).append(item.path)
+                if status == "replaced":
+                    summary.replaced.append(item.path)
+            bar.advance()
+
         pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="simmlm-download")
         try:
             futures: list[Future[None]] = [pool.submit(work, item) for item in items]
@@ -367,5 +356,5 @@ def download_files(
     for names in (summary.downloaded, summary.present, summary.replaced):
         names.sort(key=order.__getitem__)
     if not quiet:
-        console.print(summary.line(), markup=False, soft_wrap=True)
+        logger.info("%s", summary.line())
     return summary

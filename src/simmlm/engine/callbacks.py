@@ -8,9 +8,11 @@ import math
 
 import lightning as L
 
+logger = logging.getLogger(__name__)
+
 
 class EpochLog(L.Callback):
-    """One line per finished epoch (its logged losses and validation scores) on the ``simmlm`` logger: the last
+    """One line per finished epoch (its logged losses and validation scores) on this module's logger: the last
     epoch of a stage at ``INFO``, the others at ``DEBUG`` (``--verbose`` shows them).
 
     Used when progress bars are off (benchmarks, output piped to a file), so long runs still show where they are.
@@ -19,7 +21,7 @@ class EpochLog(L.Callback):
     def _report(self, trainer: L.Trainer, epochs_done: int, level: int = logging.DEBUG) -> None:
         if trainer.is_global_zero and epochs_done > 0:
             metrics = ", ".join(f"{k} {float(v):.4f}" for k, v in sorted(trainer.callback_metrics.items()))
-            logging.getLogger("simmlm").log(level, "  epoch %d/%d: %s", epochs_done, trainer.max_epochs, metrics)
+            logger.log(level, "  epoch %d/%d: %s", epochs_done, trainer.max_epochs, metrics)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.first = trainer.current_epoch  # > 0 when resuming

@@ -30,6 +30,8 @@ from simmlm.evaluation.evaluate import classification_report, segmentation_repor
 from simmlm.evaluation.inferers import predict_subsets
 from simmlm.losses.mofe import per_sample_cross_entropy
 
+logger = logging.getLogger(__name__)
+
 
 class Task(Protocol):
     average_key: str  # the report's headline key: "average_accuracy" or "average_dice"
@@ -135,7 +137,7 @@ class ClassificationTask:
             raise ValueError(f"dataset {self.data.dataset!r} has no loader")
         splits = apply_scenario(self.loader(self.data), getattr(self.data, "scenario", None))
         for line in data_warnings(splits):
-            logging.getLogger("simmlm").warning("warning: %s", line)
+            logger.warning("warning: %s", line)
         return splits
 
     def check_method(self, model: nn.Module, method: str) -> None:

@@ -29,6 +29,8 @@ from simmlm.engine.tasks import Task, task_for
 from simmlm.methods import ExpertMixture, get_method
 from simmlm.portable import configure_torch
 
+logger = logging.getLogger(__name__)
+
 
 def _trainer(epochs: int, t: TrainConfig, progress: bool, checkpoint: Path | None = None) -> L.Trainer:
     """A Trainer on ``t``'s devices; with ``checkpoint``, writing it (atomically) after every epoch."""
@@ -215,7 +217,7 @@ def train(
             nested_cfg = given.model_copy(update={"method": method, "model": nested_model})
             done = cache.get(run_key(nested_cfg, splits)) if cache is not None else None
             if isinstance(done, RunResult):
-                logging.getLogger("simmlm").info("  %s: the same run as before (reused, not retrained)", method)
+                logger.info("  %s: the same run as before (reused, not retrained)", method)
                 prior_seconds += done.train_seconds
                 shared_seconds += done.train_seconds
                 return done.model, {**done.selected, "reused": True}
@@ -238,7 +240,7 @@ def train(
     for value in values:
         if start is not None:
             model.load_state_dict(start)  # every value from the same stage-1 experts and the same stage-2 seed
-            logging.getLogger("simmlm").info(
+            logger.info(
                 "  stage 2 with gate_shrinkage %g (%d of %d values; validation chooses)",
                 value,
                 len(tried) + 1,
@@ -261,7 +263,7 @@ def train(
         scores = {f"{v:g}": x.score[0] for v, x in tried}
         losses = {f"{v:g}": -x.score[1] for v, x in tried}
         selected["gate_shrinkage"] = {"chosen": chosen, "val_mean_score": scores, "val_mean_loss": losses}
-        logging.getLogger("simmlm").info("  gate_shrinkage %g chosen (validation mean score: %s)", chosen, scores)
+        logger.info("  gate_shrinkage %g chosen (validation mean score: %s)", chosen, scores)
     if entry.after_training is not None:
         entry.after_training(model)
     model.cpu().eval()
@@ -340,7 +342,7 @@ def _stage_two(
         what = "one stage (no per-modality experts to train first)"
     one_stage = not (two_stage or entry.stage1_in_pretrain)
     epochs = stage_epochs(t.stage2.epochs, n, t) + (stage_epochs(t.stage1.epochs, n, t) if one_stage else 0)
-    logging.getLogger("simmlm").info("  %s: %d epochs", what, epochs)
+    logger.info("  %s: %d epochs", what, epochs)
     seconds, selected = 0.0, {}
     if epochs > 0:
         loader = task.train_loader(
@@ -382,7 +384,7 @@ def stage_one(
         stage = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment, task)
         loader = task.train_loader(splits.train, t.batch_size, seed=_stage_seed(t.seed, 1))
         epochs = stage_epochs(t.stage1.epochs, task.samples_per_epoch(splits), t)
-        logging.getLogger("simmlm").info("  stage 1 (each expert alone): %d epochs", epochs)
+        logger.info("  stage 1 (each expert alone): %d epochs", epochs)
         seconds = _fit(stage, loader, epochs, t, progress, store, "stage1")
         cached = StageOneResult(copy.deepcopy(model.experts.state_dict()), stage.selected(), seconds)
         if cache is not None:
@@ -390,7 +392,7 @@ def stage_one(
         report: dict[str, Any] = {"stage1": cached.selected}
     else:
         model.experts.load_state_dict(cached.expert_state)
-        logging.getLogger("simmlm").info("  stage 1: the same experts as a run before (reused, not retrained)")
+        logger.info("  stage 1: the same experts as a run before (reused, not retrained)")
         report = {"stage1_reused": True, "stage1": cached.selected}
     result = StageOneResult(cached.expert_state, report, cached.seconds)
     if store is not None:

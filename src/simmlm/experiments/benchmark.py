@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,10 @@ from simmlm.experiments.comparisons import compare_methods, comparison_markdown,
 from simmlm.experiments.reproducibility import provenance
 from simmlm.fileio import folder_lock, write_text_atomic
 from simmlm.methods.registry import expert_mixtures, protocol_clauses
+from simmlm.progress import progress
 from simmlm.reporting.format import NO_NUMBER, ci, over_subsets, pm, training_seconds
+
+logger = logging.getLogger(__name__)
 
 
 def run_benchmark(
@@ -39,11 +43,9 @@ def run_benchmark(
     out: Path,
     config: Path | None = None,
     overrides: dict[str, Any] | None = None,
-    log: Callable[[str], None] = print,
     resume: bool = False,
     cache: dict[str, Any] | None = None,
     overwrite: bool = False,
-    on_run: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Train and test every method with every seed; model selection uses the validation split only.
 
@@ -51,7 +53,8 @@ def run_benchmark(
     saved). With ``resume``, finished runs (``metrics.json`` present, same config) are loaded instead of trained
     and an interrupted run continues from its checkpoints. ``cache`` (see :func:`~simmlm.engine.train.train`) may
     be shared with other benchmarks on the same splits, e.g. to train stage 1 once for several MoFe lambdas.
-    Finished runs made with another config are refused unless ``overwrite`` (or ``resume``); ``on_run()`` per run.
+    Finished runs made with another config are refused unless ``overwrite`` (or ``resume``). Each run gets a line on
+    this module's logger, and the runs a progress bar (:mod:`simmlm.progress`: plain lines when not in a terminal).
     """
     base = load_config(config, {**(overrides or {}), "method": methods[0]})  # method options checked for it
     source = provenance()  # before anything is written
@@ -67,7 +70,7 @@ def run_benchmark(
         if not (resume or overwrite):
             refuse_other_runs(out, cfgs, data_dir)
         for name, expert in experts.items():
-            log(f"expert for {name}: {expert['why']}")
+            logger.info("expert for %s: %s", name, expert["why"])
         summary: dict[str, Any] = {
             "dataset": base.data.dataset,
             "data_dir": str(Path(data_dir).resolve()) if data_dir else None,  # the data read (the report's title)
@@ -79,72 +82,74 @@ def run_benchmark(
             "provenance": source,
         }
         cache = {} if cache is None else cache  # stage 1 and finished runs shared between runs (see train)
-        for method in methods:
-            runs = []
-            for seed in seeds:
-                cfg = cfgs[f"{method}-seed{seed}"]
-                run_dir = out / "runs" / f"{method}-seed{seed}"
-                if resume and (run_dir / "metrics.json").is_file():
-                    log(f"{method} seed {seed}: finished before, loaded from {run_dir}")
-                    run, result = load_run(run_dir, cfg)
-                    cache[run_key(cfg, splits)] = result  # a later method may pre-train this run (DREAM's scorer)
-                    runs.append(({"method": method, "seed": seed, **run}, result))
-                    on_run()
-                    continue
-                log(f"{method} seed {seed}: training")
-                result = train(
-                    cfg,
-                    splits,
-                    progress=False,
-                    cache=cache,
-                    checkpoint_dir=run_dir / "checkpoints",
-                    resume=resume,
-                )
-                run = {"method": method, "seed": seed, **save_run(run_dir, result, splits)}
-                remove_checkpoints(run_dir)
-                report = run["test"]
-                key, average_key = headline_keys(report)
-                accs = ", ".join(f"{k} {v[key]:.2%}" for k, v in report["subsets"].items())
-                if len(report["subsets"]) > WIDE_SUBSETS:  # dozens of subsets: the full set and the average
-                    full = "+".join(splits.modalities)
-                    accs = (
-                        f"{full} {report['subsets'][full][key]:.2%}, average over the subsets {report[average_key]:.2%}"
+        total = len(methods) * len(seeds)
+        with progress(f"benchmark of {base.data.dataset}", total, "runs") as bar:
+            for method in methods:
+                runs = []
+                for seed in seeds:
+                    cfg = cfgs[f"{method}-seed{seed}"]
+                    run_dir = out / "runs" / f"{method}-seed{seed}"
+                    if resume and (run_dir / "metrics.json").is_file():
+                        logger.info("%s seed %d: finished before, loaded from %s", method, seed, run_dir)
+                        run, result = load_run(run_dir, cfg)
+                        cache[run_key(cfg, splits)] = result  # a later method may pre-train this run (DREAM's scorer)
+                        runs.append(({"method": method, "seed": seed, **run}, result))
+                        bar.advance()
+                        continue
+                    logger.info("%s seed %d: training", method, seed)
+                    result = train(
+                        cfg,
+                        splits,
+                        progress=False,
+                        cache=cache,
+                        checkpoint_dir=run_dir / "checkpoints",
+                        resume=resume,
                     )
-                own = result.train_seconds - result.shared_seconds
-                shared = f" (+ {result.shared_seconds:.1f} s reused)" if result.shared_seconds else ""
-                log(
-                    f"{method} seed {seed}: trained in {own:.1f} s{shared}  test: {accs}  "
-                    f"CR {report['counterintuitive_rate']:.2%}"
+                    run = {"method": method, "seed": seed, **save_run(run_dir, result, splits)}
+                    remove_checkpoints(run_dir)
+                    report = run["test"]
+                    key, average_key = headline_keys(report)
+                    accs = ", ".join(f"{k} {v[key]:.2%}" for k, v in report["subsets"].items())
+                    if len(report["subsets"]) > WIDE_SUBSETS:  # dozens of subsets: the full set and the average
+                        full = "+".join(splits.modalities)
+                        average = f"average over the subsets {report[average_key]:.2%}"
+                        accs = f"{full} {report['subsets'][full][key]:.2%}, {average}"
+                    own = result.train_seconds - result.shared_seconds
+                    shared = f" (+ {result.shared_seconds:.1f} s reused)" if result.shared_seconds else ""
+                    logger.info(
+                        f"{method} seed {seed}: trained in {own:.1f} s{shared}  test: {accs}  "
+                        f"CR {report['counterintuitive_rate']:.2%}"
+                    )
+                    runs.append((run, result))
+                    bar.advance()
+                resolved, score_name = runs[0][1].config, task.score_name
+                t, n = resolved.train, task.samples_per_epoch(splits)
+                steps = f", each stage at least {t.min_steps} optimiser steps" if t.min_steps else ""
+                summary["protocol"] = (
+                    f"{splits.description} Expert mixtures ({', '.join(expert_mixtures())}) train in two stages "
+                    f"(stage 1: {stage_epochs(t.stage1.epochs, n, t)} epochs per expert, stage 2: "
+                    f"{stage_epochs(t.stage2.epochs, n, t)} epochs{steps}; stage 1 is shared between methods with "
+                    f"identical experts); {'; '.join(protocol_clauses(methods))}. Adam; every stage keeps its best "
+                    f"epoch on validation {score_name} (stage 2: mean over every subset), never on test data. Test "
+                    "metrics: every non-empty modality subset, each over the test samples that have all of its "
+                    "modalities; ECE/SCE with 20 bins."
                 )
-                runs.append((run, result))
-                on_run()
-            resolved, score_name = runs[0][1].config, task.score_name
-            t, n = resolved.train, task.samples_per_epoch(splits)
-            steps = f", each stage at least {t.min_steps} optimiser steps" if t.min_steps else ""
-            summary["protocol"] = (
-                f"{splits.description} Expert mixtures ({', '.join(expert_mixtures())}) train in two stages "
-                f"(stage 1: {stage_epochs(t.stage1.epochs, n, t)} epochs per expert, stage 2: "
-                f"{stage_epochs(t.stage2.epochs, n, t)} epochs{steps}; stage 1 is shared between methods with "
-                f"identical experts); {'; '.join(protocol_clauses(methods))}. Adam; every stage keeps its best "
-                f"epoch on validation {score_name} (stage 2: mean over every subset), never on test data. Test "
-                "metrics: every non-empty modality subset, each over the test samples that have all of its "
-                "modalities; ECE/SCE with 20 bins."
-            )
-            summary["protocol"] += task.protocol(resolved)
-            summary["methods"][method] = _aggregate(
-                [r for r, _ in runs],
-                count_params(runs[0][1].model),
-                full_modality_flops(runs[0][1].model, splits, resolved),
-                {s: r.config.train.mofe_lambda for s, (_, r) in zip(seeds, runs, strict=True)},
-            )
-            runs_arrays = runs_from_folder(out, list(summary["methods"]), seeds) if len(summary["methods"]) > 1 else {}
-            if runs_arrays:  # classification: every method against simmlm, with 95 % intervals
-                summary["comparisons"] = compare_methods(runs_arrays, COMPARISON_DRAWS)
-            if is_global_zero():  # written after every method, so an interruption keeps what is finished
-                task.figures(out, method, runs[0][1].model, resolved, splits)
-                write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
-                write_text_atomic(out / "summary.md", summary_markdown(summary))
-                task.summary_figures(summary, out)
+                summary["protocol"] += task.protocol(resolved)
+                summary["methods"][method] = _aggregate(
+                    [r for r, _ in runs],
+                    count_params(runs[0][1].model),
+                    full_modality_flops(runs[0][1].model, splits, resolved),
+                    {s: r.config.train.mofe_lambda for s, (_, r) in zip(seeds, runs, strict=True)},
+                )
+                done = list(summary["methods"])
+                runs_arrays = runs_from_folder(out, done, seeds) if len(done) > 1 else {}
+                if runs_arrays:  # classification: every method against simmlm, with 95 % intervals
+                    summary["comparisons"] = compare_methods(runs_arrays, COMPARISON_DRAWS)
+                if is_global_zero():  # written after every method, so an interruption keeps what is finished
+                    task.figures(out, method, runs[0][1].model, resolved, splits)
+                    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+                    write_text_atomic(out / "summary.md", summary_markdown(summary))
+                    task.summary_figures(summary, out)
         return summary
 
 

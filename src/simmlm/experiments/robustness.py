@@ -20,8 +20,9 @@ seed, so all methods see the same inputs and comparisons stay paired.
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,6 +43,8 @@ from simmlm.experiments.reproducibility import provenance
 from simmlm.fileio import read_yaml, write_text_atomic
 from simmlm.metrics.bootstrap import RunArrays
 from simmlm.subsets import mask_to_bits
+
+logger = logging.getLogger(__name__)
 
 Kind = Literal["noise", "occlude", "band", "zeros"]
 
@@ -129,7 +132,6 @@ def _lambda_on_validation(
     overrides: dict[str, Any],
     suite: SuiteConfig,
     cache: dict[str, Any],
-    log: Callable[[str], None],
 ) -> tuple[list[Path], dict[str, float]]:
     """simmlm_val: per seed, the simmlm run whose MoFe lambda (of ``suite.lambdas``) scored best on validation
     average accuracy (ties: the first lambda listed). simmlm's own lambda reuses its run; the others train stage 2
@@ -141,9 +143,9 @@ def _lambda_on_validation(
             folders[lam] = cell_dir
             continue
         folders[lam] = cell_dir / "lambdas" / f"{lam:g}"
-        log(f"simmlm with MoFe lambda {lam:g} (for simmlm_val)")
+        logger.info("simmlm with MoFe lambda %g (for simmlm_val)", lam)
         settings = {**overrides, "train.mofe_lambda": lam}
-        run_benchmark([TUNED_FROM], seeds, folders[lam], config, settings, log=log, resume=True, cache=cache)
+        run_benchmark([TUNED_FROM], seeds, folders[lam], config, settings, resume=True, cache=cache)
     chosen, choice = [], {}
     for seed in seeds:
         runs = {lam: folder / "runs" / f"{TUNED_FROM}-seed{seed}" for lam, folder in folders.items()}
@@ -288,7 +290,6 @@ def run_robustness(
     config: Path | None = None,
     overrides: dict[str, Any] | None = None,
     suite: SuiteConfig | None = None,
-    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train and evaluate every cell of the suite; write ``robustness.json``, ``robustness.md`` and the figures.
 
@@ -322,15 +323,15 @@ def run_robustness(
             saved.is_file()
             and {key: v for key, v in json.loads(saved.read_text()).items() if key in identity} == identity
         ):
-            log(f"cell {k}/{len(cells)} ({cell.title}): finished before, loaded from {saved}")
+            logger.info("cell %d/%d (%s): finished before, loaded from %s", k, len(cells), cell.title, saved)
             results.append(json.loads(saved.read_text()))
         else:
             left = len(cells) - k + 1
             eta = f"; about {sum(trained) / len(trained) * left / 60:.0f} min left" if trained else ""
-            log(f"cell {k}/{len(cells)} ({cell.title}): {len(methods)} methods x {len(seeds)} seeds{eta}")
+            logger.info(f"cell {k}/{len(cells)} ({cell.title}): {len(methods)} methods x {len(seeds)} seeds{eta}")
             result = {
                 **identity,
-                **_train_cell(cell, cell_dir, methods, seeds, config, overrides, suite, splits, task, log),
+                **_train_cell(cell, cell_dir, methods, seeds, config, overrides, suite, splits, task),
             }
             trained.append(result["seconds"])
             write_text_atomic(saved, json.dumps(result, indent=2))
@@ -339,7 +340,8 @@ def run_robustness(
         write_text_atomic(out / "robustness.json", json.dumps(robustness, indent=2))  # after every cell
     write_text_atomic(out / "robustness.md", robustness_markdown(robustness))
     write_figures(robustness, out)
-    log(f"suite done: {robustness['seconds'] / 60:.1f} min of training and evaluation over {len(cells)} cells")
+    minutes = robustness["seconds"] / 60
+    logger.info("suite done: %.1f min of training and evaluation over %d cells", minutes, len(cells))
     return robustness
 
 
@@ -360,22 +362,17 @@ def _train_cell(
     suite: SuiteConfig,
     splits: Splits,
     task: Task,
-    log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Train (or resume) the cell's benchmark and simmlm_val's lambdas, then evaluate every model."""
     start = time.perf_counter()
     cell_overrides = {**(overrides or {}), **({"data.scenario": cell.scenario} if cell.scenario else {})}
     cache: dict[str, Any] = {}  # stage 1 of simmlm's experts, trained once for every lambda
-
-    def indent(line: str) -> None:
-        log(f"  {line}")
-
-    run_benchmark(methods, seeds, cell_dir, config, cell_overrides, log=indent, resume=True, cache=cache)
+    run_benchmark(methods, seeds, cell_dir, config, cell_overrides, resume=True, cache=cache)
     runs = {m: [cell_dir / "runs" / f"{m}-seed{s}" for s in seeds] for m in methods}
     choice: dict[str, float] = {}
     if TUNED_FROM in methods and suite.lambdas:
-        runs[TUNED], choice = _lambda_on_validation(cell_dir, seeds, config, cell_overrides, suite, cache, indent)
-    log(f"  evaluating {len(cell.conditions)} test conditions")
+        runs[TUNED], choice = _lambda_on_validation(cell_dir, seeds, config, cell_overrides, suite, cache)
+    logger.info("evaluating %d test conditions", len(cell.conditions))
     result = {
         "cell": cell.name,
         "title": cell.title,

@@ -40,6 +40,7 @@ import torch
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.data.frames import SequenceFeatureDataset, describe_ratios, frame_masks, split_ratios
 from simmlm.fileio import atomic_path, cache_dir
+from simmlm.progress import track
 
 SPEAKERS = ("jackson", "nicolas", "theo")
 RECORDINGS_PER_DIGIT = 50
@@ -190,11 +191,9 @@ def mfcc_map(path: Path, frontend: AudioFrontend = AUDIO_FRONTENDS["literature"]
 
 def build_arrays(root: Path, frontend: AudioFrontend) -> dict[str, np.ndarray]:
     """Extract the raw (unscaled) arrays of the 1,500 avMNIST pairs."""
-    from rich.progress import track
-
     names = _recording_names()
     mfccs, real_frames, digits, is_test = [], [], [], []
-    for name in track(names, description="avMNIST: extracting MFCCs", transient=True):
+    for name in track(names, "avMNIST: extracting MFCCs (once, then cached)", unit="recordings"):
         digit, _speaker, index = name[:-4].split("_")
         coeffs, real = mfcc_map(root / "fsdd" / "recordings" / name, frontend)
         mfccs.append(coeffs)

@@ -12,8 +12,8 @@ convention, downsampling, margin and :data:`PREPROCESSING_VERSION`) and each sou
 modification time. Changing a setting or a file gives another name, so a stale entry is never read (it is left on
 disk; delete the folder to reclaim it). Entries are written to a temporary folder and renamed into place: a build
 that is killed leaves whole entries and no half ones, and the next build goes on from where it stopped. The build
-logs one line per case on the ``simmlm`` logger and runs ``workers`` processes at once; every worker computes with
-the parent's thread count, so the arrays do not depend on ``workers``.
+shows its progress (:mod:`simmlm.progress`: a bar in a terminal, else lines on the logger) and runs ``workers``
+processes at once; every worker computes with the parent's thread count, so the arrays do not depend on ``workers``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import socket
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +36,9 @@ from torch import Tensor
 
 from simmlm.datasets.brats.loader import NiftiLayout, VolumeCase, load_case
 from simmlm.fileio import alive, cache_dir
+from simmlm.progress import progress
+
+logger = logging.getLogger(__name__)
 
 PREPROCESSING_VERSION = 1  # bump when load_case's arithmetic changes: every entry is rebuilt
 MARGIN = 4  # voxels around the brain's bounding box (load_case's default)
@@ -141,30 +143,23 @@ def cached_cases(
     folders: Sequence[Path], layout: NiftiLayout, downsample: int, root: Path, workers: int = 0
 ) -> list[CachedCase]:
     """Every case of ``folders`` from the cache under ``root``, preprocessing the ones not there yet (with
-    ``workers`` processes, or in this one when 0); one log line per case built."""
+    ``workers`` processes, or in this one when 0), showing the progress of the build."""
     entries = [root / entry_name(f, layout, downsample) for f in folders]
     todo = [(f, e) for f, e in zip(folders, entries, strict=True) if not (e / "case.json").is_file()]
-    log = logging.getLogger("simmlm")
     if todo:
         _remove_stale(root)
-        log.info("preprocessing %d of %d cases into %s (once; runs read them there)", len(todo), len(folders), root)
+        logger.info("preprocessing %d of %d cases into %s (once; runs read them there)", len(todo), len(folders), root)
         root.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-
-        def done(i: int, folder: Path) -> None:
-            seconds = (time.perf_counter() - start) / (i + 1)
-            log.info("  cached %d/%d: %s (%.1f s a case)", i + 1, len(todo), folder.name, seconds)
-
-        if workers > 0:
-            context = get_context("spawn")  # no fork of a process whose torch threads already run
-            threads = torch.get_num_threads()
-            with ProcessPoolExecutor(workers, context, initializer=_set_threads, initargs=(threads,)) as pool:
-                futures = [pool.submit(_build, f, layout, downsample, e) for f, e in todo]
-                for i, ((folder, _), future) in enumerate(zip(todo, futures, strict=True)):
-                    future.result()  # a case that cannot be read raises here, naming its file
-                    done(i, folder)
-        else:
-            for i, (folder, entry) in enumerate(todo):
-                _build(folder, layout, downsample, entry)
-                done(i, folder)
+        with progress("BraTS cache", len(todo), "cases") as bar:
+            if workers > 0:
+                context = get_context("spawn")  # no fork of a process whose torch threads already run
+                threads = torch.get_num_threads()
+                with ProcessPoolExecutor(workers, context, initializer=_set_threads, initargs=(threads,)) as pool:
+                    for future in [pool.submit(_build, f, layout, downsample, e) for f, e in todo]:
+                        future.result()  # a case that cannot be read raises here, naming its file
+                        bar.advance()
+            else:
+                for folder, entry in todo:
+                    _build(folder, layout, downsample, entry)
+                    bar.advance()
     return [open_entry(e) for e in entries]

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
-import time
+import logging
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -46,15 +45,14 @@ from simmlm.nn.encoders import (
     build_text_encoder,
     encoder_identity,
 )
+from simmlm.progress import progress
+
+logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when the encoding itself changes
 MODES = {"frozen": "frozen", "finetune": "fine-tuned"}
 WHAT = {"text": "text", "image": "image", "both": "image or text (half each)"}
 WHERE = {"train": "training and validation", "test": "test", "both": "training, validation and test"}
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _subsample(items: list[Food101Item], limit: int | None, seed: int) -> list[Food101Item]:
@@ -80,14 +78,13 @@ def data_fingerprint(root: Path, split: str, items: list[Food101Item]) -> str:
 
 
 def _encode(inputs: list[Any], batch: int, encode: Any, what: str, label: str) -> list[Tensor]:
-    """Run ``encode(chunk)`` over ``inputs`` in chunks, with a progress line about every 10 s."""
+    """Run ``encode(chunk)`` over ``inputs`` in chunks (images decoded and encoded, titles tokenised and encoded),
+    showing the progress (:mod:`simmlm.progress`)."""
     out: list[Tensor] = []
-    start = last = time.monotonic()
-    for k in range(0, len(inputs), batch):
-        out.append(encode(inputs[k : k + batch]))
-        if time.monotonic() - last > 10:
-            last = time.monotonic()
-            _say(f"{label}: encoded {min(k + batch, len(inputs))}/{len(inputs)} {what} ({last - start:.0f} s)")
+    with progress(f"{label}: encoding the {what}s", len(inputs), f"{what}s") as bar:
+        for k in range(0, len(inputs), batch):
+            out.append(encode(inputs[k : k + batch]))
+            bar.advance(len(inputs[k : k + batch]))
     return out
 
 
@@ -134,7 +131,7 @@ def embed_split(root: Path, split: Split, data: Food101Data) -> dict[str, Any]:
     if path.is_file():
         return dict(torch.load(path, map_location="cpu", weights_only=True))
     label = f"food101 {split}"
-    _say(f"{label}: encoding {len(items)} samples once ({data.mode}; cached in {path})")
+    logger.info("%s: encoding %d samples once (%s; cached in %s)", label, len(items), data.mode, path)
     present = torch.tensor([[it.image is not None, it.title is not None] for it in items], dtype=torch.bool)
     blob: dict[str, Any] = {"present": present, "classes": [it.class_name for it in items], "identity": identity}
     values: dict[str, list[Any]] = {"image": [it.image for it in items], "text": [it.title for it in items]}
