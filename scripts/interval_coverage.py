@@ -5,7 +5,8 @@ of method A is right with probability ``sigmoid(mu_n + a_n + g_r + e_rn)``: ``a_
 sample ``n`` (the same for every seed: test-sample noise, 0 without it), ``g_r`` (sd ``sigma``) the seed's luck,
 ``e_rn`` per-sample jitter; B the same with its own draws. With ``shift`` A's logits are raised (a real difference).
 Compared: the paired bootstrap simmlm used before (test samples and seeds resampled together, percentile interval)
-and :func:`simmlm.metrics.bootstrap.seed_and_test_interval`. Run it as a script for the table of the docs (concepts/metrics.md)::
+and :func:`simmlm.metrics.bootstrap.seed_and_test_interval`. Run it as a script for the table of the docs
+(concepts/metrics.md)::
 
     python scripts/interval_coverage.py
 """

@@ -77,3 +77,51 @@ def test_a_lower_reliability_logit_moves_weight_away() -> None:
 def test_reliability_refuses_outputs_it_cannot_read() -> None:
     with pytest.raises(ValueError, match="no gate per output channel"):
         create_method("simmlm", input_shapes=SHAPES, num_classes=3, expert="auto", gate_channels=3, reliability=True)
+
+
+def test_corruption_degrades_the_asked_share_and_zeroes_some() -> None:
+    from simmlm.data.augment import AugmentSpec, augment
+
+    torch.manual_seed(0)
+    x = torch.randn(4000, 1, 5, 5) + 3
+    out = augment(x, AugmentSpec(kind="corrupt", prob=0.4, severity=2.0, zero_share=0.25))
+    changed = (out != x).flatten(1).any(1)
+    zeroed = (out == 0).flatten(1).all(1)
+    assert out.shape == x.shape
+    assert changed.float().mean().item() == pytest.approx(0.4, abs=0.03)
+    assert zeroed.float().mean().item() == pytest.approx(0.1, abs=0.02)
+    noise = (out - x)[changed & ~zeroed]
+    assert 0 < noise.std().item() < 2.0 * x.std().item()  # sigma uniform in (0, 2 std]: rms about 1.15 std
+    assert torch.equal(augment(x, AugmentSpec(kind="corrupt", prob=0.0)), x)
+
+
+def test_a_stage_can_have_its_own_augmentation() -> None:
+    from simmlm.engine.config import load_config
+
+    cfg = load_config("avmnist", {"train.stage2.augment": {"audio": {"kind": "corrupt", "prob": 0.5}}})
+    assert cfg.train.stage2.augment is not None and cfg.train.stage2.augment["audio"].prob == 0.5
+    assert cfg.train.stage1.augment is None
+
+
+def test_each_stage_takes_its_own_augmentation_or_the_common_one() -> None:
+    from simmlm.engine.config import load_config, stage_augment
+
+    cfg = load_config("avmnist", {"train.stage2.augment": {"audio": {"kind": "corrupt"}}})
+    assert stage_augment(cfg.train, "stage1") == cfg.train.augment
+    assert list(stage_augment(cfg.train, "stage2")) == ["audio"]
+    assert stage_augment(cfg.train, "stage2")["audio"].kind == "corrupt"
+
+
+def test_a_stage_augmentation_of_an_unknown_modality_is_refused_before_training() -> None:
+    from conftest import synthetic_splits
+    from simmlm.engine.config import RunConfig
+    from simmlm.engine.train import train
+
+    cfg = RunConfig.model_validate(
+        {
+            "model": {"expert": {"a": "lenet", "b": "mlp"}},
+            "train": {"stage1": {"epochs": 1}, "stage2": {"epochs": 1, "augment": {"audio": {"kind": "corrupt"}}}},
+        }
+    )
+    with pytest.raises(ValueError, match=r"train.stage2.augment names unknown modalities \['audio'\]"):
+        train(cfg, synthetic_splits(20), progress=False)

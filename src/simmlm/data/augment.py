@@ -13,10 +13,11 @@ from torch import Tensor
 
 class AugmentSpec(BaseModel):
     """How one modality is augmented: ``affine`` (rotation, scale, shift of 2-D maps), ``noise``, ``mask``
-    (SpecAugment-style bands of a ``[B, C, F, T]`` spectrogram-like map set to 0) or ``none``."""
+    (SpecAugment-style bands of a ``[B, C, F, T]`` spectrogram-like map set to 0), ``corrupt`` (a share of the
+    samples degraded while still marked present: :func:`random_corruption`) or ``none``."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["none", "affine", "noise", "mask"] = "none"
+    kind: Literal["none", "affine", "noise", "mask", "corrupt"] = "none"
     degrees: float = 10.0
     translate: float = 0.1
     scale: float = 0.1
@@ -24,6 +25,11 @@ class AugmentSpec(BaseModel):
     freq_width: int = Field(4, ge=0, description="mask: widest band of rows (coefficients) per mask")
     time_width: int = Field(0, ge=0, description="mask: widest band of columns (frames) per mask")
     masks: int = Field(1, ge=0, description="mask: bands of each kind per sample")
+    prob: float = Field(0.3, ge=0, le=1, description="corrupt: the share of samples degraded")
+    severity: float = Field(
+        2.0, gt=0, description="corrupt: the strongest noise, in standard deviations of the modality in the batch"
+    )
+    zero_share: float = Field(0.25, ge=0, le=1, description="corrupt: of the degraded samples, the share zeroed")
 
 
 def random_affine(x: Tensor, degrees: float, translate: float, scale: float) -> Tensor:
@@ -53,6 +59,20 @@ def random_bands(x: Tensor, dim: int, max_width: int, count: int) -> Tensor:
     return x
 
 
+def random_corruption(x: Tensor, prob: float, severity: float, zero_share: float) -> Tensor:
+    """Degrade a random ``prob`` of the samples as a failing sensor would, leaving them marked present: most get
+    Gaussian noise of a standard deviation drawn uniformly in ``(0, severity]`` times the batch's standard deviation
+    of this modality, ``zero_share`` of them are zeroed instead (the unannounced missing modality). A gate trained on
+    such samples (stage 2) sees what a degraded input does to its expert, which clean data never shows it."""
+    n = len(x)
+    shape = (n,) + (1,) * (x.ndim - 1)
+    hit = torch.rand(shape, device=x.device) < prob
+    zero = hit & (torch.rand(shape, device=x.device) < zero_share)
+    sigma = torch.rand(shape, device=x.device).clamp_min(1e-3) * severity * x.detach().std().clamp_min(1e-6)
+    noisy = torch.where(hit & ~zero, x + sigma * torch.randn_like(x), x)
+    return torch.where(zero, torch.zeros_like(x), noisy)
+
+
 def augment(x: Tensor, spec: AugmentSpec) -> Tensor:
     """Apply ``spec`` to a batch ``x`` of one modality."""
     if spec.kind == "affine":
@@ -65,6 +85,8 @@ def augment(x: Tensor, spec: AugmentSpec) -> Tensor:
         if x.ndim != 4:
             raise ValueError(f"mask augmentation needs [B, C, F, T] inputs, got {tuple(x.shape)}")
         return random_bands(random_bands(x, 2, spec.freq_width, spec.masks), 3, spec.time_width, spec.masks)
+    if spec.kind == "corrupt":
+        return random_corruption(x, spec.prob, spec.severity, spec.zero_share)
     return x
 
 

@@ -75,6 +75,20 @@ class StageConfig(StrictModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     expert_lr_scale: float = Field(1.0, gt=0, description="stage 2: the experts learn at lr × this, the rest at lr")
+    augment: dict[str, AugmentSpec] | None = Field(
+        None,
+        description="this stage's augmentation per modality, instead of train.augment (None: train.augment), e.g. "
+        "stage 2 with kind: corrupt so the gate sees degraded inputs marked present",
+    )
+
+
+STAGES = ("stage1", "stage2")
+
+
+def stage_augment(train: TrainConfig, stage: str) -> dict[str, AugmentSpec]:
+    """The augmentation of one stage: its own (``train.<stage>.augment``), else ``train.augment``."""
+    own = getattr(train, stage).augment
+    return train.augment if own is None else own
 
 
 class TrainConfig(StrictModel):

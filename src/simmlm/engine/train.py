@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from simmlm.data.base import Splits, without_annotation
 from simmlm.engine.callbacks import EpochLog, FailOnDivergence, ReleaseProcessGroup
-from simmlm.engine.config import RunConfig, TrainConfig, resolve_config
+from simmlm.engine.config import STAGES, RunConfig, TrainConfig, resolve_config, stage_augment
 from simmlm.engine.resume import AtomicCheckpointIO, EpochCheckpoint, RunCheckpoints
 from simmlm.engine.runs import RunResult, build_model
 from simmlm.engine.schedule import stage_epochs
@@ -196,9 +196,10 @@ def train(
     task.check_method(model, cfg.method)
     if not getattr(model, "reads_annotation", True):  # e.g. dream_paper: never told which modalities are missing
         splits = without_annotation(splits)
-    unknown = sorted(set(t.augment) - set(splits.modalities))
-    if unknown:
-        raise ValueError(f"augment names unknown modalities {unknown}; known: {splits.modalities}")
+    for where, specs in (("train.augment", t.augment), *((f"train.{s}.augment", stage_augment(t, s)) for s in STAGES)):
+        unknown = sorted(set(specs) - set(splits.modalities))
+        if unknown:
+            raise ValueError(f"{where} names unknown modalities {unknown}; known: {splits.modalities}")
     check_precision(t)
     # only now, with the config, data and model known to be good, is anything written
     store = RunCheckpoints(checkpoint_dir, cfg, resume) if checkpoint_dir is not None else None
@@ -320,7 +321,7 @@ def _stage_two(
         splits.val,
         t.stage2.lr,
         t.stage2.weight_decay,
-        t.augment,
+        stage_augment(t, "stage2"),
         float(t.mofe_lambda or 0.0),
         t.mofe_views,
         task,
@@ -381,7 +382,7 @@ def stage_one(
     cached = cache.get(key) if cache is not None else None
     if not isinstance(cached, StageOneResult):
         L.seed_everything(_stage_seed(t.seed, 1), workers=True, verbose=False)
-        stage = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, t.augment, task)
+        stage = ExpertStage(model, splits.val, t.stage1.lr, t.stage1.weight_decay, stage_augment(t, "stage1"), task)
         loader = task.train_loader(splits.train, t.batch_size, seed=_stage_seed(t.seed, 1))
         epochs = stage_epochs(t.stage1.epochs, task.samples_per_epoch(splits), t)
         logger.info("  stage 1 (each expert alone): %d epochs", epochs)
