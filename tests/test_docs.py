@@ -293,3 +293,34 @@ def test_the_own_data_tutorial_lists_every_shipped_config() -> None:
 
     text = (DOCS / "tutorials" / "own-data.md").read_text().split("**Configs.**", 1)[1].split(")", 1)[0]
     assert re.findall(r"`(\w+)`", text) == packaged_configs()
+
+
+def test_generated_reference_pages_cover_every_dataset_command_and_config_key(tmp_path: Path) -> None:
+    """The docs' dataset pages, CLI reference and config reference come from the registry, the typer app and the
+    pydantic models at build time: a new dataset, command or key appears without editing the docs."""
+    import sys
+    from types import SimpleNamespace
+
+    import typer
+
+    from simmlm.cli import app
+    from simmlm.datasets import list_datasets
+    from simmlm.engine.config import TrainConfig
+
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import simmlm_docs
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    simmlm_docs.generate(SimpleNamespace(srcdir=str(tmp_path)))
+    out = tmp_path / simmlm_docs.GENERATED
+    index = (out / "datasets.md").read_text()
+    for name in list_datasets():
+        assert f"datasets/{name}.md" in index and (out / "datasets" / f"{name}.md").is_file(), name
+        assert f"### `data ({name})`" in (out / "config.md").read_text(), name
+    group = typer.main.get_command(app)
+    cli = (out / "cli.md").read_text()
+    for command in group.list_commands(group.context_class(group, info_name="simmlm")):
+        assert f"## `simmlm {command}`" in cli, command
+    config = (out / "config.md").read_text()
+    assert all(f"| `{key}` |" in config for key in TrainConfig.model_fields)
