@@ -33,7 +33,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "late_fusion": {"method": "late_fusion"},
 }
 #: (modality, kind, severity): the degraded conditions, applied to every sample that has the modality.
-CONDITIONS = (None, ("image", "noise", 2.0), ("audio", "noise", 2.0), ("image", "zeros", 1.0), ("audio", "zeros", 1.0))
+CONDITIONS = (
+    None,
+    ("image", "noise", 2.0),
+    ("audio", "noise", 2.0),
+    ("image", "zeros", 1.0),
+    ("audio", "zeros", 1.0),
+    ("image", "occlude", 0.5),  # not among the training corruptions (noise, zeros): do the gains carry over?
+    ("audio", "band", 0.5),
+)
 
 
 def _name(condition: tuple[str, str, float] | None) -> str:

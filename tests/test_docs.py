@@ -324,3 +324,17 @@ def test_generated_reference_pages_cover_every_dataset_command_and_config_key(tm
         assert f"## `simmlm {command}`" in cli, command
     config = (out / "config.md").read_text()
     assert all(f"| `{key}` |" in config for key in TrainConfig.model_fields)
+
+
+def test_docs_reliability_table_is_what_its_results_file_holds() -> None:
+    import statistics
+
+    data = json.loads((ROOT / "results" / "avmnist-reliability-check" / "reliability.json").read_text())
+    text = (DOCS / "results" / "reliability.md").read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    rows = {r[0]: r[1:] for r in ([c.strip() for c in line.strip("|").split("|")] for line in table[1:])}
+    assert set(rows) == set(data["results"])
+    for variant, row in data["results"].items():
+        cells = [row[f"test {condition}"] for condition in header[1:]]
+        assert rows[variant] == [f"{statistics.fmean(v):.2f} ± {statistics.stdev(v):.2f}" for v in cells], variant

@@ -342,31 +342,10 @@ def predict(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    if "region_volumes_ml" in result:
-        typer.echo(f"segmentation from {', '.join(result['modalities'])} ({result['method']})")
-        typer.echo(
-            "region volumes: " + "  ".join(f"{r.upper()} {v:.1f} mL" for r, v in result["region_volumes_ml"].items())
-        )
-        for name, weights in (result["gate_weights"] or {}).items():
-            typer.echo(f"gate weights {name}: " + "  ".join(f"{r.upper()} {w:.3f}" for r, w in weights.items()))
-        tumour = "-" if result["mean_entropy_tumour"] is None else f"{result['mean_entropy_tumour']:.3f}"
-        brain = result["mean_entropy_brain"]
-        typer.echo(f"mean entropy: tumour {tumour}, brain {brain:.3f} nats (max {result['max_entropy']:.3f})")
-        if result["output"]:
-            typer.echo(f"wrote {result['output']}")
-        return
-    label = f" ({result['class_name']})" if result.get("class_name") not in (None, str(result["prediction"])) else ""
-    typer.echo(
-        f"prediction: {result['prediction']}{label}  (from {', '.join(result['modalities'])}; {result['method']})"
-    )
-    probabilities = zip(result["class_names"], result["probabilities"], strict=True)
-    typer.echo("probabilities: " + "  ".join(f"{name}:{p:.3f}" for name, p in probabilities))
-    if result["gate_weights"] is not None:
-        typer.echo("gate weights: " + "  ".join(f"{k} {w:.3f}" for k, w in result["gate_weights"].items()))
-    typer.echo(f"predictive entropy: {result['entropy']:.3f} nats (max {result['max_entropy']:.3f})")
-    if result.get("shapley"):
-        contributions = "  ".join(f"{k} {v:+.3f}" for k, v in result["shapley"].items())
-        typer.echo(f"Shapley contributions to p({result['class_name']}): {contributions} (sum = p - 1/K)")
+    from simmlm.reporting.format import prediction_lines
+
+    for line in prediction_lines(result):
+        typer.echo(line)
 
 
 @app.command()

@@ -67,3 +67,32 @@ def difference(value: Mapping[str, Any]) -> str:
     if value.get("significant_holm") is False:
         return text + " (not after Holm)"
     return text
+
+
+def prediction_lines(result: Mapping[str, Any]) -> list[str]:
+    """``simmlm predict``'s report of one sample (:func:`simmlm.engine.runs.predict_files`'s result) as lines:
+    the class, its probabilities, the gate weights, the entropy and the Shapley contributions, or, for a
+    segmentation, the region volumes, the gate weights per region and the mean entropies."""
+    if "region_volumes_ml" in result:
+        lines = [f"segmentation from {', '.join(result['modalities'])} ({result['method']})"]
+        volumes = result["region_volumes_ml"].items()
+        lines.append("region volumes: " + "  ".join(f"{r.upper()} {v:.1f} mL" for r, v in volumes))
+        for name, weights in (result["gate_weights"] or {}).items():
+            lines.append(f"gate weights {name}: " + "  ".join(f"{r.upper()} {w:.3f}" for r, w in weights.items()))
+        tumour = "-" if result["mean_entropy_tumour"] is None else f"{result['mean_entropy_tumour']:.3f}"
+        brain = result["mean_entropy_brain"]
+        lines.append(f"mean entropy: tumour {tumour}, brain {brain:.3f} nats (max {result['max_entropy']:.3f})")
+        if result["output"]:
+            lines.append(f"wrote {result['output']}")
+        return lines
+    label = f" ({result['class_name']})" if result.get("class_name") not in (None, str(result["prediction"])) else ""
+    lines = [f"prediction: {result['prediction']}{label}  (from {', '.join(result['modalities'])}; {result['method']})"]
+    probabilities = zip(result["class_names"], result["probabilities"], strict=True)
+    lines.append("probabilities: " + "  ".join(f"{name}:{p:.3f}" for name, p in probabilities))
+    if result["gate_weights"] is not None:
+        lines.append("gate weights: " + "  ".join(f"{k} {w:.3f}" for k, w in result["gate_weights"].items()))
+    lines.append(f"predictive entropy: {result['entropy']:.3f} nats (max {result['max_entropy']:.3f})")
+    if result.get("shapley"):
+        contributions = "  ".join(f"{k} {v:+.3f}" for k, v in result["shapley"].items())
+        lines.append(f"Shapley contributions to p({result['class_name']}): {contributions} (sum = p - 1/K)")
+    return lines
