@@ -125,3 +125,24 @@ def test_a_stage_augmentation_of_an_unknown_modality_is_refused_before_training(
     )
     with pytest.raises(ValueError, match=r"train.stage2.augment names unknown modalities \['audio'\]"):
         train(cfg, synthetic_splits(20), progress=False)
+
+
+def test_mixing_given_expert_outputs_reads_their_signals_without_a_second_expert_pass() -> None:
+    torch.manual_seed(0)
+    model = create_method("simmlm", input_shapes=SHAPES, num_classes=4, expert="auto", reliability=True)
+    assert model.reliability is not None
+    with torch.no_grad():
+        model.reliability.weight.normal_()  # a term that matters, so wrong signals would show
+    inputs = {k: torch.randn(5, *v) for k, v in SHAPES.items()}
+    available = torch.ones(5, 3, dtype=torch.bool)
+    plus = available & torch.tensor([True, True, False])
+    outputs = model.expert_logits(inputs, available)
+    calls = []
+    handles = [e.register_forward_hook(lambda *_: calls.append(1)) for e in model.experts.values()]
+    mixed = model.mix(outputs, inputs, plus)
+    several = model.mix_subsets(outputs, inputs, available, [available, plus])
+    for handle in handles:
+        handle.remove()
+    assert not calls
+    assert torch.allclose(mixed.logits, model(inputs, plus).logits, atol=1e-6)
+    assert torch.allclose(several[1].logits, model.forward_subsets(inputs, available, [available, plus])[1].logits)

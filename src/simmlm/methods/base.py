@@ -123,8 +123,11 @@ class ExpertMixture(nn.Module):
         logits = torch.stack([cast(Any, expert).head(features[name]) for name, expert in self.experts.items()], 1)
         return logits, zero_fill(features, mask, self.modalities)
 
-    def gate_inputs(self, inputs: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
-        """What the fusion weights of samples with the modalities of ``mask`` are computed from (:meth:`encode`)."""
+    def gate_inputs(
+        self, inputs: dict[str, Tensor], mask: Tensor, expert_logits: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """What the fusion weights of samples with the modalities of ``mask`` are computed from (:meth:`encode`);
+        ``expert_logits``: the experts' outputs on them, if at hand (a gate that reads them needs no second pass)."""
         return self.encode(inputs, mask)[1] if self.gate_reads_features else zero_fill(inputs, mask, self.modalities)
 
     def expert_logits(self, inputs: dict[str, Tensor], mask: Tensor, validate_args: bool = True) -> Tensor:
@@ -160,7 +163,7 @@ class ExpertMixture(nn.Module):
         :meth:`expert_logits`); ``gate_inputs``: those :meth:`encode` returned with them, if at hand."""
         if validate_args:
             validate_inputs(inputs, mask, self.modalities)
-        gate_inputs = self.gate_inputs(inputs, mask) if gate_inputs is None else gate_inputs
+        gate_inputs = self.gate_inputs(inputs, mask, expert_logits) if gate_inputs is None else gate_inputs
         return _weigh(expert_logits, self.subset_fusion_weights(gate_inputs, mask.unsqueeze(0))[0], mask)
 
     def mix_subsets(
@@ -174,7 +177,7 @@ class ExpertMixture(nn.Module):
         """:meth:`mix` for several subsets of ``available`` (validated masks), their weights in one call; each subset
         is intersected with ``available``, so a modality a sample lacks is never mixed in."""
         masks = torch.stack(list(subset_masks)) & available
-        gate_inputs = self.gate_inputs(inputs, available) if gate_inputs is None else gate_inputs
+        gate_inputs = self.gate_inputs(inputs, available, expert_logits) if gate_inputs is None else gate_inputs
         weights = self.subset_fusion_weights(gate_inputs, masks)
         if expert_logits.ndim == 3 and weights.ndim == 3:  # [B, M, T] class logits: every subset in one product
             # a weight is exactly 0 outside its subset, and the outputs of modalities a sample lacks are zeroed

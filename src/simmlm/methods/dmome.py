@@ -50,14 +50,22 @@ class DMoME(ExpertMixture):
 
     def encode(self, inputs: dict[str, Tensor], mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         logits, gate_inputs = super().encode(inputs, mask)
-        if self.reliability is not None:  # the signals travel with what the gate reads
-            if logits.ndim != 3:
-                raise ValueError(f"reliability reads class logits [B, M, T]; these experts give {list(logits.shape)}")
-            gate_inputs = {**gate_inputs, RELIABILITY_KEY: reliability_signals(logits, mask)}
-        return logits, gate_inputs
+        return logits, self._with_signals(gate_inputs, logits, mask)
 
-    def gate_inputs(self, inputs: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
-        return self.encode(inputs, mask)[1] if self.reliability is not None else super().gate_inputs(inputs, mask)
+    def gate_inputs(
+        self, inputs: dict[str, Tensor], mask: Tensor, expert_logits: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        if self.reliability is None or expert_logits is None:  # without the experts' outputs: one pass of them
+            return self.encode(inputs, mask)[1] if self.reliability is not None else super().gate_inputs(inputs, mask)
+        return self._with_signals(super().gate_inputs(inputs, mask), expert_logits, mask)
+
+    def _with_signals(self, gate_inputs: dict[str, Tensor], logits: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """What the gate reads, with the experts' reliability signals when the option is on."""
+        if self.reliability is None:
+            return gate_inputs
+        if logits.ndim != 3:
+            raise ValueError(f"reliability reads class logits [B, M, T]; these experts give {list(logits.shape)}")
+        return {**gate_inputs, RELIABILITY_KEY: reliability_signals(logits, mask)}
 
     def reset_fusion_to_uniform(self) -> None:
         self.gate.reset_to_uniform()
