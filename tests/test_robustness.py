@@ -14,6 +14,7 @@ from simmlm.cli import app
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.datasets.folder.synthetic import write_example_dataset
 from simmlm.engine.config import load_config
+from simmlm.engine.runs import load_checkpoint
 from simmlm.engine.tasks import task_for
 from simmlm.experiments.robustness import CLEAN, SuiteConfig, assemble, load_suite, plan
 
@@ -21,11 +22,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")
 TINY = ["--set", "train.stage1.epochs=1", "--set", "train.stage2.epochs=1", "--set", "train.min_steps=0"]
 SUITE = """
 train_missing: {fractions: [0.5]}
-train_corruption: {fractions: [0.5], severity: 2.0}
+train_corruption: {modalities: [image], fractions: [0.5], severity: 2.0}
 test_corruptions:
   - {kind: noise, modalities: [image], severities: [1.0]}
   - {kind: zeros, severities: [1.0]}
 lambdas: [0.1, 0.5]
+variants: {reliable: {method_options: {reliability: true}, stage2_augment: {kind: corrupt, prob: 0.5}}}
 bootstrap_draws: 20
 """
 
@@ -50,8 +52,12 @@ def _splits(shapes: dict[str, tuple[int, ...]]) -> Splits:
 def test_the_plan_trains_clean_then_each_share_and_tests_every_corruption_of_the_right_modalities() -> None:
     cells = plan(SuiteConfig(), _splits({"image": (1, 8, 8), "vector": (6,)}))
     assert [c.name for c in cells] == [
-        "clean", "train-missing-image-0.5", "train-missing-image-0.9", "train-noise-image-0.3", "train-noise-image-0.6",
-    ]  # fmt: skip
+        "clean",
+        "train-missing-image-0.5",
+        "train-missing-image-0.9",
+        "train-noise-image-0.5",
+        "train-noise-vector-0.5",
+    ]  # fmt: skip  (training corruption: each modality in turn)
     assert cells[0].scenario is None
     assert cells[1].scenario == {"kind": "missing", "modality": "image", "fraction": 0.5, "seed": 0}
     clean = {(c.scenario, c.severity): c.corruption for c in cells[0].conditions}
@@ -61,9 +67,10 @@ def test_the_plan_trains_clean_then_each_share_and_tests_every_corruption_of_the
     assert ("test occlude: image", 0.25) in clean and not any(s == "test occlude: vector" for s, _ in clean)
     assert ("test band: vector", 0.25) not in clean  # occlusion and bands need 2-D content
     assert clean[("train noise 2: image, corrupted test", 0.0)] == ("image", "noise", 2.0, 1.0)
+    assert clean[("train noise 2: vector, corrupted test", 0.0)] == ("vector", "noise", 2.0, 1.0)
     assert [c.scenario for c in cells[-1].conditions] == [
-        "train noise 2: image, clean test",
-        "train noise 2: image, corrupted test",
+        "train noise 2: vector, clean test",
+        "train noise 2: vector, corrupted test",
     ]
     with pytest.raises(ValueError, match="names modality 'sound'"):
         plan(
@@ -117,6 +124,9 @@ def test_bad_suites_fail_with_the_key_named(tmp_path: Path) -> None:
     bad.write_text("test_corruptions: [{kind: blur, severities: [1]}]\n")
     result = CliRunner().invoke(app, ["robustness", "folder", "--suite", str(bad), "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "test_corruptions.0.kind" in result.output
+    bad.write_text("variants: {mmp: {method_options: {reliability: true}}}\n")
+    result = CliRunner().invoke(app, ["robustness", "folder", "--suite", str(bad), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "suite variant 'mmp' has the name of a method" in result.output
 
 
 @pytest.mark.slow
@@ -129,7 +139,7 @@ def test_the_suite_writes_its_schema_resumes_and_reports(example: Path, tmp_path
     assert first.exit_code == 0, first.output
     assert "cell 1/3 (clean training data)" in first.output and "cell 3/3" in first.output
     r = json.loads((out / "robustness.json").read_text())
-    assert r["methods"] == ["simmlm", "dmome", "simmlm_val"] and r["seeds"] == [0]
+    assert r["methods"] == ["simmlm", "dmome", "simmlm_val", "reliable"] and r["seeds"] == [0]
     assert list(r["cells"]) == ["clean", "train-missing-image-0.5", "train-noise-image-0.5"]
     assert all(c["lambda_chosen"]["0"] in (0.1, 0.5) for c in r["cells"].values())
     assert set(r["scenarios"]) == {
@@ -139,7 +149,7 @@ def test_the_suite_writes_its_schema_resumes_and_reports(example: Path, tmp_path
     for scenario, severities in r["scenarios"].items():
         assert list(severities)[0] == "0", scenario
         for entry in severities.values():
-            assert set(entry["comparisons"]) == {"dmome − simmlm", "simmlm_val − simmlm"}
+            assert set(entry["comparisons"]) == {"dmome − simmlm", "simmlm_val − simmlm", "reliable − simmlm"}
             for row in entry["comparisons"].values():
                 for metric in ("average_accuracy", "counterintuitive_rate", "ece"):
                     c = row[metric]
@@ -156,6 +166,14 @@ def test_the_suite_writes_its_schema_resumes_and_reports(example: Path, tmp_path
     assert zeros["1"]["methods"]["simmlm"]["subsets"]["image"] != zeros["0"]["methods"]["simmlm"]["subsets"]["image"]
     md = (out / "robustness.md").read_text()
     assert "## train missing: image" in md and "| severity | comparison |" in md and "simmlm_val is simmlm" in md
+    assert "reliable is a variant of simmlm: method options {'reliability': True}; stage 2 augments every" in md
+    _, variant, _ = load_checkpoint(
+        out / "cells" / "clean" / "variants" / "reliable" / "runs" / "simmlm-seed0" / "model.pt"
+    )
+    assert variant.model.method_options == {"reliability": True}
+    augment = variant.train.stage2.augment or {}
+    assert {m: (a.kind, a.prob) for m, a in augment.items()} == dict.fromkeys(r["modalities"], ("corrupt", 0.5))
+    assert "reliable (a variant of simmlm" in first.output
     assert len(list((out / "robustness").glob("*.png"))) == len(r["scenarios"]) + 1  # curves + Shapley
 
     # A rerun loads every finished cell; an interrupted cell resumes (its finished runs are loaded).

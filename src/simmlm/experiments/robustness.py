@@ -7,8 +7,13 @@ Three scenarios (:mod:`simmlm.data.scenarios` makes the data):
 2. **test-time corruption** of a present modality (noise, occlusion, band dropout, and the unannounced missing
    modality: zeros while the mask says present), on the models trained on clean data, without retraining;
 3. **training-time corruption**: a share of the training and validation samples carry a corrupted modality marked
-   present, so a gate can learn to distrust it; tested on clean inputs and on inputs whose modality is corrupted in
-   every sample.
+   present (each modality in turn), so a gate can learn to distrust it; tested on clean inputs and on inputs whose
+   modality is corrupted in every sample.
+
+Beside the methods it is given, the suite trains named *variants* of simmlm (``SuiteConfig.variants``): by default
+``simmlm_reliable``, the reliability-aware gate (``model.method_options.reliability``) whose stage 2 sees corrupted
+inputs marked present (the ``corrupt`` augmentation on every modality). A variant trains stage 2 only, from simmlm's
+stage-1 experts of the same seed, so it costs a stage 2 per seed and cell.
 
 The suite trains one benchmark per training condition (a *cell*: clean, then every share of 1 and 3) in
 ``cells/<name>/``, a normal benchmark folder (so an interrupted cell resumes run by run, and DREAM reuses the
@@ -30,6 +35,7 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Field, ValidationError
 
+from simmlm.data.augment import AugmentSpec
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.data.scenarios import corrupt, corruption_scale
 from simmlm.datasets.registry import StrictModel
@@ -41,6 +47,7 @@ from simmlm.experiments.benchmark import run_benchmark
 from simmlm.experiments.comparisons import compare_methods, holm_adjust
 from simmlm.experiments.reproducibility import provenance
 from simmlm.fileio import read_yaml, write_text_atomic
+from simmlm.methods.registry import list_methods
 from simmlm.metrics.bootstrap import RunArrays
 from simmlm.subsets import mask_to_bits
 
@@ -64,18 +71,34 @@ class TrainingMissing(StrictModel):
     fractions: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(min_length=1)
 
 
-class TrainingCorruption(TrainingMissing):
-    """Scenario 3: shares of the training and validation samples whose ``modality`` is corrupted, marked present."""
+class TrainingCorruption(StrictModel):
+    """Scenario 3: shares of the training and validation samples whose modality is corrupted, marked present, one
+    cell per modality and share."""
 
+    modalities: list[str] | None = Field(None, description="None: every modality in turn")
+    fractions: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(min_length=1)
     kind: Kind = "noise"
     severity: float = Field(2.0, ge=0)
+
+
+class Variant(StrictModel):
+    """A named variant of simmlm: its method options and its stage 2's augmentation of every modality. It trains
+    stage 2 only, from simmlm's stage-1 experts of the same seed and cell."""
+
+    method_options: dict[str, Any] = Field(default_factory=dict)
+    stage2_augment: AugmentSpec | None = Field(None, description="stage 2's augmentation of every modality")
+
+
+#: The reliability-aware gate of issue 29: it reads each expert's reliability signals, and stage 2 shows it
+#: corrupted inputs marked present (noise up to 2 standard deviations, some zeroed, in 30 % of the samples).
+RELIABLE = Variant(method_options={"reliability": True}, stage2_augment=AugmentSpec(kind="corrupt"))
 
 
 class SuiteConfig(StrictModel):
     """What ``simmlm robustness`` runs (``--suite FILE`` gives another YAML of these keys)."""
 
     train_missing: TrainingMissing = TrainingMissing(fractions=[0.5, 0.9])
-    train_corruption: TrainingCorruption = TrainingCorruption(fractions=[0.3, 0.6])
+    train_corruption: TrainingCorruption = TrainingCorruption(fractions=[0.5])
     test_corruptions: list[TestCorruption] = [
         TestCorruption(kind="noise", severities=[0.5, 1.0, 2.0]),
         TestCorruption(kind="occlude", severities=[0.25, 0.5]),
@@ -83,8 +106,12 @@ class SuiteConfig(StrictModel):
         TestCorruption(kind="zeros", severities=[0.5, 1.0]),
     ]
     lambdas: list[float] = Field(
-        [0.05, 0.1, 0.5, 1.0],
+        [],
         description="MoFe lambdas of simmlm_val: simmlm with the lambda chosen per seed on validation ([]: none)",
+    )
+    variants: dict[str, Variant] = Field(
+        {"simmlm_reliable": RELIABLE},
+        description="named variants of simmlm trained beside the methods (stage 2 only, from simmlm's stage 1)",
     )
     bootstrap_draws: int = Field(1000, ge=10)
     seed: int = Field(0, ge=0, description="seed of every scenario draw")
@@ -156,6 +183,15 @@ def _lambda_on_validation(
     return chosen, choice
 
 
+def _variant_settings(variant: Variant, modalities: Sequence[str]) -> dict[str, Any]:
+    """The run-config settings of a variant of simmlm."""
+    settings: dict[str, Any] = {"model.method_options": variant.method_options}
+    if variant.stage2_augment is not None:
+        spec = variant.stage2_augment.model_dump(mode="json")
+        settings["train.stage2.augment"] = {m: spec for m in modalities}
+    return settings
+
+
 def _spatial(shape: Sequence[int]) -> bool:
     return len([s for s in shape if s > 1]) >= 2
 
@@ -164,9 +200,8 @@ def plan(suite: SuiteConfig, splits: Splits) -> list[Cell]:
     """The cells of the suite in training order, clean first, each with its test conditions."""
     modalities = splits.modalities
     shapes = {m: tuple(x.shape[1:]) for m, x in splits.train.inputs.items()}
-    for name in [suite.train_missing.modality, suite.train_corruption.modality] + [
-        m for c in suite.test_corruptions for m in c.modalities or []
-    ]:
+    named = [suite.train_missing.modality, *(suite.train_corruption.modalities or [])]
+    for name in named + [m for c in suite.test_corruptions for m in c.modalities or []]:
         if name is not None and name not in modalities:
             raise ValueError(f"the suite names modality {name!r}; this dataset has {', '.join(modalities)}")
     clean = Cell(CLEAN, "clean training data", None, [Condition(CLEAN, 0.0)])
@@ -190,20 +225,26 @@ def plan(suite: SuiteConfig, splits: Splits) -> list[Cell]:
             )
         )
     cor = suite.train_corruption
-    m_cor = cor.modality or modalities[0]
-    base = f"train {cor.kind} {cor.severity:g}: {m_cor}"
-    spec: tuple[str, Kind, float, float] = (m_cor, cor.kind, cor.severity, 1.0)
-    clean.conditions.append(Condition(f"{base}, corrupted test", 0.0, spec))
-    for f in cor.fractions:
-        scenario = {"kind": cor.kind, "modality": m_cor, "fraction": f, "severity": cor.severity, "seed": suite.seed}
-        cells.append(
-            Cell(
-                f"train-{cor.kind}-{m_cor}-{f:g}",
-                f"{f:.0%} of training samples with {cor.kind} on {m_cor}",
-                scenario,
-                [Condition(f"{base}, clean test", f), Condition(f"{base}, corrupted test", f, spec)],
+    for m_cor in cor.modalities or modalities:
+        base = f"train {cor.kind} {cor.severity:g}: {m_cor}"
+        spec: tuple[str, Kind, float, float] = (m_cor, cor.kind, cor.severity, 1.0)
+        clean.conditions.append(Condition(f"{base}, corrupted test", 0.0, spec))
+        for f in cor.fractions:
+            scenario = {
+                "kind": cor.kind,
+                "modality": m_cor,
+                "fraction": f,
+                "severity": cor.severity,
+                "seed": suite.seed,
+            }
+            cells.append(
+                Cell(
+                    f"train-{cor.kind}-{m_cor}-{f:g}",
+                    f"{f:.0%} of training samples with {cor.kind} on {m_cor}",
+                    scenario,
+                    [Condition(f"{base}, clean test", f), Condition(f"{base}, corrupted test", f, spec)],
+                )
             )
-        )
     return cells
 
 
@@ -299,6 +340,9 @@ def run_robustness(
     from simmlm.reporting.robustness_report import robustness_markdown, write_figures
 
     suite = suite or SuiteConfig()
+    clash = [name for name in suite.variants if name in (*methods, TUNED) or name in list_methods()]
+    if clash:
+        raise ValueError(f"suite variant {clash[0]!r} has the name of a method; give it another name")
     base = load_config(config, overrides)
     if not hasattr(base.data, "scenario"):
         raise ValueError(f"the robustness suite runs on classification datasets, not {base.data.dataset!r}")
@@ -372,6 +416,12 @@ def _train_cell(
     choice: dict[str, float] = {}
     if TUNED_FROM in methods and suite.lambdas:
         runs[TUNED], choice = _lambda_on_validation(cell_dir, seeds, config, cell_overrides, suite, cache)
+    for name, variant in suite.variants.items():
+        logger.info("%s (a variant of simmlm, stage 2 from its stage-1 experts)", name)
+        folder = cell_dir / "variants" / name
+        settings = {**cell_overrides, **_variant_settings(variant, splits.modalities)}
+        run_benchmark([TUNED_FROM], seeds, folder, config, settings, resume=True, cache=cache)
+        runs[name] = [folder / "runs" / f"{TUNED_FROM}-seed{s}" for s in seeds]
     logger.info("evaluating %d test conditions", len(cell.conditions))
     result = {
         "cell": cell.name,

@@ -43,6 +43,16 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+def variant_text(variant: Mapping[str, Any]) -> str:
+    """What a suite's variant of simmlm changes, in words."""
+    parts = [f"method options {variant['method_options']}"] if variant["method_options"] else []
+    aug = variant.get("stage2_augment")
+    if aug:
+        what = ", ".join(f"{k} {v}" for k, v in aug.items() if k in ("kind", "prob", "severity", "zero_share"))
+        parts.append(f"stage 2 augments every modality ({what})")
+    return "; ".join(parts or ["as simmlm"]) + "; stage 2 only, from simmlm's stage-1 experts of the same seed"
+
+
 def _metric_table(severities: Mapping[str, Any], key: str, methods: Sequence[str]) -> list[str]:
     lines = ["| method | " + " | ".join(severities) + " |", "|---" * (len(severities) + 1) + "|"]
     for m in methods:
@@ -77,6 +87,8 @@ def robustness_markdown(r: dict[str, Any]) -> str:
             f"simmlm_val is simmlm with its MoFe lambda chosen per seed on validation average accuracy among {grid} "
             f"(never on test data). Chosen: {picks}.",
         ]
+    for name, variant in suite.get("variants", {}).items():
+        lines += ["", f"{name} is a variant of simmlm: {variant_text(variant)}."]
     clean = r["clean"]
     reference = reference_method(methods)
     if clean is not None:
