@@ -287,12 +287,15 @@ def train(
         raise fail(err) from err
     if not is_global_zero():
         return
+    from simmlm.reporting.format import headline
+
     key, average_key = headline_keys(report)
     for name, values in report["subsets"].items():
         extra = "".join(f"  {k} {values[k]:.2%}" for k in ("dice_wt", "dice_tc", "dice_et") if k in values)
         samples = f"  ({values['samples']} samples)" if "samples" in values else ""
-        typer.echo(f"{name:>20}: {key} {values[key]:.2%}{extra}  ECE {values['ece']:.2%}{samples}")
-    typer.echo(f"average {report[average_key]:.2%}  CR {report['counterintuitive_rate']:.2%}  -> {out}")
+        ece = f"  ECE {values['ece']:.2%}" if "ece" in values else ""
+        typer.echo(f"{name:>20}: {key} {headline(key, values[key])}{extra}{ece}{samples}")
+    typer.echo(f"average {headline(key, report[average_key])}  CR {report['counterintuitive_rate']:.2%}  -> {out}")
 
 
 @app.command()

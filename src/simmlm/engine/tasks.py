@@ -1,4 +1,4 @@
-"""What differs between datasets and between classification and segmentation, behind one interface.
+"""What differs between datasets and between classification, regression and segmentation, behind one interface.
 
 A task gives the splits of its dataset, the training loader, the per-sample task loss ``l`` of eq. 4, the validation
 score used to select epochs, the test report, the input shapes the model is built for, its headline metric and
@@ -26,7 +26,7 @@ from simmlm.datasets import get_dataset
 from simmlm.datasets.avmnist import AvmnistData
 from simmlm.datasets.brats import BratsData
 from simmlm.engine.config import DataConfig, RunConfig
-from simmlm.evaluation.evaluate import classification_report, segmentation_report
+from simmlm.evaluation.evaluate import classification_report, regression_report, segmentation_report
 from simmlm.evaluation.inferers import predict_subsets
 from simmlm.losses.mofe import per_sample_cross_entropy
 
@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 
 
 class Task(Protocol):
-    average_key: str  # the report's headline key: "average_accuracy" or "average_dice"
-    score_name: str  # what selects epochs, in words: "accuracy" or "mean Dice"
+    average_key: str  # the report's headline key: "average_accuracy", "average_dice" or "average_mae"
+    score_name: str  # what selects epochs, in words: "accuracy", "mean Dice" or "MAE (lower is better)"
     extra_inputs: frozenset[str]  # files ``simmlm predict`` accepts beside the modalities
 
     def load_splits(self) -> Splits:
@@ -204,6 +204,57 @@ class ClassificationTask:
     def example_inputs(self, splits: Splits) -> tuple[dict[str, Tensor], Tensor]:
         inputs, mask, _ = splits.test[[0]]
         return inputs, torch.ones_like(mask)
+
+
+class RegressionTask(ClassificationTask):
+    """A score per sample (MOSI / MOSEI sentiment in [-3, 3]): L1 loss, as MulT and MMSA train; epochs selected on
+    validation MAE; reported per subset with the sentiment metrics (:func:`regression_report`)."""
+
+    average_key = "average_mae"
+    score_name = "MAE (lower is better)"
+
+    def predict(
+        self, model: nn.Module, cfg: RunConfig, meta: dict[str, Any], files: dict[str, Any], output: Path | None
+    ) -> dict[str, Any]:
+        from simmlm.evaluation.predict import score_files
+
+        if output is not None:
+            raise ValueError("--output is for segmentation runs (a predicted NIfTI label map)")
+        if self.reader is None:
+            raise ValueError(f"simmlm predict reads no single files for {self.data.dataset} (its inputs are computed)")
+        return score_files(model, cfg.method, meta, files, self.reader)
+
+    def protocol(self, cfg: RunConfig) -> str:
+        return (
+            " Regression: L1 loss on the score; per subset MAE, Pearson r, Acc-2 and weighted F1 with the neutral "
+            "samples (non-negative vs negative) and without them (positive vs negative), Acc-7 of the rounded "
+            "clipped score; CR with P = the sign's correctness (has-0)."
+        )
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return (logits[:, 0].float() - target.float()).abs()
+
+    def scores(self, model: nn.Module, dataset: Any, subsets: Sequence[int]) -> list[tuple[float, float] | None]:
+        preds = predict_subsets(model, dataset, subsets)
+        return [
+            (-(scores[rows, 0] - preds.targets[rows]).abs().mean().item(), 0.0) if rows.any() else None
+            for scores, rows in zip(preds.logits, preds.covered, strict=True)
+        ]
+
+    def report(
+        self, model: nn.Module, dataset: Any, modalities: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The report, and the predicted scores per subset (``scores`` ``[S, N]``, ``subsets``, ``targets``, and
+        ``sample_ids`` when the dataset names its samples)."""
+        preds = predict_subsets(model, dataset)
+        arrays = {
+            "scores": preds.logits[..., 0].float().numpy().astype(np.float32),
+            "subsets": np.asarray(preds.subsets),
+            "targets": preds.targets.float().numpy().astype(np.float32),
+        }
+        if getattr(dataset, "ids", None) is not None:
+            arrays["sample_ids"] = np.asarray(dataset.ids, dtype=str)
+        return regression_report(preds, modalities), arrays
 
 
 class SegmentationTask:

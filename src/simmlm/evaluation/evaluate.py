@@ -24,6 +24,7 @@ from simmlm.metrics import (
     static_calibration_error,
 )
 from simmlm.metrics.segmentation import VoxelCalibration, dice_score
+from simmlm.metrics.sentiment import sentiment_scores
 from simmlm.metrics.shapley import MAX_EXACT_VALUE_MODALITIES, modality_shapley, subset_value_table
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits, subset_name
 
@@ -77,6 +78,75 @@ def classification_report(preds: SubsetPredictions, modalities: Sequence[str], n
     return report
 
 
+#: The per-subset metrics of a sentiment regression report (:func:`simmlm.metrics.sentiment.sentiment_scores`).
+REGRESSION_METRICS = ("mae", "corr", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc7")
+
+
+def sign_correct(scores: Tensor, targets: Tensor) -> Tensor:
+    """Per sample, whether a predicted score has the true score's sign (non-negative vs negative: Acc-2, has-0)."""
+    return (scores >= 0) == (targets >= 0).unsqueeze(0)
+
+
+def regression_report(preds: SubsetPredictions, modalities: Sequence[str]) -> dict[str, Any]:
+    """Metrics of a score regressor (MOSI / MOSEI sentiment) under every subset, each over the samples that have it.
+
+    Per subset the metrics of :data:`REGRESSION_METRICS` (MAE, Pearson r, Acc-2 and weighted F1 with and without
+    the neutral samples, Acc-7) and ``samples``; ``average_<metric>`` is each one's mean over the subsets with
+    samples (``average_mae`` is the headline). CR uses the sign's correctness (Acc-2, has-0) as the score P, so a
+    sample counts when it has the right sign with fewer modalities and the wrong one with more. Shapley values:
+    ``"abs_error"``, the reduction of the absolute error against predicting 0 (neutral), ``|y| - |ŷ_S - y|`` (so
+    ``v(∅) = 0``), and ``"correctness"``, the sign's correctness (``v(∅) = 1/2``, a coin). Gate weights as in
+    :func:`classification_report`.
+    """
+    scores = preds.logits.float()[..., 0]  # [S, N]
+    targets = preds.targets.float()
+    covered = preds.covered
+    subsets: dict[str, dict[str, float]] = {}
+    gate_weights: dict[str, dict[str, float]] = {}
+    for s, bits in enumerate(preds.subsets):
+        rows = covered[s]
+        n = int(rows.sum())
+        values = sentiment_scores(scores[s][rows], targets[rows]) if n >= 2 else {}
+        subsets[subset_name(bits, modalities)] = {k: values.get(k, math.nan) for k in REGRESSION_METRICS} | {
+            "samples": n
+        }
+        if preds.gate_weights is not None:
+            mean = preds.gate_weights[s][rows].float().mean(0)
+            gate_weights[subset_name(bits, modalities)] = {
+                m: mean[i].mean().item() for i, m in enumerate(modalities) if bits >> i & 1
+            }
+    evaluated = [v for v in subsets.values() if v["samples"] >= 2]
+    correct = (sign_correct(scores, targets) & covered).float().T  # [N, S]
+    report: dict[str, Any] = {
+        "subsets": subsets,
+        **{
+            f"average_{k}": math.fsum(v[k] for v in evaluated) / len(evaluated) if evaluated else math.nan
+            for k in REGRESSION_METRICS
+        },
+        "counterintuitive_rate": _cr_or_nan(correct, preds.subsets, preds.available),
+        "gate_weights": gate_weights,
+    }
+    if set(preds.subsets) == set(all_subsets(len(modalities))):
+        values_of = {
+            "abs_error": targets.abs().unsqueeze(0) - (scores - targets.unsqueeze(0)).abs(),
+            "correctness": sign_correct(scores, targets).double(),
+        }
+        report["shapley"] = {}
+        for value, empty in (("abs_error", 0.0), ("correctness", 0.5)):
+            table = subset_value_table(values_of[value], preds.subsets, preds.available, len(modalities), empty)
+            mode = _shapley_mode(len(modalities), table.device)
+            phi = modality_shapley(_columns(table), table.shape[0], len(modalities), **mode)
+            report["shapley"][value] = dict(zip(modalities, phi.mean(0).tolist(), strict=True))
+    return report
+
+
+def _shapley_mode(num_modalities: int, device: torch.device) -> dict[str, Any]:
+    """Exact Shapley values up to ``MAX_EXACT_VALUE_MODALITIES`` modalities, a seeded Monte-Carlo estimate beyond."""
+    if num_modalities <= MAX_EXACT_VALUE_MODALITIES:
+        return {"mc_permutations": None, "generator": None}
+    return {"mc_permutations": SHAPLEY_PERMUTATIONS, "generator": torch.Generator(device=device).manual_seed(0)}
+
+
 def _columns(table: Tensor) -> Callable[[Tensor], Tensor]:
     """The value function of a ``[N, 2^M]`` table: subset codes ``[J]`` -> values ``[N, J]``."""
     return lambda codes: table[:, codes]
@@ -118,16 +188,11 @@ def modality_contributions(
         "probability": probs.gather(-1, index.to(probs.device)).squeeze(-1).double(),
         "correctness": (probs.argmax(-1) == index[..., 0].to(probs.device)).double(),
     }
-    exact = num_modalities <= MAX_EXACT_VALUE_MODALITIES
     out = {}
     for name, value in values.items():
         table = subset_value_table(value, subsets, available, num_modalities, 1.0 / num_classes)
         out[name] = modality_shapley(
-            _columns(table),
-            table.shape[0],
-            num_modalities,
-            mc_permutations=None if exact else SHAPLEY_PERMUTATIONS,
-            generator=None if exact else torch.Generator(device=table.device).manual_seed(0),
+            _columns(table), table.shape[0], num_modalities, **_shapley_mode(num_modalities, table.device)
         )
     return out
 
@@ -152,8 +217,11 @@ def _cr_or_nan(scores: Tensor, subsets: Sequence[int], available: Tensor) -> flo
 
 def headline_keys(report: dict[str, Any]) -> tuple[str, str]:
     """The per-subset headline key and the average's key of a report (or of one method of a summary):
-    ``("accuracy", "average_accuracy")`` for classification, ``("dice_mean", "average_dice")`` for segmentation."""
-    return ("dice_mean", "average_dice") if "average_dice" in report else ("accuracy", "average_accuracy")
+    ``("accuracy", "average_accuracy")`` for classification, ``("dice_mean", "average_dice")`` for segmentation,
+    ``("mae", "average_mae")`` for regression (lower is better)."""
+    if "average_dice" in report:
+        return "dice_mean", "average_dice"
+    return ("mae", "average_mae") if "average_mae" in report else ("accuracy", "average_accuracy")
 
 
 def region_gate_weights(weights: Tensor) -> Tensor:

@@ -34,14 +34,7 @@ def classify_files(
     preprocessing)`` (the dataset's reader); the other modalities are marked missing."""
     preprocessing = meta["preprocessing"]
     modalities: list[str] = list(meta["modalities"])
-    shapes = {name: tuple(shape) for name, shape in meta["input_shapes"].items()}
-    inputs = {name: torch.zeros(1, *shapes[name]) for name in modalities}
-    for name, path in files.items():
-        tensor = reader(name, path, preprocessing)
-        if tuple(tensor.shape) != shapes[name]:
-            raise ValueError(f"{path}: gives {list(tensor.shape)}, the model expects {list(shapes[name])}")
-        inputs[name] = tensor.unsqueeze(0)
-    mask = torch.tensor([[name in files for name in modalities]])
+    inputs, mask = _read_sample(meta, files, reader)
     out = model(inputs, mask)
     probs = out.logits.softmax(-1)[0]
     classes = preprocessing.get("classes") or [str(k) for k in range(len(probs))]
@@ -60,6 +53,40 @@ def classify_files(
         weights = out.gate_weights[0]
         result["gate_weights"] = {name: float(weights[m].mean()) for m, name in enumerate(modalities)}
     result["shapley"] = _contributions(model, inputs, mask, int(probs.argmax()), modalities)
+    return result
+
+
+def _read_sample(meta: dict[str, Any], files: dict[str, Any], reader: Any) -> tuple[dict[str, Tensor], Tensor]:
+    """One sample's inputs (zeros for the modalities not given) and its mask, the files read by ``reader``."""
+    shapes = {name: tuple(shape) for name, shape in meta["input_shapes"].items()}
+    inputs = {name: torch.zeros(1, *shapes[name]) for name in meta["modalities"]}
+    for name, path in files.items():
+        tensor = reader(name, path, meta["preprocessing"])
+        if tuple(tensor.shape) != shapes[name]:
+            raise ValueError(f"{path}: gives {list(tensor.shape)}, the model expects {list(shapes[name])}")
+        inputs[name] = tensor.unsqueeze(0)
+    return inputs, torch.tensor([[name in files for name in meta["modalities"]]])
+
+
+@torch.no_grad()
+def score_files(
+    model: nn.Module, method: str, meta: dict[str, Any], files: dict[str, Any], reader: Any
+) -> dict[str, Any]:
+    """The predicted score (a regression run, e.g. sentiment in [-3, 3]) of one sample given as files of any subset
+    of the modalities, with its sign and the gate weights; the other modalities are marked missing."""
+    modalities: list[str] = list(meta["modalities"])
+    inputs, mask = _read_sample(meta, files, reader)
+    out = model(inputs, mask)
+    score = float(out.logits[0, 0])
+    result: dict[str, Any] = {
+        "method": method,
+        "modalities": [name for name in modalities if name in files],
+        "score": score,
+        "sign": "non-negative" if score >= 0 else "negative",
+        "gate_weights": None,
+    }
+    if out.gate_weights is not None:
+        result["gate_weights"] = {name: float(out.gate_weights[0][m].mean()) for m, name in enumerate(modalities)}
     return result
 
 

@@ -32,7 +32,7 @@ from simmlm.experiments.reproducibility import provenance
 from simmlm.fileio import folder_lock, write_text_atomic
 from simmlm.methods.registry import expert_mixtures, protocol_clauses
 from simmlm.progress import progress
-from simmlm.reporting.format import NO_NUMBER, ci, over_subsets, pm, training_seconds
+from simmlm.reporting.format import NO_NUMBER, ci, headline, over_subsets, pm, training_seconds, units
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +109,11 @@ def run_benchmark(
                     remove_checkpoints(run_dir)
                     report = run["test"]
                     key, average_key = headline_keys(report)
-                    accs = ", ".join(f"{k} {v[key]:.2%}" for k, v in report["subsets"].items())
+                    accs = ", ".join(f"{k} {headline(key, v[key])}" for k, v in report["subsets"].items())
                     if len(report["subsets"]) > WIDE_SUBSETS:  # dozens of subsets: the full set and the average
                         full = "+".join(splits.modalities)
-                        average = f"average over the subsets {report[average_key]:.2%}"
-                        accs = f"{full} {report['subsets'][full][key]:.2%}, {average}"
+                        average = f"average over the subsets {headline(key, report[average_key])}"
+                        accs = f"{full} {headline(key, report['subsets'][full][key])}, {average}"
                     own = result.train_seconds - result.shared_seconds
                     shared = f" (+ {result.shared_seconds:.1f} s reused)" if result.shared_seconds else ""
                     logger.info(
@@ -160,6 +160,7 @@ COMPARISON_DRAWS = 1000
 def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dict[int, Any]) -> dict[str, Any]:
     tests = [r["test"] for r in runs]
     _, average = headline_keys(tests[0])
+    averages = {k: [t[k] for t in tests] for k in tests[0] if k.startswith("average_")}  # regression: one a metric
     subsets = {
         name: {key: [t["subsets"][name][key] for t in tests] for key in tests[0]["subsets"][name]}
         for name in tests[0]["subsets"]
@@ -171,7 +172,7 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
     evenness = {name: [t["gate_evenness"][name] for t in tests] for name in tests[0].get("gate_evenness", {})}
     out: dict[str, Any] = {
         "subsets": subsets,
-        average: [t[average] for t in tests],
+        **averages,
         "counterintuitive_rate": [t["counterintuitive_rate"] for t in tests],
         "gate_weights": gate_weights,
         **({"gate_evenness": evenness} if "gate_evenness" in tests[0] else {}),
@@ -225,6 +226,38 @@ def _region_calibration(methods: dict[str, Any], names: Sequence[str]) -> list[s
     return lines
 
 
+#: What the Shapley table of a regression summary holds.
+SHAPLEY_NOTE_REGRESSION = (
+    "Shapley value of each modality from the predictions under every subset, mean over test samples, mean ± std over "
+    "seeds. abs_error: the value of a subset is how much closer its score is to the truth than predicting 0 "
+    "(|y| - |ŷ - y|, in the score's units); correctness: 1 if its sign is right (pp; no modality: 1/2)."
+)
+#: The sentiment metrics of a regression summary: key -> column title.
+SENTIMENT_COLUMNS = {
+    "mae": "MAE ↓",
+    "corr": "Corr",
+    "acc2_has0": "Acc-2 has-0 (%)",
+    "acc2_non0": "Acc-2 non-0 (%)",
+    "f1_has0": "F1 has-0 (%)",
+    "f1_non0": "F1 non-0 (%)",
+    "acc7": "Acc-7 (%)",
+}
+
+
+def _sentiment_tables(methods: dict[str, Any], names: Sequence[str]) -> list[str]:
+    """MulT's and MMSA's metrics, with every modality and averaged over the subsets (mean ± std over seeds)."""
+    full = max(names, key=lambda n: n.count("+"))  # every modality
+    lines = ["", "## Sentiment metrics (MulT / MMSA conventions)", ""]
+    lines += ["| method | over | " + " | ".join(SENTIMENT_COLUMNS.values()) + " |"]
+    lines += ["|---" * (len(SENTIMENT_COLUMNS) + 2) + "|"]
+    for method, m in methods.items():
+        every = [pm(m["subsets"][full][k], *units(k)) for k in SENTIMENT_COLUMNS]
+        mean = [pm(m[f"average_{k}"], *units(k)) for k in SENTIMENT_COLUMNS]
+        lines.append(f"| {method} | {full} | " + " | ".join(every) + " |")
+        lines.append(f"| {method} | average of the subsets | " + " | ".join(mean) + " |")
+    return lines
+
+
 #: Beyond this many subsets (more than three modalities) the per-subset tables are transposed, subsets as rows.
 WIDE_SUBSETS = 7
 
@@ -245,7 +278,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     first = next(iter(methods.values()))
     names = list(first["subsets"])
     key, average = headline_keys(first)
-    segmentation = key == "dice_mean"
+    segmentation, regression = key == "dice_mean", key == "mae"
+    scale, digits = units(key)
+    what = "mean Dice (WT, TC, ET) (%)" if segmentation else "MAE (lower is better)" if regression else "accuracy (%)"
     lines = [
         f"# {summary['dataset']}: {', '.join(methods)} (seeds {', '.join(map(str, summary['seeds']))})",
         "",
@@ -256,17 +291,17 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             if "experts" in summary
             else []
         ),
-        f"## Test {'mean Dice (WT, TC, ET)' if segmentation else 'accuracy'} (%) per available-modality subset",
+        f"## Test {what} per available-modality subset",
         "",
     ]
     lines += _table(
-        [*names, "average", "CR (%) ↓", "ECE (%) ↓", "params", "MFLOPs", "train s"],
+        [*names, "average", "CR (%) ↓", *([] if regression else ["ECE (%) ↓"]), "params", "MFLOPs", "train s"],
         {
             method: [
-                *(pm(m["subsets"][n][key]) for n in names),
-                pm(m[average]),
+                *(pm(m["subsets"][n][key], scale, digits) for n in names),
+                pm(m[average], scale, digits),
                 pm(m["counterintuitive_rate"]),
-                pm(over_subsets(m, "ece", names)),
+                *([] if regression else [pm(over_subsets(m, "ece", names))]),
                 f"{m['params']:,}",
                 f"{m['flops_full'] / 1e6:.2f}",
                 training_seconds(m),
@@ -280,6 +315,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "ECE in this table is the mean over subsets; FLOPs are for one full-modality sample; train s is the method's "
         "own training time, plus (in brackets) the stage 1 it reused from a method before it.",
     ]
+    if regression:
+        lines += _sentiment_tables(methods, names)
     counts = {n: first["subsets"][n].get("samples", [None])[0] for n in names}
     if all(isinstance(c, int) for c in counts.values()):
         few = [f"{n} ({100 / c:.1f} points a sample)" for n, c in counts.items() if 0 < c < 100]
@@ -302,7 +339,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines += _table(
             [*names, "average", "CR (%) ↓"],
             {
-                method: [*(ci(m["subsets"][n][key]) for n in names), ci(m[average]), ci(m["counterintuitive_rate"])]
+                method: [
+                    *(ci(m["subsets"][n][key], scale, digits) for n in names),
+                    ci(m[average], scale, digits),
+                    ci(m["counterintuitive_rate"]),
+                ]
                 for method, m in methods.items()
             },
             wide=len(names) > WIDE_SUBSETS,
@@ -327,24 +368,22 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             "",
             "## Shapley contribution of each modality (percentage points)",
             "",
-            SHAPLEY_NOTE,
+            SHAPLEY_NOTE_REGRESSION if regression else SHAPLEY_NOTE,
             "",
             "| method | value | " + " | ".join(modalities) + " |",
             "|---" * (len(modalities) + 2) + "|",
         ]
         for method, m in methods.items():
             for value, phi in m["shapley"].items():
-                lines.append(f"| {method} | {value} | " + " | ".join(pm(phi[x]) for x in modalities) + " |")
-    lines += [
-        "",
-        "## Calibration (%) per subset: ECE / SCE (20 bins) ↓",
-        "",
-    ]
-    calibration = {
-        method: [f"{pm(m['subsets'][n]['ece'])} / {pm(m['subsets'][n]['sce'])}" for n in names]
-        for method, m in methods.items()
-    }
-    lines += _table(names, calibration, wide=len(names) > WIDE_SUBSETS)
+                cells = " | ".join(pm(phi[x], *units(value)) for x in modalities)
+                lines.append(f"| {method} | {value} | {cells} |")
+    if not regression:
+        lines += ["", "## Calibration (%) per subset: ECE / SCE (20 bins) ↓", ""]
+        calibration = {
+            method: [f"{pm(m['subsets'][n]['ece'])} / {pm(m['subsets'][n]['sce'])}" for n in names]
+            for method, m in methods.items()
+        }
+        lines += _table(names, calibration, wide=len(names) > WIDE_SUBSETS)
     lines += [
         "",
         "## Mean gate weights (test set, mean over seeds)",

@@ -1,11 +1,12 @@
 """Every method against simmlm, with 95 % intervals: as data (``summary.json``, ``robustness.json``) and as a
 Markdown table (``summary.md``, ``robustness.md``, the report).
 
-A row ``A − simmlm`` holds, for average accuracy, CR and ECE, the mean over seeds of A's metric minus simmlm's on
-the full test set, a 95 % interval and a p-value from :func:`simmlm.metrics.bootstrap.compare_runs`: the seeds'
-spread (a t-interval over the paired per-seed differences) plus the test-set variance the seeds share (test-set
-resamples, the same for both methods). An interval that covers 0 reads "no significant difference". A family of
-comparisons (the robustness suite) is also read with Holm's adjustment (:func:`holm_adjust`).
+A row ``A − simmlm`` holds, for average accuracy, CR and ECE (regression: average MAE, average F1 and CR), the mean
+over seeds of A's metric minus simmlm's on the full test set, a 95 % interval and a p-value from
+:func:`simmlm.metrics.bootstrap.compare_runs`: the seeds' spread (a t-interval over the paired per-seed differences)
+plus the test-set variance the seeds share (test-set resamples, the same for both methods). An interval that covers
+0 reads "no significant difference". A family of comparisons (the robustness suite) is also read with Holm's
+adjustment (:func:`holm_adjust`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from simmlm.metrics.bootstrap import RunArrays, compare_runs, holm
 from simmlm.reporting.format import difference
 
 REFERENCE = "simmlm"
-#: metric key -> column title (differences in percentage points; ↓: lower is better)
+#: metric key -> (column title, scale, decimals): differences in percentage points but MAE's, in the score's
+#: units (↓: lower is better). A table shows the metrics its comparisons hold, in this order.
 METRICS = {
-    "average_accuracy": "Δ average accuracy (pp)",
-    "counterintuitive_rate": "Δ CR (pp) ↓",
-    "ece": "Δ ECE (pp) ↓",
+    "average_accuracy": ("Δ average accuracy (pp)", 100.0, 2),
+    "average_mae": ("Δ average MAE ↓", 1.0, 3),
+    "average_f1_has0": ("Δ average F1, has-0 (pp)", 100.0, 2),
+    "counterintuitive_rate": ("Δ CR (pp) ↓", 100.0, 2),
+    "ece": ("Δ ECE (pp) ↓", 100.0, 2),
 }
 
 
@@ -81,11 +85,13 @@ def comparison_markdown(
 ) -> list[str]:
     """Table lines, one row per comparison. ``groups`` maps a value of a leading column named ``lead`` (e.g. the
     severity) to the comparisons at that value; without ``lead`` it holds one group (its key is not shown)."""
-    head = (f"| {lead} " if lead else "") + "| comparison | " + " | ".join(METRICS.values()) + " |"
-    lines = [head, "|---" * (len(METRICS) + 1 + bool(lead)) + "|"]
+    present = {k for comparisons in groups.values() for metrics in comparisons.values() for k in metrics}
+    keys = [k for k in METRICS if k in present] or ["average_accuracy", "counterintuitive_rate", "ece"]
+    head = (f"| {lead} " if lead else "") + "| comparison | " + " | ".join(METRICS[k][0] for k in keys) + " |"
+    lines = [head, "|---" * (len(keys) + 1 + bool(lead)) + "|"]
     for value, comparisons in groups.items():
         for name, metrics in comparisons.items():
-            cells = " | ".join(difference(metrics[k]) for k in METRICS)
+            cells = " | ".join(difference(metrics[k], *METRICS[k][1:]) for k in keys)
             lines.append((f"| {value} " if lead else "") + f"| {name} | {cells} |")
     return lines
 

@@ -348,6 +348,8 @@ def run_robustness(
         raise ValueError(f"the robustness suite runs on classification datasets, not {base.data.dataset!r}")
     source = provenance()
     task = task_for(base)
+    if task.average_key != "average_accuracy":
+        raise ValueError("the robustness suite runs on classification; this config trains a regression (data.task)")
     splits = task.load_splits()
     cells = plan(suite, splits)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,10 @@
    zero (no modality leads to a correct prediction) have no target and are left out of the mean. The direction
    is the usual distillation one: the PAS distribution is the target, ``w`` the student.
 
+**Regression.** On a sentiment score (one output; ``data.task: regression``) the game runs on the scores' Acc-7
+classes (:func:`predicted_class`): a modality's PSS says whether it shifts the seven-point reading, its PAS whether it
+makes it right. Our choice: the paper reports MOSI as classes and does not say how it plays the game on a score.
+
 **Annotation.** The paper's point is that DREAM needs no annotation of which modalities are missing (its §3.4):
 with ``annotation="none"`` (the method ``dream_paper``) neither DREAM nor its scorer reads the availability mask.
 Both train with every modality marked present (:func:`~simmlm.data.base.without_annotation`: a missing one is the
@@ -55,6 +59,18 @@ from simmlm.methods.registry import create_method, get_method, register_method
 from simmlm.metrics.shapley import ShapleyScores, shapley_contributions
 from simmlm.nn.attention import CrossModalEnhancer
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits
+
+
+def score_class(score: Tensor) -> Tensor:
+    """A sentiment score's Acc-7 class, ``round(clip(s, -3, 3)) + 3`` in 0..6."""
+    return score.clamp(-3, 3).round().long() + 3
+
+
+def predicted_class(logits: Tensor) -> Tensor:
+    """The class a prediction names: the arg-max of class logits, or for one output (a regression's score) its
+    Acc-7 class (:func:`score_class`), so that on a sentiment score DREAM's game asks whether a modality shifts the
+    seven-point reading (PSS) and whether it makes it right (PAS)."""
+    return logits.argmax(-1) if logits.shape[-1] > 1 else score_class(logits[..., 0])
 
 
 class DREAM(nn.Module):
@@ -143,7 +159,7 @@ class DREAM(nn.Module):
         outputs = outputs_for_subsets(self.scorer, inputs, available, masks, validate_args=validate_args)
         table = torch.full((len(available), 2**num_modalities), -1, dtype=torch.long, device=available.device)
         for code, out in zip(codes, outputs, strict=True):
-            table[:, code] = out.logits.argmax(-1)
+            table[:, code] = predicted_class(out.logits)
         return table
 
     def _unannotated_predictions(self, inputs: dict[str, Tensor], available: Tensor) -> Tensor:
@@ -154,7 +170,7 @@ class DREAM(nn.Module):
         table = torch.empty(len(available), 2 ** available.shape[1], dtype=torch.long, device=available.device)
         for code in range(table.shape[1]):
             keep = bits_to_mask(torch.full_like(available[:, 0], code, dtype=torch.long), available.shape[1])
-            table[:, code] = self.scorer(zero_fill(inputs, keep, self.modalities), everything).logits.argmax(-1)
+            table[:, code] = predicted_class(self.scorer(zero_fill(inputs, keep, self.modalities), everything).logits)
         return table
 
     @torch.no_grad()
@@ -198,6 +214,8 @@ class DREAM(nn.Module):
     ) -> list[ShapleyScores]:
         """PSS and PAS of every subset mask in ``subsets`` from the scorer's predictions ``table`` (or a new pass)."""
         num_modalities = available.shape[1]
+        if targets is not None and targets.is_floating_point():  # a regression's scores: their Acc-7 classes
+            targets = score_class(targets)
         if table is None:  # called by forward_subsets, which validated the masks
             table = self.scorer_predictions(inputs, available, validate_args=False)
         rows = torch.arange(len(available), device=available.device)

@@ -32,6 +32,8 @@ from torch import Tensor
 from simmlm.subsets import bits_to_mask, mask_to_bits
 
 METRICS = ("average_accuracy", "counterintuitive_rate", "ece")
+#: What a regression run is compared on (:func:`weighted_regression_metrics`).
+REGRESSION_METRICS = ("average_mae", "average_f1_has0", "counterintuitive_rate")
 
 
 @dataclass
@@ -39,8 +41,9 @@ class RunArrays:
     """One run's test-set predictions under every subset (as saved in ``predictions.npz``).
 
     Attributes:
-        probs: ``[S, N, K]`` class probabilities per subset; NaN rows where the sample lacks a modality of it.
-        targets: ``[N]`` labels.
+        probs: ``[S, N, K]`` class probabilities per subset, or ``[S, N]`` predicted scores of a regression run
+            (``scores`` in its ``predictions.npz``); NaN rows where the sample lacks a modality of the subset.
+        targets: ``[N]`` labels (regression: true scores).
         subsets: the ``S`` subsets' bit codes, in row order.
         available: ``[N]`` long bit codes of each sample's available modalities.
     """
@@ -55,14 +58,21 @@ class RunArrays:
         """Read ``predictions.npz`` (``probs``, ``subsets``, ``targets``); a sample's available modalities are the
         union of the subsets whose row is not NaN for it."""
         with np.load(path) as npz:
-            probs = torch.from_numpy(npz["probs"])
+            regression = "scores" in npz
+            probs = torch.from_numpy(npz["scores" if regression else "probs"])
             subsets = [int(b) for b in npz["subsets"]]
-            targets = torch.from_numpy(npz["targets"]).long()
+            targets = torch.from_numpy(npz["targets"])
+        targets = targets.float() if regression else targets.long()
         codes = torch.tensor(subsets, dtype=torch.long)
         num_modalities = max(subsets).bit_length() if subsets else 1
-        predicted = ~probs.isnan().any(-1)  # [S, N]
+        predicted = ~(probs.isnan() if regression else probs.isnan().any(-1))  # [S, N]
         has = (predicted.T.double() @ bits_to_mask(codes, num_modalities).double()) > 0  # [N, M]
         return cls(probs=probs, targets=targets, subsets=subsets, available=mask_to_bits(has))
+
+    @property
+    def regression(self) -> bool:
+        """The run predicts scores (``probs`` is ``[S, N]``)."""
+        return self.probs.ndim == 2
 
 
 @dataclass
@@ -186,6 +196,51 @@ def weighted_classification_metrics(
     }
 
 
+def weighted_regression_metrics(
+    scores: Tensor, targets: Tensor, subsets: Sequence[int], available: Tensor, weights: Tensor
+) -> dict[str, Tensor]:
+    """A regression report's average MAE, average weighted F1 (has-0: non-negative vs negative) and CR (the sign's
+    correctness as the score) for each resample, sample ``n`` counted ``weights[b, n]`` times; with unit weights
+    :func:`simmlm.evaluation.evaluate.regression_report`'s numbers.
+
+    Args:
+        scores: ``[S, N]`` predicted scores; rows a sample does not cover may be NaN (never read).
+        targets: ``[N]`` true scores.
+        subsets, available, weights: as in :func:`weighted_classification_metrics`.
+
+    Returns:
+        ``{"average_mae", "average_f1_has0", "counterintuitive_rate"}``, each ``[B]`` float64.
+    """
+    if scores.ndim != 2 or scores.shape[0] != len(subsets) or tuple(targets.shape) != (scores.shape[1],):
+        raise ValueError(f"scores must be [{len(subsets)}, N] and targets [N], got {tuple(scores.shape)}")
+    device = scores.device
+    weights = weights.to(device, torch.float64)
+    available = available.to(device).long()
+    codes = torch.tensor(list(subsets), dtype=torch.long, device=device).unsqueeze(1)
+    covered = (codes & ~available.unsqueeze(0)) == 0  # [S, N]
+    c = covered.double()
+    y = targets.to(device).double()
+    error = torch.where(covered, (scores.double() - y).abs(), 0.0)
+    total = weights @ c.T  # [B, S]
+    mae = (weights @ error.T) / total
+    predicted = (torch.where(covered, scores, 0) >= 0).double()  # class 1: non-negative
+    true = (y >= 0).double().expand_as(predicted)
+    f1 = torch.zeros_like(total)
+    for p, t in ((predicted, true), (1 - predicted, 1 - true)):  # weighted F1 over the two classes
+        hits = weights @ (p * t * c).T
+        support = weights @ (t * c).T
+        denominator = weights @ (p * c).T + support
+        f1 += torch.where(denominator > 0, 2 * hits / denominator.clamp_min(1e-300), 0.0) * support
+    f1 = f1 / total
+    correct = ((predicted == true) & covered).double()
+    share, has_pair = _pair_shares(correct, subsets, available)
+    return {
+        "average_mae": mae.nanmean(1),
+        "average_f1_has0": f1.nanmean(1),
+        "counterintuitive_rate": (weights @ share) / (weights @ has_pair),
+    }
+
+
 def seed_and_test_interval(per_seed: Tensor, resampled: Tensor, level: float = 0.95) -> Interval:
     """An interval for the mean over seeds of a paired difference ``A - B``, from two sources of uncertainty.
 
@@ -266,8 +321,8 @@ def compare_runs(
     seed: int = 0,
     level: float = 0.95,
 ) -> list[Comparison]:
-    """Method A minus method B on average accuracy, CR and ECE (:data:`METRICS`), with intervals over seeds and
-    test samples (:func:`seed_and_test_interval`).
+    """Method A minus method B on average accuracy, CR and ECE (:data:`METRICS`; regression runs:
+    :data:`REGRESSION_METRICS`), with intervals over seeds and test samples (:func:`seed_and_test_interval`).
 
     Every run of both methods is scored on the same ``num_draws`` test-set resamples (drawn from ``seed``): the
     comparison is paired by seed and by test sample.
@@ -286,19 +341,28 @@ def compare_runs(
     if not runs_a or len(runs_a) != len(runs_b):
         raise ValueError(f"need the same number (>= 1) of runs of A and B, got {len(runs_a)} and {len(runs_b)}")
     targets = runs_a[0].targets
-    if any(not torch.equal(run.targets.cpu(), targets.cpu()) for run in (*runs_a, *runs_b)):
+    if any(
+        run.targets.shape != targets.shape or not torch.equal(run.targets.cpu(), targets.cpu())
+        for run in (*runs_a, *runs_b)
+    ):
         raise ValueError("the runs' targets differ: A and B must be evaluated on the same test set")
     generator = torch.Generator().manual_seed(seed)
     resamples = bootstrap_weights(len(targets), num_draws, generator)
     weights = torch.cat([torch.ones(1, len(targets), dtype=torch.float64), resamples])  # row 0: the test set
 
+    regression = runs_a[0].regression
+    if any(run.regression != regression for run in (*runs_a, *runs_b)):
+        raise ValueError("A and B must both be classifiers or both be regressors")
+    metric = weighted_regression_metrics if regression else weighted_classification_metrics
+    names = REGRESSION_METRICS if regression else METRICS
+
     def scores(runs: Sequence[RunArrays]) -> dict[str, Tensor]:
-        per_run = [weighted_classification_metrics(r.probs, r.targets, r.subsets, r.available, weights) for r in runs]
-        return {name: torch.stack([m[name].cpu() for m in per_run]) for name in METRICS}  # [R, 1 + B]
+        per_run = [metric(r.probs, r.targets, r.subsets, r.available, weights) for r in runs]
+        return {name: torch.stack([m[name].cpu() for m in per_run]) for name in names}  # [R, 1 + B]
 
     scores_a, scores_b = scores(runs_a), scores(runs_b)
     rows = []
-    for name in METRICS:
+    for name in names:
         difference = scores_a[name] - scores_b[name]  # [R, 1 + B]
         interval = seed_and_test_interval(difference[:, 0], difference[:, 1:], level)
         rows.append(Comparison(**vars(interval), metric=name))

@@ -19,6 +19,21 @@ from simmlm.metrics.bootstrap import seed_interval
 NO_NUMBER = "–"
 
 
+#: Metrics printed in their own units rather than as percentages: key -> (scale, decimals).
+OWN_UNITS = {"mae": (1.0, 3), "corr": (1.0, 3), "abs_error": (1.0, 3)}
+
+
+def units(key: str) -> tuple[float, int]:
+    """``(scale, digits)`` of a metric: a percentage with 2 decimals, or its own units (MAE, Pearson r)."""
+    return OWN_UNITS.get(key.removeprefix("average_"), (100.0, 2))
+
+
+def headline(key: str, value: float) -> str:
+    """One metric of one run as a log line shows it: ``"95.31%"``, or ``"0.812"`` in its own units."""
+    scale, digits = units(key)
+    return f"{value:.{digits}%}" if scale == 100.0 else f"{value * scale:.{digits}f}"
+
+
 def pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
     """``"mean ± std"`` over the seeds: the mean and the sample standard deviation (0 for one seed) of ``values``
     times ``scale``, with ``digits`` decimals; :data:`NO_NUMBER` when a value is NaN."""
@@ -56,12 +71,13 @@ def training_seconds(m: Mapping[str, Any]) -> str:
     return f"{total - shared:.1f}" + (f" (+{shared:.1f} reused)" if shared else "")
 
 
-def difference(value: Mapping[str, Any]) -> str:
+def difference(value: Mapping[str, Any], scale: float = 100.0, digits: int = 2) -> str:
     """A comparison (``difference``, ``low``, ``high`` as fractions; ``significant``, optionally
-    ``significant_holm``) in signed percentage points with its 95 % interval, ``"+1.23 [+0.45, +2.01]"``, followed
-    by "no significant difference" when the interval covers 0, or "(not after Holm)" when Holm's adjustment over its
-    family does not confirm it."""
-    text = f"{value['difference'] * 100:+.2f} [{value['low'] * 100:+.2f}, {value['high'] * 100:+.2f}]"
+    ``significant_holm``) times ``scale`` (percentage points by default), signed, with its 95 % interval,
+    ``"+1.23 [+0.45, +2.01]"``, followed by "no significant difference" when the interval covers 0, or "(not after
+    Holm)" when Holm's adjustment over its family does not confirm it."""
+    d, lo, hi = (value[k] * scale for k in ("difference", "low", "high"))
+    text = f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
     if not value["significant"]:
         return text + " no significant difference"
     if value.get("significant_holm") is False:
@@ -71,8 +87,9 @@ def difference(value: Mapping[str, Any]) -> str:
 
 def prediction_lines(result: Mapping[str, Any]) -> list[str]:
     """``simmlm predict``'s report of one sample (:func:`simmlm.engine.runs.predict_files`'s result) as lines:
-    the class, its probabilities, the gate weights, the entropy and the Shapley contributions, or, for a
-    segmentation, the region volumes, the gate weights per region and the mean entropies."""
+    the class, its probabilities, the gate weights, the entropy and the Shapley contributions; for a regression, the
+    score, its sign and the gate weights; for a segmentation, the region volumes, the gate weights per region and the
+    mean entropies."""
     if "region_volumes_ml" in result:
         lines = [f"segmentation from {', '.join(result['modalities'])} ({result['method']})"]
         volumes = result["region_volumes_ml"].items()
@@ -84,6 +101,14 @@ def prediction_lines(result: Mapping[str, Any]) -> list[str]:
         lines.append(f"mean entropy: tumour {tumour}, brain {brain:.3f} nats (max {result['max_entropy']:.3f})")
         if result["output"]:
             lines.append(f"wrote {result['output']}")
+        return lines
+    if "score" in result:  # a regression run
+        lines = [
+            f"score: {result['score']:+.3f} ({result['sign']})  (from {', '.join(result['modalities'])}; "
+            f"{result['method']})"
+        ]
+        if result["gate_weights"] is not None:
+            lines.append("gate weights: " + "  ".join(f"{k} {w:.3f}" for k, w in result["gate_weights"].items()))
         return lines
     label = f" ({result['class_name']})" if result.get("class_name") not in (None, str(result["prediction"])) else ""
     lines = [f"prediction: {result['prediction']}{label}  (from {', '.join(result['modalities'])}; {result['method']})"]

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from simmlm.data.base import Splits
+    from simmlm.engine.tasks import Task
 
 
 class SeqfeaturesData(DataSection, FrameMissing, WithScenario):
@@ -33,7 +34,9 @@ class SeqfeaturesData(DataSection, FrameMissing, WithScenario):
     file: str = Field("mosi_data.pkl", description="the pickle, relative to data_dir (or an absolute path)")
     modalities: list[str] = Field(default_factory=lambda: ["text", "audio", "vision"])
     label_key: str | None = Field(None, description="key of the sentiment score (None: detected)")
-    task: Literal["binary", "classes7"] = Field("binary", description="Acc-2 (score > 0) or Acc-7 classes")
+    task: Literal["binary", "classes7", "regression"] = Field(
+        "binary", description="Acc-2 (score > 0), Acc-7 classes, or the score itself (L1 loss, MulT's metrics)"
+    )
     missing_rate: float = Field(0.0, ge=0, lt=1, description="inter-modal: per sample and modality drop rate")
     missing_modalities: list[str] | None = Field(None, description="inter-modal: modalities dropped everywhere")
     nan_to_num: bool = Field(True, description="replace non-finite feature values (COVAREP -inf) by 0")
@@ -86,11 +89,20 @@ def example(directory: Path) -> Example:
     return Example(data={"file": path.name}, inputs=inputs)
 
 
+def task(data: SeqfeaturesData) -> Task:
+    """Classification (Acc-2 or Acc-7 classes), or with ``task: regression`` the score itself."""
+    if data.task == "regression":
+        from simmlm.engine.tasks import RegressionTask
+
+        return RegressionTask(data, load, read)
+    return classification_task(load, read)(data)
+
+
 SPEC = register_dataset(
     DatasetSpec(
         name="seqfeatures",
         config=SeqfeaturesData,
-        task=classification_task(load, read),
+        task=task,
         summary="feature sequences such as CMU-MOSI / MOSEI, MulT / MMSA pickles",
         folder="the folder of the feature pickle or its .npz (data.file)",
         example=example,
