@@ -13,8 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from simmlm.experiments.benchmark import COMPARISON_DRAWS
-from simmlm.experiments.comparisons import compare_methods, comparison_markdown, runs_from_folder
+from simmlm.experiments.comparisons import COMPARISON_DRAWS, compare_methods, comparison_markdown, runs_from_folder
 
 
 def main(folder_a: str, method_a: str, folder_b: str, method_b: str) -> None:

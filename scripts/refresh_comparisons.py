@@ -15,10 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from simmlm.experiments.benchmark import COMPARISON_DRAWS, summary_markdown
-from simmlm.experiments.comparisons import compare_methods, runs_from_folder
+from simmlm.experiments.comparisons import COMPARISON_DRAWS, compare_methods, runs_from_folder
 from simmlm.fileio import write_text_atomic
 from simmlm.reporting.report import write_report
+from simmlm.reporting.summary import summary_markdown
 
 
 def refresh(directory: Path) -> bool:

@@ -350,10 +350,11 @@ def test_gpu_config_trains_one_step_on_a_tiny_four_modality_volume(tmp_path: Pat
 
 
 def test_figures_summary_and_report_for_a_segmentation_run(tmp_path: Path) -> None:
-    from simmlm.experiments.benchmark import _aggregate, summary_markdown
+    from simmlm.experiments.benchmark import _aggregate
     from simmlm.metrics.entropy import binary_entropy
     from simmlm.reporting.report import write_report
     from simmlm.reporting.segmentation_figures import case_figure, population_gates_figure
+    from simmlm.reporting.summary import summary_markdown
 
     modalities = ["flair", "t1c"]
     layout = NiftiLayout(modalities={"flair": "{case}_flair.nii.gz", "t1c": "{case}_t1ce.nii.gz"})

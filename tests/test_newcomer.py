@@ -135,7 +135,7 @@ def test_min_steps_raises_the_epochs_of_small_data_only() -> None:
 def test_shared_stage_one_time_is_reported_apart_from_own_training(tmp_path: Path) -> None:
     from conftest import synthetic_splits
     from simmlm.engine.train import train
-    from simmlm.experiments.benchmark import summary_markdown
+    from simmlm.reporting.summary import summary_markdown
 
     cache: dict = {}
     splits = synthetic_splits(24)

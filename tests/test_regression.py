@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from simmlm.cli import app
 from simmlm.evaluation.evaluate import regression_report
 from simmlm.evaluation.inferers import SubsetPredictions
-from simmlm.experiments.comparisons import comparison_markdown, compare_methods
+from simmlm.experiments.comparisons import compare_methods, comparison_markdown
 from simmlm.metrics.bootstrap import RunArrays, weighted_regression_metrics
 from simmlm.subsets import all_subsets
 
@@ -135,7 +135,7 @@ def test_a_regression_benchmark_reports_the_sentiment_metrics_compares_and_predi
 
 
 def test_dream_plays_its_game_on_a_scores_seven_classes() -> None:
-    from simmlm.methods.dream import predicted_class
+    from simmlm.metrics.sentiment import predicted_class
 
     assert predicted_class(torch.tensor([[0.4], [-2.6], [3.7], [1.5]])).tolist() == [3, 0, 6, 5]  # half to even
     assert predicted_class(torch.tensor([[0.1, 0.9, 0.0]])).tolist() == [1]  # class logits: the arg-max

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simmlm.cli import app
-from simmlm.experiments.benchmark import summary_markdown
+from simmlm.reporting.summary import summary_markdown
 
 
 def _summary() -> dict:
@@ -112,7 +112,7 @@ def test_report_and_tables_show_a_subset_no_test_sample_has_as_a_dash(tmp_path: 
 
 
 def test_gate_evenness_shows_a_collapsing_gate() -> None:
-    from simmlm.experiments.benchmark import gate_evenness
+    from simmlm.reporting.summary import gate_evenness
 
     assert gate_evenness([0.25] * 4) == pytest.approx(1.0)
     assert gate_evenness([1.0, 0.0, 0.0]) == 0.0

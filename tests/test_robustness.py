@@ -16,7 +16,8 @@ from simmlm.datasets.folder.synthetic import write_example_dataset
 from simmlm.engine.config import load_config
 from simmlm.engine.runs import load_checkpoint
 from simmlm.engine.tasks import task_for
-from simmlm.experiments.robustness import CLEAN, SuiteConfig, assemble, load_suite, plan
+from simmlm.experiments.robustness import assemble
+from simmlm.experiments.suite import CLEAN, SuiteConfig, load_suite, plan
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")
 TINY = ["--set", "train.stage1.epochs=1", "--set", "train.stage2.epochs=1", "--set", "train.min_steps=0"]

@@ -62,7 +62,8 @@ def robustness(
     from rich.console import Console
 
     from simmlm.engine.train import quiet_lightning
-    from simmlm.experiments.robustness import load_suite, run_robustness
+    from simmlm.experiments.robustness import run_robustness
+    from simmlm.experiments.suite import load_suite
 
     console = Console()
     out = out if out is not None else default_out(dataset, data_dir, "-robustness")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from simmlm.datasets.brats.loader import REGIONS
 from simmlm.engine.config import load_config
 from simmlm.engine.resume import remove_checkpoints
 from simmlm.engine.runs import (
@@ -26,13 +24,14 @@ from simmlm.engine.runs import (
 from simmlm.engine.schedule import stage_epochs
 from simmlm.engine.tasks import task_for
 from simmlm.engine.train import run_key, train
-from simmlm.evaluation.evaluate import SHAPLEY_NOTE, headline_keys, shapley_per_seed
-from simmlm.experiments.comparisons import compare_methods, comparison_markdown, comparison_note, runs_from_folder
+from simmlm.evaluation.evaluate import headline_keys, shapley_per_seed
+from simmlm.experiments.comparisons import COMPARISON_DRAWS, compare_methods, runs_from_folder
 from simmlm.experiments.reproducibility import provenance
 from simmlm.fileio import folder_lock, write_text_atomic
 from simmlm.methods.registry import expert_mixtures, protocol_clauses
 from simmlm.progress import progress
-from simmlm.reporting.format import NO_NUMBER, ci, headline, over_subsets, pm, training_seconds, units
+from simmlm.reporting.format import headline
+from simmlm.reporting.summary import WIDE_SUBSETS, summary_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -153,10 +152,6 @@ def run_benchmark(
         return summary
 
 
-#: Bootstrap draws of the comparisons in ``summary.json``.
-COMPARISON_DRAWS = 1000
-
-
 def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dict[int, Any]) -> dict[str, Any]:
     tests = [r["test"] for r in runs]
     _, average = headline_keys(tests[0])
@@ -204,227 +199,3 @@ def _aggregate(runs: list[dict[str, Any]], params: int, flops: int, lambdas: dic
             r: [t["counterintuitive_rate_regions"][r] for t in tests] for r in tests[0]["counterintuitive_rate_regions"]
         }
     return out
-
-
-def gate_evenness(weights: Sequence[float]) -> float:
-    """Entropy of a weight vector over ``n >= 2`` modalities divided by ``log n``: 1 uniform, 0 one-hot."""
-    entropy = -sum(w * math.log(w) for w in weights if w > 0)
-    return entropy / math.log(len(weights))
-
-
-def _region_calibration(methods: dict[str, Any], names: Sequence[str]) -> list[str]:
-    """The voxel ECE / SCE table per region (none for summaries written before it was measured per region)."""
-    if not all(f"ece_{r}" in m["subsets"][n] for m in methods.values() for n in names for r in REGIONS):
-        return []
-    lines = ["", "## Voxel calibration (%) per region, mean over subsets: ECE / SCE (20 bins) ↓", ""]
-    lines += ["| method | WT | TC | ET |", "|---|---|---|---|"]
-    for method, m in methods.items():
-        cells = [
-            f"{pm(over_subsets(m, f'ece_{r}', names))} / {pm(over_subsets(m, f'sce_{r}', names))}" for r in REGIONS
-        ]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return lines
-
-
-#: What the Shapley table of a regression summary holds.
-SHAPLEY_NOTE_REGRESSION = (
-    "Shapley value of each modality from the predictions under every subset, mean over test samples, mean ± std over "
-    "seeds. abs_error: the value of a subset is how much closer its score is to the truth than predicting 0 "
-    "(|y| - |ŷ - y|, in the score's units); correctness: 1 if its sign is right (pp; no modality: 1/2)."
-)
-#: The sentiment metrics of a regression summary: key -> column title.
-SENTIMENT_COLUMNS = {
-    "mae": "MAE ↓",
-    "corr": "Corr",
-    "acc2_has0": "Acc-2 has-0 (%)",
-    "acc2_non0": "Acc-2 non-0 (%)",
-    "f1_has0": "F1 has-0 (%)",
-    "f1_non0": "F1 non-0 (%)",
-    "acc7": "Acc-7 (%)",
-}
-
-
-def _sentiment_tables(methods: dict[str, Any], names: Sequence[str]) -> list[str]:
-    """MulT's and MMSA's metrics, with every modality and averaged over the subsets (mean ± std over seeds)."""
-    full = max(names, key=lambda n: n.count("+"))  # every modality
-    lines = ["", "## Sentiment metrics (MulT / MMSA conventions)", ""]
-    lines += ["| method | over | " + " | ".join(SENTIMENT_COLUMNS.values()) + " |"]
-    lines += ["|---" * (len(SENTIMENT_COLUMNS) + 2) + "|"]
-    for method, m in methods.items():
-        every = [pm(m["subsets"][full][k], *units(k)) for k in SENTIMENT_COLUMNS]
-        mean = [pm(m[f"average_{k}"], *units(k)) for k in SENTIMENT_COLUMNS]
-        lines.append(f"| {method} | {full} | " + " | ".join(every) + " |")
-        lines.append(f"| {method} | average of the subsets | " + " | ".join(mean) + " |")
-    return lines
-
-
-#: Beyond this many subsets (more than three modalities) the per-subset tables are transposed, subsets as rows.
-WIDE_SUBSETS = 7
-
-
-def _table(columns: list[str], rows: dict[str, list[str]], wide: bool) -> list[str]:
-    """A Markdown table with one row per method, or with ``wide`` one row per column (methods as columns), so that
-    dozens of subsets read down the page instead of off its edge."""
-    if not wide:
-        body = [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items()]
-        return ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|", *body]
-    body = [f"| {c} | " + " | ".join(cells[j] for cells in rows.values()) + " |" for j, c in enumerate(columns)]
-    return ["| | " + " | ".join(rows) + " |", "|---" * (len(rows) + 1) + "|", *body]
-
-
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """Render ``summary.json`` as Markdown tables (mean ± std over seeds, percentages)."""
-    methods = summary["methods"]
-    first = next(iter(methods.values()))
-    names = list(first["subsets"])
-    key, average = headline_keys(first)
-    segmentation, regression = key == "dice_mean", key == "mae"
-    scale, digits = units(key)
-    what = "mean Dice (WT, TC, ET) (%)" if segmentation else "MAE (lower is better)" if regression else "accuracy (%)"
-    lines = [
-        f"# {summary['dataset']}: {', '.join(methods)} (seeds {', '.join(map(str, summary['seeds']))})",
-        "",
-        summary["protocol"],
-        "",
-        *(
-            ["Experts: " + "; ".join(f"{n}: {e['why']}" for n, e in summary["experts"].items()) + ".", ""]
-            if "experts" in summary
-            else []
-        ),
-        f"## Test {what} per available-modality subset",
-        "",
-    ]
-    lines += _table(
-        [*names, "average", "CR (%) ↓", *([] if regression else ["ECE (%) ↓"]), "params", "MFLOPs", "train s"],
-        {
-            method: [
-                *(pm(m["subsets"][n][key], scale, digits) for n in names),
-                pm(m[average], scale, digits),
-                pm(m["counterintuitive_rate"]),
-                *([] if regression else [pm(over_subsets(m, "ece", names))]),
-                f"{m['params']:,}",
-                f"{m['flops_full'] / 1e6:.2f}",
-                training_seconds(m),
-            ]
-            for method, m in methods.items()
-        },
-        wide=len(names) > WIDE_SUBSETS,
-    )
-    lines += [
-        "",
-        "ECE in this table is the mean over subsets; FLOPs are for one full-modality sample; train s is the method's "
-        "own training time, plus (in brackets) the stage 1 it reused from a method before it.",
-    ]
-    if regression:
-        lines += _sentiment_tables(methods, names)
-    counts = {n: first["subsets"][n].get("samples", [None])[0] for n in names}
-    if all(isinstance(c, int) for c in counts.values()):
-        few = [f"{n} ({100 / c:.1f} points a sample)" for n, c in counts.items() if 0 < c < 100]
-        lines += [
-            "",
-            "Test samples per subset (those that have all of its modalities): "
-            + ", ".join(f"{n} {c}" for n, c in counts.items())
-            + (f". Few samples, so one sample moves the score a lot: {', '.join(few)}." if few else "."),
-        ]
-    if len(summary["seeds"]) > 1:
-        lines += [
-            "",
-            "## Headline means with 95 % intervals over seeds",
-            "",
-            "Mean ± half-width of the 95 % t-interval over the seeds: how far another set of seeds (or another "
-            "processor's rounding, which acts like one) may move the mean. The test set is fixed; its sampling "
-            "error is in the comparisons below.",
-            "",
-        ]
-        lines += _table(
-            [*names, "average", "CR (%) ↓"],
-            {
-                method: [
-                    *(ci(m["subsets"][n][key], scale, digits) for n in names),
-                    ci(m[average], scale, digits),
-                    ci(m["counterintuitive_rate"]),
-                ]
-                for method, m in methods.items()
-            },
-            wide=len(names) > WIDE_SUBSETS,
-        )
-    if segmentation:
-        lines += ["", "## Test Dice (%) per region: WT / TC / ET", "", "| method | " + " | ".join(names) + " |"]
-        lines += ["|---" * (len(names) + 1) + "|"]
-        for method, m in methods.items():
-            cells = [" / ".join(pm(m["subsets"][n][f"dice_{r}"], digits=1) for r in REGIONS) for n in names]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines += ["", "| method | CR WT | CR TC | CR ET |", "|---|---|---|---|"]
-        for method, m in methods.items():
-            cr = m["counterintuitive_rate_regions"]
-            lines.append(f"| {method} | " + " | ".join(pm(cr[r]) for r in REGIONS) + " |")
-        lines += _region_calibration(methods, names)
-    if "comparisons" in summary:
-        lines += ["", "## Differences to simmlm (95 % intervals)", "", comparison_note(COMPARISON_DRAWS), ""]
-        lines += comparison_markdown({"": summary["comparisons"]})
-    if all("shapley" in m for m in methods.values()):
-        modalities = summary["modalities"]
-        lines += [
-            "",
-            "## Shapley contribution of each modality (percentage points)",
-            "",
-            SHAPLEY_NOTE_REGRESSION if regression else SHAPLEY_NOTE,
-            "",
-            "| method | value | " + " | ".join(modalities) + " |",
-            "|---" * (len(modalities) + 2) + "|",
-        ]
-        for method, m in methods.items():
-            for value, phi in m["shapley"].items():
-                cells = " | ".join(pm(phi[x], *units(value)) for x in modalities)
-                lines.append(f"| {method} | {value} | {cells} |")
-    if not regression:
-        lines += ["", "## Calibration (%) per subset: ECE / SCE (20 bins) ↓", ""]
-        calibration = {
-            method: [f"{pm(m['subsets'][n]['ece'])} / {pm(m['subsets'][n]['sce'])}" for n in names]
-            for method, m in methods.items()
-        }
-        lines += _table(names, calibration, wide=len(names) > WIDE_SUBSETS)
-    lines += [
-        "",
-        "## Mean gate weights (test set, mean over seeds)",
-        "",
-        "Evenness = entropy / log(number of modalities in the subset): 1 is the plain mean of the experts, 0 a gate",
-        "that uses one modality only. Of the mean weights, and per sample (mean ± std over seeds of the mean over",
-        "test samples): a gate can be even on average yet pick one expert per sample. A collapsing gate shows here.",
-        "",
-        "| method | subset | weights | evenness of the mean | per-sample evenness |",
-        "|---|---|---|---|---|",
-    ]
-    for method, m in methods.items():
-        for subset, weights in m["gate_weights"].items():
-            real = len(weights) > 1 and not any(math.isnan(v) for v in weights.values())  # NaN: no test sample
-            evenness = f"{gate_evenness(list(weights.values())):.2f}" if real else NO_NUMBER
-            per_sample = m.get("gate_evenness", {}).get(subset)  # absent: one modality, or a segmentation summary
-            evenness += f" | {pm(per_sample, scale=1.0)}" if per_sample else f" | {NO_NUMBER}"
-            if segmentation:
-                per_region = m["gate_weights_regions"][subset]
-                cells = [f"{k} " + "/".join(f"{per_region[k][r]:.2f}" for r in REGIONS) for k in weights]
-                lines.append(f"| {method} | {subset} | " + ", ".join(cells) + f" (WT/TC/ET) | {evenness} |")
-            else:
-                cells = [f"{k} {v:.3f}" for k, v in weights.items()]
-                lines.append(f"| {method} | {subset} | " + ", ".join(cells) + f" | {evenness} |")
-    lines += [
-        "",
-        "## MoFe hinge during stage 2 (mean over steps)",
-        "",
-        "| method | lambda | hinge active (% of samples) | mean hinge |",
-        "|---|---|---|---|",
-    ]
-    for method, m in methods.items():
-        lines.append(
-            f"| {method} | {m['mofe_lambda']} | {pm(m['mofe_active_fraction'])} | "
-            f"{pm(m['mofe_hinge_mean'], scale=1.0, digits=4)} |"
-        )
-    chosen = {method: m["gate_shrinkage"] for method, m in methods.items() if "gate_shrinkage" in m}
-    if chosen:
-        lines += ["", "## Gate shrinkage chosen on validation (README: the gate)", ""]
-        lines += ["| method | chosen per seed | validation mean score (%) per value, per seed |", "|---|---|---|"]
-        for method, c in chosen.items():
-            per_seed = [", ".join(f"{v}: {100 * s:.2f}" for v, s in seed.items()) for seed in c["val_mean_score"]]
-            lines.append(f"| {method} | {', '.join(f'{v:g}' for v in c['chosen'])} | {'; '.join(per_seed)} |")
-    return "\n".join(lines) + "\n"

@@ -19,6 +19,8 @@ from simmlm.metrics.bootstrap import RunArrays, compare_runs, holm
 from simmlm.reporting.format import difference
 
 REFERENCE = "simmlm"
+#: Bootstrap draws of the comparisons in ``summary.json``.
+COMPARISON_DRAWS = 1000
 #: metric key -> (column title, scale, decimals): differences in percentage points but MAE's, in the score's
 #: units (↓: lower is better). A table shows the metrics its comparisons hold, in this order.
 METRICS = {

@@ -24,9 +24,7 @@
    zero (no modality leads to a correct prediction) have no target and are left out of the mean. The direction
    is the usual distillation one: the PAS distribution is the target, ``w`` the student.
 
-**Regression.** On a sentiment score (one output; ``data.task: regression``) the game runs on the scores' Acc-7
-classes (:func:`predicted_class`): a modality's PSS says whether it shifts the seven-point reading, its PAS whether it
-makes it right. Our choice: the paper reports MOSI as classes and does not say how it plays the game on a score.
+**Regression.** A score plays the game on its Acc-7 classes (:func:`~simmlm.metrics.sentiment.predicted_class`).
 
 **Annotation.** The paper's point is that DREAM needs no annotation of which modalities are missing (its §3.4):
 with ``annotation="none"`` (the method ``dream_paper``) neither DREAM nor its scorer reads the availability mask.
@@ -56,21 +54,10 @@ from simmlm.data.base import TensorMultimodalDataset
 from simmlm.methods.base import ModelOutput, outputs_for_subsets, validate_subsets, zero_fill
 from simmlm.methods.mmp import token_encoders
 from simmlm.methods.registry import create_method, get_method, register_method
+from simmlm.metrics.sentiment import acc7_class, predicted_class
 from simmlm.metrics.shapley import ShapleyScores, shapley_contributions
 from simmlm.nn.attention import CrossModalEnhancer
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits
-
-
-def score_class(score: Tensor) -> Tensor:
-    """A sentiment score's Acc-7 class, ``round(clip(s, -3, 3)) + 3`` in 0..6."""
-    return score.clamp(-3, 3).round().long() + 3
-
-
-def predicted_class(logits: Tensor) -> Tensor:
-    """The class a prediction names: the arg-max of class logits, or for one output (a regression's score) its
-    Acc-7 class (:func:`score_class`), so that on a sentiment score DREAM's game asks whether a modality shifts the
-    seven-point reading (PSS) and whether it makes it right (PAS)."""
-    return logits.argmax(-1) if logits.shape[-1] > 1 else score_class(logits[..., 0])
 
 
 class DREAM(nn.Module):
@@ -215,7 +202,7 @@ class DREAM(nn.Module):
         """PSS and PAS of every subset mask in ``subsets`` from the scorer's predictions ``table`` (or a new pass)."""
         num_modalities = available.shape[1]
         if targets is not None and targets.is_floating_point():  # a regression's scores: their Acc-7 classes
-            targets = score_class(targets)
+            targets = acc7_class(targets)
         if table is None:  # called by forward_subsets, which validated the masks
             table = self.scorer_predictions(inputs, available, validate_args=False)
         rows = torch.arange(len(available), device=available.device)
@@ -403,32 +390,31 @@ def build_dream(
     return DREAM(encoders, scorer_model, num_classes, *args)
 
 
+#: The engine hooks and training settings of both DREAM entries.
+HOOKS: dict[str, Any] = {
+    "pretrain": pretrain_scorer,
+    "needs_sample_index": True,  # its cache of the scorer's training-set predictions is looked up by row
+    "after_training": drop_training_cache,
+    "stage1_in_pretrain": True,
+    "train_defaults": {"mofe_lambda": 0.0},
+    "smoke_options": {"dim": 8, "heads": 2},
+}
 register_method(
     "dream",
     build_dream,
     "Shapley contributions of a frozen pre-trained model drive enhancement and soft-masked fusion (lambda 0)",
-    pretrain=pretrain_scorer,  # type: ignore[arg-type]
-    needs_sample_index=True,  # its cache of the scorer's training-set predictions is looked up by row
-    after_training=drop_training_cache,  # type: ignore[arg-type]
-    stage1_in_pretrain=True,
     cost="about 1x simmlm's training time with 2 modalities (avMNIST, its late-fusion scorer reused from the "
     "benchmark), about 25x per step with 6 (MLP views): it enhances and scores over all 2^M subsets",
-    train_defaults={"mofe_lambda": 0.0},
     protocol="dream trains for stage 2's epochs after its scorer (the late-fusion run of the same seed, reused when "
     "the benchmark has it{presets}), its convolutional token encoders starting from the scorer's stage-1 experts",
-    smoke_options={"dim": 8, "heads": 2},
+    **HOOKS,
 )
 register_method(
     "dream_paper",
     build_dream,
     "DREAM as its paper sets it up: no annotation of which modalities are missing (zero-filled inputs only)",
-    pretrain=pretrain_scorer,  # type: ignore[arg-type]
-    needs_sample_index=True,
-    after_training=drop_training_cache,  # type: ignore[arg-type]
-    stage1_in_pretrain=True,
     cost="as dream, and its scorer runs once per subset without sharing the experts' pass (2^M scorer passes)",
     option_defaults={"annotation": "none"},
-    train_defaults={"mofe_lambda": 0.0},
     protocol="dream_paper's own, reading no mask",
-    smoke_options={"dim": 8, "heads": 2},
+    **HOOKS,
 )

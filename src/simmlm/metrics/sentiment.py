@@ -21,6 +21,18 @@ import torch
 from torch import Tensor
 
 
+def acc7_class(score: Tensor) -> Tensor:
+    """A sentiment score's Acc-7 class, ``round(clip(s, -3, 3)) + 3`` in 0..6 (round half to even)."""
+    return score.clamp(-3, 3).round().long() + 3
+
+
+def predicted_class(logits: Tensor) -> Tensor:
+    """The class a prediction names: the arg-max of class logits ``[..., K]``, or for one output (a regression's
+    score) its Acc-7 class, so that DREAM's game on a sentiment score asks whether a modality shifts the seven-point
+    reading (PSS) and whether it makes it right (PAS)."""
+    return logits.argmax(-1) if logits.shape[-1] > 1 else acc7_class(logits[..., 0])
+
+
 def weighted_f1(predicted: Tensor, target: Tensor) -> Tensor:
     """Support-weighted mean over the true classes of the per-class F1 (a class never predicted nor present: 0)."""
     if predicted.shape != target.shape or predicted.ndim != 1 or len(target) == 0:
@@ -50,7 +62,7 @@ def sentiment_scores(predicted: Tensor, target: Tensor) -> dict[str, float]:
         "corr": corr.item(),
         "acc2_has0": ((p >= 0) == (t >= 0)).double().mean().item(),
         "f1_has0": weighted_f1((p >= 0).long(), (t >= 0).long()).item(),
-        "acc7": (p.clamp(-3, 3).round() == t.clamp(-3, 3).round()).double().mean().item(),
+        "acc7": (acc7_class(p) == acc7_class(t)).double().mean().item(),
     }
     if non0.any():
         scores["acc2_non0"] = ((p[non0] > 0) == (t[non0] > 0)).double().mean().item()
