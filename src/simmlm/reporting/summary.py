@@ -182,8 +182,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         ]
         for method, m in methods.items():
             for value, phi in m["shapley"].items():
-                cells = " | ".join(pm(phi[x], *units(value)) for x in modalities)
-                lines.append(f"| {method} | {value} | {cells} |")
+                row = " | ".join(pm(phi[x], *units(value)) for x in modalities)
+                lines.append(f"| {method} | {value} | {row} |")
     if not regression:
         lines += ["", "## Calibration (%) per subset: ECE / SCE (20 bins) ↓", ""]
         calibration = {
