@@ -8,6 +8,9 @@ is kept, all False for a missing modality) and zero-fills the dropped frames, so
 the masks; the sequence experts (:mod:`simmlm.nn.sequence`) treat an all-zero frame as absent. At ``r = 1`` every
 frame of a present modality is zeroed while its modality mask stays True: only the frame mask tells.
 
+DREAM's heterogeneous protocol (its appendix A.4, :func:`heterogeneous_missing`) mixes both kinds: of the samples, a
+share ``2η/5`` lose whole modalities, ``2η/5`` lose frames, ``η/5`` both, and the remaining ``1 - η`` keep everything.
+
 Used by the sequence datasets of :mod:`simmlm.datasets` (MOSI / MOSEI feature pickles, avMNIST's sequence layout).
 """
 
@@ -23,6 +26,9 @@ from simmlm.data.base import TensorMultimodalDataset
 
 SPLITS = ("train", "val", "test")
 _INTRA_STREAM = 1  # the random stream of frame draws (0: inter-modal draws of the seqfeatures loader)
+_MIXED_STREAM = 2  # the heterogeneous protocol's draws
+#: The groups of :func:`heterogeneous_missing`, by their code in ``groups``.
+GROUPS = ("complete", "modalities missing", "frames missing", "both")
 
 
 class SequenceFeatureDataset(TensorMultimodalDataset):
@@ -96,3 +102,44 @@ def describe_ratios(ratios: Mapping[str, float]) -> str:
         return "none"
     shown = ", ".join(f"{split} {value:g}" for split, value in ratios.items())
     return f"frames zeroed per present modality, by split: {shown}"
+
+
+def heterogeneous_missing(
+    n: int, frames: Mapping[str, int], rate: float, frame_ratio: float, seed: int, split: str
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """DREAM's heterogeneous missingness (appendix A.4) for one split of ``n`` samples: ``round(2η/5 n)`` samples
+    (``η = rate``) lose whole modalities (a uniformly random proper subset of them is kept, never none), as many
+    lose frames (``round(frame_ratio * T)`` of each modality's ``T``, as :func:`frame_mask`), ``round(η/5 n)``
+    lose both (frames of the modalities they keep), and the rest keep everything; who falls in which group is a
+    uniformly random draw.
+
+    Returns:
+        the modality mask ``[n, M]``, the frame masks (name -> ``[n, T]``) and each sample's group ``[n]`` (its
+        index in :data:`GROUPS`).
+    """
+    if not 0.0 <= rate <= 1.0 or not 0.0 <= frame_ratio <= 1.0:
+        raise ValueError(f"rate and frame_ratio must be in [0, 1], got {rate} and {frame_ratio}")
+    names = list(frames)
+    if rate > 0 and len(names) < 2:
+        raise ValueError("the heterogeneous protocol drops whole modalities: it needs at least two")
+    rng = np.random.default_rng([seed, SPLITS.index(split), _MIXED_STREAM])
+    sizes = [int(np.floor(share * rate * n + 0.5)) for share in (0.4, 0.4, 0.2)]
+    groups = np.zeros(n, dtype=np.int64)
+    order = rng.permutation(n)
+    start = 0
+    for code, size in enumerate(sizes, 1):
+        groups[order[start : start + size]] = code
+        start += size
+    mask = np.ones((n, len(names)), dtype=bool)
+    lose = np.flatnonzero((groups == 1) | (groups == 3))
+    for row in lose:
+        keep = np.zeros(len(names), dtype=bool)
+        while not 0 < keep.sum() < len(names):
+            keep = rng.random(len(names)) < 0.5
+        mask[row] = keep
+    thin = (groups == 2) | (groups == 3)
+    masks = {}
+    for name, count in frames.items():
+        drawn = frame_mask(n, count, frame_ratio, rng)
+        masks[name] = torch.from_numpy(np.where(thin[:, None], drawn, True))
+    return torch.from_numpy(mask), masks, torch.from_numpy(groups)

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from simmlm.engine.config import DataConfig, RunConfig
 from simmlm.evaluation.evaluate import classification_report, regression_report, segmentation_report
 from simmlm.evaluation.inferers import predict_subsets
 from simmlm.losses.mofe import per_sample_cross_entropy
+from simmlm.metrics.sentiment import weighted_f1
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +95,11 @@ class Task(Protocol):
     def example_inputs(self, splits: Splits) -> tuple[dict[str, Tensor], Tensor]: ...
 
 
-def _accuracy_and_nll(logits: Tensor, targets: Tensor) -> tuple[float, float]:
-    """(accuracy, -NLL): compared as a tuple, so ties in accuracy go to the lower loss."""
-    return (logits.argmax(-1) == targets).float().mean().item(), -F.cross_entropy(logits, targets).item()
+def _selection_score(logits: Tensor, targets: Tensor, select_on: str = "accuracy") -> tuple[float, float]:
+    """(accuracy or weighted F1, -NLL): compared as a tuple, so ties go to the lower loss."""
+    predicted = logits.argmax(-1)
+    score = weighted_f1(predicted, targets) if select_on == "f1" else (predicted == targets).float().mean()
+    return score.item(), -F.cross_entropy(logits, targets).item()
 
 
 def resolve_data_dir(data_dir: Path | None) -> Path:
@@ -117,18 +120,32 @@ Reader = Callable[[str, Any, dict[str, Any]], Tensor]  # a file's Path, or a tex
 
 
 class ClassificationTask:
-    """Cross-entropy; epochs selected on (accuracy, -NLL), so accuracy ties go to the lower loss.
+    """Cross-entropy; epochs selected on (accuracy, -NLL), so accuracy ties go to the lower loss, or on (weighted F1,
+    -NLL).
 
     Args:
         data: the dataset's config; ``loader`` reads its splits, ``reader`` one file of one modality for predict.
+        f1, class_names: the report's weighted F1 and per-class metrics (:func:`classification_report`).
+        select_on: what selects epochs on validation data, ``accuracy`` or the weighted F1 (``f1``).
     """
 
     average_key = "average_accuracy"
     score_name = "accuracy"
     extra_inputs: frozenset[str] = frozenset()
 
-    def __init__(self, data: DataConfig | None = None, loader: Loader | None = None, reader: Reader | None = None):
+    def __init__(
+        self,
+        data: DataConfig | None = None,
+        loader: Loader | None = None,
+        reader: Reader | None = None,
+        f1: bool = False,
+        class_names: Sequence[str] | None = None,
+        select_on: Literal["accuracy", "f1"] = "accuracy",
+    ):
         self.data, self.loader, self.reader = data or AvmnistData(), loader, reader
+        self.f1, self.class_names, self.select_on = f1 or select_on == "f1", class_names, select_on
+        if select_on == "f1":
+            self.score_name = "weighted F1"
 
     def load_splits(self) -> Splits:
         from simmlm.data.scenarios import apply_scenario
@@ -182,7 +199,7 @@ class ClassificationTask:
     def scores(self, model: nn.Module, dataset: Any, subsets: Sequence[int]) -> list[tuple[float, float] | None]:
         preds = predict_subsets(model, dataset, subsets)
         return [
-            _accuracy_and_nll(logits[rows], preds.targets[rows]) if rows.any() else None
+            _selection_score(logits[rows], preds.targets[rows], self.select_on) if rows.any() else None
             for logits, rows in zip(preds.logits, preds.covered, strict=True)
         ]
 
@@ -199,7 +216,7 @@ class ClassificationTask:
         }
         if getattr(dataset, "ids", None) is not None:
             arrays["sample_ids"] = np.asarray(dataset.ids, dtype=str)
-        return classification_report(preds, modalities), arrays
+        return classification_report(preds, modalities, f1=self.f1, class_names=self.class_names), arrays
 
     def example_inputs(self, splits: Splits) -> tuple[dict[str, Tensor], Tensor]:
         inputs, mask, _ = splits.test[[0]]

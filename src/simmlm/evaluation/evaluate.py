@@ -24,13 +24,23 @@ from simmlm.metrics import (
     static_calibration_error,
 )
 from simmlm.metrics.segmentation import VoxelCalibration, dice_score
-from simmlm.metrics.sentiment import sentiment_scores
+from simmlm.metrics.sentiment import sentiment_scores, weighted_f1
 from simmlm.metrics.shapley import MAX_EXACT_VALUE_MODALITIES, modality_shapley, subset_value_table
 from simmlm.subsets import all_subsets, bits_to_mask, mask_to_bits, subset_name
 
 
-def classification_report(preds: SubsetPredictions, modalities: Sequence[str], n_bins: int = 20) -> dict[str, Any]:
+def classification_report(
+    preds: SubsetPredictions,
+    modalities: Sequence[str],
+    n_bins: int = 20,
+    f1: bool = False,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Metrics of a classifier under every subset in ``preds``, each over the samples that have the subset.
+
+    With ``f1`` each subset also has ``f1``, the weighted F1 (DREAM's metric), and the report ``average_f1``; with
+    ``class_names`` each subset has, per class ``c``, ``acc_c`` and ``f1_c``: the binary accuracy and weighted F1 of
+    "c or not" (MulT's per-emotion metrics on IEMOCAP, here from one softmax over the classes).
 
     Returns a dict ``{"subsets": {name: {"accuracy", "ece", "sce", "samples"}}, "average_accuracy",
     "counterintuitive_rate", "gate_weights": {name: {modality: mean weight}}, "gate_evenness": {name: mean
@@ -55,6 +65,12 @@ def classification_report(preds: SubsetPredictions, modalities: Sequence[str], n
             "sce": static_calibration_error(p, y, n_bins).item() if n else math.nan,
             "samples": n,
         }
+        if f1:
+            subsets[name]["f1"] = weighted_f1(p.argmax(-1), y).item() if n else math.nan
+        for k, c in enumerate(class_names or []):
+            guess, truth = (p.argmax(-1) == k).long(), (y == k).long()
+            subsets[name][f"acc_{c}"] = (guess == truth).double().mean().item() if n else math.nan
+            subsets[name][f"f1_{c}"] = weighted_f1(guess, truth).item() if n else math.nan
         if preds.gate_weights is not None:
             mean = preds.gate_weights[s][rows].float().mean(0)  # [M] or [M, K]; NaN if no sample
             gate_weights[name] = {m: mean[i].mean().item() for i, m in enumerate(modalities) if bits >> i & 1}
@@ -68,6 +84,9 @@ def classification_report(preds: SubsetPredictions, modalities: Sequence[str], n
         "counterintuitive_rate": _cr_or_nan(correct, preds.subsets, preds.available),
         "gate_weights": gate_weights,
     }
+    if f1:
+        scores = [v["f1"] for v in subsets.values() if v["samples"]]
+        report["average_f1"] = sum(scores) / len(scores) if scores else math.nan
     if preds.gate_weights is not None:
         report["gate_evenness"] = gate_evenness
     if set(preds.subsets) == set(all_subsets(len(modalities))):

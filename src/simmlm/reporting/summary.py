@@ -65,6 +65,37 @@ def _sentiment_tables(methods: dict[str, Any], names: Sequence[str]) -> list[str
     return lines
 
 
+def _dream_table(methods: dict[str, Any], names: Sequence[str], key: str) -> list[str]:
+    """Weighted F1 per test condition in the form of DREAM's Table 1: each subset missing a modality, their average
+    ("Avg.", per seed), then every modality."""
+    full = max(names, key=lambda n: n.count("+"))
+    missing = [n for n in names if n != full]
+    what = "positive vs negative, neutral samples left out" if key == "f1_non0" else "over the classes"
+    lines = ["", f"## Weighted F1 (%) per test condition, as DREAM's Table 1 ({what})", ""]
+    lines += ["| method | " + " | ".join([*missing, "Avg.", full]) + " |", "|---" * (len(missing) + 3) + "|"]
+    for method, m in methods.items():
+        cells = [pm(m["subsets"][n][key]) for n in missing]
+        cells += [pm(over_subsets(m, key, missing)), pm(m["subsets"][full][key])]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _per_class_table(methods: dict[str, Any], names: Sequence[str]) -> list[str]:
+    """Per class, "this class or not": accuracy / weighted F1 with every modality (MulT's per-emotion metrics)."""
+    full = max(names, key=lambda n: n.count("+"))
+    first = next(iter(methods.values()))["subsets"][full]
+    classes = [k[4:] for k in first if k.startswith("acc_") and f"f1_{k[4:]}" in first]
+    if not classes:
+        return []
+    lines = ["", f"## Per class with every modality ({full}): accuracy / weighted F1 (%) of the class or not", ""]
+    lines += ["| method | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+    for method, m in methods.items():
+        row = m["subsets"][full]
+        cells = [f"{pm(row[f'acc_{c}'])} / {pm(row[f'f1_{c}'])}" for c in classes]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 #: Beyond this many subsets (more than three modalities) the per-subset tables are transposed, subsets as rows.
 WIDE_SUBSETS = 7
 
@@ -124,6 +155,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     if regression:
         lines += _sentiment_tables(methods, names)
+    f1_key = "f1_non0" if regression else "f1"
+    if all(f1_key in m["subsets"][names[0]] for m in methods.values()) and len(names) > 1:
+        lines += _dream_table(methods, names, f1_key)
+    lines += _per_class_table(methods, names)
     counts = {n: first["subsets"][n].get("samples", [None])[0] for n in names}
     if all(isinstance(c, int) for c in counts.values()):
         few = [f"{n} ({100 / c:.1f} points a sample)" for n, c in counts.items() if 0 < c < 100]

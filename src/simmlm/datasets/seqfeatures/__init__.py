@@ -14,7 +14,6 @@ from simmlm.datasets.registry import (
     DataSection,
     DatasetSpec,
     Example,
-    classification_task,
     register_dataset,
 )
 
@@ -34,12 +33,25 @@ class SeqfeaturesData(DataSection, FrameMissing, WithScenario):
     file: str = Field("mosi_data.pkl", description="the pickle, relative to data_dir (or an absolute path)")
     modalities: list[str] = Field(default_factory=lambda: ["text", "audio", "vision"])
     label_key: str | None = Field(None, description="key of the sentiment score (None: detected)")
-    task: Literal["binary", "classes7", "regression"] = Field(
-        "binary", description="Acc-2 (score > 0), Acc-7 classes, or the score itself (L1 loss, MulT's metrics)"
+    task: Literal["binary", "classes7", "regression", "emotions4"] = Field(
+        "binary",
+        description="Acc-2 (score > 0), Acc-7 classes, the score itself (L1 loss, MulT's metrics), or IEMOCAP's four "
+        "emotions (MulT's labels [N, 4, 2])",
+    )
+    select_on: Literal["accuracy", "f1"] = Field(
+        "accuracy", description="classification: what selects epochs on validation data (f1: weighted F1, DREAM's)"
     )
     missing_rate: float = Field(0.0, ge=0, lt=1, description="inter-modal: per sample and modality drop rate")
     missing_modalities: list[str] | None = Field(None, description="inter-modal: modalities dropped everywhere")
     nan_to_num: bool = Field(True, description="replace non-finite feature values (COVAREP -inf) by 0")
+    heterogeneous_missing: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="DREAM's A.4 protocol: this share eta of every split's samples affected, 2eta/5 losing "
+        "modalities, 2eta/5 frames, eta/5 both (the other missingness settings off)",
+    )
+    heterogeneous_frames: float = Field(0.5, ge=0, le=1, description="A.4: share of a modality's frames lost")
 
 
 def load(data: SeqfeaturesData) -> Splits:
@@ -57,6 +69,8 @@ def load(data: SeqfeaturesData) -> Splits:
         data.frame_ratios(),
         data.missing_seed,
         data.nan_to_num,
+        data.heterogeneous_missing,
+        data.heterogeneous_frames,
     )
 
 
@@ -90,12 +104,16 @@ def example(directory: Path) -> Example:
 
 
 def task(data: SeqfeaturesData) -> Task:
-    """Classification (Acc-2 or Acc-7 classes), or with ``task: regression`` the score itself."""
-    if data.task == "regression":
-        from simmlm.engine.tasks import RegressionTask
+    """Classification (Acc-2, Acc-7 or four emotions; weighted F1 reported beside accuracy, and per emotion for
+    IEMOCAP), or with ``task: regression`` the score itself."""
+    from simmlm.engine.tasks import ClassificationTask, RegressionTask
 
+    if data.task == "regression":
         return RegressionTask(data, load, read)
-    return classification_task(load, read)(data)
+    from simmlm.datasets.seqfeatures.labels import EMOTIONS
+
+    emotions = list(EMOTIONS) if data.task == "emotions4" else None
+    return ClassificationTask(data, load, read, f1=True, class_names=emotions, select_on=data.select_on)
 
 
 SPEC = register_dataset(

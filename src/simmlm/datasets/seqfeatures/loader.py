@@ -20,6 +20,8 @@ Tasks (the usual MOSI / MOSEI conventions):
 - ``"classes7"`` (Acc-7): ``round(clip(score, -3, 3)) + 3`` in 0..6, with NumPy's round-half-to-even, as in
   the MulT and MMSA evaluation code (so 0.5 -> class 3, 1.5 -> class 5, -2.5 -> class 1).
 - ``"regression"``: the score itself as a float32 target; ``num_classes`` is 1.
+- ``"emotions4"``: IEMOCAP's four emotions from MulT's ``labels`` ``[N, 4, 2]``
+  (:mod:`simmlm.datasets.seqfeatures.labels`).
 
 Non-finite feature values (MOSI / MOSEI have ``-inf`` in some COVAREP frames): with ``nan_to_num=True`` (default)
 each is replaced by 0, counted in ``Splits.description``; with ``False`` the loader raises naming the split and
@@ -71,19 +73,24 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from simmlm.data.base import Splits
 from simmlm.data.feature_files import RefusedPickle, read_feature_file
+from simmlm.data.frames import (
+    GROUPS,
+    SequenceFeatureDataset,
+    describe_ratios,
+    frame_masks,
+    heterogeneous_missing,
+    split_ratios,
+)
 from simmlm.data.frames import SPLITS as _SPLITS
-from simmlm.data.frames import SequenceFeatureDataset, describe_ratios, frame_masks, split_ratios
+from simmlm.datasets.seqfeatures.labels import CLASS_NAMES, NUM_CLASSES, RULES, Task, numeric, read_targets
 
 DEFAULT_MODALITIES = ("text", "audio", "vision")
 LABEL_KEYS = ("regression_labels", "labels", "label")
 """Label keys tried in this order when ``label_key`` is None (MMSA's first, then MulT's)."""
 VAL_SPLIT_NAMES = ("valid", "val", "dev")
-NUM_CLASSES = {"regression": 1, "binary": 2, "classes7": 7}
-Task = Literal["regression", "binary", "classes7"]
 _INTER_STREAM = 0  # the random stream of inter-modal draws (frames: simmlm.data.frames)
 
 
@@ -97,6 +104,8 @@ def load_seqfeatures(
     intra_missing_ratio: float | Mapping[str, float] = 0.0,
     seed: int = 0,
     nan_to_num: bool = True,
+    heterogeneous: float = 0.0,
+    heterogeneous_frames: float = 0.5,
 ) -> Splits:
     """Train / validation / test splits of a MulT / MMSA feature pickle (see the module docstring).
 
@@ -112,6 +121,10 @@ def load_seqfeatures(
             one fraction per split (``{"train": 0.3, "val": 0.3, "test": 0.0}``; a split left out gets 0).
         seed: seed of the simulated missingness (non-negative).
         nan_to_num: replace non-finite feature values by 0 (True) or raise (False).
+        heterogeneous: DREAM's heterogeneous protocol (appendix A.4, :func:`~simmlm.data.frames.heterogeneous_missing`)
+            with ``η`` = this share of the samples of every split affected, ``heterogeneous_frames`` of a modality's
+            frames lost where frames are; the other missingness settings must then be off. Each split's dataset
+            records its samples' groups (``missing_groups``) and the description their counts.
 
     Returns:
         :class:`Splits` of :class:`SequenceFeatureDataset`; ``num_classes`` is 2, 7 or 1 (regression).
@@ -126,6 +139,11 @@ def load_seqfeatures(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     dropped = _fixed_missing(missing_modalities, names, missing_rate)
+    if heterogeneous and (missing_rate or dropped or any(ratios.values())):
+        raise ValueError(
+            "the heterogeneous protocol sets the missingness itself: leave missing_rate, "
+            "missing_modalities and the frame ratio at their defaults"
+        )
 
     splits = _find_splits(_read_file(path), path)
     if label_key is None:
@@ -140,22 +158,25 @@ def load_seqfeatures(
             features[name], count = _read_features(content, name, where, nan_to_num)
             if count:
                 replaced.append(f"{count} in {file_split}/{name}")
-        scores = _read_labels(content, label_key, where)
+        targets = read_targets(content, label_key, where, task)
         for name, array in features.items():
-            if len(array) != len(scores):
+            if len(array) != len(targets):
                 raise ValueError(
                     f"{where}: modality {name!r} has {len(array)} samples but labels {label_key!r} have "
-                    f"{len(scores)}; every array of a split must have the same N"
+                    f"{len(targets)}; every array of a split must have the same N"
                 )
-        n = len(scores)
-        inter = np.random.default_rng([seed, index, _INTER_STREAM])
-        mask = _modality_mask(n, names, missing_rate, dropped, inter)
+        n = len(targets)
+        lengths = {name: array.shape[1] for name, array in features.items()}
+        if heterogeneous:
+            mask, frames, groups = heterogeneous_missing(n, lengths, heterogeneous, heterogeneous_frames, seed, split)
+        else:
+            inter = np.random.default_rng([seed, index, _INTER_STREAM])
+            mask = torch.from_numpy(_modality_mask(n, names, missing_rate, dropped, inter))
+            frames, groups = frame_masks(lengths, n, ratios[split], seed, split), None
         datasets[split] = SequenceFeatureDataset(
-            {name: torch.from_numpy(array) for name, array in features.items()},
-            torch.from_numpy(mask),
-            _convert_labels(scores, task),
-            frame_masks({name: array.shape[1] for name, array in features.items()}, n, ratios[split], seed, split),
+            {name: torch.from_numpy(array) for name, array in features.items()}, mask, targets, frames
         )
+        datasets[split].missing_groups = groups  # type: ignore[attr-defined]
     for name in names:
         dims = {split: datasets[split].inputs[name].shape[2:] for split in _SPLITS}
         if len(set(dims.values())) > 1:
@@ -163,11 +184,20 @@ def load_seqfeatures(
             raise ValueError(f"{path}: modality {name!r} has a different feature size D per split ({shown})")
 
     description = _describe(path, splits, datasets, label_key, task, missing_rate, dropped, ratios)
+    if heterogeneous:
+        counts = "; ".join(
+            f"{s} " + ", ".join(f"{g} {int((datasets[s].missing_groups == k).sum())}" for k, g in enumerate(GROUPS))  # type: ignore[attr-defined]
+            for s in _SPLITS
+        )
+        description += (
+            f" Heterogeneous missingness (DREAM A.4), eta {heterogeneous:g}, {heterogeneous_frames:g} of the frames "
+            f"where frames are lost: {counts}."
+        )
     description += f" Seed {seed}. " + (
         f"Non-finite feature values replaced by 0: {'; '.join(replaced)}." if replaced else "No non-finite values."
     )
     train, val, test = (datasets[s] for s in _SPLITS)
-    classes = {"binary": ["non-positive", "positive"], "classes7": [str(k) for k in range(-3, 4)]}.get(task)
+    classes = CLASS_NAMES.get(task)
     preprocessing = {"dataset": "seqfeatures", "task": task, "classes": classes}  # what predict needs (no scaling)
     return Splits(train, val, test, NUM_CLASSES[task], description, preprocessing)
 
@@ -254,28 +284,9 @@ def _detect_label_key(content: Mapping[str, Any], path: Path, file_split: str) -
     )
 
 
-def _numeric(content: Mapping[str, Any], key: str, what: str, where: str) -> np.ndarray:
-    if key not in content:
-        raise ValueError(
-            f"{where} has no {what} key {key!r}; available keys: {sorted(map(str, content))}"
-            + (
-                ". Name the keys this file uses with --set 'data.modalities=[...]' (modalities= in Python)."
-                if what == "modality"
-                else ""
-            )
-        )
-    try:
-        array = np.asarray(content[key])
-    except ValueError as err:  # ragged lists
-        raise ValueError(f"{where}: {what} {key!r} is not a rectangular array ({err})") from err
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{where}: {what} {key!r} must be numeric, got dtype {array.dtype}")
-    return array
-
-
 def _read_features(content: Mapping[str, Any], name: str, where: str, nan_to_num: bool) -> tuple[np.ndarray, int]:
     """The modality's float32 ``[N, T, D]`` array and the number of non-finite values replaced by 0."""
-    array = _numeric(content, name, "modality", where)
+    array = numeric(content, name, "modality", where)
     if array.ndim != 3:
         raise ValueError(f"{where}: modality {name!r} must be a 3-D array [N, T, D], got shape {array.shape}")
     if len(array) == 0:
@@ -291,27 +302,6 @@ def _read_features(content: Mapping[str, Any], name: str, where: str, nan_to_num
             )
         array[bad] = 0.0
     return array, count
-
-
-def _read_labels(content: Mapping[str, Any], key: str, where: str) -> np.ndarray:
-    array = _numeric(content, key, "label", where).astype(np.float64)
-    if array.ndim == 0 or array.size != len(array):
-        raise ValueError(
-            f"{where}: labels {key!r} have shape {array.shape}; expected one sentiment score per sample "
-            "([N], [N, 1] or [N, 1, 1])"
-        )
-    scores = array.reshape(len(array))
-    if not np.isfinite(scores).all():
-        raise ValueError(f"{where}: labels {key!r} hold {int((~np.isfinite(scores)).sum())} non-finite values")
-    return scores
-
-
-def _convert_labels(scores: np.ndarray, task: Task) -> Tensor:
-    if task == "binary":
-        return torch.from_numpy((scores > 0).astype(np.int64))
-    if task == "classes7":
-        return torch.from_numpy(np.round(np.clip(scores, -3.0, 3.0)).astype(np.int64) + 3)
-    return torch.from_numpy(scores.astype(np.float32))
 
 
 def _modality_mask(n: int, names: list[str], rate: float, dropped: list[str], rng: np.random.Generator) -> np.ndarray:
@@ -343,11 +333,7 @@ def _describe(
         lengths = [datasets[s].inputs[name].shape[1] for s in _SPLITS]
         t = str(lengths[0]) if len(set(lengths)) == 1 else "/".join(map(str, lengths))
         shapes.append(f"{name} (T={t}, D={datasets['train'].inputs[name].shape[2]})")
-    rule = {
-        "binary": "binary: score > 0 -> 1, else 0",
-        "classes7": "classes7: round(clip(score, -3, 3)) + 3",
-        "regression": "regression on the score",
-    }[task]
+    rule = RULES[task]
     if dropped:
         inter = f"fixed, {', '.join(dropped)} dropped for every sample"
     elif missing_rate > 0:
