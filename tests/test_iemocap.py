@@ -127,3 +127,11 @@ def test_dreams_heterogeneous_protocol_has_its_three_groups(data_dir: Path, eta:
     assert f"test {GROUPS[0]} " in splits.description
     with pytest.raises(ValueError, match="sets the missingness itself"):
         load_seqfeatures(data_dir / "iemocap_data.pkl", task="emotions4", heterogeneous=0.5, missing_rate=0.2)
+
+
+def test_example_data_writes_an_iemocap_pickle_beside_the_mosi_one(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["example-data", str(tmp_path / "ex"), "--layout", "mmsa", "--samples", "80"])
+    assert result.exit_code == 0, result.output
+    assert "--set data.file=iemocap_example.pkl --set data.task=emotions4" in result.output
+    splits = load_seqfeatures(tmp_path / "ex" / "iemocap_example.pkl", task="emotions4")
+    assert splits.num_classes == 4 and len(splits.train) == 48 and set(splits.train.targets.tolist()) == {0, 1, 2, 3}

@@ -50,8 +50,9 @@ def example_data(
     layout: Annotated[
         str,
         typer.Option(
-            help="folder (manifest.csv + .npy files), mmsa (a MulT / MMSA feature pickle of text, audio and vision "
-            "sequences with sentiment scores; --modalities, --classes and --missing do not apply), food101 (JPEG "
+            help="folder (manifest.csv + .npy files), mmsa (MulT / MMSA feature pickles of text, audio and vision "
+            "sequences with sentiment scores, and with IEMOCAP's four emotions; --modalities, --classes and --missing "
+            "do not apply), food101 (JPEG "
             "images and titles in the UPMC Food-101 layout; --classes, --samples per class and --seed apply), or "
             f"{', '.join(_REGISTERED)} (a small synthetic stand-in in the dataset's real layout; no option applies)."
         ),
@@ -66,7 +67,7 @@ def example_data(
     layout (--layout food101)."""
     from simmlm.datasets.folder.synthetic import write_example_dataset
     from simmlm.datasets.food101.synthetic import write_example_food101
-    from simmlm.datasets.seqfeatures.synthetic import write_example_sequences
+    from simmlm.datasets.seqfeatures.synthetic import write_example_emotions, write_example_sequences
 
     if layout in _REGISTERED:
         _registered_example(layout, directory)
@@ -93,13 +94,18 @@ def example_data(
         samples = 600 if samples is None else samples
         if layout == "mmsa":
             path = write_example_sequences(directory, samples, seed)
+            emotions = write_example_emotions(directory, samples, seed)
         else:
             write_example_dataset(directory, modalities, samples, classes, missing, seed)
     except (ValueError, ImportError) as err:
         raise fail(err) from err
     if layout == "mmsa":
-        typer.echo(f"wrote {path} ({samples} samples: text, audio, vision sequences); next:")
+        typer.echo(f"wrote {path} ({samples} samples: text, audio, vision sequences, sentiment scores); next:")
         typer.echo(f"  simmlm data seqfeatures --data-dir {directory} --set data.file={path.name}")
+        typer.echo("  (the score itself: add --set data.task=regression)")
+        typer.echo(f"wrote {emotions} (the same sequences with IEMOCAP's four emotions, MulT's labels); next:")
+        emotions_file = f"--set data.file={emotions.name} --set data.task=emotions4"
+        typer.echo(f"  simmlm data seqfeatures --data-dir {directory} {emotions_file}")
         return
     typer.echo(f"wrote {directory} ({samples} samples, {modalities} modalities); next:")
     typer.echo(f"  simmlm data folder --data-dir {directory}")
