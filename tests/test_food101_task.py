@@ -257,6 +257,23 @@ def test_finetuning_trains_the_encoders_inside_the_experts(example: Path, tmp_pa
     assert json.loads(result.output)["modalities"] == ["image", "text"]
 
 
+def test_mmp_and_dream_fine_tune_on_the_encoders(example: Path, tmp_path: Path) -> None:
+    """MMP's and DREAM's tokens stand on the same image and text encoders; DREAM's start from its scorer's."""
+    out = tmp_path / "bench"
+    sets = [f"--set=data.{k}={v}" for k, v in (("mode", "finetune"), ("image_size", 16), ("image_encoder.width", 8))]
+    sets += ["--set=train.stage1.epochs=2", "--set=train.stage2.epochs=1", "--set=train.min_steps=0"]
+    sets += ["--set=model.method_options={dim: 8, heads: 2}"]
+    args = ["benchmark", "food101", "--data-dir", str(example), "--methods", "mmp,dream", "--seeds", "0"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), *sets])
+    assert result.exit_code == 0, result.output
+    for method in ("mmp", "dream"):
+        state = torch.load(out / "runs" / f"{method}-seed0" / "model.pt", weights_only=True)["state_dict"]
+        assert any(k.startswith("encoders.image.features.backbone") for k in state), method
+        assert any(k.startswith("encoders.text.features") for k in state), method
+    metrics = json.loads((out / "runs" / "dream-seed0" / "metrics.json").read_text())
+    assert metrics["selected"]["encoders_from_scorer"] == ["image", "text"]  # started from the scorer's encoders
+
+
 def test_config_errors_name_the_key(example: Path) -> None:
     with pytest.raises((ConfigError, ValueError), match="missing"):
         RunConfig.model_validate({"data": {"dataset": "food101", "missing": {"rate": 2}}})

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from simmlm.methods.base import ModelOutput, on_present_rows, validate_inputs, validate_subsets, zero_fill
 from simmlm.methods.registry import register_method
+from simmlm.nn.encoders import EncoderExpert
 from simmlm.nn.experts import BNConvNet, LeNet5, build_expert, expert_kinds, expert_options_for, resolve_expert_kind
 from simmlm.nn.sequence import SEQUENCE_KINDS, FrameTokenEncoder
 
@@ -61,11 +62,26 @@ class FlatTokenEncoder(nn.Module):
         return self.net(x).reshape(len(x), self.num_tokens, self.dim)
 
 
+class EncoderTokenEncoder(FlatTokenEncoder):
+    """Tokens standing on a fine-tuned encoder (Food-101's image or text encoder, :class:`EncoderExpert`'s): its
+    feature vector mapped to ``num_tokens`` tokens by one linear layer; the encoder trains with the method."""
+
+    def __init__(self, encoder: nn.Module, num_tokens: int, dim: int) -> None:
+        super().__init__(int(getattr(encoder, "out_features")), num_tokens, dim)  # noqa: B009 (a Module's int)
+        self.features = encoder  # named as the convolutional encoders' extractor, so DREAM can warm-start it
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(self.features(x))
+
+
 def build_token_encoder(kind: str, input_shape: tuple[int, ...], dim: int, **options: Any) -> nn.Module:
     """Token encoder for one modality: ``"lenet"`` / ``"bncnn"`` use the expert's convolutional feature map (one
-    token per position), ``"mlp"`` a linear map, the sequence kinds one token per frame (``"auto"`` picks one by
-    shape, as for experts). Options that
-    only shape an expert's classifier (``hidden``) do not apply here."""
+    token per position), ``"mlp"`` a linear map, the sequence kinds one token per frame, ``"image_encoder"`` /
+    ``"text_encoder"`` four tokens from the fine-tuned encoder's features (``"auto"`` picks one by shape, as for
+    experts). Options that only shape an expert's classifier (``hidden``) do not apply here."""
+    if kind in ("image_encoder", "text_encoder"):
+        expert = EncoderExpert(1, "image" if kind == "image_encoder" else "text", encoder=options.get("encoder"))
+        return EncoderTokenEncoder(expert.encoder, num_tokens=4, dim=dim)
     kind = resolve_expert_kind(kind, input_shape)
     if kind in ("lenet", "bncnn"):
         options.pop("hidden", None)
@@ -78,7 +94,7 @@ def build_token_encoder(kind: str, input_shape: tuple[int, ...], dim: int, **opt
         return FrameTokenEncoder(input_shape[1], num_tokens=input_shape[0], dim=dim)
     raise ValueError(
         f"no token encoder for expert kind {kind!r} on {list(input_shape)}; choose 'auto', 'lenet', 'bncnn', 'mlp', "
-        f"or {', '.join(SEQUENCE_KINDS)} for [T, D] sequences"
+        f"image_encoder, text_encoder, or {', '.join(SEQUENCE_KINDS)} for [T, D] sequences"
     )
 
 

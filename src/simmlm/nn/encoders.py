@@ -225,6 +225,11 @@ class EncoderExpert(nn.Module):
             layers += [nn.Linear(width, hidden), nn.ReLU()]
         self.classifier = nn.Sequential(*layers, nn.Linear(hidden or width, num_classes))
 
+    @property
+    def features(self) -> nn.Module:
+        """The encoder, under the name DREAM's warm start looks for (a token encoder's feature extractor)."""
+        return self.encoder
+
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x)
 
