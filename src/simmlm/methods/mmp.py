@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +80,7 @@ def build_token_encoder(kind: str, input_shape: tuple[int, ...], dim: int, **opt
     ``"text_encoder"`` four tokens from the fine-tuned encoder's features (``"auto"`` picks one by shape, as for
     experts). Options that only shape an expert's classifier (``hidden``) do not apply here."""
     if kind in ("image_encoder", "text_encoder"):
-        modality = "image" if kind == "image_encoder" else "text"
+        modality: Literal["image", "text"] = "image" if kind == "image_encoder" else "text"
         return EncoderTokenEncoder(EncoderExpert(1, modality, options.get("encoder")).encoder, num_tokens=4, dim=dim)
     kind = resolve_expert_kind(kind, input_shape)
     if kind in ("lenet", "bncnn"):
