@@ -73,6 +73,10 @@ def test_the_plan_trains_clean_then_each_share_and_tests_every_corruption_of_the
         "train noise 2: vector, clean test",
         "train noise 2: vector, corrupted test",
     ]
+    only_tests = SuiteConfig.model_validate({"train_missing": {"fractions": []}, "train_corruption": {"fractions": []}})
+    cells = plan(only_tests, _splits({"image": (1, 8, 8), "vector": (6,)}))
+    assert [c.name for c in cells] == ["clean"]  # a suite of test conditions only
+    assert not any(c.scenario.startswith("train") for c in cells[0].conditions)
     with pytest.raises(ValueError, match="names modality 'sound'"):
         plan(
             SuiteConfig.model_validate({"train_missing": {"modality": "sound", "fractions": [0.5]}}),

@@ -30,7 +30,7 @@ class TrainingMissing(StrictModel):
     """Scenario 1: shares of the training and validation samples that lack ``modality``."""
 
     modality: str | None = Field(None, description="None: the dataset's first modality")
-    fractions: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(min_length=1)
+    fractions: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(description="[]: no such training cell")
 
 
 class TrainingCorruption(StrictModel):
@@ -38,7 +38,7 @@ class TrainingCorruption(StrictModel):
     cell per modality and share."""
 
     modalities: list[str] | None = Field(None, description="None: every modality in turn")
-    fractions: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(min_length=1)
+    fractions: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(description="[]: no such training cell")
     kind: Kind = "noise"
     severity: float = Field(2.0, ge=0)
 
@@ -155,7 +155,7 @@ def plan(suite: SuiteConfig, splits: Splits) -> list[Cell]:
             )
         )
     cor = suite.train_corruption
-    for m_cor in cor.modalities or modalities:
+    for m_cor in (cor.modalities or modalities) if cor.fractions else []:
         base = f"train {cor.kind} {cor.severity:g}: {m_cor}"
         spec: tuple[str, Kind, float, float] = (m_cor, cor.kind, cor.severity, 1.0)
         clean.conditions.append(Condition(f"{base}, corrupted test", 0.0, spec))
