@@ -141,7 +141,31 @@ def test_dream_plays_its_game_on_a_scores_seven_classes() -> None:
     assert predicted_class(torch.tensor([[0.1, 0.9, 0.0]])).tolist() == [1]  # class logits: the arg-max
 
 
-def test_the_robustness_suite_refuses_a_regression_in_one_line(data_dir: Path, tmp_path: Path) -> None:
-    args = ["robustness", "seqfeatures", "--data-dir", str(data_dir), "--out", str(tmp_path / "r")]
-    result = CliRunner().invoke(app, [*args, "--set", "data.file=mosi.pkl", "--set", "data.task=regression"])
-    assert result.exit_code == 2 and "runs on classification; this config trains a regression" in result.output
+def test_the_robustness_suite_runs_a_regression_on_mae_and_cr(data_dir: Path, tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "train_missing: {fractions: []}\ntrain_corruption: {modalities: [text], fractions: [0.5]}\n"
+        "test_corruptions: [{kind: zeros, modalities: [text], severities: [1.0]}]\nlambdas: [0.1, 0.5]\n"
+        "bootstrap_draws: 20\n"
+    )
+    out = tmp_path / "r"
+    args = ["robustness", "seqfeatures", "--data-dir", str(data_dir), "--out", str(out), "--suite", str(suite)]
+    args += ["--methods", "simmlm,late_fusion", "--seeds", "0"]
+    for item in ("data.file=mosi.pkl", "data.task=regression", "train.stage1.epochs=2", "train.stage2.epochs=1"):
+        args += ["--set", item]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    r = json.loads((out / "robustness.json").read_text())
+    assert r["methods"] == ["simmlm", "late_fusion", "simmlm_val", "simmlm_reliable"]
+    clean = r["clean"]["methods"]["simmlm"]
+    assert set(clean) == {"subsets", "average_mae", "counterintuitive_rate", "shapley"}
+    zeros = r["scenarios"]["test zeros: text"]["1"]
+    assert zeros["methods"]["simmlm"]["average_mae"] != r["clean"]["methods"]["simmlm"]["average_mae"]
+    assert set(zeros["comparisons"]["late_fusion − simmlm"]) == {
+        "average_mae",
+        "average_f1_has0",
+        "counterintuitive_rate",
+    }
+    md = (out / "robustness.md").read_text()
+    assert "| method | Average MAE ↓ | CR (%) ↓ |" in md and "simmlm_val is simmlm with its MoFe lambda chosen" in md
+    assert "on validation average MAE among 0.1, 0.5" in md and len(list((out / "robustness").glob("*.png"))) == 4

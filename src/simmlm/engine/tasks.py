@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 class Task(Protocol):
     average_key: str  # the report's headline key: "average_accuracy", "average_dice" or "average_mae"
+    higher_is_better: bool  # of the headline (False: MAE)
     score_name: str  # what selects epochs, in words: "accuracy", "mean Dice" or "MAE (lower is better)"
     extra_inputs: frozenset[str]  # files ``simmlm predict`` accepts beside the modalities
 
@@ -130,6 +131,7 @@ class ClassificationTask:
     """
 
     average_key = "average_accuracy"
+    higher_is_better = True
     score_name = "accuracy"
     extra_inputs: frozenset[str] = frozenset()
 
@@ -228,6 +230,7 @@ class RegressionTask(ClassificationTask):
     validation MAE; reported per subset with the sentiment metrics (:func:`regression_report`)."""
 
     average_key = "average_mae"
+    higher_is_better = False
     score_name = "MAE (lower is better)"
 
     def predict(
@@ -278,6 +281,7 @@ class SegmentationTask:
     """Dice + BCE on random crops; whole volumes by sliding window; epochs selected on mean Dice (WT/TC/ET)."""
 
     average_key = "average_dice"
+    higher_is_better = True
     score_name = "mean Dice"
     extra_inputs = frozenset({"brain_mask"})
 

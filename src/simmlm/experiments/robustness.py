@@ -38,7 +38,7 @@ from simmlm.data.scenarios import corrupt, corruption_scale
 from simmlm.engine.config import RunConfig, load_config, resolve_config
 from simmlm.engine.runs import load_checkpoint
 from simmlm.engine.tasks import Task, task_for
-from simmlm.evaluation.evaluate import shapley_per_seed
+from simmlm.evaluation.evaluate import headline_keys, shapley_per_seed
 from simmlm.experiments.benchmark import run_benchmark
 from simmlm.experiments.comparisons import compare_methods, holm_adjust
 from simmlm.experiments.reproducibility import provenance
@@ -60,10 +60,12 @@ def _lambda_on_validation(
     suite: SuiteConfig,
     cache: dict[str, Any],
 ) -> tuple[list[Path], dict[str, float]]:
-    """simmlm_val: per seed, the simmlm run whose MoFe lambda (of ``suite.lambdas``) scored best on validation
-    average accuracy (ties: the first lambda listed). simmlm's own lambda reuses its run; the others train stage 2
-    only (stage 1 from ``cache``). Returns the chosen run folders and lambdas per seed."""
-    own = resolve_config(load_config(config, {**overrides, "method": TUNED_FROM})).train.mofe_lambda
+    """simmlm_val: per seed, the simmlm run whose MoFe lambda (of ``suite.lambdas``) scored best on the validation
+    headline (average accuracy; a regression's average MAE; ties: the first lambda listed). simmlm's own lambda
+    reuses its run; the others train stage 2 only (stage 1 from ``cache``). Returns the chosen run folders and
+    lambdas per seed."""
+    resolved = resolve_config(load_config(config, {**overrides, "method": TUNED_FROM}))
+    own, task = resolved.train.mofe_lambda, task_for(resolved)
     folders: dict[float, Path] = {}
     for lam in suite.lambdas:
         if lam == own:
@@ -76,7 +78,8 @@ def _lambda_on_validation(
     chosen, choice = [], {}
     for seed in seeds:
         runs = {lam: folder / "runs" / f"{TUNED_FROM}-seed{seed}" for lam, folder in folders.items()}
-        val = {lam: json.loads((run / "metrics.json").read_text())["val_average_accuracy"] for lam, run in runs.items()}
+        key, sign = f"val_{task.average_key}", 1 if task.higher_is_better else -1
+        val = {lam: sign * json.loads((run / "metrics.json").read_text())[key] for lam, run in runs.items()}
         best = max(val, key=lambda lam: val[lam])  # max keeps the first of equal values
         chosen.append(runs[best])
         choice[str(seed)] = best
@@ -96,12 +99,15 @@ def _per_seed(reports: list[dict[str, Any]]) -> dict[str, Any]:
     first = reports[0]
     names = [n for n in first["subsets"]]
     covered = [n for n in names if first["subsets"][n]["samples"]]
+    key, average = headline_keys(first)
+    keys = [key, "ece"] if "ece" in first["subsets"][names[0]] else [key]  # a regression has no ECE
     out: dict[str, Any] = {
-        "subsets": {n: {k: [r["subsets"][n][k] for r in reports] for k in ("accuracy", "ece")} for n in names},
-        "average_accuracy": [r["average_accuracy"] for r in reports],
+        "subsets": {n: {k: [r["subsets"][n][k] for r in reports] for k in keys} for n in names},
+        average: [r[average] for r in reports],
         "counterintuitive_rate": [r["counterintuitive_rate"] for r in reports],
-        "ece": [sum(r["subsets"][n]["ece"] for n in covered) / len(covered) for r in reports],
     }
+    if "ece" in keys:
+        out["ece"] = [sum(r["subsets"][n]["ece"] for n in covered) / len(covered) for r in reports]
     if "shapley" in first:
         out["shapley"] = shapley_per_seed(reports)
     return out
@@ -121,7 +127,10 @@ def evaluate_cell(
             for condition, test in tests.items():
                 report, out = task.report(model, test, splits.modalities)
                 reports[condition].setdefault(method, []).append(report)
-                probs, targets = torch.from_numpy(out["probs"]), torch.from_numpy(out["targets"]).long()
+                regression = "scores" in out
+                probs = torch.from_numpy(out["scores" if regression else "probs"])
+                targets = torch.from_numpy(out["targets"])
+                targets = targets.float() if regression else targets.long()
                 run = RunArrays(probs, targets, [int(b) for b in out["subsets"]], mask_to_bits(test.mask))
                 arrays[condition].setdefault(method, []).append(run)
     return {
@@ -183,8 +192,6 @@ def run_robustness(
         raise ValueError(f"the robustness suite runs on classification datasets, not {base.data.dataset!r}")
     source = provenance()
     task = task_for(base)
-    if task.average_key != "average_accuracy":
-        raise ValueError("the robustness suite runs on classification; this config trains a regression (data.task)")
     splits = task.load_splits()
     cells = plan(suite, splits)
     out.mkdir(parents=True, exist_ok=True)

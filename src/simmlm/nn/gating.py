@@ -137,7 +137,8 @@ def reliability_signals(expert_logits: Tensor, available: Tensor) -> Tensor:
     in-distribution inputs), and the agreement ``1 - JS(p^m, p̄)`` with the mean ``p̄`` of the other available
     experts (Jensen-Shannon divergence in units of ``log 2``; 1 when the sample has no other expert). A corrupted
     modality tends to give a flat or an odd, disagreeing output: these are the gate's evidence that it has become
-    unreliable. Missing modalities get zeros (their gate logit is ``-inf`` anyway).
+    unreliable. Missing modalities get zeros (their gate logit is ``-inf`` anyway). With one output (a regression's
+    score) only the energy varies, and it is the score itself: the signals are built for class outputs.
 
     Args:
         expert_logits: ``[B, M, T]`` class logits of every expert.
