@@ -132,6 +132,9 @@ def test_a_regression_benchmark_reports_the_sentiment_metrics_compares_and_predi
     result = CliRunner().invoke(app, ["predict", run, "--input", f"text={tmp_path / 'text.npy'}"])
     assert result.exit_code == 0 and result.output.startswith("score: "), result.output
     assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
+    page = (out / "report.html").read_text()
+    for figure in ("mae.png", "by_size.png", "counterintuitive_rate.png", "gate_weights.png", "shapley.png"):
+        assert figure in page and (out / figure).is_file(), figure
 
 
 def test_dream_plays_its_game_on_a_scores_seven_classes() -> None:

@@ -21,6 +21,8 @@ NO_NUMBER = "–"
 
 #: Metrics printed in their own units rather than as percentages: key -> (scale, decimals).
 OWN_UNITS = {"mae": (1.0, 3), "corr": (1.0, 3), "abs_error": (1.0, 3)}
+#: Headline metrics where lower is better.
+LOWER_IS_BETTER = frozenset({"mae"})
 
 
 def units(key: str) -> tuple[float, int]:

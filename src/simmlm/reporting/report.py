@@ -137,7 +137,10 @@ def _reliability(directory: Path, summary: dict[str, Any], path: Path) -> str | 
 def _figures(directory: Path, summary: dict[str, Any]) -> list[tuple[str, str]]:
     """Draw the figures (rules in :mod:`~simmlm.reporting.report_figures`); returns (file, caption) pairs in page
     order."""
-    segmentation = headline_keys(next(iter(summary["methods"].values())))[0] == "dice_mean"
+    key = headline_keys(next(iter(summary["methods"].values())))[0]
+    segmentation, regression = key == "dice_mean", key == "mae"
+    if regression:
+        return _regression_figures(directory, summary)
     if segmentation:
         scores = [(k, "Dice (%), " + ("mean over WT, TC, ET" if k == "dice_mean" else k[5:].upper())) for k in _DICE]
         gains = [(k, "Dice, " + label.split(", ", 1)[1]) for k, label in scores]
@@ -207,6 +210,51 @@ def _figures(directory: Path, summary: dict[str, Any]) -> list[tuple[str, str]]:
     return figures
 
 
+def _regression_figures(directory: Path, summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """A regression's figures: MAE per subset (bars, or a heatmap beyond ``MAX_BAR_SUBSETS`` subsets), MAE and CR by
+    the number of available modalities, CR, the gate weights and the Shapley contributions."""
+    seeds, figures = "mean ± std over seeds", []
+    if len(rf.subsets_of(summary)) <= rf.MAX_BAR_SUBSETS:
+        rf.grouped_bars(summary, "mae", "test MAE ↓", directory / "mae.png")
+        figures.append(("mae.png", f"MAE per subset of available modalities ({seeds})"))
+    else:
+        tail = rf.score_heatmap(summary, "mae", "test MAE ↓", directory / "mae_heatmap.png")
+        figures.append(("mae_heatmap.png", "MAE (mean over seeds) per subset (rows, best first) and method. " + tail))
+    rf.by_size_figure(summary, [("mae", "test MAE ↓")], directory / "by_size.png")
+    figures.append(
+        (
+            "by_size.png",
+            "MAE by number k of available modalities (per seed, the mean over the subsets "
+            "of size k; line: mean over seeds, band: ± std over seeds)",
+        )
+    )
+    rf.cr_bars(summary, directory / "counterintuitive_rate.png")
+    figures.append(
+        ("counterintuitive_rate.png", "Counterintuitive rate: the sign right with fewer modalities, wrong with more")
+    )
+    gates = rf.gate_heatmap(summary, directory / "gate_weights.png")
+    if gates is not None:
+        figures.append(("gate_weights.png", "Mean gate weight (test set) per subset and modality. " + gates))
+    if all("shapley" in m for m in summary["methods"].values()):
+        from simmlm.reporting.robustness_report import shapley_bars
+
+        methods = summary["methods"].items()
+        shapley_bars(
+            [("value: |y| - |error|", {n: m["shapley"]["abs_error"] for n, m in methods})],
+            summary["modalities"],
+            directory / "shapley.png",
+            scale=1.0,
+        )
+        figures.append(
+            (
+                "shapley.png",
+                "Shapley contribution of each modality to the error's reduction against "
+                "predicting 0 (score units; bars: mean ± std over seeds)",
+            )
+        )
+    return figures
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     """A results file, or one ``ValueError`` naming it (a truncated or hand-edited file)."""
     try:
@@ -235,8 +283,7 @@ def write_report(directory: str | Path) -> Path:
         summary = _read_json(summary_path)
         if not summary.get("methods"):
             raise ValueError(f"{summary_path} holds no method results")
-        regression = headline_keys(next(iter(summary["methods"].values())))[0] == "mae"
-        figures = [] if regression else _figures(directory, summary)  # a regression's tables only, no figures yet
+        figures = _figures(directory, summary)
         markdown = (directory / "summary.md").read_text() if (directory / "summary.md").is_file() else ""
         if (directory / "figures" / "population_gates.png").is_file():
             figures.append(

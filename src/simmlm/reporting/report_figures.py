@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from simmlm.reporting.format import LOWER_IS_BETTER, units
 from simmlm.subsets import subset_from_names, subset_name
 
 DPI = 120
@@ -222,7 +223,7 @@ def grouped_bars(summary: dict[str, Any], key: str, ylabel: str, path: Path) -> 
     fig, axes = figure(1, 1, 1.6 + 1.4 * len(subsets) * max(1, len(methods) / 3), 3.6)
     ax = axes[0][0]
     for i, (name, m) in enumerate(methods.items()):
-        stats = [mean_std([100 * v for v in m["subsets"][s][key]]) for s in subsets]
+        stats = [mean_std([units(key)[0] * v for v in m["subsets"][s][key]]) for s in subsets]
         xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(subsets))]
         ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] for s in stats], capsize=3, label=name)
     ax.set_xticks(range(len(subsets)), subsets)
@@ -244,9 +245,10 @@ def by_size_figure(summary: dict[str, Any], panels: list[tuple[str, str]], path:
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = figure(nrows, ncols, 0.6 + 3.2 * ncols, 0.9 + 2.9 * nrows)
     for ax, (key, label) in zip(axes.flat, panels, strict=False):
+        scale = units(key)[0]
         for method, (ks, mean, std) in by_size(summary, key).items():
-            (line,) = ax.plot(ks, 100 * mean, marker="o", markersize=4, label=method)
-            ax.fill_between(ks, 100 * (mean - std), 100 * (mean + std), color=line.get_color(), alpha=0.2)
+            (line,) = ax.plot(ks, scale * mean, marker="o", markersize=4, label=method)
+            ax.fill_between(ks, scale * (mean - std), scale * (mean + std), color=line.get_color(), alpha=0.2)
         ax.set_xticks(ks)
         ax.set_xlabel("number of available modalities k")
         ax.set_title(label, fontsize=9)
@@ -321,10 +323,11 @@ def score_heatmap(summary: dict[str, Any], key: str, label: str, path: Path) -> 
     import matplotlib
 
     modalities, methods, subsets = summary["modalities"], list(summary["methods"]), subsets_of(summary)
+    scale, _ = units(key)
     means = np.array(
-        [[mean_std(list(100 * seed_scores(summary, m, key)[i]))[0] for m in methods] for i in range(len(subsets))]
+        [[mean_std(list(scale * seed_scores(summary, m, key)[i]))[0] for m in methods] for i in range(len(subsets))]
     )
-    rank = np.array([_finite_mean(row) for row in means])
+    rank = np.array([_finite_mean(row) for row in means]) * (-1 if key in LOWER_IS_BETTER else 1)
     ranked = sorted((int(i) for i in np.flatnonzero(np.isfinite(rank))), key=lambda i: -rank[i])
     missing = len(subsets) - len(ranked)
     rows: list[int | None]
@@ -357,7 +360,7 @@ def score_heatmap(summary: dict[str, Any], key: str, label: str, path: Path) -> 
         hidden = len(ranked) - 2 * EDGE_ROWS
         ax.text((len(methods) - 1) / 2, gap, f"⋯ {hidden} subsets not shown ⋯", ha="center", va="center", fontsize=8)
     fig.colorbar(image, ax=ax, label=label, shrink=min(1.0, 8 / max(len(rows), 1) + 0.3))
-    annotated = _annotate(fig, ax, data, "{:.1f}", norm)
+    annotated = _annotate(fig, ax, data, "{:.1f}" if scale == 100 else "{:.2f}", norm)
     save(fig, path)
     tail = f"Rows: {shown}" + (f" ({missing} without test samples left out)" if missing and None in rows else "")
     return tail + ("; values annotated" if annotated else "") + "." + _abbreviations(labels)
