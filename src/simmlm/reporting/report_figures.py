@@ -1,16 +1,15 @@
 """The figures of ``simmlm report``, sized to stay readable for 2 to 8 modalities (3 to 255 subsets).
 
 Every figure is at most ``MAX_WIDTH`` x ``MAX_HEIGHT`` inches at ``DPI`` (1140 x 1560 px), has its legends outside
-the axes and rotates or shrinks crowded tick labels (:func:`save`). Which figure appears when:
+the axes and rotates or shrinks crowded tick labels (:func:`save`); metrics in % or in their units. When:
 
 * up to ``MAX_BAR_SUBSETS`` subsets (M <= 3): grouped bars per subset (:func:`grouped_bars`);
-* always: scores and ECE by number of available modalities (:func:`by_size_figure`) and the added value of each
-  modality (:func:`added_value_figure`);
+* always: scores and ECE by number of available modalities (:func:`by_size_figure`), each modality's added value
+  (:func:`added_value_figure`);
 * more than ``MAX_BAR_SUBSETS`` subsets: a subset x method heatmap (:func:`score_heatmap`), every row up to
   ``MAX_ROWS`` subsets, else the ``EDGE_ROWS`` best and worst;
 * gate weights as subset x modality heatmaps (:func:`gate_heatmap`), at most ``MAX_ROWS`` rows;
-* reliability diagrams per subset, or pooled by subset size beyond ``MAX_BAR_SUBSETS`` subsets
-  (``simmlm.reporting.report``, next to :func:`simmlm.reporting.report.reliability_bins`).
+* reliability diagrams per subset, or pooled by subset size beyond ``MAX_BAR_SUBSETS`` (``simmlm.reporting.report``).
 """
 
 from __future__ import annotations
@@ -245,10 +244,10 @@ def by_size_figure(summary: dict[str, Any], panels: list[tuple[str, str]], path:
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = figure(nrows, ncols, 0.6 + 3.2 * ncols, 0.9 + 2.9 * nrows)
     for ax, (key, label) in zip(axes.flat, panels, strict=False):
-        scale = units(key)[0]
         for method, (ks, mean, std) in by_size(summary, key).items():
-            (line,) = ax.plot(ks, scale * mean, marker="o", markersize=4, label=method)
-            ax.fill_between(ks, scale * (mean - std), scale * (mean + std), color=line.get_color(), alpha=0.2)
+            mean, std = units(key)[0] * mean, units(key)[0] * std
+            (line,) = ax.plot(ks, mean, marker="o", markersize=4, label=method)
+            ax.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set_xticks(ks)
         ax.set_xlabel("number of available modalities k")
         ax.set_title(label, fontsize=9)
@@ -323,7 +322,7 @@ def score_heatmap(summary: dict[str, Any], key: str, label: str, path: Path) -> 
     import matplotlib
 
     modalities, methods, subsets = summary["modalities"], list(summary["methods"]), subsets_of(summary)
-    scale, _ = units(key)
+    scale = units(key)[0]  # percentage points, or the metric's own units
     means = np.array(
         [[mean_std(list(scale * seed_scores(summary, m, key)[i]))[0] for m in methods] for i in range(len(subsets))]
     )
@@ -415,8 +414,7 @@ def cr_bars(summary: dict[str, Any], path: Path) -> None:
     names = list(summary["methods"])
     stats = [mean_std([100 * v for v in summary["methods"][n]["counterintuitive_rate"]]) for n in names]
     fig, axes = figure(1, 1, 1.5 + 1.1 * len(names), 3.2)
-    ax = axes[0][0]
-    ax.bar(names, [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=3, color="tab:red")
+    (ax := axes[0][0]).bar(names, [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=3, color="tab:red")
     ax.set_ylabel("counterintuitive rate (%) ↓")
     ax.grid(axis="y", alpha=0.3)
     save(fig, path)
