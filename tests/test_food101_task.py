@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -255,6 +256,27 @@ def test_finetuning_trains_the_encoders_inside_the_experts(example: Path, tmp_pa
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["modalities"] == ["image", "text"]
+
+
+def test_fine_tuning_reads_the_images_from_a_file_a_batch_at_a_time(example: Path, tmp_path: Path) -> None:
+    """The splits hold no pixels: a batch reads its rows from the cache's .npy (zeros where an image is missing)."""
+    import pickle
+
+    from simmlm.data.rows import RowFile, write_rows
+
+    cfg = _config(example, mode="finetune")
+    splits = task_for(cfg).load_splits()
+    images = splits.train.inputs["image"]
+    assert isinstance(images, RowFile) and images.path.suffix == ".npy" and images.dtype == torch.uint8
+    assert len(pickle.dumps(splits.train)) < 100_000  # paths and row numbers, not 3 x S x S bytes per sample
+    inputs, mask, _ = splits.train[list(range(len(splits.train)))]
+    assert inputs["image"].shape == (len(splits.train), 3, 16, 16) and inputs["image"].dtype == torch.uint8
+    assert (inputs["image"][~mask[:, 0]] == 0).all() and (inputs["image"][mask[:, 0]].flatten(1).amax(1) > 0).all()
+    one, _, _ = splits.train[3]
+    assert torch.equal(one["image"], inputs["image"][3])
+    rows = write_rows(tmp_path / "r.npy", 5, [([1, 3], torch.ones(2, 2, 2))], (2, 2), np.dtype(np.float32))
+    assert rows[[0, 1, 3]].sum((1, 2)).tolist() == [0.0, 4.0, 4.0] and rows.take([3, 1])[0].sum() == 4
+    assert pickle.loads(pickle.dumps(rows))[1].sum() == 4
 
 
 def test_mmp_and_dream_fine_tune_on_the_encoders(example: Path, tmp_path: Path) -> None:

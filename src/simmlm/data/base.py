@@ -30,7 +30,8 @@ class TensorMultimodalDataset(Dataset[Batch]):
     once (used by :func:`make_loader`, which avoids per-sample collation).
 
     Args:
-        inputs: modality name -> tensor ``[N, ...]``; the dict order is the modality order.
+        inputs: modality name -> tensor ``[N, ...]`` (or rows read from a file as a batch asks for them,
+            :class:`~simmlm.data.rows.RowFile`); the dict order is the modality order.
         mask: boolean ``[N, M]`` availability.
         targets: ``[N]`` (class index) or ``[N, ...]`` targets.
         ids: the samples' own names (e.g. a manifest's ``sample_id``), kept with the test predictions; or None.
@@ -50,9 +51,12 @@ class TensorMultimodalDataset(Dataset[Batch]):
         for name, tensor in inputs.items():
             if len(tensor) != n:
                 raise ValueError(f"modality {name!r} has {len(tensor)} samples, targets have {n}")
-        # Missing inputs are zero-filled here once, so no sample ever carries content for an absent modality.
+        # Missing inputs are zero-filled here once, so no sample ever carries content for an absent modality; rows
+        # read from a file (:class:`~simmlm.data.rows.RowFile`) are zero-filled as they are read.
         self.inputs = {
-            name: torch.where(_expand(mask[:, m], tensor), tensor, torch.zeros((), dtype=tensor.dtype))
+            name: tensor
+            if getattr(tensor, "lazy", False)
+            else torch.where(_expand(mask[:, m], tensor), tensor, torch.zeros((), dtype=tensor.dtype))
             for m, (name, tensor) in enumerate(inputs.items())
         }
         self.mask = mask
@@ -67,7 +71,13 @@ class TensorMultimodalDataset(Dataset[Batch]):
         return len(self.targets)
 
     def __getitem__(self, index: int | Sequence[int] | Tensor) -> Batch:
-        return {k: v[index] for k, v in self.inputs.items()}, self.mask[index], self.targets[index]
+        mask = self.mask[index]
+        inputs = {k: v[index] for k, v in self.inputs.items()}
+        for m, (name, source) in enumerate(self.inputs.items()):
+            if getattr(source, "lazy", False):
+                x = inputs[name]
+                inputs[name] = torch.where(_expand(mask[..., m].reshape(-1), x), x, torch.zeros((), dtype=x.dtype))
+        return inputs, mask, self.targets[index]
 
 
 def _expand(column: Tensor, like: Tensor) -> Tensor:

@@ -46,7 +46,7 @@ class Food101Data(DataSection):
     mode: Literal["frozen", "finetune"] = Field(
         "frozen",
         description="frozen: experts over cached encoder features; finetune: the encoders are part of the experts "
-        "(raw uint8 images and token ids held in memory; needs model.gate_on: features)",
+        "(raw uint8 images decoded once to a file and read a batch at a time; needs model.gate_on: features)",
     )
     encode_batch: int = Field(64, ge=1, description="images / titles per encoder call while caching")
 

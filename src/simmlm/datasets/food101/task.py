@@ -20,14 +20,17 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from simmlm.data.base import Splits, TensorMultimodalDataset
+from simmlm.data.rows import RowFile, write_rows
 from simmlm.datasets.food101 import MODALITIES, Food101Data, MissingProtocol
 from simmlm.datasets.food101.loader import (
     Food101Item,
@@ -105,7 +108,7 @@ def _codecs(data: Food101Data) -> dict[str, tuple[Any, Any]]:
     if data.mode == "finetune":
         tokenizer = data.text_encoder.model_dump(mode="json", include={"kind", "buckets", "max_tokens", "path"})
         return {
-            "image": ("uint8 pixels", lambda paths: pixels(paths).mul(255).round().to(torch.uint8)),
+            "image": ("uint8 pixels, read lazily", lambda paths: pixels(paths).mul(255).round().to(torch.uint8)),
             "text": ({**tokenizer, **encoder_identity(data.text_encoder)}, tokens),
         }
     return {
@@ -128,8 +131,10 @@ def embed_split(root: Path, split: Split, data: Food101Data) -> dict[str, Any]:
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     path = cache_dir() / "food101" / f"{split}-{data.mode}-{key[:20]}.pt"
-    if path.is_file():
-        return dict(torch.load(path, map_location="cpu", weights_only=True))
+    pixel_file = path.with_suffix(".images.npy")  # fine-tuning: the raw images, read a batch at a time
+    if path.is_file() and (data.mode == "frozen" or pixel_file.is_file()):
+        cached = dict(torch.load(path, map_location="cpu", weights_only=True))
+        return {**cached, "image": RowFile(pixel_file)} if data.mode == "finetune" else cached
     label = f"food101 {split}"
     logger.info("%s: encoding %d samples once (%s; cached in %s)", label, len(items), data.mode, path)
     present = torch.tensor([[it.image is not None, it.title is not None] for it in items], dtype=torch.bool)
@@ -141,12 +146,27 @@ def embed_split(root: Path, split: Split, data: Food101Data) -> dict[str, Any]:
         )  # what the data lacks is never encoded (the protocol's drops are)
         if not rows:
             raise ValueError(f"{root}: no {split} sample has {'an image' if m == 0 else 'a title'}")
+        if data.mode == "finetune" and name == "image":  # written to a file, never held whole in memory
+            blocks = _blocks([values[name][i] for i in rows], rows, data.encode_batch, encode, label)
+            row_shape = (3, data.image_size, data.image_size)
+            blob[name] = write_rows(pixel_file, len(items), blocks, row_shape, np.dtype(np.uint8))
+            continue
         with torch.no_grad():
             parts = _encode([values[name][i] for i in rows], data.encode_batch, encode, name, label)
         blob[name] = torch.zeros(len(items), *parts[0].shape[1:], dtype=parts[0].dtype)
         blob[name][rows] = torch.cat(parts)
-    torch_save_atomic(blob, path)
+    torch_save_atomic({k: v for k, v in blob.items() if not getattr(v, "lazy", False)}, path)
     return blob
+
+
+def _blocks(
+    inputs: list[Any], rows: list[int], batch: int, encode: Any, label: str
+) -> Iterator[tuple[list[int], Tensor]]:
+    """``(rows, encode(their inputs))`` a block of ``batch`` at a time, showing the progress."""
+    with progress(f"{label}: decoding the images", len(inputs), "images") as bar:
+        for k in range(0, len(inputs), batch):
+            yield rows[k : k + batch], encode(inputs[k : k + batch])
+            bar.advance(len(inputs[k : k + batch]))
 
 
 @lru_cache(maxsize=4)
@@ -167,7 +187,12 @@ def _protocol(present: Tensor, missing: MissingProtocol, seed: int) -> tuple[Ten
 
 def _dataset(blob: dict[str, Any], rows: list[int], mask: Tensor, labels: Tensor, stats: dict[str, Any]) -> Any:
     inputs = {
-        name: (blob[name][rows] - stats[name][0]) / stats[name][1] if stats else blob[name][rows] for name in MODALITIES
+        name: (blob[name][rows] - stats[name][0]) / stats[name][1]
+        if stats
+        else blob[name].take(rows)
+        if getattr(blob[name], "lazy", False)
+        else blob[name][rows]
+        for name in MODALITIES
     }
     return TensorMultimodalDataset(inputs, mask[rows], labels[rows])
 
