@@ -5,7 +5,7 @@ these), plus one import line below. The config's ``data`` union, the commands' h
 built from the registry. Nothing here imports torch at module level.
 """
 
-from simmlm.datasets import avmnist, brats, folder, food101, mvmnist, seqfeatures  # noqa: F401  (registration)
+from simmlm.datasets import avmnist, brats, folder, food101, mvmnist, rgbx, seqfeatures  # noqa: F401  (registration)
 from simmlm.datasets.registry import (
     DataSection,
     DatasetSpec,

@@ -237,9 +237,12 @@ def _cr_or_nan(scores: Tensor, subsets: Sequence[int], available: Tensor) -> flo
 def headline_keys(report: dict[str, Any]) -> tuple[str, str]:
     """The per-subset headline key and the average's key of a report (or of one method of a summary):
     ``("accuracy", "average_accuracy")`` for classification, ``("dice_mean", "average_dice")`` for segmentation,
-    ``("mae", "average_mae")`` for regression (lower is better)."""
+    ``("miou", "average_miou")`` for 2-D semantic segmentation, ``("mae", "average_mae")`` for regression (lower is
+    better)."""
     if "average_dice" in report:
         return "dice_mean", "average_dice"
+    if "average_miou" in report:
+        return "miou", "average_miou"
     return ("mae", "average_mae") if "average_mae" in report else ("accuracy", "average_accuracy")
 
 

@@ -1,4 +1,5 @@
-"""Segmentation metrics: Dice per region and voxel-wise calibration of independent sigmoid outputs."""
+"""Segmentation metrics: Dice per region and voxel-wise calibration of independent sigmoid outputs; IoU from a
+confusion matrix for multi-class (semantic) segmentation."""
 
 from __future__ import annotations
 
@@ -56,3 +57,32 @@ class VoxelCalibration:
         """(ECE, SCE), each the mean over regions."""
         ece, sce = self.compute_regions()
         return sum(ece) / len(ece), sum(sce) / len(sce)
+
+
+def confusion_matrix(predicted: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
+    """``[K, K]`` pixel counts, rows the true class and columns the predicted one, pixels whose target is
+    ``ignore_index`` left out (torchmetrics' ``multiclass_confusion_matrix``)."""
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+    return multiclass_confusion_matrix(
+        predicted.flatten(), target.flatten(), num_classes, ignore_index=ignore_index, validate_args=False
+    ).long()
+
+
+def iou_per_class(confusion: Tensor) -> Tensor:
+    """Intersection over union of each class from a confusion matrix: ``TP / (TP + FP + FN)``; NaN for a class
+    neither present nor predicted (left out of a mean, as the semantic-segmentation benchmarks do)."""
+    c = confusion.double()
+    hits = c.diagonal()
+    union = c.sum(0) + c.sum(1) - hits
+    return torch.where(union > 0, hits / union.clamp_min(1), torch.full_like(hits, float("nan")))
+
+
+def per_sample_miou(predicted: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
+    """``[N]`` mean IoU of each sample over the classes in its prediction or target (the per-sample score of CR)."""
+    return torch.stack(
+        [
+            iou_per_class(confusion_matrix(p, t, num_classes, ignore_index)).nanmean()
+            for p, t in zip(predicted, target, strict=True)
+        ]
+    )

@@ -135,14 +135,16 @@ def unet3d(
     num_res_units: int = 1,
     norm: str = "instance",
     dropout: float = 0.0,
+    spatial_dims: int = 3,
 ) -> nn.Module:
-    """A MONAI 3D U-Net mapping ``[B, C, D, H, W]`` to ``[B, T, D, H, W]`` logits (sides divisible by prod(strides))."""
+    """A MONAI U-Net mapping ``[B, C, D, H, W]`` to ``[B, T, D, H, W]`` logits (sides divisible by prod(strides));
+    with ``spatial_dims=2`` (the ``unet2d`` expert) ``[B, C, H, W]`` images to ``[B, T, H, W]``."""
     from monai.networks.nets import UNet
 
     if len(strides) != len(channels) - 1:
-        raise ValueError(f"unet3d needs len(strides) == len(channels) - 1, got {list(strides)} and {list(channels)}")
+        raise ValueError(f"a U-Net needs len(strides) == len(channels) - 1, got {list(strides)} and {list(channels)}")
     return UNet(
-        spatial_dims=3,
+        spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=out_channels,
         channels=tuple(channels),
@@ -153,9 +155,13 @@ def unet3d(
     )
 
 
-EXPERT_KINDS = ("auto", "lenet", "bncnn", "mlp", "unet3d", *SEQUENCE_KINDS, "image_encoder", "text_encoder")
+EXPERT_KINDS = (
+    "auto", "lenet", "bncnn", "mlp", "unet3d", "unet2d", *SEQUENCE_KINDS, "image_encoder", "text_encoder"
+)  # fmt: skip
 #: Arguments of the expert builders that come from the data or the kind, not from ``expert_options``.
-_SET_FROM_THE_DATA = ("num_classes", "input_size", "in_channels", "in_features", "out_channels", "kind")
+_SET_FROM_THE_DATA = (
+    "num_classes", "input_size", "in_channels", "in_features", "out_channels", "kind", "spatial_dims"
+)  # fmt: skip
 
 
 def resolve_expert_kind(kind: str, input_shape: tuple[int, ...]) -> str:
@@ -221,12 +227,20 @@ def build_expert(kind: str, input_shape: tuple[int, ...], num_classes: int, **op
         return SequenceExpert(input_shape[1], num_classes, kind, **options)  # type: ignore[arg-type]
     if kind in ("image_encoder", "text_encoder"):  # raw images / token tensors: the encoder is fine-tuned
         return EncoderExpert(num_classes, "image" if kind == "image_encoder" else "text", **options)
+    if kind == "unet2d":
+        return unet3d(input_shape[0], num_classes, **options, spatial_dims=2)
     return unet3d(input_shape[0], num_classes, **options)
 
 
 def check_expert_options(kind: str, options: dict[str, Any]) -> None:
     """A ``ValueError`` naming the known options when ``options`` has one expert ``kind`` (resolved) does not take."""
-    builders: dict[str, Any] = {"lenet": LeNet5, "bncnn": BNConvNet, "mlp": MLPExpert, "unet3d": unet3d}
+    builders: dict[str, Any] = {
+        "lenet": LeNet5,
+        "bncnn": BNConvNet,
+        "mlp": MLPExpert,
+        "unet3d": unet3d,
+        "unet2d": unet3d,
+    }
     builders.update(dict.fromkeys(SEQUENCE_KINDS, SequenceExpert))
     builders.update(dict.fromkeys(("image_encoder", "text_encoder"), EncoderExpert))
     own = [p for p in inspect.signature(builders[kind]).parameters if p not in (*_SET_FROM_THE_DATA, "modality")]
@@ -240,6 +254,7 @@ _NEEDS: dict[str, tuple[str, Any]] = {
     "lenet": ("a [C, S, S] input", lambda s: len(s) == 3 and s[1] == s[2]),
     "bncnn": ("a [C, S, S] input", lambda s: len(s) == 3 and s[1] == s[2]),
     "unet3d": ("a [C, D, H, W] input", lambda s: len(s) == 4),
+    "unet2d": ("a [C, H, W] image", lambda s: len(s) == 3),
     **dict.fromkeys(SEQUENCE_KINDS, ("a [T, D] feature sequence", lambda s: len(s) == 2)),
 }
 

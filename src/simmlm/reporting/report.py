@@ -145,6 +145,8 @@ def _figures(directory: Path, summary: dict[str, Any]) -> list[tuple[str, str]]:
         scores = [(k, "Dice (%), " + ("mean over WT, TC, ET" if k == "dice_mean" else k[5:].upper())) for k in _DICE]
         gains = [(k, "Dice, " + label.split(", ", 1)[1]) for k, label in scores]
         name = "Dice"
+    elif key == "miou":
+        scores, gains, name = [("miou", "test mIoU (%)")], [("miou", "test mIoU")], "mIoU"
     else:
         scores = [("accuracy", "test accuracy (%)")]
         gains = [("accuracy", "test accuracy")]
@@ -156,7 +158,7 @@ def _figures(directory: Path, summary: dict[str, Any]) -> list[tuple[str, str]]:
     if few:
         for key, label in scores:
             rf.grouped_bars(summary, key, label, directory / f"{key}.png")
-            what = f"Dice ({label.split(', ', 1)[1]})" if segmentation else "Accuracy"
+            what = f"Dice ({label.split(', ', 1)[1]})" if segmentation else name
             figures.append((f"{key}.png", f"{what} per subset of available modalities ({seeds})"))
     rf.by_size_figure(summary, [*scores, ("ece", "ECE (%) ↓")], directory / "by_size.png")
     figures.append(
@@ -168,14 +170,14 @@ def _figures(directory: Path, summary: dict[str, Any]) -> list[tuple[str, str]]:
     )
     if not few:
         tail = rf.score_heatmap(summary, head_key, head_label, directory / f"{head_key}_heatmap.png")
-        what = "Dice (mean over WT, TC, ET" if segmentation else "Accuracy ("
+        what = "Dice (mean over WT, TC, ET" if segmentation else f"{name} ("
         caption = f"{what}%, mean over seeds) per subset (rows) and method (columns), rows sorted by "
         caption += "the mean over methods, best first. "
         figures.append((f"{head_key}_heatmap.png", caption + tail))
     rf.added_value_figure(summary, gains, directory / "added_value.png")
     caption = (
         f"Added value of each modality m: per seed, the mean over the subsets S that contain m (S minus m non-empty) "
-        f"of {'Dice' if segmentation else 'accuracy'}(S) − {'Dice' if segmentation else 'accuracy'}(S minus m), in "
+        f"of {'Dice' if segmentation else name}(S) − {'Dice' if segmentation else name}(S minus m), in "
         f"percentage points; bars: {seeds}; subsets without test samples skipped"
     )
     figures.append(("added_value.png", caption + ("; one panel per Dice" if segmentation else "")))
@@ -192,16 +194,20 @@ def _figures(directory: Path, summary: dict[str, Any]) -> list[tuple[str, str]]:
     if all("shapley" in m for m in summary["methods"].values()):
         from simmlm.reporting.robustness_report import shapley_bars
 
+        titles = {
+            "probability": "value: probability of the true class",
+            "correctness": "value: correct",
+            "miou": "value: the image's mIoU",
+        }
+        present = next(iter(summary["methods"].values()))["shapley"]
         panels = [
             (title, {n: m["shapley"][value] for n, m in summary["methods"].items()})
-            for value, title in (
-                ("probability", "value: probability of the true class"),
-                ("correctness", "value: correct"),
-            )
+            for value, title in titles.items()
+            if value in present
         ]
         shapley_bars(panels, summary["modalities"], directory / "shapley.png")
         caption = "Shapley contribution of each modality (percentage points; mean over test samples; bars: mean ± std "
-        caption += "over seeds), from the predictions under every subset; no modality counts as chance (1/K)"
+        caption += "over seeds), from the predictions under every subset; no modality counts as chance (1/K; mIoU: 0)"
         figures.append(("shapley.png", caption))
     reliability = _reliability(directory, summary, directory / "reliability.png")
     if reliability is not None:

@@ -39,6 +39,11 @@ SHAPLEY_NOTE_REGRESSION = (
     "seeds. abs_error: the value of a subset is how much closer its score is to the truth than predicting 0 "
     "(|y| - |ŷ - y|, in the score's units); correctness: 1 if its sign is right (pp; no modality: 1/2)."
 )
+#: What the Shapley table of a 2-D segmentation summary holds.
+SHAPLEY_NOTE_MIOU = (
+    "Shapley value of each modality from the predictions under every subset, mean over test images, mean ± std over "
+    "seeds, in percentage points: the value of a subset is the image's mIoU under it (no modality: 0)."
+)
 #: The sentiment metrics of a regression summary: key -> column title.
 SENTIMENT_COLUMNS = {
     "mae": "MAE ↓",
@@ -96,6 +101,21 @@ def _per_class_table(methods: dict[str, Any], names: Sequence[str]) -> list[str]
     return lines
 
 
+def _iou_table(methods: dict[str, Any], names: Sequence[str]) -> list[str]:
+    """IoU per class and pixel accuracy with every modality (2-D semantic segmentation)."""
+    full = max(names, key=lambda n: n.count("+"))
+    first = next(iter(methods.values()))["subsets"][full]
+    classes = [k[4:] for k in first if k.startswith("iou_")]
+    lines = ["", f"## IoU (%) per class and pixel accuracy with every modality ({full})", ""]
+    lines += ["| method | " + " | ".join([*classes, "pixel accuracy"]) + " |", "|---" * (len(classes) + 2) + "|"]
+    for method, m in methods.items():
+        row = m["subsets"][full]
+        lines.append(
+            f"| {method} | " + " | ".join(pm(row[k]) for k in [*(f"iou_{c}" for c in classes), "pixel_accuracy"]) + " |"
+        )
+    return lines
+
+
 #: Beyond this many subsets (more than three modalities) the per-subset tables are transposed, subsets as rows.
 WIDE_SUBSETS = 7
 
@@ -118,7 +138,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     key, average = headline_keys(first)
     segmentation, regression = key == "dice_mean", key == "mae"
     scale, digits = units(key)
-    what = "mean Dice (WT, TC, ET) (%)" if segmentation else "MAE (lower is better)" if regression else "accuracy (%)"
+    what = {"dice_mean": "mean Dice (WT, TC, ET) (%)", "mae": "MAE (lower is better)", "miou": "mIoU (%)"}.get(
+        key, "accuracy (%)"
+    )
     lines = [
         f"# {summary['dataset']}: {', '.join(methods)} (seeds {', '.join(map(str, summary['seeds']))})",
         "",
@@ -159,6 +181,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if all(f1_key in m["subsets"][names[0]] for m in methods.values()) and len(names) > 1:
         lines += _dream_table(methods, names, f1_key)
     lines += _per_class_table(methods, names)
+    if key == "miou":
+        lines += _iou_table(methods, names)
     counts = {n: first["subsets"][n].get("samples", [None])[0] for n in names}
     if all(isinstance(c, int) for c in counts.values()):
         few = [f"{n} ({100 / c:.1f} points a sample)" for n, c in counts.items() if 0 < c < 100]
@@ -210,7 +234,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             "",
             "## Shapley contribution of each modality (percentage points)",
             "",
-            SHAPLEY_NOTE_REGRESSION if regression else SHAPLEY_NOTE,
+            SHAPLEY_NOTE_REGRESSION if regression else SHAPLEY_NOTE_MIOU if key == "miou" else SHAPLEY_NOTE,
             "",
             "| method | value | " + " | ".join(modalities) + " |",
             "|---" * (len(modalities) + 2) + "|",
