@@ -47,9 +47,10 @@ def test_every_dataset_loads_trains_tests_every_subset_predicts_and_reports(name
         with pytest.raises(ValueError, match="reads no single files"):
             predict_files(run, {modalities[0]: tmp_path / "any.npy"})
     else:
-        output = tmp_path / "seg.nii.gz" if spec.kind == "segmentation" else None
+        output = tmp_path / example.output if example.output else None
         result = predict_files(run, dict(example.inputs), output=output)
         assert result["modalities"] == [m for m in modalities if m in example.inputs]
+        assert output is None or output.is_file()
     report = CliRunner().invoke(app, ["report", str(out)])
     assert report.exit_code == 0, report.output
     assert (out / "report.html").stat().st_size > 0

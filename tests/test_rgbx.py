@@ -99,3 +99,13 @@ def test_a_benchmark_segments_with_every_subset_and_depth_helps(tmp_path: Path) 
     assert "## Test mIoU (%) per available-modality subset" in md and "| method | background | near | far |" in md
     assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
     assert (out / "miou.png").is_file()
+    sample, labels = data / "test" / "0003", tmp_path / "labels.png"
+    files = [a for m in ("rgb", "depth") if (sample / f"{m}.png").is_file() or (sample / f"{m}.npy").is_file()
+             for a in ("-i", f"{m}={next(sample.glob(m + '.*'))}")]  # fmt: skip
+    run = str(out / "runs" / "simmlm-seed0")
+    predicted = CliRunner().invoke(app, ["predict", run, *files, "--output", str(labels)])
+    assert predicted.exit_code == 0 and predicted.output.startswith("segmentation from"), predicted.output
+    with Image.open(labels) as image:
+        assert image.size == (32, 32) and set(np.unique(np.asarray(image))) <= {0, 1, 2}
+    bad = CliRunner().invoke(app, ["predict", run, *files, "--output", str(tmp_path / "x.nii.gz")])
+    assert bad.exit_code != 0 and "write the label map as .png or .npy" in bad.output

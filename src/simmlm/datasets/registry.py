@@ -57,11 +57,13 @@ class Example:
         inputs: one sample's files (or texts) for ``simmlm predict``, by modality; ``None`` when the dataset has no
             single-file reader.
         config: other config keys a run on it needs (``model.expert_options`` of a volume expert, ...).
+        output: the file name ``simmlm predict --output`` writes for this dataset (a label map), if it writes one.
     """
 
     data: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, Path | str] | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    output: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simmlm.engine.config import RunConfig
-from simmlm.engine.tasks import ClassificationTask, Loader
+from simmlm.engine.tasks import ClassificationTask, Loader, Reader
 from simmlm.evaluation.inferers import predict_subsets
 from simmlm.evaluation.semantic import semantic_report
 from simmlm.metrics.segmentation import confusion_matrix, iou_per_class
@@ -27,8 +27,10 @@ class SemanticSegmentationTask(ClassificationTask):
     higher_is_better = True
     score_name = "mIoU"
 
-    def __init__(self, data: Any, loader: Loader, ignore_index: int | None = None) -> None:
-        super().__init__(data, loader)
+    def __init__(
+        self, data: Any, loader: Loader, reader: Reader | None = None, ignore_index: int | None = None
+    ) -> None:
+        super().__init__(data, loader, reader)
         self.ignore_index = ignore_index
 
     def check_method(self, model: nn.Module, method: str) -> None:
@@ -42,7 +44,11 @@ class SemanticSegmentationTask(ClassificationTask):
     def predict(
         self, model: nn.Module, cfg: RunConfig, meta: dict[str, Any], files: dict[str, Any], output: Any
     ) -> dict[str, Any]:
-        raise ValueError("simmlm predict reads no single files for 2-D segmentation runs yet")
+        from simmlm.evaluation.predict import label_image_files
+
+        if self.reader is None:
+            raise ValueError(f"simmlm predict reads no single files for {self.data.dataset}")
+        return label_image_files(model, cfg.method, meta, files, self.reader, output)
 
     def protocol(self, cfg: RunConfig) -> str:
         return (

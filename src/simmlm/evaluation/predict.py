@@ -178,3 +178,41 @@ def segment_files(
             nib.save(nib.Nifti1Image(labels.numpy(), affine), str(tmp))
         result["output"] = str(output)
     return result
+
+
+@torch.no_grad()
+def label_image_files(
+    model: nn.Module, method: str, meta: dict[str, Any], files: dict[str, Any], reader: Any, output: Path | None
+) -> dict[str, Any]:
+    """2-D semantic segmentation of one sample given as image files of any subset of the modalities (each read by
+    ``reader``, the dataset's): the share of the image each class takes, the gate weights and, with ``output``, the
+    label map written as ``.png`` (8-bit class indices) or ``.npy``."""
+    modalities: list[str] = list(meta["modalities"])
+    inputs, mask = _read_sample(meta, files, reader)
+    out = model(inputs, mask)
+    labels = out.logits[0].argmax(0)  # [H, W]
+    classes = meta["preprocessing"].get("classes") or [str(k) for k in range(out.logits.shape[1])]
+    result: dict[str, Any] = {
+        "method": method,
+        "modalities": [name for name in modalities if name in files],
+        "class_shares": {c: float((labels == k).double().mean()) for k, c in enumerate(classes)},
+        "gate_weights": None,
+        "output": None,
+    }
+    if out.gate_weights is not None:
+        result["gate_weights"] = {name: float(out.gate_weights[0][m].mean()) for m, name in enumerate(modalities)}
+    if output is not None:
+        if output.suffix not in (".png", ".npy"):
+            raise ValueError(f"--output {output}: write the label map as .png or .npy")
+        if output.suffix == ".png" and len(classes) > 256:
+            raise ValueError(f"--output {output}: {len(classes)} classes do not fit an 8-bit PNG; use .npy")
+        with atomic_path(output) as tmp:
+            if output.suffix == ".npy":
+                with tmp.open("wb") as handle:
+                    np.save(handle, labels.cpu().numpy().astype(np.int64))
+            else:
+                from PIL import Image
+
+                Image.fromarray(labels.cpu().numpy().astype(np.uint8)).save(tmp, format="PNG")
+        result["output"] = str(output)
+    return result

@@ -104,6 +104,12 @@ def prediction_lines(result: Mapping[str, Any]) -> list[str]:
         if result["output"]:
             lines.append(f"wrote {result['output']}")
         return lines
+    if "class_shares" in result:  # a 2-D segmentation
+        lines = [f"segmentation from {', '.join(result['modalities'])} ({result['method']})"]
+        lines.append("class shares: " + "  ".join(f"{c} {v:.1%}" for c, v in result["class_shares"].items()))
+        if result["gate_weights"] is not None:
+            lines.append("gate weights: " + "  ".join(f"{k} {w:.3f}" for k, w in result["gate_weights"].items()))
+        return lines + ([f"wrote {result['output']}"] if result["output"] else [])
     if "score" in result:  # a regression run
         lines = [
             f"score: {result['score']:+.3f} ({result['sign']})  (from {', '.join(result['modalities'])}; "

@@ -117,6 +117,7 @@ def example(directory: Path) -> Example:
         data={"brats": {"crop_size": [16, 16, 16], "crops_per_epoch": 2}},
         inputs={name: test / pattern.format(case="case3") for name, pattern in layout.modalities.items()},
         config={"model.expert_options": {"channels": [4, 8], "strides": [2], "num_res_units": 0}},
+        output="seg.nii.gz",
     )
 
 

@@ -34,9 +34,10 @@ def load(data: RgbxData) -> Splits:
 
 
 def task(data: RgbxData) -> Task:
+    from simmlm.datasets.rgbx.loader import read_input
     from simmlm.engine.semantic import SemanticSegmentationTask
 
-    return SemanticSegmentationTask(data, load, data.ignore_index)
+    return SemanticSegmentationTask(data, load, read_input, data.ignore_index)
 
 
 def example(directory: Path) -> Example:
@@ -45,7 +46,9 @@ def example(directory: Path) -> Example:
     from simmlm.datasets.rgbx.synthetic import write_example_scenes
 
     write_example_scenes(directory, {"train": 48, "val": 16, "test": 16}, seed=0)
-    return Example(config={"model.gate_channels": 3})
+    sample = directory / "test" / "0001"
+    inputs: dict[str, Path | str] = {p.stem: p for p in sorted(sample.iterdir()) if p.stem != "label"}
+    return Example(inputs=inputs, config={"model.gate_channels": 3}, output="labels.png")
 
 
 SPEC = register_dataset(

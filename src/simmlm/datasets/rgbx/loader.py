@@ -179,3 +179,10 @@ def _standardise(datasets: dict[str, TensorMultimodalDataset]) -> tuple[dict[str
             data.inputs[m] = torch.where(data.mask[:, k, None, None, None], x, torch.zeros(()))
         mean[m], std[m] = mu.tolist(), sigma.tolist()
     return mean, std
+
+
+def read_input(name: str, path: Path, preprocessing: dict) -> torch.Tensor:
+    """``simmlm predict``'s reader: one modality's image file, standardised as in training."""
+    x = torch.from_numpy(read_image(Path(path)))
+    mean, std = torch.tensor(preprocessing["mean"][name]), torch.tensor(preprocessing["std"][name])
+    return (x - mean[:, None, None]) / std[:, None, None]
