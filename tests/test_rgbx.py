@@ -109,3 +109,24 @@ def test_a_benchmark_segments_with_every_subset_and_depth_helps(tmp_path: Path) 
         assert image.size == (32, 32) and set(np.unique(np.asarray(image))) <= {0, 1, 2}
     bad = CliRunner().invoke(app, ["predict", run, *files, "--output", str(tmp_path / "x.nii.gz")])
     assert bad.exit_code != 0 and "write the label map as .png or .npy" in bad.output
+
+
+def test_mmp_segments_with_a_decoder_and_projects_a_missing_modalitys_tokens() -> None:
+    from simmlm.datasets.rgbx import RgbxData
+    from simmlm.engine.semantic import SemanticSegmentationTask
+    from simmlm.methods import create_method
+
+    shapes = {"rgb": (3, 32, 32), "depth": (1, 32, 32)}
+    torch.manual_seed(0)
+    model = create_method("mmp", input_shapes=shapes, num_classes=3, expert="unet2d", dim=8, heads=2)
+    inputs = {name: torch.randn(4, *shape) for name, shape in shapes.items()}
+    full, rgb_only = torch.ones(4, 2, dtype=torch.bool), torch.tensor([[True, False]] * 4)
+    both, masked = model.forward_subsets(inputs, full, [full, rgb_only])
+    assert both.logits.shape == masked.logits.shape == (4, 3, 32, 32)
+    assert "alignment" in masked.aux_losses and not both.aux_losses  # depth masked in training: its tokens projected
+    (masked.logits.sum() + masked.aux_losses["alignment"]).backward()
+    task = SemanticSegmentationTask(RgbxData(), load_rgbx)
+    task.check_method(model, "mmp")
+    dream = create_method("dream", input_shapes=shapes, num_classes=3, expert="lenet", dim=8, heads=2)
+    with pytest.raises(ValueError, match="supports the expert mixtures .* and mmp, not 'dream'"):
+        task.check_method(dream, "dream")

@@ -21,7 +21,8 @@ from simmlm.metrics.segmentation import confusion_matrix, iou_per_class
 class SemanticSegmentationTask(ClassificationTask):
     """Pixel-wise cross-entropy (``ignore_index`` pixels left out), each image's loss the mean over its pixels; epochs
     selected on validation (mIoU, -cross-entropy); reported with :func:`semantic_report`. The expert mixtures
-    segment (one 2-D U-Net per modality; DMoME's gate can weigh each class, ``model.gate_channels``)."""
+    segment (one 2-D U-Net per modality; DMoME's gate can weigh each class, ``model.gate_channels``), and MMP (its
+    tokens on a downsampled grid, a convolutional decoder: :class:`~simmlm.methods.mmp.DenseHead`)."""
 
     average_key = "average_miou"
     higher_is_better = True
@@ -36,9 +37,9 @@ class SemanticSegmentationTask(ClassificationTask):
     def check_method(self, model: nn.Module, method: str) -> None:
         from simmlm.methods import ExpertMixture
 
-        if not isinstance(model, ExpertMixture):
+        if not isinstance(model, ExpertMixture) and not getattr(model, "dense", False):
             raise ValueError(
-                f"2-D segmentation supports the expert mixtures (simmlm, dmome, late_fusion), not {method!r}"
+                f"2-D segmentation supports the expert mixtures (simmlm, dmome, late_fusion) and mmp, not {method!r}"
             )
 
     def predict(

@@ -14,7 +14,9 @@ feature map of a LeNet-5 expert, one token per position, linearly mapped to a co
   (our choice: the paper is silent; without it the encoders can shrink their tokens to lower the loss).
 
 The task head concatenates every modality's tokens (real, or projected when missing) and applies an MLP to the
-flattened sequence (mean-pooling would discard the positions LeNet's classifier relies on). The masking
+flattened sequence (mean-pooling would discard the positions LeNet's classifier relies on). For 2-D segmentation
+(``unet2d`` experts: :class:`ImageTokenEncoder`, a token per position of a 1/4 grid) the head is a decoder instead
+(:class:`DenseHead`): the tokens back on their grid, convolutions to class logits, upsampled to the image. The masking
 distribution during training is the engine's: a random nested pair of subsets per sample.
 """
 
@@ -50,6 +52,45 @@ class ConvTokenEncoder(nn.Module):
         return self.proj(fmap.flatten(2).transpose(1, 2)) + self.position
 
 
+class ImageTokenEncoder(ConvTokenEncoder):
+    """Tokens of a 2-D image for dense prediction (MMP for segmentation): a strided CNN down to ``1/downsample`` of
+    the image, one token per position of that grid (``grid``), the image's size kept for the decoder (``size``)."""
+
+    def __init__(self, in_channels: int, size: tuple[int, int], dim: int, width: int = 32, downsample: int = 4):
+        levels = int(math.log2(downsample))
+        if 2**levels != downsample or levels < 1 or size[0] % downsample or size[1] % downsample:
+            raise ValueError(
+                f"downsample must be a power of 2 dividing the image's sides {list(size)}, got {downsample}"
+            )
+        layers: list[nn.Module] = []
+        for k in range(levels):
+            layers += [nn.Conv2d(in_channels if k == 0 else width, width, 3, stride=2, padding=1), nn.GELU()]
+        self.grid, self.size = (size[0] // downsample, size[1] // downsample), size
+        super().__init__(nn.Sequential(*layers), width, self.grid[0] * self.grid[1], dim)
+
+
+class DenseHead(nn.Module):
+    """MMP's segmentation decoder: every modality's tokens (real or projected) back on their grid, concatenated over
+    modalities, a 3x3 and a 1x1 convolution to class logits, bilinear upsampling to the image's size."""
+
+    def __init__(self, encoders: dict[str, ImageTokenEncoder], dim: int, num_classes: int) -> None:
+        super().__init__()
+        grids = {e.grid for e in encoders.values()} | set()
+        sizes = {e.size for e in encoders.values()}
+        if len(grids) != 1 or len(sizes) != 1:
+            raise ValueError(f"MMP segments aligned images: every modality needs one size, got {sorted(sizes)}")
+        self.grid, self.size, self.dim = grids.pop(), sizes.pop(), dim
+        self.decode = nn.Sequential(
+            nn.Conv2d(len(encoders) * dim, 2 * dim, 3, padding=1), nn.GELU(), nn.Conv2d(2 * dim, num_classes, 1)
+        )
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        b = len(tokens)
+        maps = tokens.reshape(b, -1, self.grid[0] * self.grid[1], self.dim)  # [B, M, h*w, D]
+        maps = maps.permute(0, 1, 3, 2).reshape(b, -1, *self.grid)  # [B, M*D, h, w]
+        return F.interpolate(self.decode(maps), size=self.size, mode="bilinear", align_corners=False)
+
+
 class FlatTokenEncoder(nn.Module):
     """A feature vector (any shape, flattened) -> ``num_tokens`` tokens of size ``dim`` via one linear layer."""
 
@@ -83,6 +124,9 @@ def build_token_encoder(kind: str, input_shape: tuple[int, ...], dim: int, **opt
         modality: Literal["image", "text"] = "image" if kind == "image_encoder" else "text"
         return EncoderTokenEncoder(EncoderExpert(1, modality, options.get("encoder")).encoder, num_tokens=4, dim=dim)
     kind = resolve_expert_kind(kind, input_shape)
+    if kind == "unet2d":  # dense prediction: a token per position of a downsampled grid
+        width = int(options.get("channels", [32])[0])
+        return ImageTokenEncoder(input_shape[0], (input_shape[1], input_shape[2]), dim, width)
     if kind in ("lenet", "bncnn"):
         options.pop("hidden", None)
         expert = build_expert(kind, input_shape, num_classes=1, **options)
@@ -136,8 +180,13 @@ class MMP(nn.Module):
             {m: nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)) for m in names}
         )
         total_tokens = sum(int(e.num_tokens) for e in encoders.values())  # type: ignore[misc, arg-type]
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(total_tokens * dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, num_classes)
+        self.dense = all(isinstance(e, ImageTokenEncoder) for e in encoders.values())  # segmentation
+        self.head: nn.Module = (
+            DenseHead(encoders, dim, num_classes)  # type: ignore[arg-type]
+            if self.dense
+            else nn.Sequential(
+                nn.Flatten(), nn.Linear(total_tokens * dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, num_classes)
+            )
         )
         self.alignment_weight = alignment_weight
 
