@@ -130,3 +130,20 @@ def test_mmp_segments_with_a_decoder_and_projects_a_missing_modalitys_tokens() -
     dream = create_method("dream", input_shapes=shapes, num_classes=3, expert="lenet", dim=8, heads=2)
     with pytest.raises(ValueError, match="supports the expert mixtures .* and mmp, not 'dream'"):
         task.check_method(dream, "dream")
+
+
+def test_mmp_segments_volumes_by_sliding_window() -> None:
+    """MMP on the 3-D BraTS path: tokens from crops, every subset stitched over the windows of a whole volume."""
+    from simmlm.evaluation.inferers import sliding_window_subsets
+    from simmlm.methods import create_method
+
+    shapes = {"flair": (1, 8, 8, 8), "t1c": (1, 8, 8, 8)}
+    torch.manual_seed(0)
+    model = create_method("mmp", input_shapes=shapes, num_classes=3, expert="unet3d", dim=8, heads=2).eval()
+    volume = {name: torch.randn(1, 1, 16, 16, 16) for name in shapes}
+    full = torch.ones(1, 2, dtype=torch.bool)
+    masks = [full, torch.tensor([[True, False]]), torch.tensor([[False, True]])]
+    outputs = sliding_window_subsets(model, volume, full, masks, roi_size=(8, 8, 8), overlap=0.0)
+    assert [o.logits.shape for o in outputs] == [(1, 3, 16, 16, 16)] * 3 and outputs[0].gate_weights is None
+    crop = {name: x[..., :8, :8, :8] for name, x in volume.items()}
+    torch.testing.assert_close(outputs[1].logits[..., :8, :8, :8], model(crop, masks[1]).logits)  # one window alone

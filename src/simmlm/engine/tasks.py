@@ -296,8 +296,10 @@ class SegmentationTask:
     def check_method(self, model: nn.Module, method: str) -> None:
         from simmlm.methods import ExpertMixture
 
-        if not isinstance(model, ExpertMixture):
-            raise ValueError(f"segmentation supports the expert mixtures (simmlm, dmome, late_fusion), not {method!r}")
+        if not isinstance(model, ExpertMixture) and not getattr(model, "dense", False):
+            raise ValueError(
+                f"segmentation supports the expert mixtures (simmlm, dmome, late_fusion) and mmp, not {method!r}"
+            )
 
     def samples_per_epoch(self, splits: Splits) -> int:
         return self.cfg.crops_per_epoch

@@ -104,11 +104,12 @@ def sliding_window_subsets(
     overlap: float = 0.5,
     sw_batch_size: int = 2,
 ) -> list[ModelOutput]:
-    """Outputs of an expert mixture on whole volumes, for several subsets, with one sliding-window pass.
+    """Outputs of an expert mixture (or MMP) on whole volumes, for several subsets, with one sliding-window pass.
 
     The experts run on windows of ``roi_size`` (MONAI ``sliding_window_inference``, Gaussian blending), once
     for every available modality; the gate, which pools globally, sees the whole zero-filled volume and mixes
-    the stitched expert outputs per subset. With point-wise experts this equals whole-volume inference.
+    the stitched expert outputs per subset. With point-wise experts this equals whole-volume inference. A dense
+    model that is not a mixture (MMP, ``dense``) runs every subset on each window and its outputs are stitched.
 
     Args:
         model: an :class:`~simmlm.methods.base.ExpertMixture` (experts map ``[B, C, *S]`` to ``[B, T, *S]``).
@@ -117,23 +118,38 @@ def sliding_window_subsets(
     """
     from monai.inferers import sliding_window_inference
 
-    from simmlm.methods.base import ExpertMixture
+    from simmlm.methods.base import ExpertMixture, ModelOutput
 
-    if not isinstance(model, ExpertMixture):
+    if not isinstance(model, ExpertMixture) and not getattr(model, "dense", False):
         raise ValueError(
-            f"sliding-window inference needs an expert mixture (simmlm, dmome, late_fusion), got {type(model).__name__}"
+            "sliding-window inference needs an expert mixture (simmlm, dmome, late_fusion) or mmp, got "
+            f"{type(model).__name__}"
         )
     if len(available) != 1:
         raise ValueError(f"sliding-window inference takes one volume at a time, got a batch of {len(available)}")
-    names = model.modalities
+    names: list[str] = list(model.modalities)  # type: ignore[arg-type]
     channels = [inputs[name].shape[1] for name in names]
+    stacked = torch.cat([inputs[name] for name in names], dim=1)
+    if not isinstance(model, ExpertMixture):  # a dense model (MMP): every subset's logits per window, stitched
+
+        def every_subset(window: Tensor) -> Tensor:
+            parts = dict(zip(names, window.split(channels, dim=1), strict=True))
+            b = len(window)
+            masks = [m.expand(b, -1) for m in subset_masks]
+            outputs = model.forward_subsets(parts, available.expand(b, -1), masks, validate_args=False)  # type: ignore[operator]
+            return torch.cat([o.logits for o in outputs], dim=1)
+
+        stitched = sliding_window_inference(
+            stacked, list(roi_size), sw_batch_size, every_subset, overlap=overlap, mode="gaussian"
+        )
+        per_subset = torch.as_tensor(stitched).reshape(1, len(subset_masks), -1, *stacked.shape[2:])
+        return [ModelOutput(logits=per_subset[:, s], gate_weights=None) for s in range(len(subset_masks))]
 
     def experts(window: Tensor) -> Tensor:
         parts = dict(zip(names, window.split(channels, dim=1), strict=True))
         logits = model.expert_logits(parts, available.expand(len(window), -1))  # [b, M, T, *roi]
         return logits.flatten(1, 2)
 
-    stacked = torch.cat([inputs[name] for name in names], dim=1)
     stitched = sliding_window_inference(
         stacked, list(roi_size), sw_batch_size, experts, overlap=overlap, mode="gaussian"
     )

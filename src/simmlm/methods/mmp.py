@@ -15,8 +15,9 @@ feature map of a LeNet-5 expert, one token per position, linearly mapped to a co
 
 The task head concatenates every modality's tokens (real, or projected when missing) and applies an MLP to the
 flattened sequence (mean-pooling would discard the positions LeNet's classifier relies on). For 2-D segmentation
-(``unet2d`` experts: :class:`ImageTokenEncoder`, a token per position of a 1/4 grid) the head is a decoder instead
-(:class:`DenseHead`): the tokens back on their grid, convolutions to class logits, upsampled to the image. The masking
+and BraTS volumes (``unet2d`` / ``unet3d`` experts: :class:`ImageTokenEncoder`, a token per position of a 1/4 grid)
+the head is a decoder instead (:class:`DenseHead`): the tokens back on their grid, convolutions to logits, upsampled
+to the input's size. The masking
 distribution during training is the engine's: a random nested pair of subsets per sample.
 """
 
@@ -53,42 +54,47 @@ class ConvTokenEncoder(nn.Module):
 
 
 class ImageTokenEncoder(ConvTokenEncoder):
-    """Tokens of a 2-D image for dense prediction (MMP for segmentation): a strided CNN down to ``1/downsample`` of
-    the image, one token per position of that grid (``grid``), the image's size kept for the decoder (``size``)."""
+    """Tokens of an image or a volume for dense prediction (MMP for segmentation): a strided CNN down to
+    ``1/downsample`` of each side, one token per position of that grid (``grid``), the input's size kept for the
+    decoder (``size``); 2-D (``[C, H, W]``) or 3-D (``[C, D, H, W]``: BraTS crops)."""
 
-    def __init__(self, in_channels: int, size: tuple[int, int], dim: int, width: int = 32, downsample: int = 4):
+    def __init__(self, in_channels: int, size: tuple[int, ...], dim: int, width: int = 32, downsample: int = 4):
         levels = int(math.log2(downsample))
-        if 2**levels != downsample or levels < 1 or size[0] % downsample or size[1] % downsample:
+        if 2**levels != downsample or levels < 1 or any(side % downsample for side in size):
             raise ValueError(
-                f"downsample must be a power of 2 dividing the image's sides {list(size)}, got {downsample}"
+                f"downsample must be a power of 2 dividing the input's sides {list(size)}, got {downsample}"
             )
+        conv = nn.Conv2d if len(size) == 2 else nn.Conv3d
         layers: list[nn.Module] = []
         for k in range(levels):
-            layers += [nn.Conv2d(in_channels if k == 0 else width, width, 3, stride=2, padding=1), nn.GELU()]
-        self.grid, self.size = (size[0] // downsample, size[1] // downsample), size
-        super().__init__(nn.Sequential(*layers), width, self.grid[0] * self.grid[1], dim)
+            layers += [conv(in_channels if k == 0 else width, width, 3, stride=2, padding=1), nn.GELU()]
+        self.grid, self.size = tuple(side // downsample for side in size), tuple(size)
+        super().__init__(nn.Sequential(*layers), width, math.prod(self.grid), dim)
 
 
 class DenseHead(nn.Module):
     """MMP's segmentation decoder: every modality's tokens (real or projected) back on their grid, concatenated over
-    modalities, a 3x3 and a 1x1 convolution to class logits, bilinear upsampling to the image's size."""
+    modalities, a 3x3(x3) and a 1x1(x1) convolution to class logits, upsampled (bi- or trilinear) to the input's
+    size."""
 
     def __init__(self, encoders: dict[str, ImageTokenEncoder], dim: int, num_classes: int) -> None:
         super().__init__()
-        grids = {e.grid for e in encoders.values()} | set()
         sizes = {e.size for e in encoders.values()}
-        if len(grids) != 1 or len(sizes) != 1:
-            raise ValueError(f"MMP segments aligned images: every modality needs one size, got {sorted(sizes)}")
-        self.grid, self.size, self.dim = grids.pop(), sizes.pop(), dim
+        if len(sizes) != 1:
+            raise ValueError(f"MMP segments aligned inputs: every modality needs one size, got {sorted(sizes)}")
+        first = next(iter(encoders.values()))
+        self.grid, self.size, self.dim = first.grid, first.size, dim
+        conv = nn.Conv2d if len(self.size) == 2 else nn.Conv3d
         self.decode = nn.Sequential(
-            nn.Conv2d(len(encoders) * dim, 2 * dim, 3, padding=1), nn.GELU(), nn.Conv2d(2 * dim, num_classes, 1)
+            conv(len(encoders) * dim, 2 * dim, 3, padding=1), nn.GELU(), conv(2 * dim, num_classes, 1)
         )
 
     def forward(self, tokens: Tensor) -> Tensor:
         b = len(tokens)
-        maps = tokens.reshape(b, -1, self.grid[0] * self.grid[1], self.dim)  # [B, M, h*w, D]
-        maps = maps.permute(0, 1, 3, 2).reshape(b, -1, *self.grid)  # [B, M*D, h, w]
-        return F.interpolate(self.decode(maps), size=self.size, mode="bilinear", align_corners=False)
+        maps = tokens.reshape(b, -1, math.prod(self.grid), self.dim)  # [B, M, grid, D]
+        maps = maps.permute(0, 1, 3, 2).reshape(b, -1, *self.grid)  # [B, M*D, *grid]
+        mode = "bilinear" if len(self.size) == 2 else "trilinear"
+        return F.interpolate(self.decode(maps), size=self.size, mode=mode, align_corners=False)
 
 
 class FlatTokenEncoder(nn.Module):
@@ -124,9 +130,9 @@ def build_token_encoder(kind: str, input_shape: tuple[int, ...], dim: int, **opt
         modality: Literal["image", "text"] = "image" if kind == "image_encoder" else "text"
         return EncoderTokenEncoder(EncoderExpert(1, modality, options.get("encoder")).encoder, num_tokens=4, dim=dim)
     kind = resolve_expert_kind(kind, input_shape)
-    if kind == "unet2d":  # dense prediction: a token per position of a downsampled grid
+    if kind in ("unet2d", "unet3d"):  # dense prediction: a token per position of a downsampled grid
         width = int(options.get("channels", [32])[0])
-        return ImageTokenEncoder(input_shape[0], (input_shape[1], input_shape[2]), dim, width)
+        return ImageTokenEncoder(input_shape[0], tuple(input_shape[1:]), dim, width)
     if kind in ("lenet", "bncnn"):
         options.pop("hidden", None)
         expert = build_expert(kind, input_shape, num_classes=1, **options)
