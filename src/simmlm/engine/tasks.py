@@ -179,13 +179,19 @@ class ClassificationTask:
     ) -> dict[str, Any]:
         from simmlm.evaluation.predict import classify_files
 
+        reader = self._file_reader(output)
+        if not meta.get("preprocessing"):
+            raise ValueError("this run stores no known preprocessing (a run of an older version?); retrain it")
+        return classify_files(model, cfg.method, meta, files, reader)
+
+    def _file_reader(self, output: Path | None) -> Reader:
+        """The dataset's reader of single files for ``simmlm predict``; one clear error without one, or when an
+        ``--output`` is asked of a run that writes no label map."""
         if output is not None:
             raise ValueError("--output is for segmentation runs (a predicted NIfTI label map)")
         if self.reader is None:
             raise ValueError(f"simmlm predict reads no single files for {self.data.dataset} (its inputs are computed)")
-        if not meta.get("preprocessing"):
-            raise ValueError("this run stores no known preprocessing (a run of an older version?); retrain it")
-        return classify_files(model, cfg.method, meta, files, self.reader)
+        return self.reader
 
     def input_shapes(self, splits: Splits) -> dict[str, tuple[int, ...]]:
         return {name: tuple(x.shape[1:]) for name, x in splits.train.inputs.items()}
@@ -238,11 +244,7 @@ class RegressionTask(ClassificationTask):
     ) -> dict[str, Any]:
         from simmlm.evaluation.predict import score_files
 
-        if output is not None:
-            raise ValueError("--output is for segmentation runs (a predicted NIfTI label map)")
-        if self.reader is None:
-            raise ValueError(f"simmlm predict reads no single files for {self.data.dataset} (its inputs are computed)")
-        return score_files(model, cfg.method, meta, files, self.reader)
+        return score_files(model, cfg.method, meta, files, self._file_reader(output))
 
     def protocol(self, cfg: RunConfig) -> str:
         return (

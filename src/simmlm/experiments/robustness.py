@@ -31,8 +31,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.data.scenarios import corrupt, corruption_scale
 from simmlm.engine.config import RunConfig, load_config, resolve_config
@@ -127,11 +125,7 @@ def evaluate_cell(
             for condition, test in tests.items():
                 report, out = task.report(model, test, splits.modalities)
                 reports[condition].setdefault(method, []).append(report)
-                regression = "scores" in out
-                probs = torch.from_numpy(out["scores" if regression else "probs"])
-                targets = torch.from_numpy(out["targets"])
-                targets = targets.float() if regression else targets.long()
-                run = RunArrays(probs, targets, [int(b) for b in out["subsets"]], mask_to_bits(test.mask))
+                run = RunArrays.from_arrays(out, mask_to_bits(test.mask))
                 arrays[condition].setdefault(method, []).append(run)
     return {
         "conditions": [

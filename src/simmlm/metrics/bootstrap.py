@@ -55,19 +55,26 @@ class RunArrays:
 
     @classmethod
     def from_npz(cls, path: str | Path) -> RunArrays:
-        """Read ``predictions.npz`` (``probs``, ``subsets``, ``targets``); a sample's available modalities are the
-        union of the subsets whose row is not NaN for it."""
+        """Read ``predictions.npz`` (``probs`` or a regression's ``scores``, ``subsets``, ``targets``)."""
         with np.load(path) as npz:
-            regression = "scores" in npz
-            probs = torch.from_numpy(npz["scores" if regression else "probs"])
-            subsets = [int(b) for b in npz["subsets"]]
-            targets = torch.from_numpy(npz["targets"])
+            return cls.from_arrays({key: npz[key] for key in npz.files})
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], available: Tensor | None = None) -> RunArrays:
+        """A task report's arrays (what ``predictions.npz`` holds); without ``available``, a sample's available
+        modalities are the union of the subsets whose row is not NaN for it."""
+        regression = "scores" in arrays
+        probs = torch.from_numpy(arrays["scores" if regression else "probs"])
+        subsets = [int(b) for b in arrays["subsets"]]
+        targets = torch.from_numpy(arrays["targets"])
         targets = targets.float() if regression else targets.long()
-        codes = torch.tensor(subsets, dtype=torch.long)
-        num_modalities = max(subsets).bit_length() if subsets else 1
-        predicted = ~(probs.isnan() if regression else probs.isnan().any(-1))  # [S, N]
-        has = (predicted.T.double() @ bits_to_mask(codes, num_modalities).double()) > 0  # [N, M]
-        return cls(probs=probs, targets=targets, subsets=subsets, available=mask_to_bits(has))
+        if available is None:
+            codes = torch.tensor(subsets, dtype=torch.long)
+            num_modalities = max(subsets).bit_length() if subsets else 1
+            predicted = ~(probs.isnan() if regression else probs.isnan().any(-1))  # [S, N]
+            has = (predicted.T.double() @ bits_to_mask(codes, num_modalities).double()) > 0  # [N, M]
+            available = mask_to_bits(has)
+        return cls(probs=probs, targets=targets, subsets=subsets, available=available)
 
     @property
     def regression(self) -> bool:
@@ -132,6 +139,18 @@ def _pair_shares(correct: Tensor, subsets: Sequence[int], available: Tensor) -> 
     return worse.sum(1).double() / count.clamp_min(1), (count > 0).double()
 
 
+def _coverage(
+    subsets: Sequence[int], available: Tensor, weights: Tensor, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The resample weights (float64) and available codes on ``device``, and ``covered`` ``[S, N]``: sample ``n``
+    has every modality of subset ``s``."""
+    if weights.ndim != 2 or weights.shape[1] != len(available):
+        raise ValueError(f"weights must be [B, {len(available)}], got {tuple(weights.shape)}")
+    available = available.to(device).long()
+    codes = torch.tensor(list(subsets), dtype=torch.long, device=device).unsqueeze(1)
+    return weights.to(device, torch.float64), available, (codes & ~available.unsqueeze(0)) == 0
+
+
 def weighted_classification_metrics(
     probs: Tensor,
     targets: Tensor,
@@ -165,15 +184,10 @@ def weighted_classification_metrics(
         raise ValueError(
             f"targets and available must be [{num_samples}], got {tuple(targets.shape)}, {tuple(available.shape)}"
         )
-    if weights.ndim != 2 or weights.shape[1] != num_samples:
-        raise ValueError(f"weights must be [B, {num_samples}], got {tuple(weights.shape)}")
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     device = probs.device
-    weights = weights.to(device, torch.float64)
-    available = available.to(device).long()
-    codes = torch.tensor(list(subsets), dtype=torch.long, device=device).unsqueeze(1)
-    covered = (codes & ~available.unsqueeze(0)) == 0  # [S, N]
+    weights, available, covered = _coverage(subsets, available, weights, device)
     confidence, predicted = torch.where(covered.unsqueeze(-1), probs, 0).max(-1)
     correct = (predicted == targets.to(device).unsqueeze(0)) & covered
     c = covered.double()
@@ -214,10 +228,7 @@ def weighted_regression_metrics(
     if scores.ndim != 2 or scores.shape[0] != len(subsets) or tuple(targets.shape) != (scores.shape[1],):
         raise ValueError(f"scores must be [{len(subsets)}, N] and targets [N], got {tuple(scores.shape)}")
     device = scores.device
-    weights = weights.to(device, torch.float64)
-    available = available.to(device).long()
-    codes = torch.tensor(list(subsets), dtype=torch.long, device=device).unsqueeze(1)
-    covered = (codes & ~available.unsqueeze(0)) == 0  # [S, N]
+    weights, available, covered = _coverage(subsets, available, weights, device)
     c = covered.double()
     y = targets.to(device).double()
     error = torch.where(covered, (scores.double() - y).abs(), 0.0)
