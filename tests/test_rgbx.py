@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
 from typer.testing import CliRunner
 
 from simmlm.cli import app
@@ -45,6 +45,9 @@ def test_iou_and_pixel_accuracy_are_torchmetrics() -> None:
     assert report["subsets"]["rgb"]["pixel_accuracy"] == pytest.approx(accuracy.item(), abs=1e-6)
     assert report["subsets"]["rgb"]["miou"] == pytest.approx(reference.mean().item(), abs=1e-6)
     assert report["subsets"]["rgb"]["iou_b"] == pytest.approx(reference[1].item(), abs=1e-6)
+    dice = MulticlassF1Score(4, average="none", ignore_index=255)(predicted, target)  # Dice is the pixels' F1
+    assert [report["subsets"]["rgb"][f"dice_{c}"] for c in "abcd"] == pytest.approx(dice.tolist(), abs=1e-6)
+    assert report["subsets"]["rgb"]["mdice"] == pytest.approx(dice.mean().item(), abs=1e-6)
 
 
 def test_the_report_covers_each_subset_with_the_images_that_have_it() -> None:
@@ -97,6 +100,7 @@ def test_a_benchmark_segments_with_every_subset_and_depth_helps(tmp_path: Path) 
     assert simmlm["subsets"]["depth+rgb"]["iou_far"][0] > simmlm["subsets"]["rgb"]["iou_far"][0]
     md = (out / "summary.md").read_text()
     assert "## Test mIoU (%) per available-modality subset" in md and "| method | background | near | far |" in md
+    assert "## Test mean Dice (%) per available-modality subset" in md and "| mean Dice | pixel accuracy |" in md
     assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
     assert (out / "miou.png").is_file()
     sample, labels = data / "test" / "0003", tmp_path / "labels.png"

@@ -193,6 +193,23 @@ def test_the_suite_writes_its_schema_resumes_and_reports(example: Path, tmp_path
     assert "simmlm seed 0: finished before" in third.output and "dmome seed 0: training" in third.output
     assert json.loads((out / "robustness.json").read_text())["scenarios"] == r["scenarios"]  # runs are deterministic
 
+    # Another reference re-evaluates the trained cells (nothing trains again) and keeps the earlier rows.
+    suite.write_text(SUITE + "references: [simmlm, reliable]\n")
+    fourth = CliRunner().invoke(app, args)
+    assert fourth.exit_code == 0, fourth.output
+    assert fourth.output.count("trained before, evaluating it again") == 3 and ": training" not in fourth.output
+    again = json.loads((out / "robustness.json").read_text())
+    assert again["cells"] == r["cells"]  # a cell's cost stays its training's
+    for scenario, severities in again["scenarios"].items():
+        for severity, entry in severities.items():
+            rows = entry["comparisons"]
+            assert list(rows) == [
+                "dmome − simmlm", "simmlm_val − simmlm", "reliable − simmlm", "dmome − reliable", "simmlm_val − reliable"
+            ]  # fmt: skip
+            before = r["scenarios"][scenario][severity]["comparisons"]["dmome − simmlm"]["average_accuracy"]
+            assert rows["dmome − simmlm"]["average_accuracy"]["difference"] == before["difference"]
+    assert "| 1 | dmome − reliable |" in (out / "robustness.md").read_text()
+
     report = CliRunner().invoke(app, ["report", str(out)])
     assert report.exit_code == 0, report.output
     page = (out / "report.html").read_text()

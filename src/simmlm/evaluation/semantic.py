@@ -1,5 +1,5 @@
 """Per-subset evaluation of 2-D semantic segmentation (a class per pixel, MCubeS / NYUDv2 / FMB style): mIoU and
-per-class IoU over the test set, pixel accuracy, pixel calibration, CR and Shapley values on each image's mIoU."""
+per-class IoU over the test set, mean and per-class Dice, pixel accuracy, pixel calibration, CR and Shapley values on each image's mIoU."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import Tensor
 from simmlm.evaluation.evaluate import _columns, _cr_or_nan, _shapley_mode
 from simmlm.evaluation.inferers import SubsetPredictions
 from simmlm.metrics import expected_calibration_error, static_calibration_error
-from simmlm.metrics.segmentation import confusion_matrix, iou_per_class, per_sample_miou
+from simmlm.metrics.segmentation import confusion_matrix, dice_per_class, iou_per_class, per_sample_miou
 from simmlm.metrics.shapley import modality_shapley, subset_value_table
 from simmlm.subsets import all_subsets, subset_name
 
@@ -28,7 +28,8 @@ def semantic_report(
     """Metrics of a pixel classifier under every subset, each over the images that have the subset.
 
     Per subset: ``miou``, the mean over classes of the IoU of the subset's confusion matrix accumulated over its
-    images (a class neither present nor predicted left out), ``iou_<class>``, ``pixel_accuracy``, ``ece`` / ``sce``
+    images (a class neither present nor predicted left out), ``iou_<class>``, ``mdice`` and ``dice_<class>`` from the
+    same matrix, ``pixel_accuracy``, ``ece`` / ``sce``
     over the pixels (20 bins) and ``samples``; pixels whose target is ``ignore_index`` count nowhere. The report's
     ``average_miou`` is the mean over the subsets with images. CR and the Shapley values (``"miou"``; no modality:
     0) use each image's own mIoU (over the classes in its prediction or target) as the per-sample score.
@@ -46,12 +47,15 @@ def semantic_report(
         if n:
             probs = preds.logits[s][rows].float().softmax(1)  # [n, K, H, W]
             predicted, target = probs.argmax(1), targets[rows]
-            iou = iou_per_class(confusion_matrix(predicted, target, num_classes, ignore_index))
+            confusion = confusion_matrix(predicted, target, num_classes, ignore_index)
+            iou, dice = iou_per_class(confusion), dice_per_class(confusion)
             valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
             pixels, labels = probs.movedim(1, -1)[valid], target[valid]  # [P, K], [P]
             entry |= {
                 "miou": iou.nanmean().item(),
                 **{f"iou_{c}": iou[k].item() for k, c in enumerate(class_names)},
+                "mdice": dice.nanmean().item(),
+                **{f"dice_{c}": dice[k].item() for k, c in enumerate(class_names)},
                 "pixel_accuracy": (pixels.argmax(-1) == labels).double().mean().item(),
                 "ece": expected_calibration_error(pixels, labels, n_bins).item(),
                 "sce": static_calibration_error(pixels, labels, n_bins).item(),
@@ -59,7 +63,9 @@ def semantic_report(
             scores[s, rows] = per_sample_miou(predicted, target, num_classes, ignore_index)
         else:
             entry |= dict.fromkeys(
-                ["miou", *(f"iou_{c}" for c in class_names), "pixel_accuracy", "ece", "sce"], math.nan
+                ["miou", *(f"iou_{c}" for c in class_names), "mdice", *(f"dice_{c}" for c in class_names)]
+                + ["pixel_accuracy", "ece", "sce"],
+                math.nan,
             )
         subsets[name] = entry
         if preds.gate_weights is not None:

@@ -38,30 +38,38 @@ def reference_method(methods: Sequence[str]) -> str:
 
 
 def compare_methods(
-    runs: Mapping[str, Sequence[RunArrays]], draws: int = 1000, seed: int = 0
+    runs: Mapping[str, Sequence[RunArrays]],
+    draws: int = 1000,
+    seed: int = 0,
+    references: Sequence[str] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{"A − simmlm": {metric: {"difference", "low", "high", "p_value", "significant"}}}`` for every other
-    method A.
+    """``{"A − R": {metric: {"difference", "low", "high", "p_value", "significant"}}}`` for every reference R and
+    every other method A, each pair once (in the first reference's row).
 
     ``runs`` maps a method to its runs' test predictions, one per seed, in the same seed order for every method.
+    ``references``: the methods compared with every other, those of them that ran (default: simmlm when it ran,
+    else the first method).
     """
     names = list(runs)
-    reference = reference_method(names)
+    chosen = [r for r in references or [] if r in runs] or [reference_method(names)]
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for method in names:
-        if method == reference:
-            continue
-        rows = compare_runs(runs[method], runs[reference], num_draws=draws, seed=seed)
-        out[f"{method} − {reference}"] = {
-            c.metric: {
-                "difference": c.difference,
-                "low": c.low,
-                "high": c.high,
-                "p_value": c.p_value,
-                "significant": c.significant,
+    done: set[frozenset[str]] = set()
+    for reference in chosen:
+        for method in names:
+            if method == reference or frozenset((method, reference)) in done:
+                continue
+            done.add(frozenset((method, reference)))
+            rows = compare_runs(runs[method], runs[reference], num_draws=draws, seed=seed)
+            out[f"{method} − {reference}"] = {
+                c.metric: {
+                    "difference": c.difference,
+                    "low": c.low,
+                    "high": c.high,
+                    "p_value": c.p_value,
+                    "significant": c.significant,
+                }
+                for c in rows
             }
-            for c in rows
-        }
     return out
 
 
@@ -98,11 +106,16 @@ def comparison_markdown(
     return lines
 
 
-def comparison_note(draws: int, family: int | None = None) -> str:
+def comparison_note(draws: int, family: int | None = None, reference: str | None = REFERENCE) -> str:
     """What the comparison tables mean, in one paragraph; ``family``: the number of comparisons Holm's adjustment
-    ran over, when it did."""
+    ran over, when it did; ``reference``: the method every row is compared with (None: rows "A − R" of several)."""
+    lead, subject = (
+        (f"Differences to {reference}", f"the method's metric minus {reference}'s")
+        if reference
+        else ("Differences A − R", "method A's metric minus method R's")
+    )
     text = (
-        "Differences to simmlm: mean over seeds of the method's metric minus simmlm's on the test set, in percentage "
+        f"{lead}: mean over seeds of {subject} on the test set, in percentage "
         "points, with a 95 % interval: a t-interval over the seeds' paired differences with the test-set variance "
         f"the seeds share added ({draws} test-set resamples, the same for both methods; Welch–Satterthwaite degrees "
         "of freedom; false-positive rate 3.9-5.5 % for 3, 5 and 10 seeds in simulation, "

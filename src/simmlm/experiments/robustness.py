@@ -40,7 +40,7 @@ from simmlm.evaluation.evaluate import headline_keys, shapley_per_seed
 from simmlm.experiments.benchmark import run_benchmark
 from simmlm.experiments.comparisons import compare_methods, holm_adjust
 from simmlm.experiments.reproducibility import provenance
-from simmlm.experiments.suite import CLEAN, Cell, Condition, SuiteConfig, plan, variant_settings
+from simmlm.experiments.suite import CLEAN, EVALUATION_ONLY, Cell, Condition, SuiteConfig, plan, variant_settings
 from simmlm.fileio import write_text_atomic
 from simmlm.methods.registry import list_methods
 from simmlm.metrics.bootstrap import RunArrays
@@ -133,7 +133,7 @@ def evaluate_cell(
                 "scenario": c.scenario,
                 "severity": c.severity,
                 "methods": {m: _per_seed(r) for m, r in reports[c].items()},
-                "comparisons": compare_methods(arrays[c], suite.bootstrap_draws, suite.seed),
+                "comparisons": compare_methods(arrays[c], suite.bootstrap_draws, suite.seed, suite.references),
             }
             for c in cell.conditions
         ]
@@ -201,12 +201,15 @@ def run_robustness(
     for k, cell in enumerate(cells, 1):
         cell_dir = out / "cells" / cell.name
         saved = cell_dir / "cell.json"
-        if (
-            saved.is_file()
-            and {key: v for key, v in json.loads(saved.read_text()).items() if key in identity} == identity
-        ):
+        before = json.loads(saved.read_text()) if saved.is_file() else {}
+        if {key: v for key, v in before.items() if key in identity} == identity:
             logger.info("cell %d/%d (%s): finished before, loaded from %s", k, len(cells), cell.title, saved)
-            results.append(json.loads(saved.read_text()))
+            result = before
+        elif before and _trained_alike(before, identity):  # only the evaluation settings changed
+            logger.info("cell %d/%d (%s): trained before, evaluating it again", k, len(cells), cell.title)
+            result = _train_cell(cell, cell_dir, methods, seeds, config, overrides, suite, splits, task)
+            result = {**identity, **result, "seconds": before["seconds"]}  # the cell's cost stays its training's
+            write_text_atomic(saved, json.dumps(result, indent=2))
         else:
             left = len(cells) - k + 1
             eta = f"; about {sum(trained) / len(trained) * left / 60:.0f} min left" if trained else ""
@@ -217,7 +220,7 @@ def run_robustness(
             }
             trained.append(result["seconds"])
             write_text_atomic(saved, json.dumps(result, indent=2))
-            results.append(result)
+        results.append(result)
         robustness = _summary(base.data.dataset, splits.modalities, seeds, suite, results, source)
         write_text_atomic(out / "robustness.json", json.dumps(robustness, indent=2))  # after every cell
     write_text_atomic(out / "robustness.md", robustness_markdown(robustness))
@@ -225,6 +228,16 @@ def run_robustness(
     minutes = robustness["seconds"] / 60
     logger.info("suite done: %.1f min of training and evaluation over %d cells", minutes, len(cells))
     return robustness
+
+
+def _trained_alike(saved: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """Whether a finished cell trained what ``identity`` asks for, its suite's evaluation settings aside."""
+
+    def training(ident: dict[str, Any]) -> dict[str, Any]:
+        suite = {k: v for k, v in ident.get("suite", {}).items() if k not in EVALUATION_ONLY}
+        return {**{k: ident.get(k) for k in identity}, "suite": suite}
+
+    return training(saved) == training(identity)
 
 
 def cell_config(cfg: RunConfig) -> dict[str, Any]:

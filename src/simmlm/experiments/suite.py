@@ -56,6 +56,10 @@ class Variant(StrictModel):
 RELIABLE = Variant(method_options={"reliability": True}, stage2_augment=AugmentSpec(kind="corrupt"))
 
 
+#: Settings of a suite that change its evaluation only, not what it trains.
+EVALUATION_ONLY = ("references", "bootstrap_draws")
+
+
 class SuiteConfig(StrictModel):
     """What ``simmlm robustness`` runs (``--suite FILE`` gives another YAML of these keys)."""
 
@@ -74,6 +78,11 @@ class SuiteConfig(StrictModel):
     variants: dict[str, Variant] = Field(
         {"simmlm_reliable": RELIABLE},
         description="named variants of simmlm trained beside the methods (stage 2 only, from simmlm's stage 1)",
+    )
+    references: list[str] = Field(
+        ["simmlm", "simmlm_reliable"],
+        description="methods or variants every other is compared with, those that ran (evaluation only: a new "
+        "list re-evaluates finished cells without training them again)",
     )
     bootstrap_draws: int = Field(1000, ge=10)
     seed: int = Field(0, ge=0, description="seed of every scenario draw")

@@ -78,6 +78,13 @@ def iou_per_class(confusion: Tensor) -> Tensor:
     return torch.where(union > 0, hits / union.clamp_min(1), torch.full_like(hits, float("nan")))
 
 
+def dice_per_class(confusion: Tensor) -> Tensor:
+    """Dice of each class from a confusion matrix: ``2 TP / (2 TP + FP + FN)`` (= ``2 IoU / (1 + IoU)``); NaN for a
+    class neither present nor predicted."""
+    iou = iou_per_class(confusion)
+    return 2 * iou / (1 + iou)
+
+
 def per_sample_miou(predicted: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
     """``[N]`` mean IoU of each sample over the classes in its prediction or target (the per-sample score of CR)."""
     return torch.stack(

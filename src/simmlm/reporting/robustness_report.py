@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from simmlm.evaluation.evaluate import SHAPLEY_NOTE
-from simmlm.experiments.comparisons import comparison_markdown, comparison_note, reference_method
+from simmlm.experiments.comparisons import comparison_markdown, comparison_note
 from simmlm.reporting import report_figures as rf
 from simmlm.reporting.format import pm, units
 from simmlm.reporting.summary import SHAPLEY_NOTE_REGRESSION
@@ -95,7 +95,7 @@ def robustness_markdown(r: dict[str, Any]) -> str:
         f"{len(r['cells'])} training conditions (cells: {', '.join(c['title'] for c in r['cells'].values())}), each "
         f"a benchmark of every method and seed, {minutes:.1f} min of training and evaluation in all. Test-time "
         f"corruptions use the models trained on clean data. Metrics as in summary.md: {what}, mean ± std over seeds. "
-        + comparison_note(suite["bootstrap_draws"], r.get("holm_family")),
+        + comparison_note(suite["bootstrap_draws"], r.get("holm_family"), reference=None),
     ]
     chosen = {c["title"]: c["lambda_chosen"] for c in r["cells"].values() if "lambda_chosen" in c}
     if chosen:
@@ -112,7 +112,6 @@ def robustness_markdown(r: dict[str, Any]) -> str:
     for name, variant in suite.get("variants", {}).items():
         lines += ["", f"{name} is a variant of simmlm: {variant_text(variant)}."]
     clean = r["clean"]
-    reference = reference_method(methods)
     if clean is not None:
         lines += ["", "## Clean training and test data", "", "| method | " + " | ".join(t for _, t in metrics) + " |"]
         lines += ["|---" * (len(metrics) + 1) + "|"]
@@ -125,7 +124,7 @@ def robustness_markdown(r: dict[str, Any]) -> str:
         for key, title in metrics:
             lines += ["", f"{title} by severity:", "", *_metric_table(severities, key, methods)]
         harder = {s: v["comparisons"] for s, v in severities.items() if float(s) > 0}
-        lines += ["", f"Against {reference}, by severity:", "", *comparison_markdown(harder, lead="severity")]
+        lines += ["", "Comparisons (A − R), by severity:", "", *comparison_markdown(harder, lead="severity")]
     value = "abs_error" if regression else "probability"
     lines += [
         "",

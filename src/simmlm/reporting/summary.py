@@ -102,17 +102,25 @@ def _per_class_table(methods: dict[str, Any], names: Sequence[str]) -> list[str]
 
 
 def _iou_table(methods: dict[str, Any], names: Sequence[str]) -> list[str]:
-    """IoU per class and pixel accuracy with every modality (2-D semantic segmentation)."""
+    """IoU and Dice per class, their means and pixel accuracy with every modality (2-D semantic segmentation)."""
     full = max(names, key=lambda n: n.count("+"))
     first = next(iter(methods.values()))["subsets"][full]
     classes = [k[4:] for k in first if k.startswith("iou_")]
-    lines = ["", f"## IoU (%) per class and pixel accuracy with every modality ({full})", ""]
-    lines += ["| method | " + " | ".join([*classes, "pixel accuracy"]) + " |", "|---" * (len(classes) + 2) + "|"]
+    dice = "mdice" in first  # reports before Dice was added have none
+    lines = []
+    if dice:
+        lines += ["", "## Test mean Dice (%) per available-modality subset", ""]
+        lines += _table(
+            names, {method: [pm(m["subsets"][n]["mdice"]) for n in names] for method, m in methods.items()}, False
+        )
+    lines += ["", f"## IoU{' / Dice' if dice else ''} (%) per class and pixel accuracy with every modality ({full})", ""]
+    columns = [*classes, *(["mean Dice"] if dice else []), "pixel accuracy"]
+    lines += ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for method, m in methods.items():
         row = m["subsets"][full]
-        lines.append(
-            f"| {method} | " + " | ".join(pm(row[k]) for k in [*(f"iou_{c}" for c in classes), "pixel_accuracy"]) + " |"
-        )
+        cells = [" / ".join(pm(row[f"{k}_{c}"]) for k in ("iou", "dice") if f"{k}_{c}" in row) for c in classes]
+        cells += [pm(row["mdice"])] if dice else []
+        lines.append(f"| {method} | " + " | ".join([*cells, pm(row["pixel_accuracy"])]) + " |")
     return lines
 
 
