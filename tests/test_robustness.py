@@ -205,7 +205,8 @@ def test_the_suite_writes_its_schema_resumes_and_reports(example: Path, tmp_path
         for severity, entry in severities.items():
             rows = entry["comparisons"]
             assert list(rows) == [
-                "dmome − simmlm", "simmlm_val − simmlm", "reliable − simmlm", "dmome − reliable", "simmlm_val − reliable"
+                "dmome − simmlm", "simmlm_val − simmlm", "reliable − simmlm",
+                "dmome − reliable", "simmlm_val − reliable",
             ]  # fmt: skip
             before = r["scenarios"][scenario][severity]["comparisons"]["dmome − simmlm"]["average_accuracy"]
             assert rows["dmome − simmlm"]["average_accuracy"]["difference"] == before["difference"]

@@ -84,11 +84,20 @@ def write_rows(
     path: Path, count: int, blocks: Iterable[tuple[Sequence[int], Tensor]], row_shape: Sequence[int], dtype: np.dtype
 ) -> RowFile:
     """Write a ``[count, *row_shape]`` ``.npy`` at ``path`` from ``(rows, values)`` blocks (rows never written are
-    zeros), one block in memory at a time; atomic: ``path`` appears complete or not at all."""
-    with atomic_path(path) as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(count, *row_shape))
+    zeros), one block in memory at a time; atomic: ``path`` appears complete or not at all. Rows are written with
+    positioned writes (``os.pwrite``), not through a memory map, so the pages written never count in this process's
+    resident memory."""
+    dtype = np.dtype(dtype)
+    shape = (int(count), *(int(n) for n in row_shape))
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        offset = handle.tell()
+        handle.truncate(offset + count * row_bytes)  # rows never written read as zeros
+        handle.flush()
         for rows, values in blocks:
-            array[np.asarray(rows, dtype=np.int64)] = values.numpy()
-        array.flush()
-        del array
+            data = np.ascontiguousarray(values.numpy(), dtype=dtype).reshape(-1, row_bytes // dtype.itemsize)
+            for row, chunk in zip(np.asarray(rows, dtype=np.int64).tolist(), data, strict=True):
+                os.pwrite(handle.fileno(), chunk.tobytes(), offset + row * row_bytes)
     return RowFile(path)

@@ -1,5 +1,6 @@
 """Per-subset evaluation of 2-D semantic segmentation (a class per pixel, MCubeS / NYUDv2 / FMB style): mIoU and
-per-class IoU over the test set, mean and per-class Dice, pixel accuracy, pixel calibration, CR and Shapley values on each image's mIoU."""
+per-class IoU over the test set, mean and per-class Dice, pixel accuracy, pixel calibration, CR and Shapley values
+on each image's mIoU."""
 
 from __future__ import annotations
 

@@ -113,7 +113,8 @@ def _iou_table(methods: dict[str, Any], names: Sequence[str]) -> list[str]:
         lines += _table(
             names, {method: [pm(m["subsets"][n]["mdice"]) for n in names] for method, m in methods.items()}, False
         )
-    lines += ["", f"## IoU{' / Dice' if dice else ''} (%) per class and pixel accuracy with every modality ({full})", ""]
+    what = "IoU / Dice" if dice else "IoU"
+    lines += ["", f"## {what} (%) per class and pixel accuracy with every modality ({full})", ""]
     columns = [*classes, *(["mean Dice"] if dice else []), "pixel accuracy"]
     lines += ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for method, m in methods.items():
