@@ -191,6 +191,16 @@ def test_docs_robustness_table_against_the_best_is_what_the_script_prints() -> N
     assert table.count("\n") >= 10 and table in (DOCS / "results" / "robustness.md").read_text()
 
 
+def test_docs_brats_slices_tables_are_what_results_brats_slices_holds() -> None:
+    """The 2-D BraTS-slices tables (mIoU and mean Dice per subset, IoU / Dice per class) are summary.md's."""
+    md = (ROOT / "results" / "brats-slices" / "summary.md").read_text()
+    page = (DOCS / "tutorials" / "segmentation-2d.md").read_text()
+    titles = ("Test mIoU (%) per", "Test mean Dice (%) per", "accuracy with every modality (flair+t1c)")
+    for title in titles:
+        table = md.split(title, 1)[1].split("\n\n", 2)[1]
+        assert table.startswith("| method |") and table in page, title
+
+
 def test_docs_food101_table_is_what_its_results_folders_hold() -> None:
     """Every row of the UPMC Food-101 table: per-subset accuracy, average and CR, from the folder of its setting."""
     folders = {
