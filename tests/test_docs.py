@@ -197,6 +197,18 @@ def test_docs_robustness_table_against_the_best_is_what_the_script_prints() -> N
         assert table.count("\n") >= rows and table in page, name
 
 
+def test_docs_brats_table_is_what_results_brats_cpu_holds() -> None:
+    """The BraTS page's mean Dice rows (every subset, average, CR) are results/brats-cpu's (seed 0)."""
+    summary = json.loads((ROOT / "results" / "brats-cpu" / "summary.json").read_text())
+    page = (DOCS / "tutorials" / "brats.md").read_text()
+    for method, m in summary["methods"].items():
+        row = next(line for line in page.splitlines() if line.startswith(f"| {method} ") and "mean Dice" in line)
+        cells = [c.strip() for c in row.strip("|").split("|")][1:6]
+        values = [*(m["subsets"][n]["dice_mean"][0] for n in ("flair", "t1c", "flair+t1c"))]
+        values += [m["average_dice"][0], m["counterintuitive_rate"][0]]
+        assert cells == [f"{100 * v:.2f}" for v in values], method
+
+
 def test_docs_brats_slices_tables_are_what_results_brats_slices_holds() -> None:
     """The 2-D BraTS-slices tables (mIoU and mean Dice per subset, IoU / Dice per class) are summary.md's."""
     md = (ROOT / "results" / "brats-slices" / "summary.md").read_text()
