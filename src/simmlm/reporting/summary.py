@@ -111,7 +111,7 @@ def _iou_table(methods: dict[str, Any], names: Sequence[str]) -> list[str]:
     if dice:
         lines += ["", "## Test mean Dice (%) per available-modality subset", ""]
         lines += _table(
-            names, {method: [pm(m["subsets"][n]["mdice"]) for n in names] for method, m in methods.items()}, False
+            list(names), {method: [pm(m["subsets"][n]["mdice"]) for n in names] for method, m in methods.items()}, False
         )
     what = "IoU / Dice" if dice else "IoU"
     lines += ["", f"## {what} (%) per class and pixel accuracy with every modality ({full})", ""]
