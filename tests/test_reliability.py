@@ -95,6 +95,28 @@ def test_corruption_degrades_the_asked_share_and_zeroes_some() -> None:
     assert torch.equal(augment(x, AugmentSpec(kind="corrupt", prob=0.0)), x)
 
 
+def test_corruption_can_zero_bands_and_blocks_and_refuses_shares_over_one() -> None:
+    from pydantic import ValidationError
+
+    from simmlm.data.augment import AugmentSpec, augment
+
+    torch.manual_seed(0)
+    x = torch.randn(4000, 1, 8, 8) + 3  # no exact zeros of its own
+    spec = AugmentSpec(kind="corrupt", prob=1.0, zero_share=0.0, band_share=0.5, occlude_share=0.5)
+    out = augment(x, spec)
+    zeros = out == 0
+    rows = zeros.all(-1).squeeze(1)  # [N, 8]: rows zeroed in full
+    banded = rows.any(1)
+    assert banded.float().mean().item() == pytest.approx(0.5, abs=0.03)
+    assert torch.equal(out != x, zeros) and (zeros[banded].flatten(1).sum(1) % 8 == 0).all()  # whole rows
+    assert rows.sum(1).max().item() <= 4  # at most half the rows
+    blocks = ~banded
+    sides = zeros[blocks].any(-1).flatten(1).sum(1), zeros[blocks].any(-2).flatten(1).sum(1)
+    assert (sides[0] >= 1).all() and (sides[0] <= 6).all() and (sides[1] <= 6).all()  # sides up to sqrt(1/2) * 8
+    with pytest.raises(ValidationError, match="at most 1"):
+        AugmentSpec(kind="corrupt", zero_share=0.5, band_share=0.5, occlude_share=0.1)
+
+
 def test_a_stage_can_have_its_own_augmentation() -> None:
     from simmlm.engine.config import load_config
 

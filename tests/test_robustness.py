@@ -216,3 +216,18 @@ def test_the_suite_writes_its_schema_resumes_and_reports(example: Path, tmp_path
     assert report.exit_code == 0, report.output
     page = (out / "report.html").read_text()
     assert "robustness/shapley.png" in page and "train missing: image: average accuracy and CR" in page
+
+
+def test_a_cell_saved_before_a_setting_existed_still_matches() -> None:
+    """Settings added to the suite or the run config since a cell ran take their defaults when it is read again, so
+    a finished suite is loaded, not trained again."""
+    from simmlm.experiments.robustness import _normalised, cell_config
+
+    config = cell_config(load_config("avmnist", {"data.data_dir": "/nowhere"}))
+    suite = SuiteConfig().model_dump(mode="json")
+    old_suite = {k: v for k, v in suite.items() if k != "references"}
+    old_config = json.loads(json.dumps(config))
+    for spec in old_config["train"]["augment"].values():
+        spec.pop("band_share", None)
+    saved = _normalised({"suite": old_suite, "config": old_config, "methods": ["simmlm"]})
+    assert saved["suite"] == suite and saved["config"] == config and saved["methods"] == ["simmlm"]

@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 
@@ -30,6 +30,18 @@ class AugmentSpec(BaseModel):
         2.0, gt=0, description="corrupt: the strongest noise, in standard deviations of the modality in the batch"
     )
     zero_share: float = Field(0.25, ge=0, le=1, description="corrupt: of the degraded samples, the share zeroed")
+    band_share: float = Field(
+        0.0, ge=0, le=1, description="corrupt: of the degraded samples, the share with a band of rows zeroed"
+    )
+    occlude_share: float = Field(
+        0.0, ge=0, le=1, description="corrupt: of the degraded samples, the share with a block zeroed"
+    )
+
+    @model_validator(mode="after")
+    def _shares(self) -> AugmentSpec:
+        if self.zero_share + self.band_share + self.occlude_share > 1:
+            raise ValueError("zero_share + band_share + occlude_share must be at most 1 (the rest get noise)")
+        return self
 
 
 def random_affine(x: Tensor, degrees: float, translate: float, scale: float) -> Tensor:
@@ -59,18 +71,53 @@ def random_bands(x: Tensor, dim: int, max_width: int, count: int) -> Tensor:
     return x
 
 
-def random_corruption(x: Tensor, prob: float, severity: float, zero_share: float) -> Tensor:
+def random_corruption(
+    x: Tensor, prob: float, severity: float, zero_share: float, band_share: float = 0.0, occlude_share: float = 0.0
+) -> Tensor:
     """Degrade a random ``prob`` of the samples as a failing sensor would, leaving them marked present: most get
     Gaussian noise of a standard deviation drawn uniformly in ``(0, severity]`` times the batch's standard deviation
-    of this modality, ``zero_share`` of them are zeroed instead (the unannounced missing modality). A gate trained on
-    such samples (stage 2) sees what a degraded input does to its expert, which clean data never shows it."""
+    of this modality, ``zero_share`` of them are zeroed instead (the unannounced missing modality), ``band_share`` get
+    a random band of up to half the rows (dimension -2) zeroed and ``occlude_share`` a random block of up to half the
+    area (a 1-D sample: a run of up to half its features, for both). A gate trained on such samples (stage 2) sees
+    what a degraded input does to its expert, which clean data never shows it."""
     n = len(x)
     shape = (n,) + (1,) * (x.ndim - 1)
     hit = torch.rand(shape, device=x.device) < prob
-    zero = hit & (torch.rand(shape, device=x.device) < zero_share)
+    kind = torch.rand(shape, device=x.device)  # which degradation: zeros, band, block, else noise
+    zero = hit & (kind < zero_share)
+    band = hit & (kind >= zero_share) & (kind < zero_share + band_share)
+    block = hit & (kind >= zero_share + band_share) & (kind < zero_share + band_share + occlude_share)
     sigma = torch.rand(shape, device=x.device).clamp_min(1e-3) * severity * x.detach().std().clamp_min(1e-6)
-    noisy = torch.where(hit & ~zero, x + sigma * torch.randn_like(x), x)
+    noisy = torch.where(hit & ~zero & ~band & ~block, x + sigma * torch.randn_like(x), x)
+    if band_share > 0:
+        noisy = noisy.masked_fill(band & _random_region(x, 0.5, full_width=True), 0.0)
+    if occlude_share > 0:
+        noisy = noisy.masked_fill(block & _random_region(x, 0.5, full_width=False), 0.0)
     return torch.where(zero, torch.zeros_like(x), noisy)
+
+
+def _random_span(n: int, size: int, share: float, device: torch.device) -> Tensor:
+    """Bool ``[n, size]``: per row a run of 1 to ``share * size`` True entries at a random position."""
+    length = (torch.rand(n, 1, device=device) * share * size).ceil().clamp(1, size)
+    start = (torch.rand(n, 1, device=device) * (size - length + 1)).floor()
+    position = torch.arange(size, device=device)
+    return (position >= start) & (position < start + length)
+
+
+def _random_region(x: Tensor, area: float, full_width: bool) -> Tensor:
+    """Bool mask broadcastable to ``x`` ``[B, ..., H, W]``: per sample a band of rows (``full_width``) or a block of
+    up to ``area`` of the last two dimensions; for ``[B, D]`` samples a run of features."""
+    n = len(x)
+    if x.ndim == 2:
+        return _random_span(n, x.shape[1], area, x.device)
+    height, width = x.shape[-2:]
+    rows = _random_span(n, height, area if full_width else math.sqrt(area), x.device)
+    cols = (
+        torch.ones(n, width, dtype=torch.bool, device=x.device)
+        if full_width
+        else _random_span(n, width, math.sqrt(area), x.device)
+    )
+    return (rows[:, :, None] & cols[:, None, :]).reshape(n, *([1] * (x.ndim - 3)), height, width)
 
 
 def augment(x: Tensor, spec: AugmentSpec) -> Tensor:
@@ -86,7 +133,7 @@ def augment(x: Tensor, spec: AugmentSpec) -> Tensor:
             raise ValueError(f"mask augmentation needs [B, C, F, T] inputs, got {tuple(x.shape)}")
         return random_bands(random_bands(x, 2, spec.freq_width, spec.masks), 3, spec.time_width, spec.masks)
     if spec.kind == "corrupt":
-        return random_corruption(x, spec.prob, spec.severity, spec.zero_share)
+        return random_corruption(x, spec.prob, spec.severity, spec.zero_share, spec.band_share, spec.occlude_share)
     return x
 
 

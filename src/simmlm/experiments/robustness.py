@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from simmlm.data.base import Splits, TensorMultimodalDataset
 from simmlm.data.scenarios import corrupt, corruption_scale
 from simmlm.engine.config import RunConfig, load_config, resolve_config
@@ -201,7 +203,7 @@ def run_robustness(
     for k, cell in enumerate(cells, 1):
         cell_dir = out / "cells" / cell.name
         saved = cell_dir / "cell.json"
-        before = json.loads(saved.read_text()) if saved.is_file() else {}
+        before = _normalised(json.loads(saved.read_text())) if saved.is_file() else {}
         if {key: v for key, v in before.items() if key in identity} == identity:
             logger.info("cell %d/%d (%s): finished before, loaded from %s", k, len(cells), cell.title, saved)
             result = before
@@ -228,6 +230,17 @@ def run_robustness(
     minutes = robustness["seconds"] / 60
     logger.info("suite done: %.1f min of training and evaluation over %d cells", minutes, len(cells))
     return robustness
+
+
+def _normalised(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved cell with its suite and run config read again (settings added since it ran take their defaults), so
+    that a cell of the same suite and config still matches."""
+    try:
+        suite = SuiteConfig.model_validate(saved.get("suite", {})).model_dump(mode="json")
+        config = cell_config(RunConfig.model_validate(saved.get("config", {})))
+    except ValidationError:
+        return saved
+    return {**saved, "suite": suite, "config": config}
 
 
 def _trained_alike(saved: dict[str, Any], identity: dict[str, Any]) -> bool:

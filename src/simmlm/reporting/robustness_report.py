@@ -49,7 +49,8 @@ def variant_text(variant: Mapping[str, Any]) -> str:
     parts = [f"method options {variant['method_options']}"] if variant["method_options"] else []
     aug = variant.get("stage2_augment")
     if aug:
-        what = ", ".join(f"{k} {v}" for k, v in aug.items() if k in ("kind", "prob", "severity", "zero_share"))
+        shown = ("kind", "prob", "severity", "zero_share")
+        what = ", ".join(f"{k} {v}" for k, v in aug.items() if k in shown or (k.endswith("_share") and v))
         parts.append(f"stage 2 augments every modality ({what})")
     return "; ".join(parts or ["as simmlm"]) + "; stage 2 only, from simmlm's stage-1 experts of the same seed"
 
