@@ -33,15 +33,14 @@ import argparse
 import csv
 import io
 import json
-import os
 import resource
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from measure_child import measure  # scripts/ is on the path when a script in it runs
 
 SHAPE = (384, 512)  # height, width of the pictures (every fourth one is turned: 512×384)
 QUALITY = 90
@@ -173,19 +172,11 @@ def main() -> None:
             elif not any(cache.rglob("*.images.npy")):
                 print(json.dumps({"train_images": n, "way": way, "failed": f"no cache in {cache}"}), flush=True)
                 continue
-            env = {**os.environ, "SIMMLM_CACHE_DIR": str(cache)}
             sets = ["--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
-            out = subprocess.run(
-                [sys.executable, __file__, "--root", str(args.root), *sets, "--child", str(data)],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            if out.returncode != 0:  # e.g. killed for memory (-9): said, and the next measurement goes on
-                why = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
-                print(json.dumps({"train_images": n, "way": way, "failed": why}), flush=True)
+            result = measure([__file__, "--root", str(args.root), *sets, "--child", str(data)], cache)
+            if isinstance(result, str):
+                print(json.dumps({"train_images": n, "way": way, "failed": result}), flush=True)
                 continue
-            result = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append({"train_images": n, "way": way, **result, "cache_mb": _megabytes(cache)})
             print(json.dumps(rows[-1]), flush=True)
     print("\n| training-CSV images | way | load (s) | to the first step (s) | peak RSS (MB) |\n|---|---|---|---|---|")

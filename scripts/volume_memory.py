@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from measure_child import measure  # scripts/ is on the path when a script in it runs
 
 SHAPE = (240, 240, 155)
 SEQUENCES = ("flair", "t1", "t1ce", "t2")
@@ -124,18 +123,11 @@ def main() -> None:
             use_cache = "0" if way == "memory" else "1"
             if way == "cache-cold":
                 subprocess.run(["rm", "-rf", str(cache)], check=True)
-            env = {**os.environ, "SIMMLM_CACHE_DIR": str(cache)}
-            out = subprocess.run(
-                [sys.executable, __file__, "--root", str(args.root), "--child", str(data), use_cache],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            if out.returncode != 0:  # e.g. killed for memory (-9): said, and the next measurement goes on
-                why = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
-                print(json.dumps({"train_cases": n, "way": way, "failed": why}), flush=True)
+            result = measure([__file__, "--root", str(args.root), "--child", str(data), use_cache], cache)
+            if isinstance(result, str):
+                print(json.dumps({"train_cases": n, "way": way, "failed": result}), flush=True)
                 continue
-            rows.append({"train_cases": n, "way": way, **json.loads(out.stdout.strip().splitlines()[-1])})
+            rows.append({"train_cases": n, "way": way, **result})
             print(json.dumps(rows[-1]), flush=True)
     print("\n| training cases | way | peak RSS (MB) | load (s) | to the first step (s) |\n|---|---|---|---|---|")
     for r in rows:

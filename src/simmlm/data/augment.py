@@ -88,7 +88,8 @@ def random_corruption(
     band = hit & (kind >= zero_share) & (kind < zero_share + band_share)
     block = hit & (kind >= zero_share + band_share) & (kind < zero_share + band_share + occlude_share)
     sigma = torch.rand(shape, device=x.device).clamp_min(1e-3) * severity * x.detach().std().clamp_min(1e-6)
-    noisy = torch.where(hit & ~zero & ~band & ~block, x + sigma * torch.randn_like(x), x)
+    noise = hit & (kind >= zero_share + band_share + occlude_share)  # the degraded samples no other kind took
+    noisy = torch.where(noise, x + sigma * torch.randn_like(x), x)
     if band_share > 0:
         noisy = noisy.masked_fill(band & _random_region(x, 0.5, full_width=True), 0.0)
     if occlude_share > 0:
