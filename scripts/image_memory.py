@@ -33,14 +33,13 @@ import argparse
 import csv
 import io
 import json
-import resource
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
-from measure_child import measure  # scripts/ is on the path when a script in it runs
+from measure_child import first_step, measure  # scripts/ is on the path when a script in it runs
 
 SHAPE = (384, 512)  # height, width of the pictures (every fourth one is turned: 512×384)
 QUALITY = 90
@@ -108,14 +107,11 @@ def link_splits(root: Path, train: int, classes: int) -> Path:
     return data
 
 
-def first_step(data: Path, image_size: int, batch_size: int) -> dict[str, float]:
+def first_step_of(data: Path, image_size: int, batch_size: int) -> dict[str, float]:
     """Load the splits as a benchmark does, then one training step; this process's peak memory and time."""
-    import torch
     import yaml
 
     from simmlm.engine.config import RunConfig, find_config, resolve_config
-    from simmlm.engine.runs import build_model
-    from simmlm.engine.tasks import task_for
 
     start = time.perf_counter()
     raw = yaml.safe_load(find_config("food101").read_text())
@@ -128,19 +124,7 @@ def first_step(data: Path, image_size: int, batch_size: int) -> dict[str, float]
     }
     raw["train"] |= {"batch_size": batch_size}
     cfg = resolve_config(RunConfig.model_validate(raw))
-    task = task_for(cfg)
-    splits = task.load_splits()
-    loaded = time.perf_counter() - start
-    model = build_model(cfg, task.input_shapes(splits), splits.num_classes)
-    inputs, mask, target = next(iter(task.train_loader(splits.train, batch_size, seed=0)))
-    loss = task.loss(model(inputs, mask).logits, target).mean()
-    loss.backward()
-    torch.optim.Adam(model.parameters()).step()
-    return {
-        "load_s": loaded,
-        "first_step_s": time.perf_counter() - start,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    return first_step(cfg, batch_size, start)
 
 
 def _megabytes(folder: Path) -> float:
@@ -157,7 +141,7 @@ def main() -> None:
     parser.add_argument("--child", type=Path, metavar="DATA", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(first_step(args.child, args.image_size, args.batch_size)))
+        print(json.dumps(first_step_of(args.child, args.image_size, args.batch_size)))
         return
     sizes = [int(n) for n in args.sizes.split(",")]
     classes = min(CLASSES, min(sizes) // 2)  # two images a class at least: one trains, one validates

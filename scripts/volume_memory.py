@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
-from measure_child import measure  # scripts/ is on the path when a script in it runs
+from measure_child import first_step, measure  # scripts/ is on the path when a script in it runs
 
 SHAPE = (240, 240, 155)
 SEQUENCES = ("flair", "t1", "t1ce", "t2")
@@ -65,13 +64,9 @@ def link_splits(root: Path, train: int) -> Path:
     return data
 
 
-def first_step(data: Path, cache: bool) -> dict[str, float]:
+def first_step_of(data: Path, cache: bool) -> dict[str, float]:
     """Load the splits as a benchmark does, then one training step; this process's peak memory and time."""
-    import torch
-
     from simmlm.engine.config import RunConfig
-    from simmlm.engine.runs import build_model
-    from simmlm.engine.tasks import task_for
 
     start = time.perf_counter()
     brats = {
@@ -88,19 +83,7 @@ def first_step(data: Path, cache: bool) -> dict[str, float]:
             "train": {"batch_size": 2},
         }
     )
-    task = task_for(cfg)
-    splits = task.load_splits()
-    loaded = time.perf_counter() - start
-    model = build_model(cfg, task.input_shapes(splits), splits.num_classes)
-    inputs, mask, target = next(iter(task.train_loader(splits.train, 2, seed=0)))
-    loss = task.loss(model(inputs, mask).logits, target).mean()
-    loss.backward()
-    torch.optim.Adam(model.parameters()).step()
-    return {
-        "load_s": loaded,
-        "first_step_s": time.perf_counter() - start,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    return first_step(cfg, 2, start)
 
 
 def main() -> None:
@@ -111,7 +94,7 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("DATA", "CACHE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(first_step(Path(args.child[0]), args.child[1] == "1")))
+        print(json.dumps(first_step_of(Path(args.child[0]), args.child[1] == "1")))
         return
     sizes = [int(n) for n in args.sizes.split(",")]
     write_cases(args.root, max(sizes) + VAL + TEST)
