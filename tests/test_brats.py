@@ -319,12 +319,15 @@ def test_gpu_config_trains_one_step_on_a_tiny_four_modality_volume(tmp_path: Pat
         "train.stage1.epochs": 1,
         "train.stage2.epochs": 1,
         "train.accelerator": "cpu",
+        "train.channels_last": True,
     }
     cfg = load_config("configs/brats2018_gpu.yaml", overrides)
     splits = load_splits(cfg.data)
     assert splits.modalities == ["flair", "t1", "t1ce", "t2"] and splits.num_classes == 3
     quiet_lightning()
     result = train(cfg, splits, progress=False)
+    convs = [p for p in result.model.parameters() if p.ndim == 5]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in convs)
     metrics = save_run(tmp_path / "run", result, splits)
     assert len(metrics["test"]["subsets"]) == 15
     keys = {"dice_wt", "dice_tc", "dice_et", "dice_mean", "ece", "sce", "samples"}
@@ -347,6 +350,49 @@ def test_gpu_config_trains_one_step_on_a_tiny_four_modality_volume(tmp_path: Pat
         predict_files(tmp_path / "run", {**files, "t2": tmp_path / "small.nii.gz"})
     with pytest.raises(ValueError, match=r"unknown modality \['t1c'\]"):
         predict_files(tmp_path / "run", {"t1c": files["flair"]})
+
+
+@pytest.mark.slow
+def test_gpu_config_dry_run_on_full_size_cases(tmp_path: Path) -> None:
+    """``configs/brats2018_gpu.yaml`` as it is, but for tiny experts and epochs, on three BraTS 2018-sized cases
+    (four 240x240x155 sequences): the cache, 128^3 crops, sliding-window evaluation of all 15 subsets and the
+    prediction of a full-size label map (about a minute on two cores)."""
+    from simmlm.engine.config import load_config
+    from simmlm.engine.runs import predict_files, save_run
+    from simmlm.engine.tasks import load_splits
+    from simmlm.engine.train import quiet_lightning, train
+
+    full = (240, 240, 155)
+    grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, n, dtype=np.float32) for n in full), indexing="ij"))
+    brain = (grid**2).sum(0) < 0.3  # a 132x132x85 brain box: 4 windows of 128^3 (real brains take about 9)
+    for seed, split in enumerate(("train", "validation", "test")):
+        folder = tmp_path / split / f"case{seed}"
+        folder.mkdir(parents=True)
+        radius = np.sqrt(((grid - np.float32(0.2 * (seed - 1))) ** 2).sum(0))  # the tumour moves with the case
+        labels = (np.select([radius < 0.12, radius < 0.2, radius < 0.3], [4, 1, 2], 0) * brain).astype(np.int16)
+        for m, sequence in enumerate(("flair", "t1", "t1ce", "t2")):
+            volume = (brain * (300 + 100 * m) + (labels > 0) * 200 * (m + 1)).astype(np.int16)
+            _write(folder / f"case{seed}_{sequence}.nii.gz", volume)
+        _write(folder / f"case{seed}_seg.nii.gz", labels)
+    overrides = {
+        "data.data_dir": str(tmp_path),
+        "data.brats.crops_per_epoch": 2,
+        "model.expert_options": {"channels": [4, 8], "strides": [2], "num_res_units": 0},
+        "train.stage1.epochs": 1,
+        "train.stage2.epochs": 1,
+        "train.accelerator": "cpu",
+    }
+    cfg = load_config("configs/brats2018_gpu.yaml", overrides)
+    assert tuple(cfg.data.brats.crop_size) == (128, 128, 128) and cfg.data.brats.downsample == 1  # type: ignore[union-attr]
+    splits = load_splits(cfg.data)
+    quiet_lightning()
+    result = train(cfg, splits, progress=False)
+    metrics = save_run(tmp_path / "run", result, splits)
+    assert len(metrics["test"]["subsets"]) == 15 and 0 <= metrics["test"]["average_dice"] <= 1
+    case = tmp_path / "test" / "case2"
+    files = {s: case / f"case2_{s}.nii.gz" for s in ("flair", "t1ce")}
+    predict_files(tmp_path / "run", files, output=tmp_path / "seg.nii.gz")
+    assert nib.load(str(tmp_path / "seg.nii.gz")).shape == full
 
 
 def test_figures_summary_and_report_for_a_segmentation_run(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from conftest import INPUT_SHAPES, NUM_CLASSES, TEST_DEVICE, check_gate_weights, synthetic_splits
 from simmlm.data.base import make_loader
 from simmlm.engine.config import RunConfig
-from simmlm.engine.train import pin_on_cuda, quiet_lightning, train
+from simmlm.engine.train import pin_on_cuda, quiet_lightning, to_channels_last, train
 from simmlm.evaluation.evaluate import classification_report
 from simmlm.evaluation.inferers import predict_subsets
 from simmlm.methods import create_method, list_methods
@@ -100,3 +100,29 @@ def test_precision_is_one_of_three_and_32_may_be_a_number() -> None:
     for wrong in (16, "bf16", "64-true", True):
         with pytest.raises(ValueError, match="precision"):
             RunConfig.model_validate({"train": {"precision": wrong}})
+
+
+def test_channels_last_changes_the_layout_of_convolutions_only_not_their_outputs() -> None:
+    """2-D and 3-D convolution weights become channels-last (linear layers and biases keep theirs), and the experts
+    compute the same outputs up to float rounding, on the test device."""
+    from simmlm.nn.experts import build_experts
+
+    shapes = {"slice": (2, 16, 16), "volume": (1, 8, 8, 8)}
+    options = {"channels": [4, 8], "strides": [2], "num_res_units": 1}
+    torch.manual_seed(0)
+    experts = torch.nn.ModuleDict(build_experts(shapes, 3, {"slice": "unet2d", "volume": "unet3d"}, options))
+    experts.to(TEST_DEVICE).eval()
+    inputs = {name: torch.randn(2, *shape, device=TEST_DEVICE) for name, shape in shapes.items()}
+    with torch.no_grad():
+        before = {name: expert(inputs[name]) for name, expert in experts.items()}
+        to_channels_last(experts)
+        after = {name: expert(inputs[name]) for name, expert in experts.items()}
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    weights = [p for p in experts.parameters() if p.ndim in formats]
+    assert {p.ndim for p in weights} == {4, 5}
+    assert all(p.is_contiguous(memory_format=formats[p.ndim]) for p in weights)
+    # (a weight of one input channel, or of a 1x1 kernel, is both)
+    assert all(not p.is_contiguous() for p in weights if p.shape[1] > 1 and p.shape[2:].numel() > 1)
+    assert all(p.is_contiguous() for p in experts.parameters() if p.ndim < 4)
+    for name in shapes:
+        torch.testing.assert_close(after[name], before[name], rtol=1e-4, atol=1e-5)

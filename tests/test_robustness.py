@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -231,3 +232,34 @@ def test_a_cell_saved_before_a_setting_existed_still_matches() -> None:
         spec.pop("band_share", None)
     saved = _normalised({"suite": old_suite, "config": old_config, "methods": ["simmlm"]})
     assert saved["suite"] == suite and saved["config"] == config and saved["methods"] == ["simmlm"]
+
+
+@pytest.mark.slow
+def test_workers_train_the_seeds_side_by_side_and_give_the_numbers_of_one_process(
+    example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two worker processes of one thread each (the tests' thread count) train the seeds of every cell; the suite
+    then equals the one trained in this process, bit for bit, and says how it ran."""
+    monkeypatch.setenv("SIMMLM_THREADS", "1")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "train_missing: {fractions: [0.5]}\ntrain_corruption: {fractions: []}\n"
+        "test_corruptions: [{kind: zeros, modalities: [image], severities: [1.0]}]\nvariants: {}\n"
+        "bootstrap_draws: 20\n"
+    )
+    args = ["robustness", "folder", "--data-dir", str(example), "--methods", "simmlm,late_fusion", "--seeds", "0,1"]
+    args += ["--suite", str(suite), *TINY]
+    results = {}
+    for workers in (1, 2):
+        out = tmp_path / f"workers{workers}"
+        run = CliRunner().invoke(app, [*args, "--out", str(out), "--workers", str(workers)])
+        assert run.exit_code == 0, run.output
+        results[workers] = json.loads((out / "robustness.json").read_text())
+    assert results[2]["workers"] == {"processes": 2, "threads": 1} and "workers" not in results[1]
+    assert results[2]["clean"] == results[1]["clean"] and results[2]["scenarios"] == results[1]["scenarios"]
+    assert not list((tmp_path / "workers2").rglob(".simmlm.lock"))  # every lock released
+
+    # more threads in all than cores is refused before anything trains
+    monkeypatch.setenv("SIMMLM_THREADS", str(os.cpu_count() or 1))
+    refused = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "many"), "--workers", "2"])
+    assert refused.exit_code == 2 and "exceed this machine's" in refused.output

@@ -48,6 +48,15 @@ def robustness(
     config: ConfigOpt = None,
     data_dir: DataDir = None,
     set_: SetOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train the cells' seeds in this many processes side by side, each with SIMMLM_THREADS threads "
+            "(default: the cores shared out); workers x threads must not exceed the cores. Numbers equal a "
+            "one-process run's at the same thread count (docs/concepts/performance.md).",
+        ),
+    ] = 1,
     verbose: VerboseOpt = False,
 ) -> None:
     """Train and test every method under missing and corrupted modalities: robustness.json, robustness.md, curves.
@@ -77,7 +86,7 @@ def robustness(
         quiet_lightning()
         show_logs(console, verbose)
         with exits_on_signals(f"the robustness suite in {out}", out, resume_flag=False):
-            run_robustness(method_list, seed_list, out, config, settings, spec)
+            run_robustness(method_list, seed_list, out, config, settings, spec, workers)
     except (ValueError, OSError, ValidationError) as err:
         raise fail(err) from err
     console.print(

@@ -73,6 +73,17 @@ def pin_on_cuda(loader: DataLoader, trainer: L.Trainer) -> None:
         loader.pin_memory = True  # read when the loader starts an epoch; allowed after construction
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Every 4-D (2-D convolution) and 5-D (3-D convolution) parameter and buffer of ``model`` in channels-last
+    layout, in place: a convolution whose weight is channels-last runs channels-last (oneDNN on the CPU, cuDNN),
+    whatever the input's layout. The values are unchanged; the arithmetic, and so the last bits, differ."""
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.ndim in formats:
+            tensor.data = tensor.data.contiguous(memory_format=formats[tensor.ndim])
+    return model
+
+
 def _strategy(t: TrainConfig) -> str:
     """Lightning's strategy name; DDP variants detect unused parameters (stage 1 leaves the gate idle)."""
     name = t.strategy
@@ -138,6 +149,7 @@ def stage1_key(cfg: RunConfig, splits: Splits, model: ExpertMixture) -> str:
                 "min_steps",
                 "augment",
                 "precision",
+                "channels_last",
                 "accelerator",
                 "devices",
                 "strategy",
@@ -193,6 +205,8 @@ def train(
     task = task_for(cfg)
     L.seed_everything(t.seed, workers=True, verbose=False)
     model = build_model(cfg, task.input_shapes(splits), splits.num_classes)
+    if t.channels_last:
+        to_channels_last(model)
     task.check_method(model, cfg.method)
     if not getattr(model, "reads_annotation", True):  # e.g. dream_paper: never told which modalities are missing
         splits = without_annotation(splits)

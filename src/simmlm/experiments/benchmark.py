@@ -7,6 +7,7 @@ import logging
 import os
 import statistics
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def run_benchmark(
     resume: bool = False,
     cache: dict[str, Any] | None = None,
     overwrite: bool = False,
+    runs_only: bool = False,
 ) -> dict[str, Any]:
     """Train and test every method with every seed; model selection uses the validation split only.
 
@@ -54,13 +56,19 @@ def run_benchmark(
     be shared with other benchmarks on the same splits, e.g. to train stage 1 once for several MoFe lambdas.
     Finished runs made with another config are refused unless ``overwrite`` (or ``resume``). Each run gets a line on
     this module's logger, and the runs a progress bar (:mod:`simmlm.progress`: plain lines when not in a terminal).
+
+    ``runs_only``: train (or, with ``resume``, load) the runs and nothing else: no lock on ``out`` (the caller holds
+    it), no summary, comparisons or figures. The workers of a parallel robustness suite train their seeds so, side
+    by side in one folder; a later call without it gathers the runs.
     """
     base = load_config(config, {**(overrides or {}), "method": methods[0]})  # method options checked for it
     source = provenance()  # before anything is written
     task = task_for(base)
     splits = task.load_splits()  # before creating ``out``: bad data leaves nothing behind
     data_dir = getattr(base.data, "data_dir", None) or os.environ.get("SIMMLM_DATA_DIR")
-    with folder_lock(out, "simmlm benchmark"):  # creates ``out``; a second run on it is refused at once
+    if runs_only:
+        out.mkdir(parents=True, exist_ok=True)
+    with nullcontext() if runs_only else folder_lock(out, "simmlm benchmark"):  # a second run on ``out`` is refused
         experts = explain_experts(base, task.input_shapes(splits))
         given = overrides or {}
         cfgs = {
@@ -121,6 +129,8 @@ def run_benchmark(
                     )
                     runs.append((run, result))
                     bar.advance()
+                if runs_only:
+                    continue
                 resolved, score_name = runs[0][1].config, task.score_name
                 t, n = resolved.train, task.samples_per_epoch(splits)
                 steps = f", each stage at least {t.min_steps} optimiser steps" if t.min_steps else ""

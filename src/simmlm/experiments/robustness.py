@@ -28,6 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,10 @@ from simmlm.engine.tasks import Task, task_for
 from simmlm.evaluation.evaluate import headline_keys, shapley_per_seed
 from simmlm.experiments.benchmark import run_benchmark
 from simmlm.experiments.comparisons import compare_methods, holm_adjust
+from simmlm.experiments.parallel import check_cores, run_in_workers, worker_threads
 from simmlm.experiments.reproducibility import provenance
 from simmlm.experiments.suite import CLEAN, EVALUATION_ONLY, Cell, Condition, SuiteConfig, plan, variant_settings
-from simmlm.fileio import write_text_atomic
+from simmlm.fileio import folder_lock, write_text_atomic
 from simmlm.methods.registry import list_methods
 from simmlm.metrics.bootstrap import RunArrays
 from simmlm.subsets import mask_to_bits
@@ -59,6 +61,7 @@ def _lambda_on_validation(
     overrides: dict[str, Any],
     suite: SuiteConfig,
     cache: dict[str, Any],
+    runs_only: bool = False,
 ) -> tuple[list[Path], dict[str, float]]:
     """simmlm_val: per seed, the simmlm run whose MoFe lambda (of ``suite.lambdas``) scored best on the validation
     headline (average accuracy; a regression's average MAE; ties: the first lambda listed). simmlm's own lambda
@@ -74,7 +77,9 @@ def _lambda_on_validation(
         folders[lam] = cell_dir / "lambdas" / f"{lam:g}"
         logger.info("simmlm with MoFe lambda %g (for simmlm_val)", lam)
         settings = {**overrides, "train.mofe_lambda": lam}
-        run_benchmark([TUNED_FROM], seeds, folders[lam], config, settings, resume=True, cache=cache)
+        run_benchmark(
+            [TUNED_FROM], seeds, folders[lam], config, settings, resume=True, cache=cache, runs_only=runs_only
+        )
     chosen, choice = [], {}
     for seed in seeds:
         runs = {lam: folder / "runs" / f"{TUNED_FROM}-seed{seed}" for lam, folder in folders.items()}
@@ -171,12 +176,16 @@ def run_robustness(
     config: Path | None = None,
     overrides: dict[str, Any] | None = None,
     suite: SuiteConfig | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Train and evaluate every cell of the suite; write ``robustness.json``, ``robustness.md`` and the figures.
 
     Finished cells (``cells/<name>/cell.json`` of the same suite, methods and seeds) are loaded, and an
-    interrupted cell resumes its benchmark run by run.
+    interrupted cell resumes its benchmark run by run. ``workers`` > 1: every seed of every cell still to train is
+    trained first, in that many processes side by side (:mod:`simmlm.experiments.parallel`), then the cells are
+    gathered and evaluated one after the other.
     """
+    wall = time.perf_counter()
     from simmlm.reporting.robustness_report import robustness_markdown, write_figures
 
     suite = suite or SuiteConfig()
@@ -197,13 +206,19 @@ def run_robustness(
         "seeds": list(seeds),
         "config": cell_config(base),
     }
+    saved = {cell.name: out / "cells" / cell.name / "cell.json" for cell in cells}
+    befores = {name: _normalised(json.loads(p.read_text())) if p.is_file() else {} for name, p in saved.items()}
+    to_train = [cell for cell in cells if not (befores[cell.name] and _trained_alike(befores[cell.name], identity))]
+    parallel = workers > 1 and bool(to_train)
+    seconds: dict[str, float] = {}
+    if parallel:
+        seconds = _train_in_workers(to_train, out, methods, seeds, config, overrides, suite, splits, workers)
     results: list[dict[str, Any]] = []
     trained: list[float] = []
     robustness: dict[str, Any] = {}
     for k, cell in enumerate(cells, 1):
         cell_dir = out / "cells" / cell.name
-        saved = cell_dir / "cell.json"
-        before = _normalised(json.loads(saved.read_text())) if saved.is_file() else {}
+        before = befores[cell.name]
         if {key: v for key, v in before.items() if key in identity} == identity:
             logger.info("cell %d/%d (%s): finished before, loaded from %s", k, len(cells), cell.title, saved)
             result = before
@@ -211,7 +226,7 @@ def run_robustness(
             logger.info("cell %d/%d (%s): trained before, evaluating it again", k, len(cells), cell.title)
             result = _train_cell(cell, cell_dir, methods, seeds, config, overrides, suite, splits, task)
             result = {**identity, **result, "seconds": before["seconds"]}  # the cell's cost stays its training's
-            write_text_atomic(saved, json.dumps(result, indent=2))
+            write_text_atomic(saved[cell.name], json.dumps(result, indent=2))
         else:
             left = len(cells) - k + 1
             eta = f"; about {sum(trained) / len(trained) * left / 60:.0f} min left" if trained else ""
@@ -220,16 +235,79 @@ def run_robustness(
                 **identity,
                 **_train_cell(cell, cell_dir, methods, seeds, config, overrides, suite, splits, task),
             }
+            result["seconds"] += seconds.get(cell.name, 0.0)  # its seeds' training in the workers
             trained.append(result["seconds"])
-            write_text_atomic(saved, json.dumps(result, indent=2))
+            write_text_atomic(saved[cell.name], json.dumps(result, indent=2))
         results.append(result)
         robustness = _summary(base.data.dataset, splits.modalities, seeds, suite, results, source)
         write_text_atomic(out / "robustness.json", json.dumps(robustness, indent=2))  # after every cell
+    robustness["wall_seconds"] = time.perf_counter() - wall  # this call's, cells loaded from before included
+    if parallel:
+        robustness["workers"] = {"processes": workers, "threads": worker_threads(workers)}
+    write_text_atomic(out / "robustness.json", json.dumps(robustness, indent=2))
     write_text_atomic(out / "robustness.md", robustness_markdown(robustness))
     write_figures(robustness, out)
-    minutes = robustness["seconds"] / 60
-    logger.info("suite done: %.1f min of training and evaluation over %d cells", minutes, len(cells))
+    logger.info(
+        "suite done in %.1f min (%.1f min of training and evaluation over %d cells)",
+        robustness["wall_seconds"] / 60,
+        robustness["seconds"] / 60,
+        len(cells),
+    )
     return robustness
+
+
+def _train_in_workers(
+    cells: Sequence[Cell],
+    out: Path,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    config: Path | None,
+    overrides: dict[str, Any] | None,
+    suite: SuiteConfig,
+    splits: Splits,
+    workers: int,
+) -> dict[str, float]:
+    """Every run of every seed of ``cells``, trained (or resumed) in ``workers`` processes into the cells' folders,
+    which this process locks meanwhile. Returns each cell's training seconds, summed over its seeds."""
+    threads = worker_threads(workers)
+    check_cores(workers, threads)
+    units = [(cell, seed) for cell in cells for seed in seeds]
+    logger.info(
+        "training %d cells x %d seeds in %d processes of %d thread(s) each (a number reproduces only at the same "
+        "thread count)",
+        len(cells),
+        len(seeds),
+        workers,
+        threads,
+    )
+    with ExitStack() as locks:
+        for cell in cells:
+            locks.enter_context(folder_lock(out / "cells" / cell.name, "simmlm robustness"))
+        args = [
+            (cell, out / "cells" / cell.name, methods, seed, config, overrides, suite, splits.modalities)
+            for cell, seed in units
+        ]
+        spent = run_in_workers(_fit_seed, args, [f"{c.title}, seed {s}" for c, s in units], workers, threads)
+    totals: dict[str, float] = {}
+    for (cell, _), value in zip(units, spent, strict=True):
+        totals[cell.name] = totals.get(cell.name, 0.0) + value
+    return totals
+
+
+def _fit_seed(
+    cell: Cell,
+    cell_dir: Path,
+    methods: Sequence[str],
+    seed: int,
+    config: Path | None,
+    overrides: dict[str, Any] | None,
+    suite: SuiteConfig,
+    modalities: Sequence[str],
+) -> float:
+    """A worker's unit: one seed of a cell (:func:`_fit_cell` with ``runs_only``); returns its seconds."""
+    start = time.perf_counter()
+    _fit_cell(cell, cell_dir, methods, [seed], config, overrides, suite, modalities, runs_only=True)
+    return time.perf_counter() - start
 
 
 def _normalised(saved: dict[str, Any]) -> dict[str, Any]:
@@ -271,21 +349,10 @@ def _train_cell(
     splits: Splits,
     task: Task,
 ) -> dict[str, Any]:
-    """Train (or resume) the cell's benchmark and simmlm_val's lambdas, then evaluate every model."""
+    """Train (or resume, or load) the cell's benchmark, simmlm_val's lambdas and the variants, then evaluate every
+    model."""
     start = time.perf_counter()
-    cell_overrides = {**(overrides or {}), **({"data.scenario": cell.scenario} if cell.scenario else {})}
-    cache: dict[str, Any] = {}  # stage 1 of simmlm's experts, trained once for every lambda
-    run_benchmark(methods, seeds, cell_dir, config, cell_overrides, resume=True, cache=cache)
-    runs = {m: [cell_dir / "runs" / f"{m}-seed{s}" for s in seeds] for m in methods}
-    choice: dict[str, float] = {}
-    if TUNED_FROM in methods and suite.lambdas:
-        runs[TUNED], choice = _lambda_on_validation(cell_dir, seeds, config, cell_overrides, suite, cache)
-    for name, variant in suite.variants.items():
-        logger.info("%s (a variant of simmlm, stage 2 from its stage-1 experts)", name)
-        folder = cell_dir / "variants" / name
-        settings = {**cell_overrides, **variant_settings(variant, splits.modalities)}
-        run_benchmark([TUNED_FROM], seeds, folder, config, settings, resume=True, cache=cache)
-        runs[name] = [folder / "runs" / f"{TUNED_FROM}-seed{s}" for s in seeds]
+    runs, choice = _fit_cell(cell, cell_dir, methods, seeds, config, overrides, suite, splits.modalities)
     logger.info("evaluating %d test conditions", len(cell.conditions))
     result = {
         "cell": cell.name,
@@ -294,6 +361,36 @@ def _train_cell(
         **evaluate_cell(cell, runs, splits, suite, task),
     }
     return {**result, "seconds": time.perf_counter() - start}
+
+
+def _fit_cell(
+    cell: Cell,
+    cell_dir: Path,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    config: Path | None,
+    overrides: dict[str, Any] | None,
+    suite: SuiteConfig,
+    modalities: Sequence[str],
+    runs_only: bool = False,
+) -> tuple[dict[str, list[Path]], dict[str, float]]:
+    """Train (or load) every run of the cell: the methods, simmlm_val's lambdas and the variants, in their benchmark
+    folders. Returns each method's run folders (one per seed) and simmlm_val's lambda per seed. ``runs_only``: as
+    a worker of a parallel suite (:func:`run_benchmark`'s)."""
+    cell_overrides = {**(overrides or {}), **({"data.scenario": cell.scenario} if cell.scenario else {})}
+    cache: dict[str, Any] = {}  # stage 1 of simmlm's experts, trained once for every lambda
+    run_benchmark(methods, seeds, cell_dir, config, cell_overrides, resume=True, cache=cache, runs_only=runs_only)
+    runs = {m: [cell_dir / "runs" / f"{m}-seed{s}" for s in seeds] for m in methods}
+    choice: dict[str, float] = {}
+    if TUNED_FROM in methods and suite.lambdas:
+        runs[TUNED], choice = _lambda_on_validation(cell_dir, seeds, config, cell_overrides, suite, cache, runs_only)
+    for name, variant in suite.variants.items():
+        logger.info("%s (a variant of simmlm, stage 2 from its stage-1 experts)", name)
+        folder = cell_dir / "variants" / name
+        settings = {**cell_overrides, **variant_settings(variant, modalities)}
+        run_benchmark([TUNED_FROM], seeds, folder, config, settings, resume=True, cache=cache, runs_only=runs_only)
+        runs[name] = [folder / "runs" / f"{TUNED_FROM}-seed{s}" for s in seeds]
+    return runs, choice
 
 
 def _summary(
