@@ -236,7 +236,7 @@ def test_a_cell_saved_before_a_setting_existed_still_matches() -> None:
 
 @pytest.mark.slow
 def test_workers_train_the_seeds_side_by_side_and_give_the_numbers_of_one_process(
-    example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """Two worker processes of one thread each (the tests' thread count) train the seeds of every cell; the suite
     then equals the one trained in this process, bit for bit, and says how it ran."""
@@ -256,6 +256,10 @@ def test_workers_train_the_seeds_side_by_side_and_give_the_numbers_of_one_proces
         assert run.exit_code == 0, run.output
         results[workers] = json.loads((out / "robustness.json").read_text())
     assert results[2]["workers"] == {"processes": 2, "threads": 1} and "workers" not in results[1]
+    assert results[2]["provenance"]["threads"] == 1
+    workers_said = capfd.readouterr().err  # the workers' lines, each with its unit (a % in a label is no format)
+    assert "[50% of training samples lack image, seed 1] simmlm seed 1: trained in" in workers_said
+    assert "Logging error" not in workers_said
     assert results[2]["clean"] == results[1]["clean"] and results[2]["scenarios"] == results[1]["scenarios"]
     assert not list((tmp_path / "workers2").rglob(".simmlm.lock"))  # every lock released
 

@@ -19,7 +19,8 @@ import logging
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from simmlm.portable import THREADS_VARIABLE, portable_threads, reproducibility_mode
@@ -45,6 +46,25 @@ def check_cores(workers: int, threads: int) -> None:
         )
 
 
+@contextmanager
+def at_threads(threads: int) -> Iterator[None]:
+    """This process computes with ``threads`` intra-op threads inside the block (``$SIMMLM_THREADS`` too, which
+    portable mode pins), as the workers did: a parallel run's evaluation then matches its training's thread count."""
+    import torch
+
+    before, count = os.environ.get(THREADS_VARIABLE), torch.get_num_threads()
+    os.environ[THREADS_VARIABLE] = str(threads)
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(THREADS_VARIABLE, None)
+        else:
+            os.environ[THREADS_VARIABLE] = before
+        torch.set_num_threads(count)
+
+
 def run_in_workers(
     fn: Callable[..., Any], units: Sequence[tuple[Any, ...]], labels: Sequence[str], workers: int, threads: int
 ) -> list[Any]:
@@ -65,17 +85,16 @@ def run_in_workers(
     return results
 
 
-class _Prefix(logging.Filter):
+class _Prefix(logging.Formatter):
     """Prefixes every line of a worker with the label of the unit it works on."""
 
     label = ""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = f"[{self.label}] {record.msg}"
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        return f"[{self.label}] {super().format(record)}"
 
 
-_PREFIX = _Prefix()
+_PREFIX = _Prefix("%(message)s")
 
 
 def _start_worker(threads: int, level: int) -> None:
@@ -90,8 +109,8 @@ def _start_worker(threads: int, level: int) -> None:
     if reproducibility_mode() != "portable":
         torch.set_num_threads(threads)
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_PREFIX)
-    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    handler.setFormatter(_PREFIX)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     quiet_lightning()
 
 

@@ -42,7 +42,7 @@ from simmlm.engine.tasks import Task, task_for
 from simmlm.evaluation.evaluate import headline_keys, shapley_per_seed
 from simmlm.experiments.benchmark import run_benchmark
 from simmlm.experiments.comparisons import compare_methods, holm_adjust
-from simmlm.experiments.parallel import check_cores, run_in_workers, worker_threads
+from simmlm.experiments.parallel import at_threads, check_cores, run_in_workers, worker_threads
 from simmlm.experiments.reproducibility import provenance
 from simmlm.experiments.suite import CLEAN, EVALUATION_ONLY, Cell, Condition, SuiteConfig, plan, variant_settings
 from simmlm.fileio import folder_lock, write_text_atomic
@@ -185,8 +185,9 @@ def run_robustness(
     trained first, in that many processes side by side (:mod:`simmlm.experiments.parallel`), then the cells are
     gathered and evaluated one after the other.
     """
-    wall = time.perf_counter()
     from simmlm.reporting.robustness_report import robustness_markdown, write_figures
+
+    wall = time.perf_counter()
 
     suite = suite or SuiteConfig()
     clash = [name for name in suite.variants if name in (*methods, TUNED) or name in list_methods()]
@@ -213,34 +214,38 @@ def run_robustness(
     seconds: dict[str, float] = {}
     if parallel:
         seconds = _train_in_workers(to_train, out, methods, seeds, config, overrides, suite, splits, workers)
+        source = {**source, "threads": worker_threads(workers)}  # what trained and evaluates, not this process's
     results: list[dict[str, Any]] = []
     trained: list[float] = []
     robustness: dict[str, Any] = {}
-    for k, cell in enumerate(cells, 1):
-        cell_dir = out / "cells" / cell.name
-        before = befores[cell.name]
-        if {key: v for key, v in before.items() if key in identity} == identity:
-            logger.info("cell %d/%d (%s): finished before, loaded from %s", k, len(cells), cell.title, saved)
-            result = before
-        elif before and _trained_alike(before, identity):  # only the evaluation settings changed
-            logger.info("cell %d/%d (%s): trained before, evaluating it again", k, len(cells), cell.title)
-            result = _train_cell(cell, cell_dir, methods, seeds, config, overrides, suite, splits, task)
-            result = {**identity, **result, "seconds": before["seconds"]}  # the cell's cost stays its training's
-            write_text_atomic(saved[cell.name], json.dumps(result, indent=2))
-        else:
-            left = len(cells) - k + 1
-            eta = f"; about {sum(trained) / len(trained) * left / 60:.0f} min left" if trained else ""
-            logger.info(f"cell {k}/{len(cells)} ({cell.title}): {len(methods)} methods x {len(seeds)} seeds{eta}")
-            result = {
-                **identity,
-                **_train_cell(cell, cell_dir, methods, seeds, config, overrides, suite, splits, task),
-            }
-            result["seconds"] += seconds.get(cell.name, 0.0)  # its seeds' training in the workers
-            trained.append(result["seconds"])
-            write_text_atomic(saved[cell.name], json.dumps(result, indent=2))
-        results.append(result)
-        robustness = _summary(base.data.dataset, splits.modalities, seeds, suite, results, source)
-        write_text_atomic(out / "robustness.json", json.dumps(robustness, indent=2))  # after every cell
+    with ExitStack() as stack:
+        if parallel:  # gathered and evaluated with the workers' thread count, as one process would have
+            stack.enter_context(at_threads(worker_threads(workers)))
+        for k, cell in enumerate(cells, 1):
+            cell_dir, before = out / "cells" / cell.name, befores[cell.name]
+            if {key: v for key, v in before.items() if key in identity} == identity:
+                logger.info("cell %d/%d (%s): finished before, loaded from %s", k, len(cells), cell.title, cell_dir)
+                result = before
+            elif before and _trained_alike(before, identity):  # only the evaluation settings changed
+                logger.info("cell %d/%d (%s): trained before, evaluating it again", k, len(cells), cell.title)
+                result = _train_cell(cell, cell_dir, methods, seeds, config, overrides, suite, splits, task)
+                result = {**identity, **result, "seconds": before["seconds"]}  # the cell's cost stays its training's
+                write_text_atomic(saved[cell.name], json.dumps(result, indent=2))
+            else:
+                left, eta = len(cells) - k + 1, ""
+                if trained and not parallel:  # (after workers, what is left is gathering and evaluating)
+                    eta = f"; about {sum(trained) / len(trained) * left / 60:.0f} min left"
+                logger.info(f"cell {k}/{len(cells)} ({cell.title}): {len(methods)} methods x {len(seeds)} seeds{eta}")
+                result = {
+                    **identity,
+                    **_train_cell(cell, cell_dir, methods, seeds, config, overrides, suite, splits, task),
+                }
+                result["seconds"] += seconds.get(cell.name, 0.0)  # its seeds' training in the workers
+                trained.append(result["seconds"])
+                write_text_atomic(saved[cell.name], json.dumps(result, indent=2))
+            results.append(result)
+            robustness = _summary(base.data.dataset, splits.modalities, seeds, suite, results, source)
+            write_text_atomic(out / "robustness.json", json.dumps(robustness, indent=2))  # after every cell
     robustness["wall_seconds"] = time.perf_counter() - wall  # this call's, cells loaded from before included
     if parallel:
         robustness["workers"] = {"processes": workers, "threads": worker_threads(workers)}
