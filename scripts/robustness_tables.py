@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from simmlm.experiments.robustness import TUNED
+from simmlm.experiments.cells import TUNED
 from simmlm.reporting.format import difference, pm
 
 METRICS = (("average_accuracy", "Test average accuracy (%)", max), ("counterintuitive_rate", "Test CR (%) ↓", min))

@@ -74,7 +74,7 @@ def run_in_workers(
     others (their processes are terminated) and its error is raised here.
     """
     check_cores(workers, threads)
-    level = logging.getLogger("simmlm").getEffectiveLevel()
+    level = logger.getEffectiveLevel()  # what the caller logs (the package logger's level, inherited)
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads and open files
     results: list[Any] = [None] * len(units)
     with context.Pool(workers, initializer=_start_worker, initargs=(threads, level)) as pool:
