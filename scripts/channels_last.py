@@ -76,9 +76,9 @@ def main() -> None:
         last = to_channels_last(copy.deepcopy(plain))
         x = torch.randn(batch, *shape)
         plain_times, last_times = [], []
-        for _ in range(2):  # alternate, so that a slow spell of the machine hits both
-            plain_times += step_seconds(plain, x, args.steps // 2 + 1)
-            last_times += step_seconds(last, x, args.steps // 2 + 1)
+        for half in filter(None, (args.steps - args.steps // 2, args.steps // 2)):  # alternate: slow spells hit both
+            plain_times += step_seconds(plain, x, half)
+            last_times += step_seconds(last, x, half)
         a, b = statistics.median(plain_times), statistics.median(last_times)
         print(f"| {name} | {batch} | {a:.3f} | {b:.3f} | {a / b:.2f}x |")
 

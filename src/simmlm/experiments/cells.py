@@ -16,7 +16,7 @@ from simmlm.data.base import Splits
 from simmlm.engine.config import load_config, resolve_config
 from simmlm.engine.tasks import task_for
 from simmlm.experiments.benchmark import run_benchmark
-from simmlm.experiments.parallel import check_cores, run_in_workers, worker_threads
+from simmlm.experiments.parallel import run_in_workers, worker_threads
 from simmlm.experiments.suite import Cell, SuiteConfig, variant_settings
 from simmlm.fileio import folder_lock
 
@@ -105,7 +105,6 @@ def train_in_workers(
     """Every run of every seed of ``cells``, trained (or resumed) in ``workers`` processes into the cells' folders,
     which this process locks meanwhile. Returns each cell's training seconds, summed over its seeds."""
     threads = worker_threads(workers)
-    check_cores(workers, threads)
     units = [(cell, seed) for cell in cells for seed in seeds]
     logger.info(
         "training %d cells x %d seeds in %d processes of %d thread(s) each (a number reproduces only at the same "
@@ -139,7 +138,7 @@ def _fit_seed(
     suite: SuiteConfig,
     modalities: Sequence[str],
 ) -> float:
-    """A worker's unit: one seed of a cell (:func:`_fit_cell` with ``runs_only``); returns its seconds."""
+    """A worker's unit: one seed of a cell (:func:`fit_cell` with ``runs_only``); returns its seconds."""
     start = time.perf_counter()
     fit_cell(cell, cell_dir, methods, [seed], config, overrides, suite, modalities, runs_only=True)
     return time.perf_counter() - start

@@ -172,17 +172,17 @@ def run_robustness(
     saved = {cell.name: out / "cells" / cell.name / "cell.json" for cell in cells}
     befores = {name: _normalised(json.loads(p.read_text())) if p.is_file() else {} for name, p in saved.items()}
     to_train = [cell for cell in cells if not (befores[cell.name] and _trained_alike(befores[cell.name], identity))]
-    parallel = workers > 1 and bool(to_train)
+    parallel, threads = workers > 1 and bool(to_train), worker_threads(workers)
     seconds: dict[str, float] = {}
     if parallel:
         seconds = train_in_workers(to_train, out, methods, seeds, config, overrides, suite, splits, workers)
-        source = {**source, "threads": worker_threads(workers)}  # what trained and evaluates, not this process's
+        source = {**source, "threads": threads}  # what trained and evaluates, not this process's
     results: list[dict[str, Any]] = []
     trained: list[float] = []
     robustness: dict[str, Any] = {}
     with ExitStack() as stack:
         if parallel:  # gathered and evaluated with the workers' thread count, as one process would have
-            stack.enter_context(at_threads(worker_threads(workers)))
+            stack.enter_context(at_threads(threads))
         for k, cell in enumerate(cells, 1):
             cell_dir, before = out / "cells" / cell.name, befores[cell.name]
             if {key: v for key, v in before.items() if key in identity} == identity:
@@ -210,7 +210,7 @@ def run_robustness(
             write_text_atomic(out / "robustness.json", json.dumps(robustness, indent=2))  # after every cell
     robustness["wall_seconds"] = time.perf_counter() - wall  # this call's, cells loaded from before included
     if parallel:
-        robustness["workers"] = {"processes": workers, "threads": worker_threads(workers)}
+        robustness["workers"] = {"processes": workers, "threads": threads}
     write_text_atomic(out / "robustness.json", json.dumps(robustness, indent=2))
     write_text_atomic(out / "robustness.md", robustness_markdown(robustness))
     write_figures(robustness, out)
