@@ -189,6 +189,32 @@ def test_costs_measures_positive_ratios_for_every_subset() -> None:
     assert result.exit_code == 0 and "full pass" in result.output
 
 
+def test_subset_layout_script_computes_what_the_library_does() -> None:
+    """scripts/subset_layout.py's matrix layout (cited on the performance page) gives every subset's logits as
+    forward_subsets does, up to float rounding, also for samples that lack modalities."""
+    import runpy
+
+    from simmlm.methods import create_method
+    from simmlm.subsets import all_subsets, bits_to_mask
+
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "subset_layout.py"))
+    torch.manual_seed(0)
+    shapes = {"a": (5,), "b": (3,), "c": (4,)}
+    model = create_method("simmlm", input_shapes=shapes, num_classes=4, expert="mlp").eval()
+    for parameter in model.parameters():  # away from the uniform gate it starts with
+        torch.nn.init.normal_(parameter, std=0.5)
+    inputs = {name: torch.randn(6, *shape) for name, shape in shapes.items()}
+    available = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 1, 1]], dtype=torch.bool)
+    masks = [bits_to_mask(torch.full((6,), code, dtype=torch.long), 3) for code in all_subsets(3)]
+    codes = torch.stack([m[0] for m in masks]).float()
+    with torch.no_grad():
+        expected = [out.logits for out in model.forward_subsets(inputs, available, masks, validate_args=False)]
+        got = script["matrix_layout"](model, inputs, available, codes)
+    for k, mask in enumerate(masks):
+        rows = (mask & available).any(1)  # a subset a sample has none of is not evaluated on it
+        torch.testing.assert_close(got[k][rows], expected[k][rows])
+
+
 @needs_data
 def test_costs_times_the_engine_against_a_bare_loop_on_the_same_work() -> None:
     from simmlm.experiments.costs import engine_overhead
