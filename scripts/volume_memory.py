@@ -10,7 +10,9 @@ Ways: ``memory`` (``data.brats.cache: false``), ``cache-cold`` (an empty cache: 
 
     python scripts/volume_memory.py --root /tmp/brats-full --sizes 10,40,100   # --ways cache-cold,cache-warm
 
-Disk: about 90 MB of sources and 65 MB of cache entries per case.
+``--workers N`` sets ``data.brats.workers`` (processes building the cache, DataLoader workers reading crops).
+
+Disk: about 90 MB of sources and 135 MB of cache entries per case.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def link_splits(root: Path, train: int) -> Path:
     return data
 
 
-def first_step_of(data: Path, cache: bool) -> dict[str, float]:
+def first_step_of(data: Path, cache: bool, workers: int = 0) -> dict[str, float]:
     """Load the splits as a benchmark does, then one training step; this process's peak memory and time."""
     from simmlm.engine.config import RunConfig
 
@@ -75,6 +77,7 @@ def first_step_of(data: Path, cache: bool) -> dict[str, float]:
         "crop_size": [64, 64, 64],
         "crops_per_epoch": 4,
         "cache": cache,
+        "workers": workers,
     }
     cfg = RunConfig.model_validate(
         {
@@ -91,10 +94,13 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True, help="folder for the synthetic cases and the cache")
     parser.add_argument("--sizes", default="10,40,100", help="training cases per measurement")
     parser.add_argument("--ways", default="memory,cache-cold,cache-warm", help="which ways of loading to measure")
-    parser.add_argument("--child", nargs=2, metavar=("DATA", "CACHE"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--workers", type=int, default=0, help="data.brats.workers: processes building the cache and reading crops"
+    )
+    parser.add_argument("--child", nargs=3, metavar=("DATA", "CACHE", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(first_step_of(Path(args.child[0]), args.child[1] == "1")))
+        print(json.dumps(first_step_of(Path(args.child[0]), args.child[1] == "1", int(args.child[2]))))
         return
     sizes = [int(n) for n in args.sizes.split(",")]
     write_cases(args.root, max(sizes) + VAL + TEST)
@@ -106,11 +112,12 @@ def main() -> None:
             use_cache = "0" if way == "memory" else "1"
             if way == "cache-cold":
                 subprocess.run(["rm", "-rf", str(cache)], check=True)
-            result = measure([__file__, "--root", str(args.root), "--child", str(data), use_cache], cache)
+            child = ["--child", str(data), use_cache, str(args.workers)]
+            result = measure([__file__, "--root", str(args.root), *child], cache)
             if isinstance(result, str):
                 print(json.dumps({"train_cases": n, "way": way, "failed": result}), flush=True)
                 continue
-            rows.append({"train_cases": n, "way": way, **result})
+            rows.append({"train_cases": n, "way": way, "workers": args.workers, **result})
             print(json.dumps(rows[-1]), flush=True)
     print("\n| training cases | way | peak RSS (MB) | load (s) | to the first step (s) |\n|---|---|---|---|---|")
     for r in rows:

@@ -8,12 +8,13 @@ an *entry*, a folder of ``.npy`` arrays under ``<cache>/brats/``, and a dataset 
 memory does not grow with the number of cases.
 
 An entry's name is a hash of everything its arrays depend on: the preprocessing settings (the file layout, label
-convention, downsampling, margin and :data:`PREPROCESSING_VERSION`) and each source file's name, size and
-modification time. Changing a setting or a file gives another name, so a stale entry is never read (it is left on
-disk; delete the folder to reclaim it). Entries are written to a temporary folder and renamed into place: a build
-that is killed leaves whole entries and no half ones, and the next build goes on from where it stopped. The build
-shows its progress (:mod:`simmlm.progress`: a bar in a terminal, else lines on the logger) and runs ``workers``
-processes at once; every worker computes with the parent's thread count, so the arrays do not depend on ``workers``.
+convention, downsampling, margin and :data:`PREPROCESSING_VERSION`), torch's thread count (the z-scoring's sums are
+split across threads) and each source file's name, size and modification time. Changing a setting or a file gives
+another name, so a stale entry is never read (it is left on disk; delete the folder to reclaim it). Entries are
+written to a temporary folder and renamed into place: a build that is killed leaves whole entries and no half ones,
+and the next build goes on from where it stopped. The build shows its progress (:mod:`simmlm.progress`: a bar in a
+terminal, else lines on the logger) and runs ``workers`` processes at once; every worker computes with the parent's
+thread count, so the arrays do not depend on ``workers``.
 """
 
 from __future__ import annotations
@@ -82,13 +83,16 @@ def source_files(folder: Path, layout: NiftiLayout) -> list[Path]:
 
 
 def entry_name(folder: Path, layout: NiftiLayout, downsample: int) -> str:
-    """The hash of the preprocessing settings and the source files' names, sizes and modification times."""
+    """The hash of the preprocessing settings, torch's thread count and the source files' names, sizes and
+    modification times. (The z-scoring's mean and standard deviation are sums split across threads: the arrays
+    differ in the last bits with the thread count.)"""
     files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in source_files(folder, layout)]
     settings = {
         "version": PREPROCESSING_VERSION,
         "layout": layout.model_dump(mode="json", include=set(NiftiLayout.model_fields)),
         "downsample": downsample,
         "margin": MARGIN,
+        "threads": torch.get_num_threads(),
         "case": folder.name,
         "files": files,
     }
