@@ -22,15 +22,12 @@ committed results of every benchmark it is used on; it is not part of the librar
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import simmlm  # noqa: F401  (before torch: the reproducibility mode's environment)
 import torch
 from torch import Tensor
 
-from simmlm.experiments.costs import SETTINGS
+from simmlm.experiments.costs import SETTINGS, _median_seconds
 from simmlm.methods import DMoME, create_method
 from simmlm.portable import configure_torch
 from simmlm.subsets import all_subsets, bits_to_mask
@@ -62,16 +59,6 @@ def matrix_layout(model: DMoME, inputs: dict[str, Tensor], available: Tensor, co
     for m in range(1, modalities):
         mixed.addcmul_(weights[m, :, :, None], outputs[:, m])
     return mixed
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
