@@ -37,19 +37,12 @@ def matrix_layout(model: DMoME, inputs: dict[str, Tensor], available: Tensor, co
     """Logits ``[S, B, T]`` of the subsets ``codes`` (``[S, M]`` 0/1 rows) of ``available``, in the layout above."""
     expert_logits, gate_inputs = model.encode(inputs, available)
     gate = model.gate
-    first, last = gate.head[0], gate.head[2]
-    assert isinstance(first, torch.nn.Linear) and isinstance(last, torch.nn.Linear)
-    on, off, start = [], [], 0
-    for name, encoder in gate.encoders.items():
-        x, width = gate_inputs[name], int(encoder.out_features)  # type: ignore[arg-type]
-        weight = first.weight[:, start : start + width]
-        start += width
-        on.append(encoder(x) @ weight.T)
-        off.append(encoder(x.new_zeros(1, *x.shape[1:])) @ weight.T)
-    present, absent = torch.stack(on), torch.stack(off)  # [M, B, H], [M, 1, H]
-    modalities, batch, _ = present.shape
-    terms = (present - absent).reshape(modalities, -1)  # [M, B*H]; 0 where a sample lacks the modality (zero-filled)
-    base = (absent.sum(0) + first.bias).repeat(1, batch)  # [1, B*H]
+    last = gate.head[2]
+    assert isinstance(last, torch.nn.Linear)
+    base, change = gate.first_layer_terms(gate_inputs)  # [1, H], [B, M, H]
+    batch, modalities, _ = change.shape
+    terms = change.movedim(1, 0).reshape(modalities, -1)  # [M, B*H]; 0 where a modality is zero-filled
+    base = base.repeat(1, batch)  # [1, B*H]
     hidden = torch.addmm(base, codes, terms).relu_().view(len(codes) * batch, -1)  # [S*B, H]
     logits = torch.addmm(last.bias[:, None], last.weight, hidden.T).view(modalities, len(codes), batch)
     keep = codes.bool().T[:, :, None] & available.T[:, None, :]  # [M, S, B]

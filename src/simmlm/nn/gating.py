@@ -91,6 +91,13 @@ class GatingNetwork(nn.Module):
         on each subset's zero-filled inputs up to float rounding, when ``inputs`` are zero-filled for the
         modalities no subset has.
         """
+        base, change = self.first_layer_terms(inputs)
+        return self._shape(self.head[1:](base + torch.einsum("sbm,bmh->sbh", subset_masks.to(change.dtype), change)))
+
+    def first_layer_terms(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The head's first layer split by modality (see :meth:`subset_logits`): its output with every modality
+        absent, ``b + sum_m W_m enc(0)`` (``[1, H]``), and what each present modality changes,
+        ``W_m enc(x_m) - W_m enc(0)`` (``[B, M, H]``). A subset's output is the first plus its modalities' changes."""
         first = self.head[0]
         assert isinstance(first, nn.Linear)
         present, absent, start = [], [], 0
@@ -101,8 +108,7 @@ class GatingNetwork(nn.Module):
             present.append(encoder(x) @ weight.T)  # [B, H]
             absent.append(encoder(x.new_zeros(1, *x.shape[1:])) @ weight.T)  # [1, H]
         on, off = torch.stack(present, 1), torch.stack(absent, 1)  # [B, M, H], [1, M, H]
-        hidden = off.sum(1) + first.bias + torch.einsum("sbm,bmh->sbh", subset_masks.to(on.dtype), on - off)
-        return self._shape(self.head[1:](hidden))
+        return off.sum(1) + first.bias, on - off
 
     def _shape(self, logits: Tensor) -> Tensor:
         """``[..., M * K]`` head outputs as ``[..., M]`` or ``[..., M, K]``."""
