@@ -1,6 +1,6 @@
 """What another memory layout would buy the 63 subsets of ``simmlm costs``' six-modality setting.
 
-``simmlm costs`` finds every subset of six modalities at 2-6x one full pass, above the 1.5x the project aimed for.
+``simmlm costs`` finds every subset of six modalities at 2-8x one full pass, above the 1.5x the project aimed for.
 The committed code (``GatingNetwork.subset_logits``, ``ExpertMixture.mix_subsets``) does the per-subset work as
 products batched over the samples (``einsum``), with copies between layouts. This script times, next to it, the
 same mathematics laid out for large matrix products, as a reference for whoever takes the target up:
